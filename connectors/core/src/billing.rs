@@ -1,0 +1,194 @@
+//! The billing-system role: what a client is billed for, and the changes that alter it.
+
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::RemoteError;
+
+/// Where one client is billed, as the pipeline names it: the billing system's company (or
+/// customer) and, for PSAs, the agreement that carries the seats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BillingAccount {
+    pub company: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+}
+
+/// The same account resolved to the billing system's own ids, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRef {
+    pub company_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_id: Option<String>,
+}
+
+/// How a contact and a person are matched: the lower-cased email where there is one, else the
+/// lower-cased full name. Billing systems carry no directory id, so this is what both sides share.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ContactKey(pub String);
+
+impl std::fmt::Display for ContactKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The fields of a contact that rollcall manages. Anything else on the contact is left alone.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+pub struct ContactFields {
+    pub first_name: String,
+    pub last_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+}
+
+impl ContactFields {
+    pub fn key(&self) -> ContactKey {
+        match self
+            .email
+            .as_deref()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            Some(email) => ContactKey(email.to_lowercase()),
+            None => ContactKey(
+                format!("{} {}", self.first_name.trim(), self.last_name.trim())
+                    .trim()
+                    .to_lowercase(),
+            ),
+        }
+    }
+}
+
+/// The billed line for one product on a client's agreement: how many seats, at what price, and
+/// the text the client reads on the invoice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdditionFields {
+    pub quantity: u32,
+    pub unit_price: Decimal,
+    pub invoice_description: String,
+}
+
+/// A contact as the billing system holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualContact {
+    pub id: String,
+    pub fields: ContactFields,
+    pub active: bool,
+}
+
+/// An addition as the billing system holds it. Cancelled additions are not reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActualAddition {
+    pub id: String,
+    /// The product's identifier in the billing system's catalogue.
+    pub product: String,
+    pub fields: AdditionFields,
+}
+
+/// Everything the billing system holds for one client that rollcall compares against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientState {
+    pub account: AccountRef,
+    pub contacts: Vec<ActualContact>,
+    pub additions: Vec<ActualAddition>,
+}
+
+/// One change to one client's billing. Each carries the values before and after, so a plan can
+/// be read by a person and replayed exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    CreateContact {
+        key: ContactKey,
+        after: ContactFields,
+    },
+    UpdateContact {
+        id: String,
+        key: ContactKey,
+        before: ContactFields,
+        after: ContactFields,
+    },
+    /// Contacts are deactivated, never deleted: tickets and invoices still point at them.
+    DeactivateContact {
+        id: String,
+        key: ContactKey,
+        before: ContactFields,
+    },
+    CreateAddition {
+        product: String,
+        after: AdditionFields,
+    },
+    UpdateAddition {
+        id: String,
+        product: String,
+        before: AdditionFields,
+        after: AdditionFields,
+    },
+    CancelAddition {
+        id: String,
+        product: String,
+        before: AdditionFields,
+    },
+}
+
+impl Change {
+    /// The snake-case name of the change, as it appears in JSON plans and in history.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Change::CreateContact { .. } => "create_contact",
+            Change::UpdateContact { .. } => "update_contact",
+            Change::DeactivateContact { .. } => "deactivate_contact",
+            Change::CreateAddition { .. } => "create_addition",
+            Change::UpdateAddition { .. } => "update_addition",
+            Change::CancelAddition { .. } => "cancel_addition",
+        }
+    }
+
+    /// What the change is about, for tables and logs: a contact key or a product.
+    pub fn subject(&self) -> String {
+        match self {
+            Change::CreateContact { key, .. }
+            | Change::UpdateContact { key, .. }
+            | Change::DeactivateContact { key, .. } => key.0.clone(),
+            Change::CreateAddition { product, .. }
+            | Change::UpdateAddition { product, .. }
+            | Change::CancelAddition { product, .. } => product.clone(),
+        }
+    }
+}
+
+/// What applying a change produced: the id of the object written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub remote_id: String,
+    /// True when a create found its object already there (a retried or crashed earlier attempt)
+    /// and adopted it instead of writing a second one.
+    #[serde(default)]
+    pub reconciled: bool,
+}
+
+/// A billing system: a PSA or an accounting package.
+#[async_trait]
+pub trait BillingSystem: Send + Sync + std::fmt::Debug {
+    /// The connector's kind as written in pipelines ("connectwise").
+    fn kind(&self) -> &'static str;
+
+    /// Reads the client's current state. `products` are the catalogue identifiers the pipeline
+    /// bills, so only those additions are compared; others on the agreement are left alone.
+    async fn read(
+        &self,
+        account: &BillingAccount,
+        products: &[String],
+    ) -> Result<ClientState, RemoteError>;
+
+    /// Applies one change. Must be safe to call again after a failure or a crash: a create
+    /// first looks for the object it would make.
+    async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError>;
+}

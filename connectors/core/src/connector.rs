@@ -1,0 +1,20 @@
+//! How a connector joins the engine: its config type builds the role it plays.
+//!
+//! The engine's registry (`src/config/connectors.rs`) lists each connector's config type once;
+//! everything else goes through these traits, so no vendor name is matched anywhere else.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::{BillingSystem, Directory, RemoteError};
+
+/// A billing system's section of a pipeline (`target:`), after secrets are resolved.
+pub trait BillingConfig {
+    fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError>;
+}
+
+/// A directory's section of a pipeline (`clients[].directory:`). `pipeline_dir` is the folder of
+/// the pipeline file, against which relative paths are resolved.
+pub trait DirectoryConfig {
+    fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory>;
+}

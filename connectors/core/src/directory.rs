@@ -1,0 +1,71 @@
+//! The directory role: where the people of one client come from.
+
+use async_trait::async_trait;
+
+use crate::person::Person;
+
+/// Whether a read saw the whole directory.
+///
+/// A read cut short (a dropped connection mid-paging, a size limit, a malformed export) still
+/// returns what it saw, but marked [`Completeness::Incomplete`]: the planner may then add seats,
+/// never remove them. "Zero people" must never be mistaken for "could not read".
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Completeness {
+    Complete,
+    Incomplete { reason: String },
+}
+
+impl Completeness {
+    pub fn is_complete(&self) -> bool {
+        matches!(self, Completeness::Complete)
+    }
+}
+
+/// What one read of a directory returned.
+#[derive(Debug, Clone)]
+pub struct DirectoryRead {
+    pub people: Vec<Person>,
+    pub completeness: Completeness,
+    /// Problems that did not stop the read (a malformed row, an unreadable attribute), each
+    /// naming where: shown to the operator, and the reason the read is incomplete.
+    pub warnings: Vec<String>,
+}
+
+impl DirectoryRead {
+    pub fn complete(people: Vec<Person>) -> Self {
+        DirectoryRead {
+            people,
+            completeness: Completeness::Complete,
+            warnings: Vec::new(),
+        }
+    }
+}
+
+/// A read that produced nothing usable at all.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    /// The directory could not be reached or opened (file missing, server down).
+    #[error("{source_name}: cannot read: {message}")]
+    Unavailable {
+        source_name: String,
+        message: String,
+    },
+    /// The directory answered, but with something we cannot parse.
+    #[error("{source_name}: {message}")]
+    Malformed {
+        source_name: String,
+        message: String,
+    },
+}
+
+/// A source of people for one client.
+#[async_trait]
+pub trait Directory: Send + Sync + std::fmt::Debug {
+    /// A short human name for logs and errors ("file acme.csv", "ldap dc1.acme.local").
+    fn describe(&self) -> String;
+
+    /// Reads every person in scope. Errors only when nothing usable was read; a partial read
+    /// returns `Ok` with [`Completeness::Incomplete`].
+    async fn read(&self) -> Result<DirectoryRead, DirectoryError>;
+}

@@ -1,0 +1,35 @@
+//! The roles a rollcall connector plays, and the plumbing every REST connector shares.
+//!
+//! rollcall's engine knows connectors only through the two traits here: a [`Directory`] yields
+//! the people of one client, a [`BillingSystem`] reads what a client is billed for and applies
+//! one [`Change`] at a time. Keeping the traits in their own small crate means a connector
+//! depends on this crate alone, never on the engine, and the engine never names a vendor.
+//!
+//! The types that cross the boundary speak the billing domain: [`Person`], [`ContactFields`],
+//! [`AdditionFields`], [`ClientState`], [`Change`]. Vendor field names stay inside each
+//! connector's `model.rs`.
+//!
+//! HTTP plumbing ([`http`]) lives here once — rate limiting, retries with backoff and jitter,
+//! `Retry-After`, reconcile-before-retry for creates that have no idempotency key, redaction —
+//! so no connector writes its own retry loop.
+
+pub mod ad;
+pub mod billing;
+pub mod connector;
+pub mod directory;
+pub mod error;
+pub mod http;
+pub mod money;
+pub mod person;
+pub mod secret;
+
+pub use billing::{
+    AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,
+    BillingSystem, Change, ClientState, ContactFields, ContactKey,
+};
+pub use connector::{BillingConfig, DirectoryConfig};
+pub use directory::{Completeness, Directory, DirectoryError, DirectoryRead};
+pub use error::{RemoteError, RemoteErrorKind};
+pub use money::{Currency, round_money};
+pub use person::{License, Person};
+pub use secret::Secret;
