@@ -1,1 +1,234 @@
-fn main() {}
+//! Benchmarks of rollcall's own work, beside a baseline run side by side (see BENCHMARKS.md):
+//! - mapping + planning 1,000 clients × 100 people (first run and no-change resync), against a
+//!   baseline that only walks the same people once;
+//! - pulling and mapping 100,000 people from a CSV export, against the `csv` crate reading the
+//!   same file into raw records.
+//!
+//! `cargo bench --bench sync`
+
+use std::hint::black_box;
+use std::path::Path;
+
+use chrono::Utc;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use rollcall::config::{self, Pipeline};
+use rollcall::mapping::desired_state;
+use rollcall::plan::guard::{self, GuardPolicy};
+use rollcall::plan::{self, Desired};
+use rollcall_core::{
+    AccountRef, ActualAddition, ActualContact, ClientState, DirectoryRead, License, Person,
+};
+
+const PIPELINE: &str = r#"name: bench
+target: { connectwise: { url: "http://127.0.0.1:9", company_id: x, public_key: "${X:-x}", private_key: "${Y:-y}", client_id: z } }
+defaults:
+  counted: "enabled && !('Service Accounts' in groups)"
+products:
+  - { id: helpdesk, identifier: HELPDESK-USER, unit_price: 35.00 }
+  - { id: m365, identifier: M365-BP, unit_price: 22.00, seats: "'M365 Users' in groups" }
+  - { id: e3, identifier: M365-E3, unit_price: 36.00, seats: "'SPE_E3' in licenses" }
+clients:
+  - { name: bench, directory: { file: { path: x.csv } }, company: X, agreement: A }
+"#;
+
+fn person(client: usize, i: usize) -> Person {
+    let mut groups = vec!["Staff".to_owned()];
+    if !i.is_multiple_of(3) {
+        groups.push("M365 Users".into());
+    }
+    if i % 50 == 49 {
+        groups.push("Service Accounts".into());
+    }
+    Person {
+        id: format!("{client:04}-{i:06}"),
+        username: format!("user{i}"),
+        given_name: format!("Given{i}"),
+        surname: format!("Sur{i}"),
+        display_name: format!("Given{i} Sur{i}"),
+        email: Some(format!("user{i}@client{client}.example")),
+        upn: Some(format!("user{i}@client{client}.local")),
+        enabled: !i.is_multiple_of(17),
+        groups,
+        licenses: if i.is_multiple_of(4) {
+            vec![License {
+                sku: "SPE_E3".into(),
+                name: "Microsoft 365 E3".into(),
+            }]
+        } else {
+            vec![]
+        },
+        attributes: [("title".to_owned(), "Engineer".to_owned())].into(),
+    }
+}
+
+/// The billing state a perfect apply of `desired` leaves behind.
+fn state_matching(desired: &Desired) -> ClientState {
+    ClientState {
+        account: AccountRef {
+            company_id: "1".into(),
+            agreement_id: Some("1".into()),
+        },
+        contacts: desired
+            .contacts
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, (_, f))| ActualContact {
+                id: i.to_string(),
+                fields: f.clone(),
+                active: true,
+            })
+            .collect(),
+        additions: desired
+            .additions
+            .iter()
+            .enumerate()
+            .map(|(i, (id, a))| ActualAddition {
+                id: i.to_string(),
+                product: id.clone(),
+                fields: a.fields.clone(),
+            })
+            .collect(),
+    }
+}
+
+fn pipeline() -> Pipeline {
+    config::load_str(PIPELINE, Path::new("bench.yaml")).expect("bench pipeline")
+}
+
+fn map_and_plan(p: &Pipeline, read: &DirectoryRead, actual: &ClientState) -> usize {
+    let client = &p.clients[0];
+    let desired =
+        desired_state(&client.name, &client.rules, &p.templates, p.currency, read).expect("map");
+    let planned = plan::plan(&desired, actual);
+    let policy = GuardPolicy {
+        max_seat_drop_percent: 50,
+        allow_drop: false,
+    };
+    guard::check(&client.name, planned, &desired, actual, policy)
+        .changes
+        .len()
+}
+
+fn plan_1000_clients(c: &mut Criterion) {
+    let p = pipeline();
+    let client = &p.clients[0];
+    let reads: Vec<DirectoryRead> = (0..1000)
+        .map(|k| DirectoryRead::complete((0..100).map(|i| person(k, i)).collect()))
+        .collect();
+    let empty = ClientState {
+        account: AccountRef {
+            company_id: "1".into(),
+            agreement_id: None,
+        },
+        contacts: vec![],
+        additions: vec![],
+    };
+    let matching: Vec<ClientState> = reads
+        .iter()
+        .map(|r| {
+            state_matching(
+                &desired_state(&client.name, &client.rules, &p.templates, p.currency, r)
+                    .expect("map"),
+            )
+        })
+        .collect();
+
+    let mut g = c.benchmark_group("plan 1000 clients x 100 people");
+    g.sample_size(10).throughput(Throughput::Elements(100_000));
+    g.bench_function("baseline: walk every person once", |b| {
+        b.iter(|| {
+            reads
+                .iter()
+                .flat_map(|r| &r.people)
+                .filter(|p| black_box(p).enabled)
+                .count()
+        })
+    });
+    g.bench_function("map + plan + guard, first run", |b| {
+        b.iter(|| {
+            reads
+                .iter()
+                .map(|r| map_and_plan(&p, r, &empty))
+                .sum::<usize>()
+        })
+    });
+    g.bench_function("map + plan + guard, no-change resync", |b| {
+        b.iter(|| {
+            let n: usize = reads
+                .iter()
+                .zip(&matching)
+                .map(|(r, a)| map_and_plan(&p, r, a))
+                .sum();
+            assert_eq!(n, 0, "a no-change resync plans nothing");
+            n
+        })
+    });
+    g.finish();
+}
+
+fn pull_100k_from_csv(c: &mut Criterion) {
+    let mut csv = String::from(
+        "ObjectGUID,SamAccountName,GivenName,Surname,DisplayName,EmailAddress,UserPrincipalName,Enabled,MemberOf,Title\n",
+    );
+    for i in 0..100_000 {
+        let p = person(0, i);
+        let member_of: Vec<String> = p
+            .groups
+            .iter()
+            .map(|g| format!("CN={g},OU=Groups,DC=acme,DC=local"))
+            .collect();
+        csv.push_str(&format!(
+            "{:08x}-0000-4000-8000-{:012x},{},{},{},\"{}\",{},{},{},\"{}\",Engineer\n",
+            i,
+            i,
+            p.username,
+            p.given_name,
+            p.surname,
+            p.display_name,
+            p.email.unwrap_or_default(),
+            p.upn.unwrap_or_default(),
+            if p.enabled { "True" } else { "False" },
+            member_of.join(";")
+        ));
+    }
+    let bytes = csv.into_bytes();
+    let p = pipeline();
+    let client = &p.clients[0];
+    let now = Utc::now();
+
+    let mut g = c.benchmark_group("pull 100k people from a CSV export");
+    g.sample_size(10).throughput(Throughput::Elements(100_000));
+    g.bench_function("baseline: csv crate, raw records", |b| {
+        b.iter(|| {
+            let mut r = ::csv::Reader::from_reader(bytes.as_slice());
+            let mut rec = ::csv::ByteRecord::new();
+            let mut n = 0;
+            while r.read_byte_record(&mut rec).expect("csv") {
+                n += rec.len();
+            }
+            n
+        })
+    });
+    g.bench_function("rollcall: parse into people", |b| {
+        b.iter(|| {
+            rollcall_file::parse_csv(&bytes, "bench.csv", now)
+                .expect("parse")
+                .people
+                .len()
+        })
+    });
+    g.bench_function("rollcall: parse + map to desired state", |b| {
+        b.iter(|| {
+            let read = rollcall_file::parse_csv(&bytes, "bench.csv", now).expect("parse");
+            desired_state(&client.name, &client.rules, &p.templates, p.currency, &read)
+                .expect("map")
+                .additions
+                .len()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, plan_1000_clients, pull_100k_from_csv);
+criterion_main!(benches);

@@ -1,0 +1,84 @@
+//! The [`Directory`] an export file plays: read the file, pick the format, parse off the async
+//! runtime.
+//!
+//! Parsing is pure and lives in [`crate::csv_export`] and [`crate::ldif`]; this module adds only
+//! what touches the outside world (the file system, the clock) so those stay testable without
+//! either.
+
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use rollcall_core::{Directory, DirectoryError, DirectoryRead};
+
+use crate::config::Format;
+
+/// People read from one export file on each [`Directory::read`].
+#[derive(Debug, Clone)]
+pub struct FileDirectory {
+    path: PathBuf,
+    /// How the file is named in messages: the path as the pipeline wrote it.
+    source_name: String,
+    format: Option<Format>,
+}
+
+impl FileDirectory {
+    /// A directory reading `path`; `format` `None` decides from the extension, then the content.
+    pub fn new(path: impl Into<PathBuf>, format: Option<Format>) -> Self {
+        let path = path.into();
+        FileDirectory {
+            source_name: path.display().to_string(),
+            path,
+            format,
+        }
+    }
+
+    /// Names the file in warnings and errors as the user wrote it, rather than as resolved.
+    pub fn with_source_name(mut self, source_name: impl Into<String>) -> Self {
+        self.source_name = source_name.into();
+        self
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+#[async_trait]
+impl Directory for FileDirectory {
+    fn describe(&self) -> String {
+        format!("file {}", self.source_name)
+    }
+
+    async fn read(&self) -> Result<DirectoryRead, DirectoryError> {
+        let bytes = tokio::fs::read(&self.path)
+            .await
+            .map_err(|e| DirectoryError::Unavailable {
+                source_name: self.source_name.clone(),
+                message: format!(
+                    "{}: {e}; check `path` in the client's directory section (a relative path is relative to the pipeline file's folder)",
+                    self.path.display()
+                ),
+            })?;
+        let format = self
+            .format
+            .or_else(|| Format::from_path(&self.path))
+            .unwrap_or_else(|| Format::sniff(&bytes));
+        let source_name = self.source_name.clone();
+        let now = chrono::Utc::now();
+        // 100,000 rows take long enough to stall other pipelines' I/O on this runtime.
+        let parsed = tokio::task::spawn_blocking(move || match format {
+            Format::Csv => crate::parse_csv(&bytes, &source_name, now),
+            Format::Ldif => crate::parse_ldif(&bytes, &source_name, now),
+        })
+        .await;
+        match parsed {
+            Ok(result) => result,
+            // A panic in the parser is a bug: carry it on rather than dressing it as bad data.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(DirectoryError::Unavailable {
+                source_name: self.source_name.clone(),
+                message: format!("the read was cancelled: {e}"),
+            }),
+        }
+    }
+}

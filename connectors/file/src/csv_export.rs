@@ -1,0 +1,442 @@
+//! People from a CSV export: `Get-ADUser | Export-Csv`, `csvde`, the Entra and Microsoft 365
+//! admin centres' "download users", or a spreadsheet an MSP keeps by hand.
+//!
+//! The header decides everything once: [`Columns`] maps each column to a person's field (by the
+//! names in [`crate::model`]) before the first row is read, so a row costs a pass over its cells
+//! and the strings a [`Person`] owns, and nothing else. Rows are read as bytes into one reused
+//! record; UTF-8 is checked per cell, so an undecodable cell names its row instead of ending the
+//! read.
+
+use chrono::{DateTime, Utc};
+use rollcall_core::ad::{self, UserAccountControl};
+use rollcall_core::{DirectoryError, DirectoryRead, Person};
+
+use crate::error::RecordError;
+use crate::model::{self, Evidence, Field};
+use crate::read::{self, Collector, Unit};
+
+/// Reads people from CSV text (bytes as they are on disk: UTF-8, or UTF-16 with a BOM).
+///
+/// `source_name` names the file in warnings (`acme.csv:17: …`); `now` decides whether an
+/// `accountExpires` date has passed. A malformed row is skipped with a warning and makes the read
+/// [`Completeness::Incomplete`](rollcall_core::Completeness::Incomplete); so does an empty file.
+/// A header with no rows is a complete read of nobody.
+///
+/// # Errors
+/// [`DirectoryError::Malformed`] when the header has no id column or is not text.
+pub fn parse_csv(
+    input: &[u8],
+    source_name: &str,
+    now: DateTime<Utc>,
+) -> Result<DirectoryRead, DirectoryError> {
+    let text = read::decode(input, source_name)?;
+    let mut body: &[u8] = &text;
+    let mut lines_before = 0;
+    // Windows PowerShell's Export-Csv writes `#TYPE Microsoft.ActiveDirectory…` above the header
+    // unless given -NoTypeInformation.
+    if body.starts_with(b"#TYPE") {
+        let end = body
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |n| n + 1);
+        body = &body[end..];
+        lines_before = 1;
+    }
+    if read::is_blank(body) {
+        return Ok(read::empty_export(
+            source_name,
+            "a CSV export always has at least a header row",
+        ));
+    }
+
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        // Rows of the wrong length are reported one by one rather than ending the read.
+        .flexible(true)
+        .from_reader(body);
+    let mut record = csv::ByteRecord::new();
+    let malformed = |message: String| DirectoryError::Malformed {
+        source_name: source_name.to_owned(),
+        message,
+    };
+    match reader.read_byte_record(&mut record) {
+        Ok(true) => {}
+        Ok(false) => {
+            return Ok(read::empty_export(
+                source_name,
+                "a CSV export always has at least a header row",
+            ));
+        }
+        Err(e) => return Err(malformed(format!("cannot read the header: {e}"))),
+    }
+    let mut lines = Lines {
+        body,
+        byte: 0,
+        line: 1 + lines_before,
+    };
+    let header_line = lines.at(&record);
+    let columns = Columns::from_header(&record)
+        .map_err(|problem| malformed(format!("line {header_line}: {problem}")))?;
+
+    let mut collector = Collector::new(source_name, Unit::Row);
+    let mut type_name_reported = vec![false; columns.names.len()];
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                // Reading from memory fails only on input the csv crate cannot resynchronise
+                // after, so what follows is unknown.
+                let line = lines.at_byte(e.position().map_or(0, |p| p.byte()));
+                collector.incomplete(format!(
+                    "{source_name}:{line}: the CSV cannot be read past this line: {e}"
+                ));
+                break;
+            }
+        }
+        // Spreadsheets save trailing rows of empty cells; they are nobody, not a broken row.
+        if record.iter().all(read::is_blank) {
+            continue;
+        }
+        let line = lines.at(&record);
+        collector.count_record();
+        match columns.person(&record, now) {
+            Ok(row) => {
+                if let Some(col) = row.type_name_in
+                    && !type_name_reported[col]
+                {
+                    type_name_reported[col] = true;
+                    let name = &columns.names[col];
+                    collector.incomplete(format!(
+                        "{source_name}:{line}: column {name} holds PowerShell's type name instead of its values, so these people's {name} is unknown; export it joined, e.g. Select-Object @{{n='{name}';e={{$_.{name} -join ';'}}}}"
+                    ));
+                }
+                collector.person(line, row.person);
+            }
+            Err(e) => collector.skip(line, e),
+        }
+    }
+    Ok(collector.finish())
+}
+
+/// The line a record starts on, counted here because csv-core does not count the newlines
+/// inside a quoted cell: after a multi-line `Title` or `Notes`, its numbers would point at the
+/// wrong row. Records come in order, so counting from the previous one keeps this linear.
+struct Lines<'a> {
+    body: &'a [u8],
+    byte: usize,
+    line: u64,
+}
+
+impl Lines<'_> {
+    fn at(&mut self, record: &csv::ByteRecord) -> u64 {
+        self.at_byte(record.position().map_or(0, |p| p.byte()))
+    }
+
+    fn at_byte(&mut self, byte: u64) -> u64 {
+        let mut target = usize::try_from(byte)
+            .unwrap_or(usize::MAX)
+            .clamp(self.byte, self.body.len());
+        // A record's position is where the reader began looking, before any empty lines it
+        // passed over; the record itself starts after them.
+        while self
+            .body
+            .get(target)
+            .is_some_and(|b| matches!(b, b'\r' | b'\n'))
+        {
+            target += 1;
+        }
+        let newlines = self.body[self.byte..target]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        self.line += newlines as u64;
+        self.byte = target;
+        self.line
+    }
+}
+
+/// Which columns feed which field, decided once from the header.
+#[derive(Debug)]
+struct Columns {
+    /// The header as written (trimmed), for attribute keys and messages.
+    names: Vec<String>,
+    id: usize,
+    /// For each field, its columns best first: a row takes the first non-empty one, so
+    /// `DisplayName` wins over `Name` but an empty `DisplayName` falls back to it.
+    username: Vec<usize>,
+    given_name: Vec<usize>,
+    surname: Vec<usize>,
+    display_name: Vec<usize>,
+    email: Vec<usize>,
+    upn: Vec<usize>,
+    enabled: Vec<usize>,
+    blocked: Vec<usize>,
+    uac: Vec<usize>,
+    expires: Vec<usize>,
+    groups: Vec<usize>,
+    licenses: Vec<usize>,
+    /// Columns copied into `attributes`: every column that is not a field, and those that are
+    /// but whose raw value rules may want (see `model`).
+    attributes: Vec<usize>,
+}
+
+/// A person read from a row, and a column found holding a PowerShell type name, if any.
+struct Row {
+    person: Person,
+    type_name_in: Option<usize>,
+}
+
+impl Columns {
+    fn from_header(header: &csv::ByteRecord) -> Result<Columns, String> {
+        let mut names = Vec::with_capacity(header.len());
+        for (i, cell) in header.iter().enumerate() {
+            let name = std::str::from_utf8(cell)
+                .map_err(|_| format!("column {} of the header is not valid UTF-8", i + 1))?
+                .trim();
+            names.push(if name.is_empty() {
+                format!("column {}", i + 1)
+            } else {
+                name.to_owned()
+            });
+        }
+
+        let mut ranked: Vec<(Field, usize, usize)> = Vec::new();
+        let mut attributes = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            match model::meaning_of(name) {
+                Some(m) => {
+                    ranked.push((m.field, m.rank, i));
+                    if m.keep_as_attribute {
+                        attributes.push(i);
+                    }
+                }
+                None => attributes.push(i),
+            }
+        }
+        ranked.sort_by_key(|&(_, rank, i)| (rank, i));
+        let of = |field: Field| -> Vec<usize> {
+            ranked
+                .iter()
+                .filter(|(f, _, _)| *f == field)
+                .map(|&(_, _, i)| i)
+                .collect()
+        };
+
+        // The id alone has no fallback: a row whose id came from another column would be a
+        // different person to the planner on every read where that column was used.
+        let ids = of(Field::Id);
+        let Some((&id, other_ids)) = ids.split_first() else {
+            return Err(format!(
+                "no id column in the header ({}); expected one of: {} (any case), holding each person's stable identifier such as AD's ObjectGUID",
+                summarise(&names),
+                model::ID_NAMES
+            ));
+        };
+        attributes.extend_from_slice(other_ids);
+        attributes.sort_unstable();
+
+        Ok(Columns {
+            id,
+            username: of(Field::Username),
+            given_name: of(Field::GivenName),
+            surname: of(Field::Surname),
+            display_name: of(Field::DisplayName),
+            email: of(Field::Email),
+            upn: of(Field::Upn),
+            enabled: of(Field::Enabled),
+            blocked: of(Field::Blocked),
+            uac: of(Field::UserAccountControl),
+            expires: of(Field::AccountExpires),
+            groups: of(Field::Groups),
+            licenses: of(Field::Licenses),
+            attributes,
+            names,
+        })
+    }
+
+    fn person(&self, record: &csv::ByteRecord, now: DateTime<Utc>) -> Result<Row, RecordError> {
+        if record.len() != self.names.len() {
+            return Err(RecordError::ColumnCount {
+                expected: self.names.len(),
+                found: record.len(),
+            });
+        }
+        let cell = |i: usize| -> Result<&str, RecordError> {
+            let bytes = record.get(i).unwrap_or_default();
+            std::str::from_utf8(bytes)
+                .map(str::trim)
+                .map_err(|_| RecordError::NotUtf8 {
+                    field: self.names[i].clone(),
+                })
+        };
+        let first = |cols: &[usize]| -> Result<Option<(usize, &str)>, RecordError> {
+            for &i in cols {
+                let v = cell(i)?;
+                if !v.is_empty() {
+                    return Ok(Some((i, v)));
+                }
+            }
+            Ok(None)
+        };
+        let text = |cols: &[usize]| -> Result<String, RecordError> {
+            Ok(first(cols)?.map(|(_, v)| v.to_owned()).unwrap_or_default())
+        };
+
+        let id = cell(self.id)?;
+        if id.is_empty() {
+            return Err(RecordError::MissingId {
+                column: self.names[self.id].clone(),
+            });
+        }
+
+        let mut evidence = Evidence::default();
+        if let Some((i, v)) = first(&self.enabled)? {
+            evidence.stated = Some(model::parse_bool(v).ok_or_else(|| self.bad_bool(i, v))?);
+        }
+        if let Some((i, v)) = first(&self.blocked)? {
+            evidence.blocked = Some(model::parse_bool(v).ok_or_else(|| self.bad_bool(i, v))?);
+        }
+        if let Some((i, v)) = first(&self.uac)? {
+            evidence.uac = Some(UserAccountControl::parse(v).ok_or_else(|| self.bad_int(i, v))?);
+        }
+        if let Some((i, v)) = first(&self.expires)? {
+            let filetime: i64 = v.parse().map_err(|_| self.bad_int(i, v))?;
+            evidence.expires = ad::account_expires(filetime);
+        }
+
+        let mut type_name_in = None;
+        let mut groups = Vec::new();
+        if let Some((i, v)) = first(&self.groups)? {
+            if model::is_powershell_type_name(v) {
+                type_name_in = Some(i);
+            } else {
+                groups.extend(model::split_multi(v).map(model::group_name));
+            }
+        }
+        let mut licenses = Vec::new();
+        if let Some((i, v)) = first(&self.licenses)? {
+            if model::is_powershell_type_name(v) {
+                type_name_in = Some(i);
+            } else {
+                licenses.extend(model::split_multi(v).map(model::license));
+            }
+        }
+
+        let mut attributes = std::collections::BTreeMap::new();
+        for &i in &self.attributes {
+            let v = cell(i)?;
+            // An empty cell is an absent attribute, as LDAP has no empty values.
+            if !v.is_empty() {
+                attributes.insert(self.names[i].clone(), v.to_owned());
+            }
+        }
+
+        let non_empty = |v: String| (!v.is_empty()).then_some(v);
+        let person = Person {
+            id: model::normalise_id(id),
+            username: text(&self.username)?,
+            given_name: text(&self.given_name)?,
+            surname: text(&self.surname)?,
+            display_name: text(&self.display_name)?,
+            email: non_empty(text(&self.email)?),
+            upn: non_empty(text(&self.upn)?),
+            enabled: evidence.enabled(now),
+            groups,
+            licenses,
+            attributes,
+        };
+        Ok(Row {
+            person,
+            type_name_in,
+        })
+    }
+
+    fn bad_bool(&self, column: usize, value: &str) -> RecordError {
+        RecordError::BadBoolean {
+            field: self.names[column].clone(),
+            value: value.to_owned(),
+        }
+    }
+
+    fn bad_int(&self, column: usize, value: &str) -> RecordError {
+        RecordError::BadInteger {
+            field: self.names[column].clone(),
+            value: value.to_owned(),
+        }
+    }
+}
+
+/// A header for an error message: long AD exports have over a hundred columns.
+fn summarise(names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut out = names
+        .iter()
+        .take(SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &str) -> DirectoryRead {
+        parse_csv(text.as_bytes(), "t.csv", Utc::now()).expect("has an id column")
+    }
+
+    #[test]
+    fn line_numbers_survive_quoted_newlines_and_blank_lines() {
+        let read = read(
+            "id,Notes,Enabled\r\n\
+             1,\"two\r\nlines\",true\r\n\
+             \r\n\
+             \r\n\
+             2,x,nope\r\n\
+             3,\"a\nb\nc\",true\n\
+             4,y,nah\n",
+        );
+        let lines: Vec<_> = read
+            .warnings
+            .iter()
+            .map(|w| w.split(": ").next().unwrap_or_default())
+            .collect();
+        assert_eq!(lines, vec!["t.csv:6", "t.csv:10"]);
+        assert_eq!(read.people.len(), 2);
+        assert_eq!(read.people[1].attributes["Notes"], "a\nb\nc");
+    }
+
+    #[test]
+    fn a_field_falls_back_to_its_next_column_row_by_row() {
+        let read = read("id,Name,DisplayName\n1,ann.lee,Ann Lee\n2,bob.s,\n");
+        assert_eq!(read.people[0].display_name, "Ann Lee");
+        assert_eq!(read.people[1].display_name, "bob.s");
+        // Name is kept as an attribute either way.
+        assert_eq!(read.people[0].attributes["Name"], "ann.lee");
+    }
+
+    #[test]
+    fn header_names_are_trimmed_and_blank_ones_numbered() {
+        let read = read(" id , ,Dept\n1,x,Sales\n");
+        let attributes = &read.people[0].attributes;
+        assert_eq!(attributes["column 2"], "x");
+        assert_eq!(attributes["Dept"], "Sales");
+    }
+
+    #[test]
+    fn a_long_header_is_summarised_in_the_error() {
+        let header: Vec<String> = (1..=20).map(|n| format!("c{n}")).collect();
+        let err = parse_csv(header.join(",").as_bytes(), "wide.csv", Utc::now())
+            .expect_err("no id column");
+        let text = err.to_string();
+        assert!(
+            text.contains("c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12 and 8 more"),
+            "{text}"
+        );
+    }
+}

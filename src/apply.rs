@@ -1,0 +1,158 @@
+//! Apply: make a plan real, one change at a time, each recorded before and after.
+//!
+//! Retries, rate limits and reconcile-before-retry live in the connectors' HTTP plumbing; this
+//! module decides order and bookkeeping. A client whose change fails stops there (later
+//! changes may depend on it) and the other clients go on. A saved plan is applied only to a
+//! billing state that still matches the one it was made from.
+
+use std::sync::Arc;
+
+use rollcall_core::{BillingSystem, RemoteError};
+use serde::Serialize;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::run::{ClientPlan, PipelinePlan, fingerprint};
+use crate::store::{Store, StoreError};
+
+/// What happened to one client's changes.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ClientOutcome {
+    pub client: String,
+    pub applied: usize,
+    /// Creates that found their object already there (an earlier attempt had landed).
+    pub reconciled: usize,
+    pub state: OutcomeState,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OutcomeState {
+    /// Every change applied (or there were none).
+    Done,
+    /// Not attempted: the plan was refused or could not be made for this client.
+    Skipped { reason: String },
+    /// The billing state changed after the saved plan was made.
+    Stale { reason: String },
+    /// A change failed; the ones before it were applied.
+    Failed { error: String, hint: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Applies `plan`. With `verify`, each client's billing state is read again first and must
+/// match the plan's fingerprint (for saved plans).
+pub async fn apply_plan(
+    plan: &PipelinePlan,
+    billing: Arc<dyn BillingSystem>,
+    store: &Store,
+    run_id: &str,
+    verify: bool,
+) -> Result<Vec<ClientOutcome>, ApplyError> {
+    let mut outcomes = Vec::new();
+    let mut seq = 0u32;
+    for client in &plan.clients {
+        let span =
+            info_span!("apply", run = %run_id, pipeline = %plan.pipeline, client = %client.client);
+        let outcome = apply_client(
+            plan,
+            client,
+            billing.as_ref(),
+            store,
+            run_id,
+            verify,
+            &mut seq,
+        )
+        .instrument(span)
+        .await?;
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
+async fn apply_client(
+    plan: &PipelinePlan,
+    client: &ClientPlan,
+    billing: &dyn BillingSystem,
+    store: &Store,
+    run_id: &str,
+    verify: bool,
+    seq: &mut u32,
+) -> Result<ClientOutcome, ApplyError> {
+    let mut outcome = ClientOutcome {
+        client: client.client.clone(),
+        applied: 0,
+        reconciled: 0,
+        state: OutcomeState::Done,
+    };
+    if let Some(f) = &client.failure {
+        outcome.state = OutcomeState::Skipped {
+            reason: f.message.clone(),
+        };
+        return Ok(outcome);
+    }
+    if let Some(r) = &client.refusal {
+        outcome.state = OutcomeState::Skipped {
+            reason: r.to_string(),
+        };
+        return Ok(outcome);
+    }
+    let changes: Vec<_> = plan.changes_for(&client.client).collect();
+    if changes.is_empty() {
+        return Ok(outcome);
+    }
+    let Some(account) = &client.resolved else {
+        outcome.state = OutcomeState::Skipped {
+            reason: "the plan holds no billing account for this client".into(),
+        };
+        return Ok(outcome);
+    };
+    if verify {
+        let products: Vec<String> = client.seats.iter().map(|s| s.identifier.clone()).collect();
+        match billing.read(&client.account, &products).await {
+            Ok(now) if Some(fingerprint(&now)) == client.fingerprint && &now.account == account => {
+            }
+            Ok(_) => {
+                outcome.state = OutcomeState::Stale {
+                    reason: "the billing system changed since this plan was made; make a new plan and review it".into(),
+                };
+                return Ok(outcome);
+            }
+            Err(e) => {
+                outcome.state = failed(&e);
+                return Ok(outcome);
+            }
+        }
+    }
+    for change in changes {
+        *seq += 1;
+        store
+            .record_pending(run_id, *seq, &client.client, change)
+            .await?;
+        match billing.apply(account, change).await {
+            Ok(applied) => {
+                store.record_applied(run_id, *seq, &applied).await?;
+                info!(kind = change.kind(), subject = %change.subject(), remote_id = %applied.remote_id, reconciled = applied.reconciled, "Applied.");
+                outcome.applied += 1;
+                outcome.reconciled += usize::from(applied.reconciled);
+            }
+            Err(e) => {
+                store.record_failed(run_id, *seq, &e.to_string()).await?;
+                warn!(kind = change.kind(), subject = %change.subject(), error = %e, "A change failed; the client's remaining changes are not sent.");
+                outcome.state = failed(&e);
+                return Ok(outcome);
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+fn failed(e: &RemoteError) -> OutcomeState {
+    OutcomeState::Failed {
+        error: e.to_string(),
+        hint: e.hint().to_owned(),
+    }
+}

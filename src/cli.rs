@@ -1,0 +1,466 @@
+//! The `rollcall` command line: parses arguments, runs one command, and decides the exit code.
+//!
+//! Exit codes belong here and nowhere else: 0 ok, 1 invalid input (the user's to fix),
+//! 2 refused by a guard (or a saved plan gone stale), 3 a remote system failed.
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::apply::{self, ClientOutcome, OutcomeState};
+use crate::config::{self, Pipeline};
+use crate::run::{self, FailureClass, PipelinePlan};
+use crate::store::Store;
+use crate::{demo, report};
+
+/// rollcall — bill an MSP's clients per user: read their directories, plan, apply.
+#[derive(Debug, Parser)]
+#[command(name = "rollcall", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Where rollcall keeps its history (an SQLite file).
+    #[arg(
+        long,
+        global = true,
+        env = "ROLLCALL_STORE",
+        default_value = ".rollcall/state.db"
+    )]
+    store: PathBuf,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Only errors on stderr.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a pipeline file: YAML shape, CEL rules, templates, product references.
+    Validate { file: PathBuf },
+    /// Show what would change, client by client, without writing anything.
+    Plan {
+        file: PathBuf,
+        /// Only this client.
+        #[arg(long)]
+        client: Option<String>,
+        /// `json` prints one object with a `changes` array; save it to apply it later.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+        /// Let plans through that remove more seats than the guard allows.
+        #[arg(long)]
+        allow_drop: bool,
+    },
+    /// Apply a plan: a fresh one, or a saved one (`--plan`) if the billing system has not changed since.
+    Apply {
+        file: PathBuf,
+        /// A plan saved with `rollcall plan --output json`.
+        #[arg(long)]
+        plan: Option<PathBuf>,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        allow_drop: bool,
+        /// Do not ask for confirmation.
+        #[arg(long, short)]
+        yes: bool,
+    },
+    /// Plan and apply without asking (for schedules and scripts).
+    Run {
+        file: PathBuf,
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long)]
+        allow_drop: bool,
+    },
+    /// Changes applied so far, newest first.
+    History {
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Print the JSON Schema of pipeline files.
+    Schema,
+    /// Run a vendor sandbox standalone (a stateful fake of its API).
+    Sandbox {
+        /// Which vendor: connectwise.
+        kind: String,
+        #[arg(long, default_value_t = 8421)]
+        port: u16,
+        /// A JSON seed file (companies, agreements, catalog, credentials); default: the demo seed.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+    /// See rollcall work end to end with nothing installed: a sandbox, a plan, an apply, a resync.
+    Demo,
+}
+
+/// The classified result of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Ok,
+    Invalid,
+    Refused,
+    Remote,
+}
+
+impl Exit {
+    pub fn code(self) -> ExitCode {
+        match self {
+            Exit::Ok => ExitCode::SUCCESS,
+            Exit::Invalid => ExitCode::from(1),
+            Exit::Refused => ExitCode::from(2),
+            Exit::Remote => ExitCode::from(3),
+        }
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, cli.quiet);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(exit) => exit.code(),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, quiet: bool) {
+    let default = if quiet { "error" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_target(false).compact().init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    match cli.command {
+        Command::Validate { file } => Ok(validate(&file)),
+        Command::Plan {
+            file,
+            client,
+            output,
+            allow_drop,
+        } => {
+            let Some(pipeline) = load(&file) else {
+                return Ok(Exit::Invalid);
+            };
+            let plan = make_plan(&pipeline, client.as_deref(), allow_drop).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+                Output::Table => print!("{}", report::plan_text(&plan)),
+            }
+            Ok(plan_exit(&plan))
+        }
+        Command::Apply {
+            file,
+            plan,
+            client,
+            allow_drop,
+            yes,
+        } => {
+            let Some(pipeline) = load(&file) else {
+                return Ok(Exit::Invalid);
+            };
+            let (plan, saved) = match plan {
+                Some(path) => match read_saved_plan(&path, &pipeline, client.as_deref()) {
+                    Ok(p) => (p, true),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return Ok(Exit::Invalid);
+                    }
+                },
+                None => (
+                    make_plan(&pipeline, client.as_deref(), allow_drop).await?,
+                    false,
+                ),
+            };
+            print!("{}", report::plan_text(&plan));
+            if plan.is_empty() {
+                return Ok(plan_exit(&plan));
+            }
+            if !yes && !confirm(&plan)? {
+                return Ok(if std::io::stdin().is_terminal() {
+                    Exit::Ok
+                } else {
+                    Exit::Invalid
+                });
+            }
+            let outcomes = apply_now(&cli.store, &pipeline, &plan, "apply", saved).await?;
+            print!("{}", report::outcome_text(&outcomes));
+            Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
+        }
+        Command::Run {
+            file,
+            client,
+            allow_drop,
+        } => {
+            let Some(pipeline) = load(&file) else {
+                return Ok(Exit::Invalid);
+            };
+            let plan = make_plan(&pipeline, client.as_deref(), allow_drop).await?;
+            print!("{}", report::plan_text(&plan));
+            let outcomes = apply_now(&cli.store, &pipeline, &plan, "run", false).await?;
+            if !plan.is_empty() {
+                print!("{}", report::outcome_text(&outcomes));
+            }
+            Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
+        }
+        Command::History {
+            client,
+            limit,
+            output,
+        } => {
+            let store = Store::open(&cli.store).await?;
+            let rows = store.history(client.as_deref(), limit).await?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Table => print!("{}", report::history_text(&rows)),
+            }
+            Ok(Exit::Ok)
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&config::schema())?);
+            Ok(Exit::Ok)
+        }
+        Command::Sandbox { kind, port, seed } => {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            match config::connectors::run_sandbox(&kind, addr, seed.as_deref()) {
+                Some(fut) => {
+                    fut.await.map_err(|e| anyhow::anyhow!(e))?;
+                    Ok(Exit::Ok)
+                }
+                None => {
+                    eprintln!(
+                        "error: no sandbox named `{kind}` (hint: one of {})",
+                        config::connectors::SANDBOXES.join(", ")
+                    );
+                    Ok(Exit::Invalid)
+                }
+            }
+        }
+        Command::Demo => demo::run().await,
+    }
+}
+
+impl PartialOrd for Exit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Exit {
+    /// Which outcome a command reports when clients ended differently: a remote failure
+    /// outranks a refusal, which outranks bad input, which outranks success.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        let rank = |e: &Exit| match e {
+            Exit::Ok => 0,
+            Exit::Invalid => 1,
+            Exit::Refused => 2,
+            Exit::Remote => 3,
+        };
+        rank(self).cmp(&rank(other))
+    }
+}
+
+/// Loads a pipeline, printing every error; `None` means exit 1.
+pub fn load(file: &Path) -> Option<Pipeline> {
+    match config::load(file) {
+        Ok(p) => Some(p),
+        Err(errors) => {
+            eprintln!("{errors}");
+            None
+        }
+    }
+}
+
+fn validate(file: &Path) -> Exit {
+    match load(file) {
+        Some(p) => {
+            println!(
+                "ok: {}: pipeline `{}`, target {}, {} product(s), {} client(s)",
+                file.display(),
+                p.name,
+                p.target.kind(),
+                p.products.len(),
+                p.clients.len()
+            );
+            Exit::Ok
+        }
+        None => Exit::Invalid,
+    }
+}
+
+pub async fn make_plan(
+    pipeline: &Pipeline,
+    client: Option<&str>,
+    allow_drop: bool,
+) -> anyhow::Result<PipelinePlan> {
+    if let Some(name) = client
+        && pipeline.client(name).is_none()
+    {
+        let known: Vec<&str> = pipeline.clients.iter().map(|c| c.name.as_str()).collect();
+        anyhow::bail!(
+            "no client named `{name}` in {} (clients: {})",
+            pipeline.file.display(),
+            known.join(", ")
+        );
+    }
+    let billing = pipeline
+        .target
+        .build()
+        .context("cannot set up the billing system's client")?;
+    Ok(run::plan_pipeline(pipeline, billing, client, allow_drop).await)
+}
+
+pub async fn apply_now(
+    store_path: &Path,
+    pipeline: &Pipeline,
+    plan: &PipelinePlan,
+    command: &str,
+    verify: bool,
+) -> anyhow::Result<Vec<ClientOutcome>> {
+    let store = Store::open(store_path).await?;
+    let billing = pipeline
+        .target
+        .build()
+        .context("cannot set up the billing system's client")?;
+    let run_id = uuid::Uuid::now_v7().to_string();
+    store.begin_run(&run_id, &pipeline.name, command).await?;
+    let outcomes = apply::apply_plan(plan, Arc::clone(&billing), &store, &run_id, verify).await?;
+    store
+        .finish_run(
+            &run_id,
+            &format!("{:?}", outcome_exit(&outcomes)).to_lowercase(),
+        )
+        .await?;
+    Ok(outcomes)
+}
+
+fn read_saved_plan(
+    path: &Path,
+    pipeline: &Pipeline,
+    client: Option<&str>,
+) -> anyhow::Result<PipelinePlan> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the plan {}", path.display()))?;
+    let mut plan: PipelinePlan = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}:{}: not a rollcall plan: {e} (hint: save one with `rollcall plan FILE --output json > plan.json`)",
+            path.display(),
+            e.line(),
+            e.column()
+        )
+    })?;
+    if plan.format != run::PLAN_FORMAT {
+        anyhow::bail!(
+            "{}: plan format {} is not supported (this rollcall reads {})",
+            path.display(),
+            plan.format,
+            run::PLAN_FORMAT
+        );
+    }
+    if plan.pipeline != pipeline.name {
+        anyhow::bail!(
+            "{}: the plan was made for pipeline `{}`, not `{}` (hint: apply it with the pipeline it was made from)",
+            path.display(),
+            plan.pipeline,
+            pipeline.name
+        );
+    }
+    if let Some(name) = client {
+        plan.clients.retain(|c| c.client.eq_ignore_ascii_case(name));
+        plan.changes.retain(|c| c.client.eq_ignore_ascii_case(name));
+    }
+    Ok(plan)
+}
+
+fn confirm(plan: &PipelinePlan) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        eprintln!(
+            "error: not applying without confirmation (hint: pass --yes when not on a terminal)"
+        );
+        return Ok(false);
+    }
+    let clients = plan
+        .clients
+        .iter()
+        .filter(|c| c.may_apply() && plan.changes_for(&c.client).next().is_some())
+        .count();
+    let n: usize = plan
+        .clients
+        .iter()
+        .filter(|c| c.may_apply())
+        .map(|c| plan.changes_for(&c.client).count())
+        .sum();
+    print!("Apply {n} change(s) to {clients} client(s)? [y/N] ");
+    std::io::stdout().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+/// The exit code a plan calls for on its own.
+pub fn plan_exit(plan: &PipelinePlan) -> Exit {
+    plan.clients
+        .iter()
+        .map(|c| match (&c.failure, &c.refusal) {
+            (Some(f), _) if f.class == FailureClass::Invalid => Exit::Invalid,
+            (Some(_), _) => Exit::Remote,
+            (None, Some(_)) => Exit::Refused,
+            (None, None) => Exit::Ok,
+        })
+        .max()
+        .unwrap_or(Exit::Ok)
+}
+
+pub fn outcome_exit(outcomes: &[ClientOutcome]) -> Exit {
+    outcomes
+        .iter()
+        .map(|o| match o.state {
+            OutcomeState::Done | OutcomeState::Skipped { .. } => Exit::Ok,
+            OutcomeState::Stale { .. } => Exit::Refused,
+            OutcomeState::Failed { .. } => Exit::Remote,
+        })
+        .max()
+        .unwrap_or(Exit::Ok)
+}

@@ -1,0 +1,93 @@
+//! The connector registry: the only file in the engine that names a vendor.
+//!
+//! A connector joins rollcall with one line here. The macros expand to an enum of the
+//! connectors' own config types, keyed by the connector's name in YAML (`target: {connectwise:
+//! {...}}`), and a `build` that hands back the role as a trait object. The enum is externally
+//! tagged on purpose: an internally tagged one (`kind: connectwise`) makes serde buffer the
+//! section, and every error inside it would lose its line and column. Nothing else in `src/`
+//! matches on a connector's name.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rollcall_core::{BillingConfig, BillingSystem, Directory, DirectoryConfig, RemoteError};
+
+macro_rules! billing_systems {
+    ($($variant:ident($kind:literal) => $config:ty,)+) => {
+        /// Where clients are billed: a PSA or an accounting system, named by its key.
+        #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+        pub enum TargetConfig {
+            $( #[serde(rename = $kind)] $variant($config), )+
+        }
+
+        impl TargetConfig {
+            pub fn kind(&self) -> &'static str {
+                match self { $( TargetConfig::$variant(_) => $kind, )+ }
+            }
+
+            pub fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError> {
+                match self { $( TargetConfig::$variant(c) => c.build(), )+ }
+            }
+        }
+    };
+}
+
+macro_rules! directories {
+    ($($variant:ident($kind:literal) => $config:ty,)+) => {
+        /// Where a client's people come from, named by its key.
+        #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
+        pub enum DirectorySource {
+            $( #[serde(rename = $kind)] $variant($config), )+
+        }
+
+        impl DirectorySource {
+            pub fn kind(&self) -> &'static str {
+                match self { $( DirectorySource::$variant(_) => $kind, )+ }
+            }
+
+            pub fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory> {
+                match self { $( DirectorySource::$variant(c) => c.build(pipeline_dir), )+ }
+            }
+        }
+    };
+}
+
+billing_systems! {
+    ConnectWise("connectwise") => rollcall_connectwise::Config,
+}
+
+directories! {
+    File("file") => rollcall_file::Config,
+}
+
+/// Vendor sandboxes `rollcall sandbox KIND` can run.
+pub const SANDBOXES: &[&str] = &["connectwise"];
+
+type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
+
+/// Runs the named sandbox on `addr` until interrupted; `None` if there is no such sandbox.
+pub fn run_sandbox(
+    kind: &str,
+    addr: std::net::SocketAddr,
+    seed: Option<&Path>,
+) -> Option<SandboxRun> {
+    let seed = seed.map(Path::to_owned);
+    match kind {
+        "connectwise" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        format!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
+                    })?
+                }
+                None => rollcall_connectwise::Seed::demo(),
+            };
+            rollcall_connectwise::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
+        _ => None,
+    }
+}

@@ -1,0 +1,698 @@
+//! Pipeline files: the YAML an ops engineer writes, read into typed Rust once.
+//!
+//! Reading happens in two steps, as ripgrep does with its flags: the raw types below mirror the
+//! YAML exactly (serde with `deny_unknown_fields`, a JSON Schema derived from the same types),
+//! then [`compile`] checks what serde cannot — CEL predicates, handlebars templates, product
+//! references, duplicate clients — and produces the [`Pipeline`] the engine runs. Nothing past
+//! this module sees the raw form, and every problem found is reported with FILE:LINE:COLUMN
+//! and a hint, all of them at once.
+
+mod at;
+pub mod connectors;
+mod error;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use rollcall_core::{BillingAccount, Currency};
+use rust_decimal::Decimal;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer};
+
+pub use at::{At, Pos};
+pub use connectors::{DirectorySource, TargetConfig};
+pub use error::{ConfigError, ConfigErrors};
+
+use crate::mapping::{self, ContactTemplates, Predicate, Rules, TemplateSet};
+
+/// A rollcall pipeline: where an MSP's clients' people come from, which of them are billed for
+/// which product, and the billing system that holds the bill.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "rollcall pipeline")]
+pub struct RawPipeline {
+    /// Names the pipeline in history, plans, reports and logs.
+    pub name: At<String>,
+    /// The currency prices are written in; every amount is rounded once, at its minor unit.
+    #[serde(default = "defaults::currency")]
+    pub currency: Currency,
+    /// The billing system clients are billed in.
+    pub target: TargetConfig,
+    /// The products rollcall bills, each with the rule that decides who takes a seat.
+    pub products: Vec<RawProduct>,
+    /// Rules every client follows unless its `overrides` say otherwise.
+    #[serde(default)]
+    pub defaults: Policy,
+    /// The MSP's clients: each one's directory and where it is billed.
+    pub clients: Vec<RawClient>,
+}
+
+/// A billable product.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawProduct {
+    /// The name rules and overrides use for this product (e.g. `m365-bp`).
+    pub id: At<String>,
+    /// The product's identifier in the billing system's catalogue (e.g. `M365-BP`).
+    pub identifier: At<String>,
+    /// Price per seat per billing period, in the pipeline's currency (e.g. `22.50`).
+    pub unit_price: At<Price>,
+    /// CEL predicate over a person: who takes a seat of this product. Only people the client
+    /// counts (`counted`) are considered. Default: `true` (every counted person).
+    /// Example: `'M365 Users' in groups`.
+    #[serde(default)]
+    pub seats: Option<At<String>>,
+    /// Handlebars template of the invoice line's text, over `product`, `identifier`,
+    /// `quantity`, `unit_price`, `names` (the people billed, comma-separated) and `people`.
+    /// Default: `{{quantity}} × {{product}}: {{names}}`.
+    #[serde(default)]
+    pub description: Option<At<String>>,
+}
+
+/// One of the MSP's clients.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    /// Names the client in plans and history; unique within the pipeline.
+    pub name: At<String>,
+    /// Where the client's people come from.
+    pub directory: DirectorySource,
+    /// The client's company (or customer) identifier in the billing system (e.g. `ACME`).
+    pub company: String,
+    /// The agreement that carries the seats (PSA targets, e.g. `Managed Services`).
+    #[serde(default)]
+    pub agreement: Option<String>,
+    /// Rules that differ for this client; anything left out comes from `defaults`.
+    #[serde(default)]
+    pub overrides: Policy,
+}
+
+/// Billing rules, set in `defaults` and overridden per client.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// CEL predicate over a person: who the client is billed for at all (becomes a contact,
+    /// may take seats). Default: `enabled`.
+    #[serde(default)]
+    pub counted: Option<At<String>>,
+    /// Which products this client is billed for, by product id. Default: every product.
+    #[serde(default)]
+    pub products: Option<Vec<At<String>>>,
+    /// Per-product seat rules (CEL) replacing the product's own `seats`.
+    #[serde(default)]
+    pub seats: BTreeMap<String, At<String>>,
+    /// Per-product prices replacing the product's `unit_price`.
+    #[serde(default)]
+    pub prices: BTreeMap<String, At<Price>>,
+    /// How people become contacts in the billing system.
+    #[serde(default)]
+    pub contacts: Option<ContactPolicy>,
+    /// Limits that stop a run before it removes too much.
+    #[serde(default)]
+    pub guard: Option<GuardPolicy>,
+}
+
+/// How counted people become contacts. Each field is a handlebars template over the person
+/// (`{{given_name}}`, `{{surname}}`, `{{display_name}}`, `{{email}}`, `{{upn}}`,
+/// `{{username}}`, `{{attributes.title}}` …). A field that renders empty is left unset.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactPolicy {
+    /// Keep contacts in step with the directory (create, update, deactivate). Default: true.
+    #[serde(default)]
+    pub manage: Option<bool>,
+    /// Default: `{{given_name}}`.
+    #[serde(default)]
+    pub first_name: Option<At<String>>,
+    /// Default: `{{surname}}`.
+    #[serde(default)]
+    pub last_name: Option<At<String>>,
+    /// Default: `{{email}}`.
+    #[serde(default)]
+    pub email: Option<At<String>>,
+    /// Not managed unless set (e.g. `{{attributes.title}}`).
+    #[serde(default)]
+    pub title: Option<At<String>>,
+    /// Not managed unless set.
+    #[serde(default)]
+    pub phone: Option<At<String>>,
+}
+
+/// Guards stand between a plan and the billing system.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GuardPolicy {
+    /// Refuse a plan that removes more than this share of a client's seats, in percent
+    /// (0–100). Removing every seat is always refused. Default: 50. `--allow-drop` overrides.
+    #[serde(default)]
+    pub max_seat_drop_percent: Option<At<u32>>,
+}
+
+/// A price: an exact decimal, written as a number (`22.50`) or a string (`"22.50"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Price(pub Decimal);
+
+impl<'de> Deserialize<'de> for Price {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read as text so `12.50` never passes through a float (see CRATES.md, money pitfall).
+        rust_decimal::serde::str::deserialize(deserializer).map(Price)
+    }
+}
+
+impl JsonSchema for Price {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Price".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "An exact decimal amount, e.g. 22.50",
+            "anyOf": [
+                { "type": "number", "minimum": 0 },
+                { "type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$" }
+            ]
+        })
+    }
+}
+
+/// Built-in defaults, in one place.
+mod defaults {
+    use super::*;
+
+    pub fn currency() -> Currency {
+        Currency::Usd
+    }
+    pub const COUNTED: &str = "enabled";
+    pub const SEATS: &str = "true";
+    pub const DESCRIPTION: &str = "{{quantity}} × {{product}}: {{names}}";
+    pub const FIRST_NAME: &str = "{{given_name}}";
+    pub const LAST_NAME: &str = "{{surname}}";
+    pub const EMAIL: &str = "{{email}}";
+    pub const MAX_SEAT_DROP_PERCENT: u32 = 50;
+}
+
+/// A pipeline ready to run: predicates and templates compiled, overrides merged.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub name: String,
+    pub file: PathBuf,
+    pub currency: Currency,
+    pub target: TargetConfig,
+    pub products: Vec<Product>,
+    pub clients: Vec<Client>,
+    pub templates: TemplateSet,
+}
+
+/// A product as the engine uses it.
+#[derive(Debug, Clone)]
+pub struct Product {
+    pub id: String,
+    pub identifier: String,
+}
+
+/// A client as the engine uses it.
+#[derive(Debug)]
+pub struct Client {
+    pub name: String,
+    pub directory: DirectorySource,
+    pub account: BillingAccount,
+    pub rules: Rules,
+    pub max_seat_drop_percent: u32,
+}
+
+impl Pipeline {
+    /// The folder the pipeline file lives in; relative paths in it are resolved from here.
+    pub fn dir(&self) -> &Path {
+        self.file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+    }
+
+    pub fn client(&self, name: &str) -> Option<&Client> {
+        self.clients
+            .iter()
+            .find(|c| c.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Reads and compiles a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            path,
+            Pos::default(),
+            format!("cannot read the pipeline: {e}"),
+            "check the path",
+        )
+    })?;
+    load_str(&text, path)
+}
+
+/// Compiles a pipeline from text; `path` names it in errors and anchors relative paths.
+pub fn load_str(text: &str, path: &Path) -> Result<Pipeline, ConfigErrors> {
+    let raw = parse(text, path)?;
+    compile(raw, path)
+        .map_err(|errs| ConfigErrors(errs.0.into_iter().map(|e| e.with_source(text)).collect()))
+}
+
+/// Step one: YAML into the raw types, with serde's position on failure.
+pub fn parse(text: &str, path: &Path) -> Result<RawPipeline, ConfigErrors> {
+    serde_saphyr::from_str::<RawPipeline>(text).map_err(|e| {
+        let pos = e
+            .location()
+            .map(|l| Pos {
+                line: l.line() as u32,
+                column: l.column() as u32,
+            })
+            .unwrap_or_default();
+        let message = strip_location(&e.without_snippet().to_string());
+        let hint = hint_for(&message);
+        ConfigErrors::from(ConfigError::new(path, pos, message, hint).with_source(text))
+    })
+}
+
+/// serde-saphyr appends " at line L column C" to its messages; we print the position first.
+fn strip_location(message: &str) -> String {
+    let m = message.trim();
+    match m.rfind(" at line ") {
+        Some(i) if m[i..].contains("column") => m[..i].trim_end_matches(',').to_owned(),
+        _ => m.to_owned(),
+    }
+}
+
+fn hint_for(message: &str) -> String {
+    if message.contains("unknown field") {
+        "remove or rename the key; `rollcall schema` lists every key (mappings/rollcall.schema.json gives editors autocompletion)".into()
+    } else if message.contains("missing field") {
+        "add the key; `rollcall schema` shows what each section needs".into()
+    } else if message.contains("unknown variant") {
+        "use one of the kinds listed".into()
+    } else if message.contains("secret") || message.contains("environment variable") {
+        String::new() // the secret resolver's message carries its own hint
+    } else if message.contains("invalid type") {
+        "check the value's type against `rollcall schema` (quote text that looks like a number)"
+            .into()
+    } else if message.contains("duplicate") {
+        "each key may appear once in a mapping".into()
+    } else {
+        "see `rollcall schema` for the expected shape".into()
+    }
+}
+
+/// Step two: everything serde cannot check, and the merge of defaults and overrides.
+pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> {
+    let mut errors = Vec::new();
+    let err = |errors: &mut Vec<ConfigError>, pos: Pos, msg: String, hint: &str| {
+        errors.push(ConfigError::new(path, pos, msg, hint));
+    };
+    let mut templates = TemplateSet::new();
+
+    if raw.name.value.trim().is_empty() {
+        err(
+            &mut errors,
+            raw.name.pos,
+            "the pipeline's name is empty".into(),
+            "give it a short name, e.g. `acme-msp`",
+        );
+    }
+
+    // Products: ids unique, identifiers unique, prices non-negative, rules compiled.
+    let mut products = Vec::new();
+    let mut product_rules: BTreeMap<String, (Option<Predicate>, Decimal, String)> = BTreeMap::new();
+    let mut seen_identifiers = BTreeSet::new();
+    for p in &raw.products {
+        let id = p.id.value.trim().to_owned();
+        if id.is_empty() {
+            err(
+                &mut errors,
+                p.id.pos,
+                "a product's id is empty".into(),
+                "use a short name such as `m365-bp`",
+            );
+            continue;
+        }
+        if product_rules.contains_key(&id) {
+            err(
+                &mut errors,
+                p.id.pos,
+                format!("product `{id}` is defined twice"),
+                "product ids must be unique; rename or merge one",
+            );
+            continue;
+        }
+        if !seen_identifiers.insert(p.identifier.value.to_lowercase()) {
+            err(
+                &mut errors,
+                p.identifier.pos,
+                format!(
+                    "catalogue identifier `{}` is used by two products",
+                    p.identifier.value
+                ),
+                "each product bills one catalogue item; two would fight over the same addition",
+            );
+        }
+        if p.unit_price.value.0.is_sign_negative() {
+            err(
+                &mut errors,
+                p.unit_price.pos,
+                format!("product `{id}` has a negative unit_price"),
+                "prices are ≥ 0; credit notes are out of scope",
+            );
+        }
+        let seats = match &p.seats {
+            Some(src) => compile_predicate(src, path, &mut errors),
+            None => Predicate::compile(defaults::SEATS).ok(),
+        };
+        let desc_src = p
+            .description
+            .as_ref()
+            .map(|d| d.value.as_str())
+            .unwrap_or(defaults::DESCRIPTION);
+        let desc_pos = p.description.as_ref().map(|d| d.pos).unwrap_or(p.id.pos);
+        let desc_name = format!("product/{id}/description");
+        if let Err(e) = templates.add(&desc_name, desc_src, mapping::TemplateKind::Line) {
+            err(
+                &mut errors,
+                desc_pos,
+                format!("product `{id}`: bad description template: {e}"),
+                mapping::TEMPLATE_HINT_LINE,
+            );
+        }
+        product_rules.insert(id.clone(), (seats, p.unit_price.value.0, desc_name));
+        products.push(Product {
+            id,
+            identifier: p.identifier.value.trim().to_owned(),
+        });
+    }
+    if raw.products.is_empty() {
+        err(
+            &mut errors,
+            raw.name.pos,
+            "the pipeline bills no products".into(),
+            "add at least one entry under `products:`",
+        );
+    }
+
+    check_policy_products(&raw.defaults, &product_rules, path, &mut errors);
+
+    // Clients: names unique, overrides refer to known products.
+    let mut clients = Vec::new();
+    let mut names = BTreeSet::new();
+    if raw.clients.is_empty() {
+        err(
+            &mut errors,
+            raw.name.pos,
+            "the pipeline has no clients".into(),
+            "add at least one entry under `clients:`",
+        );
+    }
+    for (index, c) in raw.clients.iter().enumerate() {
+        let name = c.name.value.trim().to_owned();
+        if name.is_empty() {
+            err(
+                &mut errors,
+                c.name.pos,
+                "a client's name is empty".into(),
+                "name the client as people call it, e.g. `Acme`",
+            );
+            continue;
+        }
+        if !names.insert(name.to_lowercase()) {
+            err(
+                &mut errors,
+                c.name.pos,
+                format!("client `{name}` appears twice"),
+                "client names must be unique (compared without case); merge the two entries or rename one",
+            );
+            continue;
+        }
+        if c.company.trim().is_empty() {
+            err(
+                &mut errors,
+                c.name.pos,
+                format!("client `{name}` has an empty company"),
+                "set `company:` to the company identifier in the billing system",
+            );
+        }
+        check_policy_products(&c.overrides, &product_rules, path, &mut errors);
+        let rules = merge_rules(
+            index,
+            &name,
+            &raw.defaults,
+            &c.overrides,
+            &products,
+            &product_rules,
+            &mut templates,
+            path,
+            &mut errors,
+        );
+        let max_drop = c
+            .overrides
+            .guard
+            .as_ref()
+            .and_then(|g| g.max_seat_drop_percent.as_ref())
+            .or(raw
+                .defaults
+                .guard
+                .as_ref()
+                .and_then(|g| g.max_seat_drop_percent.as_ref()));
+        if let Some(m) = max_drop
+            && m.value > 100
+        {
+            err(
+                &mut errors,
+                m.pos,
+                format!("max_seat_drop_percent is {}, above 100", m.value),
+                "write a percentage between 0 and 100",
+            );
+        }
+        if let Some(rules) = rules {
+            clients.push(Client {
+                name: name.clone(),
+                directory: c.directory.clone(),
+                account: BillingAccount {
+                    company: c.company.trim().to_owned(),
+                    agreement: c.agreement.as_ref().map(|a| a.trim().to_owned()),
+                },
+                rules,
+                max_seat_drop_percent: max_drop
+                    .map(|m| m.value)
+                    .unwrap_or(defaults::MAX_SEAT_DROP_PERCENT),
+            });
+        }
+    }
+
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| (e.pos.line, e.pos.column));
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Pipeline {
+        name: raw.name.value,
+        file: path.to_owned(),
+        currency: raw.currency,
+        target: raw.target,
+        products,
+        clients,
+        templates,
+    })
+}
+
+fn compile_predicate(
+    src: &At<String>,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Predicate> {
+    match Predicate::compile(&src.value) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            errors.push(ConfigError::new(
+                path,
+                src.pos,
+                format!("bad CEL expression `{}`: {e}", src.value),
+                mapping::PREDICATE_HINT,
+            ));
+            None
+        }
+    }
+}
+
+fn check_policy_products(
+    policy: &Policy,
+    products: &BTreeMap<String, (Option<Predicate>, Decimal, String)>,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) {
+    let known = || products.keys().cloned().collect::<Vec<_>>().join(", ");
+    for (id, at) in &policy.seats {
+        if !products.contains_key(id) {
+            errors.push(ConfigError::new(
+                path,
+                at.pos,
+                format!("seats: unknown product `{id}`"),
+                format!("known products: {}", known()),
+            ));
+        }
+    }
+    for (id, at) in &policy.prices {
+        if !products.contains_key(id) {
+            errors.push(ConfigError::new(
+                path,
+                at.pos,
+                format!("prices: unknown product `{id}`"),
+                format!("known products: {}", known()),
+            ));
+        } else if at.value.0.is_sign_negative() {
+            errors.push(ConfigError::new(
+                path,
+                at.pos,
+                format!("prices: `{id}` is negative"),
+                "prices are ≥ 0",
+            ));
+        }
+    }
+    for at in policy.products.iter().flatten() {
+        if !products.contains_key(&at.value) {
+            errors.push(ConfigError::new(
+                path,
+                at.pos,
+                format!("products: unknown product `{}`", at.value),
+                format!("known products: {}", known()),
+            ));
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn merge_rules(
+    index: usize,
+    client: &str,
+    defaults: &Policy,
+    overrides: &Policy,
+    products: &[Product],
+    product_rules: &BTreeMap<String, (Option<Predicate>, Decimal, String)>,
+    templates: &mut TemplateSet,
+    path: &Path,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Rules> {
+    let before = errors.len();
+    let counted_src = overrides.counted.as_ref().or(defaults.counted.as_ref());
+    let counted = match counted_src {
+        Some(src) => compile_predicate(src, path, errors),
+        None => Predicate::compile(defaults::COUNTED).ok(),
+    };
+
+    let chosen: Option<BTreeSet<&str>> = overrides
+        .products
+        .as_ref()
+        .or(defaults.products.as_ref())
+        .map(|list| list.iter().map(|a| a.value.as_str()).collect());
+    let mut seat_rules = Vec::new();
+    for product in products {
+        if chosen
+            .as_ref()
+            .is_some_and(|c| !c.contains(product.id.as_str()))
+        {
+            continue;
+        }
+        let Some((product_seats, product_price, description)) = product_rules.get(&product.id)
+        else {
+            continue;
+        };
+        let seat_src = overrides
+            .seats
+            .get(&product.id)
+            .or(defaults.seats.get(&product.id));
+        let predicate = match seat_src {
+            Some(src) => compile_predicate(src, path, errors),
+            None => product_seats.clone(),
+        };
+        let price = overrides
+            .prices
+            .get(&product.id)
+            .or(defaults.prices.get(&product.id))
+            .map(|p| p.value.0)
+            .unwrap_or(*product_price);
+        if let Some(predicate) = predicate {
+            seat_rules.push(mapping::SeatRule {
+                product: product.id.clone(),
+                identifier: product.identifier.clone(),
+                predicate,
+                unit_price: price,
+                description: description.clone(),
+            });
+        }
+    }
+
+    let pick = |f: fn(&ContactPolicy) -> &Option<At<String>>| -> Option<&At<String>> {
+        overrides
+            .contacts
+            .as_ref()
+            .and_then(|c| f(c).as_ref())
+            .or(defaults.contacts.as_ref().and_then(|c| f(c).as_ref()))
+    };
+    let manage_contacts = overrides
+        .contacts
+        .as_ref()
+        .and_then(|c| c.manage)
+        .or(defaults.contacts.as_ref().and_then(|c| c.manage))
+        .unwrap_or(true);
+    let mut field =
+        |name: &str, src: Option<&At<String>>, fallback: Option<&str>| -> Option<String> {
+            let (text, pos) = match (src, fallback) {
+                (Some(at), _) => (at.value.as_str(), at.pos),
+                (None, Some(text)) => (text, Pos::default()),
+                (None, None) => return None,
+            };
+            let template = format!("client/{index}/contact/{name}");
+            match templates.add(&template, text, mapping::TemplateKind::Person) {
+                Ok(()) => Some(template),
+                Err(e) => {
+                    errors.push(ConfigError::new(
+                        path,
+                        pos,
+                        format!("client `{client}`: bad {name} template: {e}"),
+                        mapping::TEMPLATE_HINT_PERSON,
+                    ));
+                    None
+                }
+            }
+        };
+    let contact = ContactTemplates {
+        first_name: field(
+            "first_name",
+            pick(|c| &c.first_name),
+            Some(defaults::FIRST_NAME),
+        ),
+        last_name: field(
+            "last_name",
+            pick(|c| &c.last_name),
+            Some(defaults::LAST_NAME),
+        ),
+        email: field("email", pick(|c| &c.email), Some(defaults::EMAIL)),
+        title: field("title", pick(|c| &c.title), None),
+        phone: field("phone", pick(|c| &c.phone), None),
+    };
+    if errors.len() > before {
+        return None;
+    }
+    Some(Rules {
+        counted: counted?,
+        seats: seat_rules,
+        contact,
+        manage_contacts,
+    })
+}
+
+impl FromStr for Price {
+    type Err = rust_decimal::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Decimal::from_str(s).map(Price)
+    }
+}
+
+/// The JSON Schema of pipeline files, generated from the same types serde reads.
+pub fn schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(RawPipeline);
+    serde_json::to_value(schema).unwrap_or_default()
+}

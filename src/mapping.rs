@@ -1,0 +1,448 @@
+//! Mapping: from the people a directory returned to what a client should be billed for.
+//!
+//! Rules are compiled once per pipeline (CEL predicates, handlebars templates) and evaluated
+//! per person. The output is a [`Desired`] state — contacts and one addition per product with
+//! the people behind its seats — which the planner compares with the billing system.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use cel::{Context, Program, Value};
+use handlebars::Handlebars;
+use rollcall_core::{AdditionFields, ContactFields, Currency, DirectoryRead, Person, round_money};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+use crate::plan::{Desired, DesiredAddition, SeatHolder};
+
+/// The variables a predicate may use, each a field of the person.
+pub const PREDICATE_VARIABLES: &[&str] = &[
+    "id",
+    "username",
+    "given_name",
+    "surname",
+    "display_name",
+    "name",
+    "email",
+    "upn",
+    "enabled",
+    "groups",
+    "licenses",
+    "license_names",
+    "attributes",
+];
+
+pub const PREDICATE_HINT: &str = "predicates are CEL over the person, e.g. `enabled && 'Billable Users' in groups`; \
+     variables: id, username, given_name, surname, display_name, name, email, upn, enabled, groups, licenses, \
+     license_names, attributes (a map: `'title' in attributes && attributes.title == 'CEO'`)";
+pub const TEMPLATE_HINT_PERSON: &str = "contact templates are handlebars over the person: {{given_name}}, {{surname}}, \
+     {{display_name}}, {{name}}, {{email}}, {{upn}}, {{username}}, {{attributes.title}}";
+pub const TEMPLATE_HINT_LINE: &str = "line descriptions are handlebars over {{product}}, {{identifier}}, {{quantity}}, \
+     {{unit_price}}, {{names}} and {{#each people}}{{name}}{{/each}}";
+
+/// A compiled CEL predicate over a person.
+#[derive(Clone)]
+pub struct Predicate {
+    source: String,
+    program: Arc<Program>,
+}
+
+impl std::fmt::Debug for Predicate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Predicate({:?})", self.source)
+    }
+}
+
+impl Predicate {
+    /// Compiles and checks a predicate: it must parse, use only known variables, and yield a
+    /// boolean for a typical person.
+    pub fn compile(source: &str) -> Result<Predicate, String> {
+        let program = Program::compile(source).map_err(|e| one_line(&e.to_string()))?;
+        let references = program.references();
+        let unknown: Vec<&str> = references
+            .variables()
+            .into_iter()
+            .filter(|v| !PREDICATE_VARIABLES.contains(v) && !is_comprehension_variable(source, v))
+            .collect();
+        if let Some(first) = unknown.first() {
+            return Err(format!("unknown variable `{first}`"));
+        }
+        let predicate = Predicate {
+            source: source.to_owned(),
+            program: Arc::new(program),
+        };
+        match predicate.eval(&PersonVars::new(&sample_person())) {
+            Ok(_) => Ok(predicate),
+            // A typical person need not carry every attribute; a missing key is not a mistake.
+            Err(e) if e.contains("No such key") || e.contains("no such key") => Ok(predicate),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// True when the person matches.
+    pub fn eval(&self, vars: &PersonVars) -> Result<bool, String> {
+        match self.program.execute(&vars.context) {
+            Ok(Value::Bool(b)) => Ok(b),
+            Ok(other) => Err(format!("yields {other:?}, not true or false")),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+/// `groups.exists(g, g == 'x')` binds `g`; CEL reports it as a variable reference.
+fn is_comprehension_variable(source: &str, name: &str) -> bool {
+    ["exists", "all", "exists_one", "map", "filter"]
+        .iter()
+        .any(|m| {
+            source.contains(&format!("{m}({name},")) || source.contains(&format!("{m}({name} ,"))
+        })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// A person's fields bound as CEL variables, built once per person and shared by every rule.
+pub struct PersonVars {
+    context: Context<'static, 'static>,
+}
+
+impl PersonVars {
+    pub fn new(p: &Person) -> Self {
+        let mut context = Context::default();
+        context.add_variable_from_value("id", p.id.clone());
+        context.add_variable_from_value("username", p.username.clone());
+        context.add_variable_from_value("given_name", p.given_name.clone());
+        context.add_variable_from_value("surname", p.surname.clone());
+        context.add_variable_from_value("display_name", p.display_name.clone());
+        context.add_variable_from_value("name", p.billing_name());
+        context.add_variable_from_value("email", p.email.clone().unwrap_or_default());
+        context.add_variable_from_value("upn", p.upn.clone().unwrap_or_default());
+        context.add_variable_from_value("enabled", Value::Bool(p.enabled));
+        context.add_variable_from_value("groups", p.groups.clone());
+        context.add_variable_from_value(
+            "licenses",
+            p.licenses.iter().map(|l| l.sku.clone()).collect::<Vec<_>>(),
+        );
+        context.add_variable_from_value(
+            "license_names",
+            p.licenses
+                .iter()
+                .map(|l| l.name.clone())
+                .collect::<Vec<_>>(),
+        );
+        let attributes: HashMap<String, String> = p
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        context.add_variable_from_value("attributes", attributes);
+        PersonVars { context }
+    }
+}
+
+fn sample_person() -> Person {
+    Person {
+        id: "00000000-0000-0000-0000-000000000001".into(),
+        username: "asample".into(),
+        given_name: "Ada".into(),
+        surname: "Sample".into(),
+        display_name: "Ada Sample".into(),
+        email: Some("ada@example.com".into()),
+        upn: Some("ada@example.com".into()),
+        enabled: true,
+        groups: vec!["Staff".into()],
+        licenses: vec![rollcall_core::License {
+            sku: "SPB".into(),
+            name: "Microsoft 365 Business Premium".into(),
+        }],
+        attributes: BTreeMap::from([("title".to_owned(), "Engineer".to_owned())]),
+    }
+}
+
+/// What a template renders over, which decides how it is checked.
+#[derive(Debug, Clone, Copy)]
+pub enum TemplateKind {
+    Person,
+    Line,
+}
+
+/// Every handlebars template of a pipeline, compiled once.
+pub struct TemplateSet {
+    registry: Handlebars<'static>,
+}
+
+impl std::fmt::Debug for TemplateSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TemplateSet")
+            .field("templates", &self.registry.get_templates().len())
+            .finish()
+    }
+}
+
+impl Default for TemplateSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TemplateSet {
+    pub fn new() -> Self {
+        let mut registry = Handlebars::new();
+        // Contact fields and invoice lines are plain text, not HTML: "O'Brien & Sons" stays as is.
+        registry.register_escape_fn(handlebars::no_escape);
+        TemplateSet { registry }
+    }
+
+    /// Compiles a template and renders it once, strictly, over a typical context so a
+    /// misspelled field (`{{givn_name}}`) is an error at validation, not an empty contact field.
+    pub fn add(&mut self, name: &str, source: &str, kind: TemplateKind) -> Result<(), String> {
+        self.registry
+            .register_template_string(name, source)
+            .map_err(|e| one_line(&e.to_string()))?;
+        let mut strict = Handlebars::new();
+        strict.set_strict_mode(true);
+        strict.register_escape_fn(handlebars::no_escape);
+        let sample = match kind {
+            TemplateKind::Person => {
+                let mut p = sample_person();
+                for attr in referenced_attributes(source) {
+                    p.attributes.insert(attr, "x".into());
+                }
+                person_json(&p)
+            }
+            TemplateKind::Line => {
+                line_json("product", "PRODUCT", 1, Decimal::ONE, &[sample_person()])
+            }
+        };
+        strict
+            .render_template(source, &sample)
+            .map(|_| ())
+            .map_err(|e| {
+                let text = one_line(&e.to_string());
+                match text.find("Variable \"") {
+                    Some(i) => format!("unknown field in {}", &text[i..]),
+                    None => text,
+                }
+            })
+    }
+
+    fn render(&self, name: &str, data: &serde_json::Value) -> Result<String, String> {
+        self.registry
+            .render(name, data)
+            .map(|s| s.trim().to_owned())
+            .map_err(|e| one_line(&e.to_string()))
+    }
+}
+
+/// Attributes are free-form, so `{{attributes.title}}` is checked against a person who has one.
+fn referenced_attributes(source: &str) -> Vec<String> {
+    source
+        .match_indices("attributes.")
+        .map(|(i, m)| {
+            source[i + m.len()..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '-')
+                .collect::<String>()
+        })
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+fn person_json(p: &Person) -> serde_json::Value {
+    let mut v = serde_json::to_value(p).unwrap_or_default();
+    if let Some(map) = v.as_object_mut() {
+        map.insert("name".into(), json!(p.billing_name()));
+        map.insert("email".into(), json!(p.email.clone().unwrap_or_default()));
+        map.insert("upn".into(), json!(p.upn.clone().unwrap_or_default()));
+    }
+    v
+}
+
+fn line_json(
+    product: &str,
+    identifier: &str,
+    quantity: usize,
+    unit_price: Decimal,
+    people: &[Person],
+) -> serde_json::Value {
+    let names: Vec<String> = people.iter().map(Person::billing_name).collect();
+    json!({
+        "product": product,
+        "identifier": identifier,
+        "quantity": quantity,
+        "unit_price": unit_price.to_string(),
+        "names": names.join(", "),
+        "people": people.iter().map(person_json).collect::<Vec<_>>(),
+    })
+}
+
+/// Contact field templates (names in the [`TemplateSet`]); `None` leaves the field unmanaged.
+#[derive(Debug, Clone)]
+pub struct ContactTemplates {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub title: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// One product's seat rule for one client, overrides applied.
+#[derive(Debug, Clone)]
+pub struct SeatRule {
+    pub product: String,
+    pub identifier: String,
+    pub predicate: Predicate,
+    pub unit_price: Decimal,
+    /// Template name of the invoice line text.
+    pub description: String,
+}
+
+/// A client's rules, defaults and overrides merged.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    pub counted: Predicate,
+    pub seats: Vec<SeatRule>,
+    pub contact: ContactTemplates,
+    pub manage_contacts: bool,
+}
+
+/// A rule that could not be evaluated for a person: the client's run stops, because silently
+/// skipping the person would lower their seats.
+#[derive(Debug, thiserror::Error)]
+#[error("client `{client}`, person `{person}`: rule `{rule}`: {message}")]
+pub struct MappingError {
+    pub client: String,
+    pub person: String,
+    pub rule: String,
+    pub message: String,
+}
+
+impl MappingError {
+    pub fn hint(&self) -> &'static str {
+        "a rule failed on this person's data; guard optional attributes with `'x' in attributes && …`"
+    }
+}
+
+/// Maps one directory read to the client's desired billing state.
+pub fn desired_state(
+    client: &str,
+    rules: &Rules,
+    templates: &TemplateSet,
+    currency: Currency,
+    read: &DirectoryRead,
+) -> Result<Desired, MappingError> {
+    let fail = |p: &Person, rule: &str, message: String| MappingError {
+        client: client.to_owned(),
+        person: format!("{} ({})", p.billing_name(), p.id),
+        rule: rule.to_owned(),
+        message,
+    };
+    // Sorted by id so the plan does not depend on the directory's order.
+    let mut people: Vec<&Person> = read.people.iter().collect();
+    people.sort_by(|a, b| a.id.cmp(&b.id));
+
+    let mut contacts = BTreeMap::new();
+    let mut holders: Vec<Vec<&Person>> = vec![Vec::new(); rules.seats.len()];
+    for person in people {
+        let vars = PersonVars::new(person);
+        if !rules
+            .counted
+            .eval(&vars)
+            .map_err(|e| fail(person, rules.counted.source(), e))?
+        {
+            continue;
+        }
+        for (i, seat) in rules.seats.iter().enumerate() {
+            if seat
+                .predicate
+                .eval(&vars)
+                .map_err(|e| fail(person, seat.predicate.source(), e))?
+            {
+                holders[i].push(person);
+            }
+        }
+        if rules.manage_contacts {
+            let fields = contact_fields(&rules.contact, templates, person)
+                .map_err(|e| fail(person, "contact template", e))?;
+            let key = fields.key();
+            if key.0.is_empty() {
+                continue; // nothing to match a contact by: no email and no name
+            }
+            contacts.entry(key).or_insert(fields);
+        }
+    }
+
+    let mut additions = BTreeMap::new();
+    for (seat, people) in rules.seats.iter().zip(holders) {
+        let mut people: Vec<Person> = people.into_iter().cloned().collect();
+        people.sort_by_key(|p| p.billing_name().to_lowercase());
+        let unit_price = round_money(seat.unit_price, currency);
+        let data = line_json(
+            &seat.product,
+            &seat.identifier,
+            people.len(),
+            unit_price,
+            &people,
+        );
+        let invoice_description =
+            templates
+                .render(&seat.description, &data)
+                .map_err(|e| MappingError {
+                    client: client.to_owned(),
+                    person: "-".into(),
+                    rule: format!("description of {}", seat.product),
+                    message: e,
+                })?;
+        additions.insert(
+            seat.identifier.clone(),
+            DesiredAddition {
+                product: seat.product.clone(),
+                fields: AdditionFields {
+                    quantity: people.len() as u32,
+                    unit_price,
+                    invoice_description,
+                },
+                people: people
+                    .iter()
+                    .map(|p| SeatHolder {
+                        person_id: p.id.clone(),
+                        name: p.billing_name(),
+                    })
+                    .collect(),
+            },
+        );
+    }
+    Ok(Desired {
+        completeness: read.completeness.clone(),
+        contacts: rules.manage_contacts.then_some(contacts),
+        additions,
+    })
+}
+
+fn contact_fields(
+    t: &ContactTemplates,
+    templates: &TemplateSet,
+    p: &Person,
+) -> Result<ContactFields, String> {
+    let data = person_json(p);
+    let render = |name: &Option<String>| -> Result<Option<String>, String> {
+        match name {
+            Some(n) => templates
+                .render(n, &data)
+                .map(|s| (!s.is_empty()).then_some(s)),
+            None => Ok(None),
+        }
+    };
+    Ok(ContactFields {
+        first_name: render(&t.first_name)?.unwrap_or_default(),
+        last_name: render(&t.last_name)?.unwrap_or_default(),
+        email: render(&t.email)?,
+        title: render(&t.title)?,
+        phone: render(&t.phone)?,
+    })
+}

@@ -1,0 +1,181 @@
+//! Guards: the checks between a plan and the billing system.
+//!
+//! A directory that answers empty or half must never zero a client's billing. Two rules hold:
+//! a plan built from an incomplete read may add but never lowers a seat count or deactivates a
+//! contact (those changes are withheld and reported), and a plan that removes more than the
+//! client's allowed share of seats — or all of them — is refused unless the operator says
+//! `--allow-drop`.
+
+use std::collections::BTreeMap;
+
+use rollcall_core::{Change, ClientState, Completeness};
+use serde::{Deserialize, Serialize};
+
+use super::{Desired, Planned, seats_by_product};
+
+/// The guard settings for one client and one run.
+#[derive(Debug, Clone, Copy)]
+pub struct GuardPolicy {
+    pub max_seat_drop_percent: u32,
+    pub allow_drop: bool,
+}
+
+/// A plan the guards would not let through, with the numbers that explain why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error(
+    "client `{client}`: refused: {reason}. Nothing was written for this client. \
+     If the drop is real (the client let people go), run again with --allow-drop"
+)]
+pub struct Refusal {
+    pub client: String,
+    pub seats_before: u64,
+    pub seats_after: u64,
+    pub seats_removed: u64,
+    pub reason: String,
+}
+
+/// A change the guard kept back, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Withheld {
+    #[serde(flatten)]
+    pub change: Change,
+    pub reason: String,
+}
+
+/// A plan after the guards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guarded {
+    pub changes: Vec<Change>,
+    pub withheld: Vec<Withheld>,
+    pub refusal: Option<Refusal>,
+    pub seats_before: u64,
+    pub seats_after: u64,
+}
+
+/// Applies the guards to a client's plan.
+pub fn check(
+    client: &str,
+    planned: Planned,
+    desired: &Desired,
+    actual: &ClientState,
+    policy: GuardPolicy,
+) -> Guarded {
+    let mut changes = Vec::with_capacity(planned.changes.len());
+    let mut withheld = Vec::new();
+    match &desired.completeness {
+        Completeness::Complete => changes = planned.changes,
+        Completeness::Incomplete { reason } => {
+            let why = format!(
+                "the directory read was incomplete ({reason}); nothing is lowered until a complete read"
+            );
+            for change in planned.changes {
+                match hold_back_lowering(change) {
+                    Verdict::Keep(kept) => changes.push(kept),
+                    Verdict::Withhold(change) => withheld.push(Withheld {
+                        change,
+                        reason: why.clone(),
+                    }),
+                }
+            }
+        }
+    }
+
+    let before = seats_by_product(desired, actual);
+    let mut after = before.clone();
+    for change in &changes {
+        match change {
+            Change::CreateAddition {
+                product,
+                after: fields,
+            }
+            | Change::UpdateAddition {
+                product,
+                after: fields,
+                ..
+            } => {
+                after.insert(product.to_lowercase(), fields.quantity);
+            }
+            Change::CancelAddition { product, .. } => {
+                after.insert(product.to_lowercase(), 0);
+            }
+            _ => {}
+        }
+    }
+    let total = |m: &BTreeMap<String, u32>| m.values().map(|&q| u64::from(q)).sum::<u64>();
+    let (seats_before, seats_after) = (total(&before), total(&after));
+    let removed: u64 = before
+        .iter()
+        .map(|(product, &was)| {
+            u64::from(was.saturating_sub(after.get(product).copied().unwrap_or(0)))
+        })
+        .sum();
+
+    let reason = if policy.allow_drop || removed == 0 {
+        None
+    } else if seats_after == 0 {
+        Some(format!("the plan removes every seat ({seats_before} → 0)"))
+    } else if removed * 100 > seats_before * u64::from(policy.max_seat_drop_percent) {
+        Some(format!(
+            "the plan removes {removed} of {seats_before} seats ({}%), more than max_seat_drop_percent {}%",
+            removed * 100 / seats_before.max(1),
+            policy.max_seat_drop_percent
+        ))
+    } else {
+        None
+    };
+    let refusal = reason.map(|reason| Refusal {
+        client: client.to_owned(),
+        seats_before,
+        seats_after,
+        seats_removed: removed,
+        reason,
+    });
+    Guarded {
+        changes,
+        withheld,
+        refusal,
+        seats_before,
+        seats_after,
+    }
+}
+
+/// For an incomplete read: keeps what only adds, trims what lowers. An addition whose seat
+/// count would fall keeps its count and its text (the names listed are the partial read's);
+/// a price change on it still goes through.
+fn hold_back_lowering(change: Change) -> Verdict {
+    match change {
+        Change::CancelAddition { .. } | Change::DeactivateContact { .. } => {
+            Verdict::Withhold(change)
+        }
+        Change::UpdateAddition {
+            id,
+            product,
+            before,
+            after,
+        } if after.quantity < before.quantity => {
+            if after.unit_price == before.unit_price {
+                return Verdict::Withhold(Change::UpdateAddition {
+                    id,
+                    product,
+                    before,
+                    after,
+                });
+            }
+            let mut kept = before.clone();
+            kept.unit_price = after.unit_price;
+            Verdict::Keep(Change::UpdateAddition {
+                id,
+                product,
+                before,
+                after: kept,
+            })
+        }
+        other => Verdict::Keep(other),
+    }
+}
+
+/// What the guard does with one change of a plan built from an incomplete read.
+enum Verdict {
+    Keep(Change),
+    Withhold(Change),
+}

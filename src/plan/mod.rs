@@ -1,0 +1,232 @@
+//! The planner: a pure function from (desired, actual) to the changes that make them agree.
+//!
+//! No I/O, no clock, no randomness: the same inputs give the same plan, in the same order, so
+//! a plan can be shown to a person, saved, reviewed, and applied later exactly. Guards
+//! ([`guard`]) then decide whether a plan may be applied at all.
+
+pub mod guard;
+
+use std::collections::BTreeMap;
+
+use rollcall_core::{
+    ActualAddition, ActualContact, AdditionFields, Change, ClientState, Completeness,
+    ContactFields, ContactKey,
+};
+use serde::{Deserialize, Serialize};
+
+/// What a client should be billed for, as mapped from its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Desired {
+    /// Whether the directory read behind this state saw everything.
+    pub completeness: Completeness,
+    /// The contacts the client should have, by match key; `None` when contacts are not managed.
+    pub contacts: Option<BTreeMap<ContactKey, ContactFields>>,
+    /// One addition per billed product, by catalogue identifier, quantity 0 included (so a
+    /// product nobody takes any more is cancelled).
+    pub additions: BTreeMap<String, DesiredAddition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredAddition {
+    /// The pipeline's product id.
+    pub product: String,
+    pub fields: AdditionFields,
+    /// The people behind the seats, for the run report and explanations.
+    pub people: Vec<SeatHolder>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatHolder {
+    pub person_id: String,
+    pub name: String,
+}
+
+/// What the planner found for one client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Planned {
+    pub changes: Vec<Change>,
+    /// Things a person should know that are not changes (e.g. duplicates left alone).
+    pub notes: Vec<String>,
+}
+
+/// Plans the changes that turn `actual` into `desired`.
+///
+/// Order: contacts are created and updated first, additions next, and removals last
+/// (cancellations, then deactivations), so a run cut short removes nothing before it has added.
+pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
+    let mut out = Planned::default();
+    let mut cancellations = Vec::new();
+    let mut deactivations = Vec::new();
+
+    if let Some(wanted) = &desired.contacts {
+        let by_key = index_contacts(&actual.contacts, &mut out.notes);
+        for (key, fields) in wanted {
+            match by_key.get(key) {
+                None => out.changes.push(Change::CreateContact {
+                    key: key.clone(),
+                    after: fields.clone(),
+                }),
+                Some(have) => {
+                    let after = merge_unmanaged(fields, &have.fields);
+                    if after != have.fields || !have.active {
+                        out.changes.push(Change::UpdateContact {
+                            id: have.id.clone(),
+                            key: key.clone(),
+                            before: have.fields.clone(),
+                            after,
+                        });
+                        if !have.active {
+                            out.notes
+                                .push(format!("contact {key} is inactive and will be reactivated"));
+                        }
+                    }
+                }
+            }
+        }
+        // A person who is gone takes every active contact under their key with them,
+        // duplicates included; otherwise the next run would find the next duplicate.
+        let mut leaving: Vec<&ActualContact> = actual
+            .contacts
+            .iter()
+            .filter(|c| {
+                c.active
+                    && by_key.contains_key(&c.fields.key())
+                    && !wanted.contains_key(&c.fields.key())
+            })
+            .collect();
+        leaving.sort_by(|a, b| {
+            a.fields
+                .key()
+                .cmp(&b.fields.key())
+                .then_with(|| id_order(&a.id, &b.id))
+        });
+        deactivations.extend(leaving.into_iter().map(|c| Change::DeactivateContact {
+            id: c.id.clone(),
+            key: c.fields.key(),
+            before: c.fields.clone(),
+        }));
+    }
+
+    let additions = index_additions(&actual.additions, &mut out.notes);
+    for (identifier, want) in &desired.additions {
+        match additions.get(&identifier.to_lowercase()) {
+            None if want.fields.quantity > 0 => out.changes.push(Change::CreateAddition {
+                product: identifier.clone(),
+                after: want.fields.clone(),
+            }),
+            None => {}
+            // Nobody takes the product any more: every addition billing it goes, duplicates
+            // included, or the client would keep paying through the one left.
+            Some(_) if want.fields.quantity == 0 => {
+                let mut billing_it: Vec<&ActualAddition> = actual
+                    .additions
+                    .iter()
+                    .filter(|a| a.product.eq_ignore_ascii_case(identifier))
+                    .collect();
+                billing_it.sort_by(|a, b| id_order(&a.id, &b.id));
+                cancellations.extend(billing_it.into_iter().map(|a| Change::CancelAddition {
+                    id: a.id.clone(),
+                    product: a.product.clone(),
+                    before: a.fields.clone(),
+                }));
+            }
+            Some(have) if have.fields != want.fields => out.changes.push(Change::UpdateAddition {
+                id: have.id.clone(),
+                product: have.product.clone(),
+                before: have.fields.clone(),
+                after: want.fields.clone(),
+            }),
+            Some(_) => {}
+        }
+    }
+    out.changes.extend(cancellations);
+    out.changes.extend(deactivations);
+    out
+}
+
+/// Optional fields the pipeline does not manage (no template, or a person without that value)
+/// keep whatever the billing system holds.
+fn merge_unmanaged(want: &ContactFields, have: &ContactFields) -> ContactFields {
+    ContactFields {
+        first_name: want.first_name.clone(),
+        last_name: want.last_name.clone(),
+        email: want.email.clone().or_else(|| have.email.clone()),
+        title: want.title.clone().or_else(|| have.title.clone()),
+        phone: want.phone.clone().or_else(|| have.phone.clone()),
+    }
+}
+
+/// One contact per key: an active one is preferred, and the lowest id among equals, so the
+/// choice is stable. Others are left alone and reported.
+fn index_contacts<'a>(
+    contacts: &'a [ActualContact],
+    notes: &mut Vec<String>,
+) -> BTreeMap<ContactKey, &'a ActualContact> {
+    let mut by_key: BTreeMap<ContactKey, &ActualContact> = BTreeMap::new();
+    let mut sorted: Vec<&ActualContact> = contacts.iter().collect();
+    sorted.sort_by(|a, b| b.active.cmp(&a.active).then_with(|| id_order(&a.id, &b.id)));
+    for c in sorted {
+        let key = c.fields.key();
+        if key.0.is_empty() {
+            continue;
+        }
+        if let Some(kept) = by_key.get(&key) {
+            if c.active {
+                notes.push(format!(
+                    "contacts {} and {} share the key {key}; only {} is managed",
+                    kept.id, c.id, kept.id
+                ));
+            }
+            continue;
+        }
+        by_key.insert(key, c);
+    }
+    by_key
+}
+
+fn index_additions<'a>(
+    additions: &'a [ActualAddition],
+    notes: &mut Vec<String>,
+) -> BTreeMap<String, &'a ActualAddition> {
+    let mut by_product: BTreeMap<String, &ActualAddition> = BTreeMap::new();
+    let mut sorted: Vec<&ActualAddition> = additions.iter().collect();
+    sorted.sort_by(|a, b| id_order(&a.id, &b.id));
+    for a in sorted {
+        let key = a.product.to_lowercase();
+        if let Some(kept) = by_product.get(&key) {
+            notes.push(format!(
+                "additions {} and {} both bill {}; only {} is managed, the other is left as it is",
+                kept.id, a.id, a.product, kept.id
+            ));
+            continue;
+        }
+        by_product.insert(key, a);
+    }
+    by_product
+}
+
+/// Ids compare as numbers when both are numbers (ConnectWise), else as text.
+fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(x), Ok(y)) => x.cmp(&y),
+        _ => a.cmp(b),
+    }
+}
+
+/// Seats billed per product identifier (lower-cased) in a state, for the products in `desired`.
+pub fn seats_by_product(desired: &Desired, actual: &ClientState) -> BTreeMap<String, u32> {
+    let mut notes = Vec::new();
+    let index = index_additions(&actual.additions, &mut notes);
+    desired
+        .additions
+        .keys()
+        .map(|id| {
+            let key = id.to_lowercase();
+            let q = index.get(&key).map(|a| a.fields.quantity).unwrap_or(0);
+            (key, q)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

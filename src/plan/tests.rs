@@ -1,0 +1,503 @@
+//! The planner's examples and properties. Every example goes through [`check`], so a change to
+//! the planner's API touches one function.
+
+use proptest::prelude::*;
+use rollcall_core::{
+    AccountRef, ActualAddition, ActualContact, AdditionFields, Change, ClientState, Completeness,
+    ContactFields,
+};
+use rust_decimal::Decimal;
+
+use super::guard::{self, GuardPolicy};
+use super::*;
+
+fn person(first: &str, email: Option<&str>) -> ContactFields {
+    ContactFields {
+        first_name: first.into(),
+        last_name: "X".into(),
+        email: email.map(str::to_owned),
+        title: None,
+        phone: None,
+    }
+}
+
+fn line(quantity: u32, price: &str, text: &str) -> AdditionFields {
+    AdditionFields {
+        quantity,
+        unit_price: price.parse().expect("price"),
+        invoice_description: text.into(),
+    }
+}
+
+fn desired(contacts: &[ContactFields], additions: &[(&str, AdditionFields)]) -> Desired {
+    Desired {
+        completeness: Completeness::Complete,
+        contacts: Some(contacts.iter().map(|c| (c.key(), c.clone())).collect()),
+        additions: additions
+            .iter()
+            .map(|(id, f)| {
+                (
+                    (*id).to_owned(),
+                    DesiredAddition {
+                        product: id.to_lowercase(),
+                        fields: f.clone(),
+                        people: vec![],
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn actual(
+    contacts: &[(&str, ContactFields, bool)],
+    additions: &[(&str, &str, AdditionFields)],
+) -> ClientState {
+    ClientState {
+        account: AccountRef {
+            company_id: "1".into(),
+            agreement_id: Some("7".into()),
+        },
+        contacts: contacts
+            .iter()
+            .map(|(id, f, active)| ActualContact {
+                id: (*id).into(),
+                fields: f.clone(),
+                active: *active,
+            })
+            .collect(),
+        additions: additions
+            .iter()
+            .map(|(id, product, f)| ActualAddition {
+                id: (*id).into(),
+                product: (*product).into(),
+                fields: f.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// One line per change: `kind subject`.
+#[track_caller]
+fn check(d: &Desired, a: &ClientState) -> Vec<String> {
+    plan(d, a)
+        .changes
+        .iter()
+        .map(|c| format!("{} {}", c.kind(), c.subject()))
+        .collect()
+}
+
+#[test]
+fn a_new_client_gets_contacts_then_additions() {
+    let d = desired(
+        &[person("Ada", Some("ada@x")), person("Bob", None)],
+        &[("M365", line(2, "22.00", "Ada, Bob"))],
+    );
+    let a = actual(&[], &[]);
+    assert_eq!(
+        check(&d, &a),
+        [
+            "create_contact ada@x",
+            "create_contact bob x",
+            "create_addition M365"
+        ]
+    );
+}
+
+#[test]
+fn a_resync_with_nothing_changed_plans_nothing() {
+    let ada = person("Ada", Some("ada@x"));
+    let d = desired(
+        std::slice::from_ref(&ada),
+        &[("M365", line(1, "22.00", "Ada"))],
+    );
+    let a = actual(
+        &[("10", ada, true)],
+        &[("20", "M365", line(1, "22.00", "Ada"))],
+    );
+    assert!(check(&d, &a).is_empty());
+}
+
+#[test]
+fn a_leaver_lowers_the_count_and_is_deactivated_last() {
+    let (ada, bob) = (person("Ada", Some("ada@x")), person("Bob", Some("bob@x")));
+    let d = desired(
+        std::slice::from_ref(&ada),
+        &[("M365", line(1, "22.00", "Ada"))],
+    );
+    let a = actual(
+        &[("10", ada, true), ("11", bob, true)],
+        &[("20", "M365", line(2, "22.00", "Ada, Bob"))],
+    );
+    assert_eq!(
+        check(&d, &a),
+        ["update_addition M365", "deactivate_contact bob@x"]
+    );
+    let p = plan(&d, &a);
+    let Change::UpdateAddition { before, after, .. } = &p.changes[0] else {
+        panic!("not an update: {:?}", p.changes[0])
+    };
+    assert_eq!((before.quantity, after.quantity), (2, 1));
+}
+
+#[test]
+fn a_product_nobody_takes_is_cancelled_and_one_never_billed_is_not_created() {
+    let d = desired(
+        &[],
+        &[("M365", line(0, "22.00", "")), ("SEC", line(0, "3.50", ""))],
+    );
+    let a = actual(&[], &[("20", "m365", line(3, "22.00", "a, b, c"))]);
+    assert_eq!(check(&d, &a), ["cancel_addition m365"]);
+}
+
+#[test]
+fn a_returning_person_reactivates_their_contact_instead_of_a_second_one() {
+    let ada = person("Ada", Some("ADA@x"));
+    let d = desired(&[person("Ada", Some("ada@x"))], &[]);
+    let a = actual(&[("10", ada, false)], &[]);
+    assert_eq!(check(&d, &a), ["update_contact ada@x"]);
+}
+
+#[test]
+fn unmanaged_fields_keep_what_the_billing_system_has() {
+    let mut held = person("Ada", Some("ada@x"));
+    held.title = Some("CEO".into());
+    held.phone = Some("+1 555".into());
+    let d = desired(&[person("Ada", Some("ada@x"))], &[]);
+    let a = actual(&[("10", held, true)], &[]);
+    assert!(check(&d, &a).is_empty());
+}
+
+#[test]
+fn duplicate_additions_are_reported_and_only_the_oldest_is_managed() {
+    let d = desired(&[], &[("M365", line(2, "22.00", "x"))]);
+    let a = actual(
+        &[],
+        &[
+            ("9", "M365", line(5, "22.00", "x")),
+            ("30", "M365", line(1, "22.00", "x")),
+        ],
+    );
+    let p = plan(&d, &a);
+    assert_eq!(p.changes.len(), 1);
+    let Change::UpdateAddition { id, .. } = &p.changes[0] else {
+        panic!("{:?}", p.changes)
+    };
+    assert_eq!(id, "9");
+    assert!(
+        p.notes.iter().any(|n| n.contains("9") && n.contains("30")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn unmanaged_contacts_are_left_alone() {
+    let mut d = desired(&[], &[]);
+    d.contacts = None;
+    let a = actual(&[("10", person("Ada", Some("ada@x")), true)], &[]);
+    assert!(check(&d, &a).is_empty());
+}
+
+fn policy(max: u32) -> GuardPolicy {
+    GuardPolicy {
+        max_seat_drop_percent: max,
+        allow_drop: false,
+    }
+}
+
+#[test]
+fn the_guard_refuses_a_drop_above_the_limit_and_allow_drop_lets_it_through() {
+    let d = desired(&[], &[("M365", line(4, "22.00", "x"))]);
+    let a = actual(&[], &[("20", "M365", line(10, "22.00", "x"))]);
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(50));
+    let r = g.refusal.expect("refused");
+    assert_eq!((r.seats_before, r.seats_after, r.seats_removed), (10, 4, 6));
+    assert!(r.to_string().contains("removes 6 of 10 seats (60%)"), "{r}");
+    let g = guard::check(
+        "acme",
+        plan(&d, &a),
+        &d,
+        &a,
+        GuardPolicy {
+            allow_drop: true,
+            ..policy(50)
+        },
+    );
+    assert!(g.refusal.is_none());
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(60));
+    assert!(g.refusal.is_none(), "exactly at the limit passes");
+}
+
+#[test]
+fn the_guard_refuses_removing_every_seat_even_with_a_high_limit() {
+    let d = desired(&[], &[("M365", line(0, "22.00", ""))]);
+    let a = actual(&[], &[("20", "M365", line(3, "22.00", "x"))]);
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(100));
+    assert!(g.refusal.expect("refused").reason.contains("every seat"));
+}
+
+#[test]
+fn moving_seats_between_products_counts_what_was_removed() {
+    let d = desired(&[], &[("A", line(0, "1", "")), ("B", line(10, "1", "x"))]);
+    let a = actual(&[], &[("1", "A", line(10, "1", "x"))]);
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(50));
+    assert_eq!(g.refusal.expect("refused").seats_removed, 10);
+}
+
+#[test]
+fn an_incomplete_read_adds_but_never_lowers_or_deactivates() {
+    let (ada, bob) = (person("Ada", Some("ada@x")), person("Cy", Some("cy@x")));
+    let mut d = desired(
+        &[ada.clone(), bob],
+        &[
+            ("M365", line(1, "25.00", "Ada")),
+            ("NEW", line(1, "1", "Ada")),
+            ("OLD", line(0, "1", "")),
+        ],
+    );
+    d.completeness = Completeness::Incomplete {
+        reason: "line 7 unreadable".into(),
+    };
+    let a = actual(
+        &[
+            ("10", ada, true),
+            ("11", person("Bob", Some("bob@x")), true),
+        ],
+        &[
+            ("20", "M365", line(3, "22.00", "Ada, Bob, Cy")),
+            ("21", "OLD", line(2, "1", "x")),
+        ],
+    );
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(0));
+    assert!(
+        g.refusal.is_none(),
+        "nothing is lowered, so nothing to refuse"
+    );
+    let kinds: Vec<String> = g
+        .changes
+        .iter()
+        .map(|c| format!("{} {}", c.kind(), c.subject()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "create_contact cy@x",
+            "update_addition M365",
+            "create_addition NEW"
+        ]
+    );
+    let Change::UpdateAddition { after, .. } = &g.changes[1] else {
+        panic!()
+    };
+    assert_eq!(after.quantity, 3, "the count stays; only the price moves");
+    assert_eq!(after.unit_price, Decimal::new(2500, 2));
+    let withheld: Vec<&str> = g.withheld.iter().map(|w| w.change.kind()).collect();
+    assert_eq!(withheld, ["cancel_addition", "deactivate_contact"]);
+    assert_eq!(g.seats_after, g.seats_before + 1);
+}
+
+/// The test model of apply: what the billing system holds after the changes.
+fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
+    let mut next_id = 1000;
+    let mut fresh = || {
+        next_id += 1;
+        next_id.to_string()
+    };
+    for change in changes {
+        match change {
+            Change::CreateContact { after, .. } => state.contacts.push(ActualContact {
+                id: fresh(),
+                fields: after.clone(),
+                active: true,
+            }),
+            Change::UpdateContact { id, after, .. } => {
+                let c = state
+                    .contacts
+                    .iter_mut()
+                    .find(|c| &c.id == id)
+                    .expect("contact");
+                c.fields = after.clone();
+                c.active = true;
+            }
+            Change::DeactivateContact { id, .. } => {
+                state
+                    .contacts
+                    .iter_mut()
+                    .find(|c| &c.id == id)
+                    .expect("contact")
+                    .active = false;
+            }
+            Change::CreateAddition { product, after } => state.additions.push(ActualAddition {
+                id: fresh(),
+                product: product.clone(),
+                fields: after.clone(),
+            }),
+            Change::UpdateAddition { id, after, .. } => {
+                state
+                    .additions
+                    .iter_mut()
+                    .find(|a| &a.id == id)
+                    .expect("addition")
+                    .fields = after.clone();
+            }
+            Change::CancelAddition { id, .. } => state.additions.retain(|a| &a.id != id),
+        }
+    }
+    state
+}
+
+mod arb {
+    use super::*;
+
+    pub fn contact() -> impl Strategy<Value = ContactFields> {
+        (
+            0..6usize,
+            prop::option::of(0..6usize),
+            prop::option::of("[A-C]"),
+            prop::bool::ANY,
+        )
+            .prop_map(|(n, e, title, upper)| {
+                let email = e.map(|e| {
+                    if upper {
+                        format!("P{e}@X")
+                    } else {
+                        format!("p{e}@x")
+                    }
+                });
+                ContactFields {
+                    first_name: format!("N{n}"),
+                    last_name: "L".into(),
+                    email,
+                    title,
+                    phone: None,
+                }
+            })
+    }
+
+    pub fn fields() -> impl Strategy<Value = AdditionFields> {
+        (
+            0..6u32,
+            prop::sample::select(vec!["1.00", "22.50", "3.5"]),
+            "[ab]{0,2}",
+        )
+            .prop_map(|(quantity, p, text)| line(quantity, p, &text))
+    }
+
+    pub fn desired() -> impl Strategy<Value = Desired> {
+        (
+            prop::collection::vec(contact(), 0..6),
+            prop::collection::btree_map(
+                prop::sample::select(vec!["P1", "P2", "P3"]),
+                fields(),
+                0..3,
+            ),
+            prop::bool::ANY,
+        )
+            .prop_map(|(contacts, additions, manage)| Desired {
+                completeness: Completeness::Complete,
+                contacts: manage.then(|| {
+                    contacts
+                        .into_iter()
+                        .filter(|c| !c.key().0.is_empty())
+                        .map(|c| (c.key(), c))
+                        .collect()
+                }),
+                additions: additions
+                    .into_iter()
+                    .map(|(k, f)| {
+                        (
+                            k.to_owned(),
+                            DesiredAddition {
+                                product: k.to_lowercase(),
+                                fields: f,
+                                people: vec![],
+                            },
+                        )
+                    })
+                    .collect(),
+            })
+    }
+
+    pub fn actual() -> impl Strategy<Value = ClientState> {
+        (
+            prop::collection::vec((contact(), prop::bool::ANY), 0..6),
+            prop::collection::vec(
+                (prop::sample::select(vec!["P1", "p2", "P3", "P4"]), fields()),
+                0..4,
+            ),
+        )
+            .prop_map(|(contacts, additions)| ClientState {
+                account: AccountRef {
+                    company_id: "1".into(),
+                    agreement_id: None,
+                },
+                contacts: contacts
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (fields, active))| ActualContact {
+                        id: i.to_string(),
+                        fields,
+                        active,
+                    })
+                    .collect(),
+                additions: additions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (p, fields))| ActualAddition {
+                        id: (100 + i).to_string(),
+                        product: p.to_owned(),
+                        fields,
+                    })
+                    .collect(),
+            })
+    }
+}
+
+proptest! {
+    /// DESIGN invariant 2: planning again after applying a plan yields an empty plan.
+    #[test]
+    fn planning_after_applying_plans_nothing(d in arb::desired(), a in arb::actual()) {
+        let first = plan(&d, &a);
+        let applied = after(a, &first.changes);
+        let second = plan(&d, &applied);
+        prop_assert!(second.changes.is_empty(), "second plan: {:?}", second.changes);
+    }
+
+    /// After applying, each billed product holds exactly the desired count.
+    #[test]
+    fn applied_quantities_equal_the_desired_ones(d in arb::desired(), a in arb::actual()) {
+        let changes = plan(&d, &a).changes;
+        let applied = after(a, &changes);
+        let mut notes = Vec::new();
+        let held = super::index_additions(&applied.additions, &mut notes);
+        for (id, want) in &d.additions {
+            let have = held.get(&id.to_lowercase()).map(|a| a.fields.quantity).unwrap_or(0);
+            prop_assert_eq!(have, want.fields.quantity);
+        }
+    }
+
+    /// The planner is deterministic: the actual state's order does not matter.
+    #[test]
+    fn the_plan_does_not_depend_on_listing_order(d in arb::desired(), a in arb::actual()) {
+        let mut reversed = a.clone();
+        reversed.contacts.reverse();
+        reversed.additions.reverse();
+        prop_assert_eq!(plan(&d, &a), plan(&d, &reversed));
+    }
+
+    /// DESIGN invariant 3: an incomplete read never lowers a seat count or deactivates.
+    #[test]
+    fn an_incomplete_read_never_lowers(mut d in arb::desired(), a in arb::actual()) {
+        d.completeness = Completeness::Incomplete { reason: "cut short".into() };
+        let g = guard::check("c", plan(&d, &a), &d, &a, GuardPolicy { max_seat_drop_percent: 100, allow_drop: true });
+        let before = seats_by_product(&d, &a);
+        let applied = after(a, &g.changes);
+        let now = seats_by_product(&d, &applied);
+        for (product, was) in before {
+            prop_assert!(now.get(&product).copied().unwrap_or(0) >= was, "{product} lowered");
+        }
+        let removes = g.changes.iter().any(|c| matches!(c, Change::DeactivateContact { .. } | Change::CancelAddition { .. }));
+        prop_assert!(!removes, "a removal went through");
+    }
+}

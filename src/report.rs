@@ -1,0 +1,194 @@
+//! What a person reads: plans, apply outcomes and history as terminal tables.
+//!
+//! JSON output is the serde form of the same values (`run::PipelinePlan`); this module only
+//! renders for eyes. Secrets cannot appear here: nothing it renders holds one.
+
+use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use rollcall_core::{AdditionFields, Change, ContactFields};
+
+use crate::apply::{ClientOutcome, OutcomeState};
+use crate::run::PipelinePlan;
+use crate::store::HistoryRow;
+
+fn table(headers: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(140);
+    t.set_header(headers.iter().map(Cell::new));
+    t
+}
+
+fn contact(c: &ContactFields) -> String {
+    let mut s = format!("{} {}", c.first_name, c.last_name)
+        .trim()
+        .to_owned();
+    if let Some(e) = &c.email {
+        s.push_str(&format!(" <{e}>"));
+    }
+    if let Some(t) = &c.title {
+        s.push_str(&format!(", {t}"));
+    }
+    if let Some(p) = &c.phone {
+        s.push_str(&format!(", {p}"));
+    }
+    s
+}
+
+fn addition(a: &AdditionFields) -> String {
+    format!(
+        "{} × {}\n{}",
+        a.quantity,
+        a.unit_price,
+        shorten(&a.invoice_description, 90)
+    )
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let cut: String = s.chars().take(max - 1).collect();
+    format!("{cut}…")
+}
+
+/// Before and after, as short text for a table cell.
+pub fn describe(change: &Change) -> (String, String) {
+    match change {
+        Change::CreateContact { after, .. } => ("—".into(), contact(after)),
+        Change::UpdateContact { before, after, .. } => (contact(before), contact(after)),
+        Change::DeactivateContact { before, .. } => (contact(before), "inactive".into()),
+        Change::CreateAddition { after, .. } => ("—".into(), addition(after)),
+        Change::UpdateAddition { before, after, .. } => (addition(before), addition(after)),
+        Change::CancelAddition { before, .. } => (addition(before), "cancelled".into()),
+    }
+}
+
+/// The plan as a table grouped by client, followed by each client's guard verdicts and notes.
+pub fn plan_text(plan: &PipelinePlan) -> String {
+    let mut out = String::new();
+    if plan.changes.is_empty() {
+        out.push_str("No changes: the billing system already matches the directories.\n");
+    } else {
+        let mut t = table(&["client", "change", "subject", "before", "after"]);
+        for c in &plan.changes {
+            let (before, after) = describe(&c.change);
+            t.add_row(vec![
+                Cell::new(&c.client),
+                Cell::new(c.change.kind().replace('_', " ")),
+                Cell::new(c.change.subject()),
+                Cell::new(before),
+                Cell::new(after),
+            ]);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+    let mut t = table(&["client", "people read", "seats", "status"]);
+    for c in &plan.clients {
+        let status = if let Some(f) = &c.failure {
+            format!("FAILED: {}\n  hint: {}", f.message, f.hint)
+        } else if let Some(r) = &c.refusal {
+            format!("REFUSED: {}", r.reason)
+        } else {
+            let n = plan.changes_for(&c.client).count();
+            match (n, c.completeness.as_ref().is_some_and(|x| !x.is_complete())) {
+                (0, false) => "up to date".to_owned(),
+                (n, false) => format!("{n} change(s)"),
+                (n, true) => format!(
+                    "{n} change(s); incomplete read: {} change(s) withheld",
+                    c.withheld.len()
+                ),
+            }
+        };
+        t.add_row(vec![
+            Cell::new(&c.client),
+            Cell::new(c.people_read),
+            Cell::new(format!("{} → {}", c.seats_before, c.seats_after)),
+            Cell::new(status),
+        ]);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+    for c in &plan.clients {
+        if let Some(r) = &c.refusal {
+            out.push_str(&format!("\n{r}\n"));
+        }
+        for w in &c.withheld {
+            out.push_str(&format!(
+                "\n{}: withheld {} {}: {}",
+                c.client,
+                w.change.kind().replace('_', " "),
+                w.change.subject(),
+                w.reason
+            ));
+        }
+        for n in &c.notes {
+            out.push_str(&format!("\n{}: note: {n}", c.client));
+        }
+    }
+    if plan
+        .clients
+        .iter()
+        .any(|c| !c.withheld.is_empty() || !c.notes.is_empty())
+    {
+        out.push('\n');
+    }
+    out
+}
+
+/// What apply did, per client.
+pub fn outcome_text(outcomes: &[ClientOutcome]) -> String {
+    let mut t = table(&["client", "applied", "result"]);
+    for o in outcomes {
+        let result = match &o.state {
+            OutcomeState::Done if o.reconciled > 0 => format!(
+                "done ({} found already made by an earlier attempt)",
+                o.reconciled
+            ),
+            OutcomeState::Done => "done".to_owned(),
+            OutcomeState::Skipped { reason } => format!("skipped: {reason}"),
+            OutcomeState::Stale { reason } => format!("not applied: {reason}"),
+            OutcomeState::Failed { error, hint } => format!("FAILED: {error}\n  hint: {hint}"),
+        };
+        t.add_row(vec![
+            Cell::new(&o.client),
+            Cell::new(o.applied),
+            Cell::new(result),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// `rollcall history` as a table.
+pub fn history_text(rows: &[HistoryRow]) -> String {
+    if rows.is_empty() {
+        return "No changes recorded yet.\n".into();
+    }
+    let mut t = table(&[
+        "when", "client", "change", "subject", "state", "id", "after",
+    ]);
+    for r in rows {
+        let (_, after) = describe(&r.change);
+        let state = match (&r.error, r.reconciled) {
+            (Some(e), _) => format!("{}: {}", r.state, shorten(e, 60)),
+            (None, true) => format!("{} (reconciled)", r.state),
+            (None, false) => r.state.clone(),
+        };
+        t.add_row(vec![
+            Cell::new(
+                r.recorded_at
+                    .get(..19)
+                    .unwrap_or(&r.recorded_at)
+                    .replace('T', " "),
+            ),
+            Cell::new(&r.client),
+            Cell::new(r.kind.replace('_', " ")),
+            Cell::new(&r.subject),
+            Cell::new(state),
+            Cell::new(r.remote_id.as_deref().unwrap_or("")),
+            Cell::new(shorten(&after, 60)),
+        ]);
+    }
+    format!("{t}\n")
+}

@@ -1,0 +1,275 @@
+//! A run over a pipeline: read each client's directory and billing state, map, plan, guard.
+//!
+//! This is where the I/O around the pure planner happens. Clients are independent: one
+//! client's unreadable directory or refused plan never stops the others, and each outcome is
+//! kept on that client's [`ClientPlan`] for the operator to read.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use rollcall_core::{AccountRef, BillingAccount, BillingSystem, Change, ClientState, Completeness};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{Client, Pipeline};
+use crate::mapping;
+use crate::plan::guard::{self, GuardPolicy, Refusal, Withheld};
+use crate::plan::{self, SeatHolder};
+
+/// Version of the saved-plan format.
+pub const PLAN_FORMAT: u32 = 1;
+
+/// A whole pipeline's plan, as shown to a person and as saved with `plan --output json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PipelinePlan {
+    pub format: u32,
+    pub pipeline: String,
+    pub target: String,
+    pub clients: Vec<ClientPlan>,
+    /// Every change, in the order it will be applied.
+    pub changes: Vec<PlannedChange>,
+}
+
+/// One change, tagged with its client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlannedChange {
+    pub client: String,
+    #[serde(flatten)]
+    pub change: Change,
+}
+
+/// What planning found for one client.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientPlan {
+    pub client: String,
+    pub account: BillingAccount,
+    /// The billing system's ids for the account, when it was read.
+    #[serde(default)]
+    pub resolved: Option<AccountRef>,
+    /// A digest of the billing state the plan was made from; applying a saved plan refuses
+    /// when the state has changed since.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    pub completeness: Option<Completeness>,
+    pub people_read: usize,
+    pub seats_before: u64,
+    pub seats_after: u64,
+    /// Who takes each product's seats after the plan, for reports.
+    #[serde(default)]
+    pub seats: Vec<ProductSeats>,
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
+    #[serde(default)]
+    pub withheld: Vec<Withheld>,
+    #[serde(default)]
+    pub notes: Vec<String>,
+    #[serde(default)]
+    pub failure: Option<ClientFailure>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProductSeats {
+    pub product: String,
+    pub identifier: String,
+    pub quantity: u32,
+    pub people: Vec<SeatHolder>,
+}
+
+/// Why a client could not be planned.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ClientFailure {
+    pub class: FailureClass,
+    pub message: String,
+    pub hint: String,
+}
+
+/// What kind of failure, which decides the exit code.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureClass {
+    /// The pipeline's rules could not be evaluated on the data (exit 1).
+    Invalid,
+    /// The directory or the billing system failed (exit 3).
+    Remote,
+}
+
+impl ClientPlan {
+    fn new(client: &Client) -> Self {
+        ClientPlan {
+            client: client.name.clone(),
+            account: client.account.clone(),
+            resolved: None,
+            fingerprint: None,
+            completeness: None,
+            people_read: 0,
+            seats_before: 0,
+            seats_after: 0,
+            seats: Vec::new(),
+            refusal: None,
+            withheld: Vec::new(),
+            notes: Vec::new(),
+            failure: None,
+        }
+    }
+
+    fn failed(mut self, class: FailureClass, message: String, hint: &str) -> (Self, Vec<Change>) {
+        self.failure = Some(ClientFailure {
+            class,
+            message,
+            hint: hint.to_owned(),
+        });
+        (self, Vec::new())
+    }
+
+    /// Whether this client's changes may be applied.
+    pub fn may_apply(&self) -> bool {
+        self.failure.is_none() && self.refusal.is_none()
+    }
+}
+
+impl PipelinePlan {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    pub fn changes_for<'a>(&'a self, client: &'a str) -> impl Iterator<Item = &'a Change> + 'a {
+        self.changes
+            .iter()
+            .filter(move |c| c.client == client)
+            .map(|c| &c.change)
+    }
+}
+
+/// Digest of a billing state, independent of the order the system listed things in.
+pub fn fingerprint(state: &ClientState) -> String {
+    let mut state = state.clone();
+    state.contacts.sort_by(|a, b| a.id.cmp(&b.id));
+    state.additions.sort_by(|a, b| a.id.cmp(&b.id));
+    let bytes = serde_json::to_vec(&state).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Plans every client of the pipeline (or the one named), reading up to `concurrency` clients
+/// at a time.
+pub async fn plan_pipeline(
+    pipeline: &Pipeline,
+    billing: Arc<dyn BillingSystem>,
+    only: Option<&str>,
+    allow_drop: bool,
+) -> PipelinePlan {
+    const CONCURRENCY: usize = 4;
+    let clients: Vec<&Client> = pipeline
+        .clients
+        .iter()
+        .filter(|c| only.is_none_or(|o| c.name.eq_ignore_ascii_case(o)))
+        .collect();
+    let results: Vec<(ClientPlan, Vec<Change>)> = futures::stream::iter(clients)
+        .map(|client| {
+            let billing = billing.clone();
+            let span = info_span!("client", pipeline = %pipeline.name, client = %client.name);
+            async move { plan_client(pipeline, client, billing.as_ref(), allow_drop).await }
+                .instrument(span)
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+    let mut plan = PipelinePlan {
+        format: PLAN_FORMAT,
+        pipeline: pipeline.name.clone(),
+        target: pipeline.target.kind().to_owned(),
+        clients: Vec::new(),
+        changes: Vec::new(),
+    };
+    for (client_plan, changes) in results {
+        plan.changes
+            .extend(changes.into_iter().map(|change| PlannedChange {
+                client: client_plan.client.clone(),
+                change,
+            }));
+        plan.clients.push(client_plan);
+    }
+    plan
+}
+
+async fn plan_client(
+    pipeline: &Pipeline,
+    client: &Client,
+    billing: &dyn BillingSystem,
+    allow_drop: bool,
+) -> (ClientPlan, Vec<Change>) {
+    let mut out = ClientPlan::new(client);
+    let directory = client.directory.build(pipeline.dir());
+    let read = match directory.read().await {
+        Ok(read) => read,
+        Err(e) => {
+            return out.failed(
+                FailureClass::Remote,
+                e.to_string(),
+                "the directory could not be read; nothing was planned for this client",
+            );
+        }
+    };
+    for w in &read.warnings {
+        warn!(directory = %directory.describe(), "{w}");
+    }
+    info!(
+        people = read.people.len(),
+        complete = read.completeness.is_complete(),
+        "Read the directory."
+    );
+    out.people_read = read.people.len();
+    out.completeness = Some(read.completeness.clone());
+    out.notes.extend(read.warnings.iter().cloned());
+
+    let desired = match mapping::desired_state(
+        &client.name,
+        &client.rules,
+        &pipeline.templates,
+        pipeline.currency,
+        &read,
+    ) {
+        Ok(d) => d,
+        Err(e) => {
+            let hint = e.hint();
+            return out.failed(FailureClass::Invalid, e.to_string(), hint);
+        }
+    };
+    let identifiers: Vec<String> = desired.additions.keys().cloned().collect();
+    let actual = match billing.read(&client.account, &identifiers).await {
+        Ok(a) => a,
+        Err(e) => {
+            let hint = e.hint();
+            return out.failed(FailureClass::Remote, e.to_string(), hint);
+        }
+    };
+    out.resolved = Some(actual.account.clone());
+    out.fingerprint = Some(fingerprint(&actual));
+
+    let planned = plan::plan(&desired, &actual);
+    out.notes.extend(planned.notes.iter().cloned());
+    let policy = GuardPolicy {
+        max_seat_drop_percent: client.max_seat_drop_percent,
+        allow_drop,
+    };
+    let guarded = guard::check(&client.name, planned, &desired, &actual, policy);
+    out.seats_before = guarded.seats_before;
+    out.seats_after = guarded.seats_after;
+    out.withheld = guarded.withheld;
+    out.seats = desired
+        .additions
+        .iter()
+        .map(|(identifier, a)| ProductSeats {
+            product: a.product.clone(),
+            identifier: identifier.clone(),
+            quantity: a.fields.quantity,
+            people: a.people.clone(),
+        })
+        .collect();
+    if let Some(refusal) = guarded.refusal {
+        warn!(reason = %refusal.reason, "Guard refused the plan.");
+        out.refusal = Some(refusal);
+    }
+    (out, guarded.changes)
+}

@@ -1,0 +1,254 @@
+//! The embedded store: one SQLite file that remembers every run and every change applied.
+//!
+//! Each change is written here before it is sent (`pending`) and again after (`applied` with
+//! the id the billing system gave, or `failed` with the error), so `rollcall history` can say
+//! what happened even when a run was killed half way, and a person can audit who was billed
+//! from when. Amounts are kept as text inside the JSON: SQLite has no exact decimal type.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use rollcall_core::{Applied, Change};
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, SqliteConnection};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("store: {0}")]
+    Query(#[from] sqlx::Error),
+    #[error("store: cannot encode a change: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Schema versions, applied in order; `PRAGMA user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE runs (
+    id          TEXT PRIMARY KEY,
+    pipeline    TEXT NOT NULL,
+    command     TEXT NOT NULL,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    outcome     TEXT
+);
+CREATE TABLE changes (
+    run_id      TEXT NOT NULL REFERENCES runs(id),
+    seq         INTEGER NOT NULL,
+    client      TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    subject     TEXT NOT NULL,
+    change      TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'applied', 'failed')),
+    remote_id   TEXT,
+    reconciled  INTEGER NOT NULL DEFAULT 0,
+    error       TEXT,
+    recorded_at TEXT NOT NULL,
+    settled_at  TEXT,
+    PRIMARY KEY (run_id, seq)
+);
+CREATE INDEX changes_by_client ON changes (client, recorded_at);
+"#];
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// One line of `rollcall history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryRow {
+    pub run_id: String,
+    pub pipeline: String,
+    pub client: String,
+    pub kind: String,
+    pub subject: String,
+    pub state: String,
+    pub remote_id: Option<String>,
+    pub reconciled: bool,
+    pub error: Option<String>,
+    pub recorded_at: String,
+    pub change: Change,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_owned(),
+            message,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(|e| open_err(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|e| open_err(e.to_string()))?;
+        let store = Store { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+            .fetch_one(&mut *conn)
+            .await?;
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            apply_migration(&mut conn, sql, i as i64 + 1).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn begin_run(
+        &self,
+        id: &str,
+        pipeline: &str,
+        command: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO runs (id, pipeline, command, started_at) VALUES (?, ?, ?, ?)")
+            .bind(id)
+            .bind(pipeline)
+            .bind(command)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn finish_run(&self, id: &str, outcome: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE runs SET finished_at = ?, outcome = ? WHERE id = ?")
+            .bind(now())
+            .bind(outcome)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a change about to be sent.
+    pub async fn record_pending(
+        &self,
+        run: &str,
+        seq: u32,
+        client: &str,
+        change: &Change,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO changes (run_id, seq, client, kind, subject, change, state, recorded_at)
+             VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+        )
+        .bind(run)
+        .bind(seq)
+        .bind(client)
+        .bind(change.kind())
+        .bind(change.subject())
+        .bind(serde_json::to_string(change)?)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_applied(
+        &self,
+        run: &str,
+        seq: u32,
+        applied: &Applied,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE changes SET state = 'applied', remote_id = ?, reconciled = ?, settled_at = ? WHERE run_id = ? AND seq = ?")
+            .bind(&applied.remote_id)
+            .bind(applied.reconciled)
+            .bind(now())
+            .bind(run)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn record_failed(&self, run: &str, seq: u32, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE changes SET state = 'failed', error = ?, settled_at = ? WHERE run_id = ? AND seq = ?")
+            .bind(error)
+            .bind(now())
+            .bind(run)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The most recent changes, newest first, optionally for one client.
+    pub async fn history(
+        &self,
+        client: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT c.run_id, r.pipeline, c.client, c.kind, c.subject, c.state, c.remote_id, c.reconciled,
+                    c.error, c.recorded_at, c.change
+             FROM changes c JOIN runs r ON r.id = c.run_id
+             WHERE (?1 IS NULL OR lower(c.client) = lower(?1))
+             ORDER BY c.recorded_at DESC, c.seq DESC
+             LIMIT ?2",
+        )
+        .bind(client)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(HistoryRow {
+                    run_id: r.try_get("run_id")?,
+                    pipeline: r.try_get("pipeline")?,
+                    client: r.try_get("client")?,
+                    kind: r.try_get("kind")?,
+                    subject: r.try_get("subject")?,
+                    state: r.try_get("state")?,
+                    remote_id: r.try_get("remote_id")?,
+                    reconciled: r.try_get("reconciled")?,
+                    error: r.try_get("error")?,
+                    recorded_at: r.try_get("recorded_at")?,
+                    change: serde_json::from_str(&r.try_get::<String, _>("change")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Changes left `pending` by a run that never finished: sent or not, nobody knows.
+    pub async fn pending(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let all = self.history(None, u32::MAX).await?;
+        Ok(all.into_iter().filter(|r| r.state == "pending").collect())
+    }
+}
+
+async fn apply_migration(
+    conn: &mut SqliteConnection,
+    sql: &'static str,
+    version: i64,
+) -> Result<(), StoreError> {
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    sqlx::raw_sql(sql).execute(&mut *tx).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PRAGMA user_version = {version}"
+    )))
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+fn now() -> String {
+    let t: DateTime<Utc> = Utc::now();
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

@@ -1,0 +1,184 @@
+//! The `rollcall` executable: exit codes, JSON output, and what reaches stdout and stderr.
+
+use std::process::{Command, Output};
+
+use crate::support::{World, people_csv, rollcall_bin};
+
+fn rollcall(w: &World, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(rollcall_bin());
+    cmd.args(args)
+        .env("ROLLCALL_STORE", w.store())
+        .env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run rollcall")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validate_plan_and_run_exit_codes() {
+    let w = World::new(&people_csv(6, 3)).await;
+    let file = w.pipeline_path();
+    let file = file.to_str().expect("utf-8 path");
+
+    let o = rollcall(&w, &["validate", file], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("ok:"));
+
+    let o = rollcall(&w, &["plan", file, "--output", "json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let plan: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
+    let changes = plan["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 6 + 2);
+    assert!(
+        changes
+            .iter()
+            .all(|c| c["client"] == "Acme" && c["kind"].is_string() && c.get("after").is_some())
+    );
+
+    let o = rollcall(&w, &["run", file], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = rollcall(&w, &["plan", file], &[]);
+    assert!(text(&o).contains("No changes"), "{}", text(&o));
+
+    let o = rollcall(&w, &["history"], &[]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).contains("create addition"), "{}", text(&o));
+
+    w.set_people(&people_csv(1, 1));
+    let o = rollcall(&w, &["run", file], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "a guard refusal exits 2: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("--allow-drop"), "{}", text(&o));
+
+    let o = rollcall(&w, &["apply", file, "--allow-drop"], &[]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "no --yes off a terminal: {}",
+        text(&o)
+    );
+    assert!(text(&o).contains("--yes"));
+    let o = rollcall(&w, &["apply", file, "--allow-drop", "--yes"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_saved_plan_is_applied_with_apply_dash_dash_plan() {
+    let w = World::new(&people_csv(3, 1)).await;
+    let file = w.pipeline_path();
+    let file = file.to_str().expect("utf-8 path");
+    let o = rollcall(&w, &["plan", file, "--output", "json"], &[]);
+    let saved = w.dir.path().join("plan.json");
+    std::fs::write(&saved, &o.stdout).expect("save plan");
+    let o = rollcall(
+        &w,
+        &[
+            "apply",
+            file,
+            "--plan",
+            saved.to_str().expect("path"),
+            "--yes",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(w.quantity("HELPDESK-USER").await, Some(3));
+
+    std::fs::write(&saved, "{\"format\": 1,\n \"pipeline\": 3}").expect("write");
+    let o = rollcall(
+        &w,
+        &[
+            "apply",
+            file,
+            "--plan",
+            saved.to_str().expect("path"),
+            "--yes",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("plan.json:2:"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_input_exits_1_and_an_unreachable_target_exits_3() {
+    let w = World::new(&people_csv(2, 1)).await;
+    let broken = w.dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "name: x\ntarget: {connectwise: {}}\nproducts: []\nclients: []\nextra: 1\n",
+    )
+    .expect("write");
+    let o = rollcall(&w, &["validate", broken.to_str().expect("path")], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("broken.yaml:"), "{}", text(&o));
+
+    let unreachable = w.dir.path().join("unreachable.yaml");
+    let yaml = std::fs::read_to_string(w.pipeline_path())
+        .expect("read")
+        .replace(&w.sandbox.url(), "http://127.0.0.1:9/v4_6_release/apis/3.0");
+    std::fs::write(&unreachable, yaml).expect("write");
+    let o = rollcall(&w, &["plan", unreachable.to_str().expect("path")], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("hint:"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_output_logs_or_debug() {
+    let secret = "Zq9-very-secret-private-key-4711";
+    let w = World::new(&people_csv(2, 1)).await;
+    let file = w.pipeline_path();
+    let file = file.to_str().expect("utf-8 path");
+    // A wrong key: the sandbox answers 401, and the error must not quote the key.
+    for format in ["text", "json"] {
+        let o = rollcall(
+            &w,
+            &["plan", file, "--log-format", format],
+            &[("ROLLCALL_E2E_PRIVATE", secret), ("RUST_LOG", "trace")],
+        );
+        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+        assert!(text(&o).contains("401"), "{}", text(&o));
+        assert!(
+            !text(&o).contains(secret),
+            "the secret leaked:\n{}",
+            text(&o)
+        );
+        assert!(
+            !text(&o).contains("Authorization: Basic"),
+            "an auth header leaked"
+        );
+    }
+    let debug = format!("{:?}", w.pipeline);
+    assert!(
+        !debug.contains("demo-private"),
+        "Debug shows the key: {debug}"
+    );
+    assert!(debug.contains("Secret(..)"));
+}
+
+#[test]
+fn the_demo_runs_end_to_end() {
+    let o = Command::new(rollcall_bin())
+        .arg("demo")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("demo");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("Writes since the first run: 0."), "{out}");
+    assert!(out.contains("Grace Hopper"), "{out}");
+}

@@ -1,0 +1,7 @@
+//! rollcall's end-to-end tests: one binary, real HTTP against the vendor sandboxes, the real
+//! `rollcall` executable for exit codes and logs.
+
+mod cli;
+mod config_errors;
+mod support;
+mod sync;

@@ -1,0 +1,131 @@
+//! A pipeline on disk against a fresh ConnectWise sandbox, for each test.
+
+use std::path::{Path, PathBuf};
+
+use rollcall::config::{self, Pipeline};
+use rollcall::run::PipelinePlan;
+use rollcall_connectwise::{Sandbox, Seed};
+
+pub const PIPELINE: &str = r#"name: e2e
+target:
+  connectwise:
+    url: SANDBOX_URL
+    company_id: demo
+    public_key: ${ROLLCALL_E2E_PUBLIC:-demo-public}
+    private_key: ${ROLLCALL_E2E_PRIVATE:-demo-private}
+    client_id: 00000000-0000-4000-8000-000000000000
+products:
+  - id: m365
+    identifier: M365-BP
+    unit_price: 22.00
+    seats: "'M365 Users' in groups"
+    description: "M365 for {{names}}"
+  - id: helpdesk
+    identifier: HELPDESK-USER
+    unit_price: 35
+clients:
+  - name: Acme
+    directory: { file: { path: acme.csv } }
+    company: ACME
+    agreement: Managed Services
+"#;
+
+/// `n` people, the first `m365` of them in the M365 group.
+pub fn people_csv(n: usize, m365: usize) -> String {
+    let mut s = String::from("id,given_name,surname,email,enabled,groups\n");
+    for i in 0..n {
+        let groups = if i < m365 {
+            "M365 Users;Staff"
+        } else {
+            "Staff"
+        };
+        s.push_str(&format!(
+            "id-{i:04},Given{i},Sur{i},user{i}@acme.example,true,{groups}\n"
+        ));
+    }
+    s
+}
+
+pub struct World {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub pipeline: Pipeline,
+}
+
+impl World {
+    pub async fn new(csv: &str) -> World {
+        Self::with_pipeline(PIPELINE, csv).await
+    }
+
+    pub async fn with_pipeline(yaml: &str, csv: &str) -> World {
+        let sandbox = Sandbox::start(Seed::demo()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("pipeline.yaml");
+        std::fs::write(&path, yaml.replace("SANDBOX_URL", &sandbox.url())).expect("write pipeline");
+        std::fs::write(dir.path().join("acme.csv"), csv).expect("write people");
+        let pipeline = config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        World {
+            sandbox,
+            dir,
+            pipeline,
+        }
+    }
+
+    pub fn set_people(&self, csv: &str) {
+        std::fs::write(self.dir.path().join("acme.csv"), csv).expect("write people");
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    pub fn pipeline_path(&self) -> PathBuf {
+        self.dir.path().join("pipeline.yaml")
+    }
+
+    pub async fn plan(&self, allow_drop: bool) -> PipelinePlan {
+        rollcall::cli::make_plan(&self.pipeline, None, allow_drop)
+            .await
+            .expect("plan")
+    }
+
+    pub async fn apply(
+        &self,
+        plan: &PipelinePlan,
+        verify: bool,
+    ) -> Vec<rollcall::apply::ClientOutcome> {
+        rollcall::cli::apply_now(&self.store(), &self.pipeline, plan, "test", verify)
+            .await
+            .expect("apply")
+    }
+
+    /// Quantity of the non-cancelled addition for `product` on ACME's agreement.
+    pub async fn quantity(&self, product: &str) -> Option<u32> {
+        let billing = self.pipeline.target.build().expect("client");
+        let account = &self.pipeline.clients[0].account;
+        let state = billing
+            .read(account, &[product.to_owned()])
+            .await
+            .expect("read");
+        assert!(
+            state.additions.len() <= 1,
+            "duplicate additions: {:?}",
+            state.additions
+        );
+        state.additions.first().map(|a| a.fields.quantity)
+    }
+
+    /// Everything ACME holds in the billing system, as rollcall reads it.
+    pub async fn state(&self) -> rollcall_core::ClientState {
+        let billing = self.pipeline.target.build().expect("client");
+        let products = ["M365-BP".to_owned(), "HELPDESK-USER".to_owned()];
+        billing
+            .read(&self.pipeline.clients[0].account, &products)
+            .await
+            .expect("read")
+    }
+}
+
+pub fn rollcall_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_rollcall"))
+}

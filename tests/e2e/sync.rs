@@ -1,0 +1,185 @@
+//! Pipelines run end to end against the ConnectWise sandbox over real HTTP.
+
+use rollcall::apply::OutcomeState;
+use rollcall::cli::{Exit, outcome_exit, plan_exit};
+use rollcall::run::PipelinePlan;
+
+use crate::support::{World, people_csv};
+
+#[tokio::test]
+async fn first_run_bills_everyone_and_a_resync_writes_nothing() {
+    let w = World::new(&people_csv(12, 5)).await;
+    let plan = w.plan(false).await;
+    assert_eq!(plan_exit(&plan), Exit::Ok);
+    let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
+    assert_eq!(kinds.iter().filter(|k| **k == "create_contact").count(), 12);
+    assert_eq!(kinds.iter().filter(|k| **k == "create_addition").count(), 2);
+    let outcomes = w.apply(&plan, false).await;
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(w.quantity("M365-BP").await, Some(5));
+    assert_eq!(w.quantity("HELPDESK-USER").await, Some(12));
+
+    let state = w.state().await;
+    let m365 = state
+        .additions
+        .iter()
+        .find(|a| a.product == "M365-BP")
+        .expect("m365");
+    assert_eq!(
+        m365.fields.invoice_description,
+        "M365 for Given0 Sur0, Given1 Sur1, Given2 Sur2, Given3 Sur3, Given4 Sur4"
+    );
+    assert_eq!(m365.fields.unit_price.to_string(), "22.00");
+
+    let writes = w.sandbox.writes();
+    let again = w.plan(false).await;
+    assert!(again.is_empty(), "resync planned {:?}", again.changes);
+    w.apply(&again, false).await;
+    assert_eq!(
+        w.sandbox.writes(),
+        writes,
+        "a no-change resync must write nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_leaver_lowers_seats_and_deactivates_the_contact() {
+    let w = World::new(&people_csv(10, 10)).await;
+    w.apply(&w.plan(false).await, false).await;
+    w.set_people(&people_csv(9, 9));
+    let plan = w.plan(false).await;
+    let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["update_addition", "update_addition", "deactivate_contact"]
+    );
+    w.apply(&plan, false).await;
+    assert_eq!(w.quantity("M365-BP").await, Some(9));
+    let state = w.state().await;
+    let gone = state
+        .contacts
+        .iter()
+        .find(|c| c.fields.email.as_deref() == Some("user9@acme.example"))
+        .expect("kept");
+    assert!(!gone.active, "deactivated, never deleted");
+    assert!(w.plan(false).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_large_drop_is_refused_and_nothing_is_written() {
+    let w = World::new(&people_csv(10, 10)).await;
+    w.apply(&w.plan(false).await, false).await;
+    w.set_people(&people_csv(3, 3));
+    let writes = w.sandbox.writes();
+    let plan = w.plan(false).await;
+    assert_eq!(plan_exit(&plan), Exit::Refused);
+    let refusal = plan.clients[0].refusal.as_ref().expect("refused");
+    assert_eq!((refusal.seats_before, refusal.seats_after), (20, 6));
+    let outcomes = w.apply(&plan, false).await;
+    assert!(matches!(outcomes[0].state, OutcomeState::Skipped { .. }));
+    assert_eq!(w.sandbox.writes(), writes);
+    assert_eq!(w.quantity("M365-BP").await, Some(10));
+
+    let allowed = w.plan(true).await;
+    assert_eq!(plan_exit(&allowed), Exit::Ok);
+    w.apply(&allowed, false).await;
+    assert_eq!(w.quantity("M365-BP").await, Some(3));
+}
+
+#[tokio::test]
+async fn an_export_that_breaks_never_lowers_anything() {
+    let w = World::new(&people_csv(10, 10)).await;
+    w.apply(&w.plan(false).await, false).await;
+    for broken in [
+        "",
+        "id,given_name,surname,email,enabled,groups\nid-0000,A,B,a@x,maybe,M365 Users\n",
+    ] {
+        w.set_people(broken);
+        let writes = w.sandbox.writes();
+        let plan = w.plan(true).await;
+        assert!(
+            plan.clients[0]
+                .completeness
+                .as_ref()
+                .is_some_and(|c| !c.is_complete()),
+            "{broken:?} read as complete"
+        );
+        w.apply(&plan, false).await;
+        assert_eq!(
+            w.quantity("M365-BP").await,
+            Some(10),
+            "{broken:?} lowered seats"
+        );
+        assert!(
+            w.state().await.contacts.iter().all(|c| c.active),
+            "{broken:?} deactivated contacts"
+        );
+        assert!(w.sandbox.writes() - writes <= plan.changes.len() as u64);
+    }
+}
+
+#[tokio::test]
+async fn a_saved_plan_applies_exactly_and_refuses_when_the_target_changed() {
+    let w = World::new(&people_csv(4, 2)).await;
+    let plan = w.plan(false).await;
+    let saved = serde_json::to_string(&plan).expect("json");
+    let json: serde_json::Value = serde_json::from_str(&saved).expect("json");
+    let first = &json["changes"][0];
+    assert_eq!(first["client"], "Acme");
+    assert_eq!(first["kind"], "create_contact");
+    assert!(first["after"]["email"].is_string());
+    let reread: PipelinePlan = serde_json::from_str(&saved).expect("round trip");
+    let outcomes = w.apply(&reread, true).await;
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(w.quantity("M365-BP").await, Some(2));
+
+    // Someone edits the agreement after the next plan is saved: that plan must not be applied.
+    w.set_people(&people_csv(5, 3));
+    let stale: PipelinePlan =
+        serde_json::from_str(&serde_json::to_string(&w.plan(false).await).expect("json"))
+            .expect("json");
+    w.set_people(&people_csv(6, 4));
+    w.apply(&w.plan(false).await, false).await;
+    let writes = w.sandbox.writes();
+    let outcomes = w.apply(&stale, true).await;
+    assert!(
+        matches!(outcomes[0].state, OutcomeState::Stale { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcome_exit(&outcomes), Exit::Refused);
+    assert_eq!(w.sandbox.writes(), writes);
+}
+
+#[tokio::test]
+async fn throttling_and_server_errors_during_apply_are_retried() {
+    let w = World::new(&people_csv(3, 3)).await;
+    w.sandbox.throttle("company/contacts", 2, 1);
+    w.sandbox.fail("finance/agreements", 2);
+    let outcomes = w.apply(&w.plan(false).await, false).await;
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(w.quantity("M365-BP").await, Some(3));
+    assert!(w.plan(false).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_not_made_twice() {
+    let w = World::new(&people_csv(2, 2)).await;
+    w.sandbox.drop_response_after_commit("company/contacts", 1);
+    w.sandbox
+        .drop_response_after_commit("finance/agreements", 1);
+    let outcomes = w.apply(&w.plan(false).await, false).await;
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(outcomes[0].reconciled, 2, "{outcomes:?}");
+    let state = w.state().await;
+    assert_eq!(state.contacts.len(), 2, "{:?}", state.contacts);
+    assert_eq!(state.additions.len(), 2, "{:?}", state.additions);
+    assert!(w.plan(false).await.is_empty());
+    let history = rollcall::store::Store::open(&w.store())
+        .await
+        .expect("store")
+        .history(None, 50)
+        .await
+        .expect("history");
+    assert_eq!(history.iter().filter(|r| r.reconciled).count(), 2);
+    assert!(history.iter().all(|r| r.state == "applied"));
+}
