@@ -98,8 +98,15 @@ fn pipeline() -> Pipeline {
 
 fn map_and_plan(p: &Pipeline, read: &DirectoryRead, actual: &ClientState) -> usize {
     let client = &p.clients[0];
-    let desired =
-        desired_state(&client.name, &client.rules, &p.templates, p.currency, read).expect("map");
+    let desired = desired_state(
+        &client.name,
+        &client.rules,
+        &p.templates,
+        p.currency,
+        None,
+        read,
+    )
+    .expect("map");
     let planned = plan::plan(&desired, actual);
     let policy = GuardPolicy {
         max_seat_drop_percent: 50,
@@ -128,8 +135,15 @@ fn plan_1000_clients(c: &mut Criterion) {
         .iter()
         .map(|r| {
             state_matching(
-                &desired_state(&client.name, &client.rules, &p.templates, p.currency, r)
-                    .expect("map"),
+                &desired_state(
+                    &client.name,
+                    &client.rules,
+                    &p.templates,
+                    p.currency,
+                    None,
+                    r,
+                )
+                .expect("map"),
             )
         })
         .collect();
@@ -221,10 +235,17 @@ fn pull_100k_from_csv(c: &mut Criterion) {
     g.bench_function("rollcall: parse + map to desired state", |b| {
         b.iter(|| {
             let read = rollcall_file::parse_csv(&bytes, "bench.csv", now).expect("parse");
-            desired_state(&client.name, &client.rules, &p.templates, p.currency, &read)
-                .expect("map")
-                .additions
-                .len()
+            desired_state(
+                &client.name,
+                &client.rules,
+                &p.templates,
+                p.currency,
+                None,
+                &read,
+            )
+            .expect("map")
+            .additions
+            .len()
         })
     });
     g.finish();

@@ -295,6 +295,8 @@ pub struct ContactTemplates {
 #[derive(Debug, Clone)]
 pub struct SeatRule {
     pub product: String,
+    /// The product's name on invoices.
+    pub name: String,
     pub identifier: String,
     pub predicate: Predicate,
     pub unit_price: Decimal,
@@ -334,6 +336,7 @@ pub fn desired_state(
     rules: &Rules,
     templates: &TemplateSet,
     currency: Currency,
+    text_limit: Option<usize>,
     read: &DirectoryRead,
 ) -> Result<Desired, MappingError> {
     let fail = |p: &Person, rule: &str, message: String| MappingError {
@@ -383,7 +386,7 @@ pub fn desired_state(
         people.sort_by_key(|p| p.billing_name().to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
         let data = line_json(
-            &seat.product,
+            &seat.name,
             &seat.identifier,
             people.len(),
             unit_price,
@@ -398,6 +401,10 @@ pub fn desired_state(
                     rule: format!("description of {}", seat.product),
                     message: e,
                 })?;
+        let invoice_description = match text_limit {
+            Some(limit) => shorten_list(invoice_description, limit),
+            None => invoice_description,
+        };
         additions.insert(
             seat.identifier.clone(),
             DesiredAddition {
@@ -422,6 +429,19 @@ pub fn desired_state(
         contacts: rules.manage_contacts.then_some(contacts),
         additions,
     })
+}
+
+/// Fits invoice text into the billing system's limit. The text is usually a list of names, so it
+/// is cut after the last whole name that fits and says how many were left out.
+pub fn shorten_list(text: String, limit: usize) -> String {
+    if text.chars().count() <= limit {
+        return text;
+    }
+    // Room for the longest suffix we might add.
+    let keep: String = text.chars().take(limit.saturating_sub(24)).collect();
+    let cut = keep.rfind(", ").unwrap_or(keep.len());
+    let omitted = text[cut..].matches(", ").count().max(1);
+    format!("{} and {omitted} more", &text[..cut])
 }
 
 fn contact_fields(

@@ -57,6 +57,9 @@ pub fn describe(change: &Change) -> (String, String) {
     match change {
         Change::CreateContact { after, .. } => ("—".into(), contact(after)),
         Change::UpdateContact { before, after, .. } => (contact(before), contact(after)),
+        Change::ReactivateContact { before, after, .. } => {
+            (format!("{} (inactive)", contact(before)), contact(after))
+        }
         Change::DeactivateContact { before, .. } => (contact(before), "inactive".into()),
         Change::CreateAddition { after, .. } => ("—".into(), addition(after)),
         Change::UpdateAddition { before, after, .. } => (addition(before), addition(after)),
@@ -67,8 +70,14 @@ pub fn describe(change: &Change) -> (String, String) {
 /// The plan as a table grouped by client, followed by each client's guard verdicts and notes.
 pub fn plan_text(plan: &PipelinePlan) -> String {
     let mut out = String::new();
-    if plan.changes.is_empty() {
+    let all_clear = plan
+        .clients
+        .iter()
+        .all(|c| c.failure.is_none() && c.withheld.is_empty());
+    if plan.changes.is_empty() && all_clear {
         out.push_str("No changes: the billing system already matches the directories.\n");
+    } else if plan.changes.is_empty() {
+        out.push_str("No changes to apply.\n");
     } else {
         let mut t = table(&["client", "change", "subject", "before", "after"]);
         for c in &plan.changes {
@@ -114,13 +123,27 @@ pub fn plan_text(plan: &PipelinePlan) -> String {
         if let Some(r) = &c.refusal {
             out.push_str(&format!("\n{r}\n"));
         }
-        for w in &c.withheld {
+        // Withheld changes share one reason per client: say it once, then list them.
+        let mut reasons: Vec<&str> = c.withheld.iter().map(|w| w.reason.as_str()).collect();
+        reasons.dedup();
+        for reason in reasons {
+            let list: Vec<String> = c
+                .withheld
+                .iter()
+                .filter(|w| w.reason == reason)
+                .map(|w| {
+                    format!(
+                        "{} {}",
+                        w.change.kind().replace('_', " "),
+                        w.change.subject()
+                    )
+                })
+                .collect();
             out.push_str(&format!(
-                "\n{}: withheld {} {}: {}",
+                "\n{}: withheld {} change(s): {reason}:\n  {}",
                 c.client,
-                w.change.kind().replace('_', " "),
-                w.change.subject(),
-                w.reason
+                list.len(),
+                list.join("\n  ")
             ));
         }
         for n in &c.notes {

@@ -212,7 +212,8 @@ async fn plan_client(
         }
     };
     for w in &read.warnings {
-        warn!(directory = %directory.describe(), "{w}");
+        // Shown to the operator as the plan's notes; logged for services.
+        info!(directory = %directory.describe(), "{w}");
     }
     info!(
         people = read.people.len(),
@@ -228,6 +229,7 @@ async fn plan_client(
         &client.rules,
         &pipeline.templates,
         pipeline.currency,
+        billing.invoice_text_limit(),
         &read,
     ) {
         Ok(d) => d,

@@ -56,6 +56,9 @@ pub struct RawProduct {
     pub id: At<String>,
     /// The product's identifier in the billing system's catalogue (e.g. `M365-BP`).
     pub identifier: At<String>,
+    /// The product's name on invoices (`{{product}}` in descriptions). Default: `identifier`.
+    #[serde(default)]
+    pub name: Option<String>,
     /// Price per seat per billing period, in the pipeline's currency (e.g. `22.50`).
     pub unit_price: At<Price>,
     /// CEL predicate over a person: who takes a seat of this product. Only people the client
@@ -63,8 +66,9 @@ pub struct RawProduct {
     /// Example: `'M365 Users' in groups`.
     #[serde(default)]
     pub seats: Option<At<String>>,
-    /// Handlebars template of the invoice line's text, over `product`, `identifier`,
+    /// Handlebars template of the invoice line's text, over `product` (the name), `identifier`,
     /// `quantity`, `unit_price`, `names` (the people billed, comma-separated) and `people`.
+    /// Text longer than the billing system takes is cut after the last whole name.
     /// Default: `{{quantity}} × {{product}}: {{names}}`.
     #[serde(default)]
     pub description: Option<At<String>>,
@@ -189,6 +193,16 @@ mod defaults {
     pub const LAST_NAME: &str = "{{surname}}";
     pub const EMAIL: &str = "{{email}}";
     pub const MAX_SEAT_DROP_PERCENT: u32 = 50;
+}
+
+/// What a product contributes to every client's rules.
+#[derive(Debug)]
+struct ProductRule {
+    seats: Option<Predicate>,
+    unit_price: Decimal,
+    /// Template name of the invoice line text.
+    description: String,
+    name: String,
 }
 
 /// A pipeline ready to run: predicates and templates compiled, overrides merged.
@@ -319,7 +333,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
 
     // Products: ids unique, identifiers unique, prices non-negative, rules compiled.
     let mut products = Vec::new();
-    let mut product_rules: BTreeMap<String, (Option<Predicate>, Decimal, String)> = BTreeMap::new();
+    let mut product_rules: BTreeMap<String, ProductRule> = BTreeMap::new();
     let mut seen_identifiers = BTreeSet::new();
     for p in &raw.products {
         let id = p.id.value.trim().to_owned();
@@ -379,11 +393,22 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 mapping::TEMPLATE_HINT_LINE,
             );
         }
-        product_rules.insert(id.clone(), (seats, p.unit_price.value.0, desc_name));
-        products.push(Product {
-            id,
-            identifier: p.identifier.value.trim().to_owned(),
-        });
+        let identifier = p.identifier.value.trim().to_owned();
+        let name = p
+            .name
+            .clone()
+            .filter(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| identifier.clone());
+        product_rules.insert(
+            id.clone(),
+            ProductRule {
+                seats,
+                unit_price: p.unit_price.value.0,
+                description: desc_name,
+                name,
+            },
+        );
+        products.push(Product { id, identifier });
     }
     if raw.products.is_empty() {
         err(
@@ -519,7 +544,7 @@ fn compile_predicate(
 
 fn check_policy_products(
     policy: &Policy,
-    products: &BTreeMap<String, (Option<Predicate>, Decimal, String)>,
+    products: &BTreeMap<String, ProductRule>,
     path: &Path,
     errors: &mut Vec<ConfigError>,
 ) {
@@ -570,7 +595,7 @@ fn merge_rules(
     defaults: &Policy,
     overrides: &Policy,
     products: &[Product],
-    product_rules: &BTreeMap<String, (Option<Predicate>, Decimal, String)>,
+    product_rules: &BTreeMap<String, ProductRule>,
     templates: &mut TemplateSet,
     path: &Path,
     errors: &mut Vec<ConfigError>,
@@ -595,8 +620,7 @@ fn merge_rules(
         {
             continue;
         }
-        let Some((product_seats, product_price, description)) = product_rules.get(&product.id)
-        else {
+        let Some(rule) = product_rules.get(&product.id) else {
             continue;
         };
         let seat_src = overrides
@@ -605,21 +629,22 @@ fn merge_rules(
             .or(defaults.seats.get(&product.id));
         let predicate = match seat_src {
             Some(src) => compile_predicate(src, path, errors),
-            None => product_seats.clone(),
+            None => rule.seats.clone(),
         };
         let price = overrides
             .prices
             .get(&product.id)
             .or(defaults.prices.get(&product.id))
             .map(|p| p.value.0)
-            .unwrap_or(*product_price);
+            .unwrap_or(rule.unit_price);
         if let Some(predicate) = predicate {
             seat_rules.push(mapping::SeatRule {
                 product: product.id.clone(),
+                name: rule.name.clone(),
                 identifier: product.identifier.clone(),
                 predicate,
                 unit_price: price,
-                description: description.clone(),
+                description: rule.description.clone(),
             });
         }
     }

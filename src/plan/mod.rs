@@ -66,19 +66,21 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
                     key: key.clone(),
                     after: fields.clone(),
                 }),
+                Some(have) if !have.active => out.changes.push(Change::ReactivateContact {
+                    id: have.id.clone(),
+                    key: key.clone(),
+                    before: have.fields.clone(),
+                    after: merge_unmanaged(fields, &have.fields),
+                }),
                 Some(have) => {
                     let after = merge_unmanaged(fields, &have.fields);
-                    if after != have.fields || !have.active {
+                    if after != have.fields {
                         out.changes.push(Change::UpdateContact {
                             id: have.id.clone(),
                             key: key.clone(),
                             before: have.fields.clone(),
                             after,
                         });
-                        if !have.active {
-                            out.notes
-                                .push(format!("contact {key} is inactive and will be reactivated"));
-                        }
                     }
                 }
             }

@@ -155,7 +155,7 @@ fn a_returning_person_reactivates_their_contact_instead_of_a_second_one() {
     let ada = person("Ada", Some("ADA@x"));
     let d = desired(&[person("Ada", Some("ada@x"))], &[]);
     let a = actual(&[("10", ada, false)], &[]);
-    assert_eq!(check(&d, &a), ["update_contact ada@x"]);
+    assert_eq!(check(&d, &a), ["reactivate_contact ada@x"]);
 }
 
 #[test]
@@ -311,7 +311,8 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                 fields: after.clone(),
                 active: true,
             }),
-            Change::UpdateContact { id, after, .. } => {
+            Change::UpdateContact { id, after, .. }
+            | Change::ReactivateContact { id, after, .. } => {
                 let c = state
                     .contacts
                     .iter_mut()

@@ -14,6 +14,7 @@ target:
     public_key: ${ROLLCALL_E2E_PUBLIC:-demo-public}
     private_key: ${ROLLCALL_E2E_PRIVATE:-demo-private}
     client_id: 00000000-0000-4000-8000-000000000000
+    rate_limit_per_second: 200
 products:
   - id: m365
     identifier: M365-BP

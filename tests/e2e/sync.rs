@@ -63,6 +63,20 @@ async fn a_leaver_lowers_seats_and_deactivates_the_contact() {
         .expect("kept");
     assert!(!gone.active, "deactivated, never deleted");
     assert!(w.plan(false).await.is_empty());
+
+    // They come back: the old contact is reactivated, not a second one made.
+    w.set_people(&people_csv(10, 10));
+    let plan = w.plan(false).await;
+    let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["reactivate_contact", "update_addition", "update_addition"]
+    );
+    w.apply(&plan, false).await;
+    let state = w.state().await;
+    assert_eq!(state.contacts.len(), 10);
+    assert!(state.contacts.iter().all(|c| c.active));
+    assert!(w.plan(false).await.is_empty());
 }
 
 #[tokio::test]
@@ -182,4 +196,33 @@ async fn a_create_whose_answer_is_lost_is_not_made_twice() {
         .expect("history");
     assert_eq!(history.iter().filter(|r| r.reconciled).count(), 2);
     assert!(history.iter().all(|r| r.state == "applied"));
+}
+
+#[tokio::test]
+async fn a_long_list_of_names_is_cut_to_what_connectwise_stores() {
+    let yaml = crate::support::PIPELINE.replace(
+        "clients:",
+        "defaults:\n  contacts: { manage: false }\nclients:",
+    );
+    let w = World::with_pipeline(&yaml, &people_csv(600, 600)).await;
+    let outcomes = w.apply(&w.plan(false).await, false).await;
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    let state = w.state().await;
+    let m365 = state
+        .additions
+        .iter()
+        .find(|a| a.product == "M365-BP")
+        .expect("m365");
+    assert_eq!(m365.fields.quantity, 600);
+    let text = &m365.fields.invoice_description;
+    assert!(
+        text.chars().count() <= 6000,
+        "{} characters",
+        text.chars().count()
+    );
+    assert!(text.ends_with(" more"), "{}", &text[text.len() - 40..]);
+    assert!(
+        w.plan(false).await.is_empty(),
+        "the shortened text is stable"
+    );
 }

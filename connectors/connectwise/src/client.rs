@@ -448,11 +448,15 @@ impl ConnectWise {
         id: &str,
         before: &ContactFields,
         after: &ContactFields,
+        reactivate: bool,
     ) -> Result<Applied, RemoteError> {
         let contact_id = numeric_id("contact", id)?;
         let operation = format!("update contact {contact_id}");
         let path = format!("company/contacts/{contact_id}");
         let mut operations = Vec::new();
+        if reactivate {
+            operations.push(PatchOperation::replace("inactiveFlag", Value::Bool(false)));
+        }
         if before.first_name != after.first_name {
             operations.push(PatchOperation::replace(
                 "firstName",
@@ -679,13 +683,20 @@ impl BillingSystem for ConnectWise {
         })
     }
 
+    fn invoice_text_limit(&self) -> Option<usize> {
+        Some(crate::model::INVOICE_DESCRIPTION_MAX)
+    }
+
     #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
     async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError> {
         match change {
             Change::CreateContact { key, after } => self.create_contact(account, key, after).await,
             Change::UpdateContact {
                 id, before, after, ..
-            } => self.update_contact(id, before, after).await,
+            } => self.update_contact(id, before, after, false).await,
+            Change::ReactivateContact {
+                id, before, after, ..
+            } => self.update_contact(id, before, after, true).await,
             Change::DeactivateContact { id, .. } => self.deactivate_contact(id).await,
             Change::CreateAddition { product, after } => {
                 self.create_addition(account, product, after).await

@@ -15,6 +15,7 @@ use crate::client::ConnectWise;
 /// seats as additions on one of its agreements.
 #[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ConnectWiseTarget")]
 pub struct Config {
     /// The REST API's base URL, up to and including `/v4_6_release/apis/3.0`, e.g.
     /// `https://api-na.myconnectwise.net/v4_6_release/apis/3.0` (or `api-eu…`, `api-au…`, or

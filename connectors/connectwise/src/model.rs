@@ -331,6 +331,9 @@ pub struct Count {
     pub count: u64,
 }
 
+/// The longest `invoiceDescription` ConnectWise stores on an addition (characters).
+pub const INVOICE_DESCRIPTION_MAX: usize = 6000;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1878,7 +1878,7 @@ fn normalize_addition(
         kind,
         "invoiceDescription",
         addition.invoice_description.as_deref(),
-        6000,
+        crate::model::INVOICE_DESCRIPTION_MAX,
     );
     for (field, value) in [
         ("effectiveDate", &addition.effective_date),

@@ -115,6 +115,14 @@ pub enum Change {
         before: ContactFields,
         after: ContactFields,
     },
+    /// A person who left and came back: their old contact is switched back on (and its fields
+    /// brought up to date) rather than a second contact made.
+    ReactivateContact {
+        id: String,
+        key: ContactKey,
+        before: ContactFields,
+        after: ContactFields,
+    },
     /// Contacts are deactivated, never deleted: tickets and invoices still point at them.
     DeactivateContact {
         id: String,
@@ -144,6 +152,7 @@ impl Change {
         match self {
             Change::CreateContact { .. } => "create_contact",
             Change::UpdateContact { .. } => "update_contact",
+            Change::ReactivateContact { .. } => "reactivate_contact",
             Change::DeactivateContact { .. } => "deactivate_contact",
             Change::CreateAddition { .. } => "create_addition",
             Change::UpdateAddition { .. } => "update_addition",
@@ -156,6 +165,7 @@ impl Change {
         match self {
             Change::CreateContact { key, .. }
             | Change::UpdateContact { key, .. }
+            | Change::ReactivateContact { key, .. }
             | Change::DeactivateContact { key, .. } => key.0.clone(),
             Change::CreateAddition { product, .. }
             | Change::UpdateAddition { product, .. }
@@ -179,6 +189,12 @@ pub struct Applied {
 pub trait BillingSystem: Send + Sync + std::fmt::Debug {
     /// The connector's kind as written in pipelines ("connectwise").
     fn kind(&self) -> &'static str;
+
+    /// The longest invoice text the system accepts, in characters. The engine shortens longer
+    /// text (a long list of names) before planning, so the plan shows what will be written.
+    fn invoice_text_limit(&self) -> Option<usize> {
+        None
+    }
 
     /// Reads the client's current state. `products` are the catalogue identifiers the pipeline
     /// bills, so only those additions are compared; others on the agreement are left alone.

@@ -15,6 +15,7 @@ use crate::client::FileDirectory;
 /// (`ldifde`, `ldapsearch`). The file is read afresh on every run.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "FileDirectory")]
 pub struct Config {
     /// The export to read. A relative path is relative to the folder of the pipeline file.
     ///
