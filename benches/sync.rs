@@ -4,6 +4,10 @@
 //! - pulling and mapping 100,000 people from a CSV export, against the `csv` crate reading the
 //!   same file into raw records.
 //!
+//! - a no-change resync of one client with 1,000 people over real HTTP against the ConnectWise
+//!   sandbox, against a naive full push that rewrites every contact and addition each run; the
+//!   requests and writes each makes are printed (the vendors' API budget is the real limit).
+//!
 //! `cargo bench --bench sync`
 
 use std::hint::black_box;
@@ -251,5 +255,112 @@ fn pull_100k_from_csv(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, plan_1000_clients, pull_100k_from_csv);
+fn resync_over_http(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sandbox = rt.block_on(rollcall_connectwise::Sandbox::start(
+        rollcall_connectwise::Seed::demo(),
+    ));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = PIPELINE
+        .replace("http://127.0.0.1:9", &sandbox.url())
+        .replace("company_id: x,", "company_id: demo,")
+        .replace("${X:-x}", "${X:-demo-public}")
+        .replace("${Y:-y}", "${Y:-demo-private}")
+        .replace(
+            "client_id: z",
+            "client_id: z, rate_limit_per_second: 100000",
+        )
+        .replace(
+            "company: X, agreement: A",
+            "company: ACME, agreement: Managed Services",
+        );
+    let mut csv = String::from("id,given_name,surname,email,enabled,groups\n");
+    for i in 0..1000 {
+        csv.push_str(&format!(
+            "id-{i},Given{i},Sur{i},user{i}@acme.example,true,M365 Users\n"
+        ));
+    }
+    std::fs::write(dir.path().join("x.csv"), csv).expect("people");
+    let path = dir.path().join("bench.yaml");
+    std::fs::write(&path, yaml).expect("pipeline");
+    let p = config::load(&path).expect("pipeline");
+    let store = dir.path().join("state.db");
+    let sync = || async {
+        let plan = rollcall::cli::make_plan(&p, None, false)
+            .await
+            .expect("plan");
+        rollcall::cli::apply_now(&store, &p, &plan, "bench", false)
+            .await
+            .expect("apply");
+        plan.changes.len()
+    };
+    let (r0, w0) = (sandbox.requests(), sandbox.writes());
+    let first = rt.block_on(sync());
+    let (r1, w1) = (sandbox.requests(), sandbox.writes());
+    rt.block_on(sync());
+    let (r2, w2) = (sandbox.requests(), sandbox.writes());
+    let billing = p.target.build().expect("client");
+    let account = p.clients[0].account.clone();
+    let products: Vec<String> = p.products.iter().map(|x| x.identifier.clone()).collect();
+    // The baseline: read once, then rewrite everything, as a sync without a planner would.
+    let naive = || async {
+        let state = billing.read(&account, &products).await.expect("read");
+        for contact in &state.contacts {
+            let change = rollcall_core::Change::UpdateContact {
+                id: contact.id.clone(),
+                key: contact.fields.key(),
+                before: rollcall_core::ContactFields::default(),
+                after: contact.fields.clone(),
+            };
+            billing
+                .apply(&state.account, &change)
+                .await
+                .expect("push contact");
+        }
+        for addition in &state.additions {
+            let mut before = addition.fields.clone();
+            before.quantity += 1;
+            before.invoice_description.clear();
+            let change = rollcall_core::Change::UpdateAddition {
+                id: addition.id.clone(),
+                product: addition.product.clone(),
+                before,
+                after: addition.fields.clone(),
+            };
+            billing
+                .apply(&state.account, &change)
+                .await
+                .expect("push addition");
+        }
+    };
+    rt.block_on(naive());
+    let (r3, w3) = (sandbox.requests(), sandbox.writes());
+    eprintln!(
+        "api budget, 1 client x 1000 people: first run {first} changes, {} requests, {} writes; \
+         no-change resync {} requests, {} writes; naive full push {} requests, {} writes",
+        r1 - r0,
+        w1 - w0,
+        r2 - r1,
+        w2 - w1,
+        r3 - r2,
+        w3 - w2
+    );
+
+    let mut g = c.benchmark_group("resync 1 client x 1000 people over HTTP");
+    g.sample_size(10);
+    g.bench_function("baseline: naive full push", |b| {
+        b.iter(|| rt.block_on(naive()))
+    });
+    g.bench_function("rollcall: no-change resync (read, plan, apply)", |b| {
+        b.iter(|| assert_eq!(rt.block_on(sync()), 0))
+    });
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    plan_1000_clients,
+    pull_100k_from_csv,
+    resync_over_http
+);
 criterion_main!(benches);

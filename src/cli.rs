@@ -181,7 +181,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             output,
             allow_drop,
         } => {
-            let Some(pipeline) = load(&file) else {
+            let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
             let plan = make_plan(&pipeline, client.as_deref(), allow_drop).await?;
@@ -198,9 +198,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             allow_drop,
             yes,
         } => {
-            let Some(pipeline) = load(&file) else {
+            let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
+            if plan.is_some() && allow_drop {
+                eprintln!(
+                    "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
+                     not to applying a saved plan (hint: make the plan again with --allow-drop)"
+                );
+                return Ok(Exit::Invalid);
+            }
             let (plan, saved) = match plan {
                 Some(path) => match read_saved_plan(&path, &pipeline, client.as_deref()) {
                     Ok(p) => (p, true),
@@ -234,7 +241,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             client,
             allow_drop,
         } => {
-            let Some(pipeline) = load(&file) else {
+            let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
             let plan = make_plan(&pipeline, client.as_deref(), allow_drop).await?;
@@ -330,21 +337,28 @@ fn validate(file: &Path) -> Exit {
     }
 }
 
+/// Loads a pipeline and checks `--client`, printing what is wrong; `None` means exit 1.
+fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
+    let pipeline = load(file)?;
+    if let Some(name) = client
+        && pipeline.client(name).is_none()
+    {
+        let known: Vec<&str> = pipeline.clients.iter().map(|c| c.name.as_str()).collect();
+        eprintln!(
+            "error: no client named `{name}` in {} (hint: one of {})",
+            file.display(),
+            known.join(", ")
+        );
+        return None;
+    }
+    Some(pipeline)
+}
+
 pub async fn make_plan(
     pipeline: &Pipeline,
     client: Option<&str>,
     allow_drop: bool,
 ) -> anyhow::Result<PipelinePlan> {
-    if let Some(name) = client
-        && pipeline.client(name).is_none()
-    {
-        let known: Vec<&str> = pipeline.clients.iter().map(|c| c.name.as_str()).collect();
-        anyhow::bail!(
-            "no client named `{name}` in {} (clients: {})",
-            pipeline.file.display(),
-            known.join(", ")
-        );
-    }
     let billing = pipeline
         .target
         .build()

@@ -224,12 +224,6 @@ impl Store {
             })
             .collect()
     }
-
-    /// Changes left `pending` by a run that never finished: sent or not, nobody knows.
-    pub async fn pending(&self) -> Result<Vec<HistoryRow>, StoreError> {
-        let all = self.history(None, u32::MAX).await?;
-        Ok(all.into_iter().filter(|r| r.state == "pending").collect())
-    }
 }
 
 async fn apply_migration(

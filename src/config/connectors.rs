@@ -84,6 +84,11 @@ pub fn run_sandbox(
                 }
                 None => rollcall_connectwise::Seed::demo(),
             };
+            println!(
+                "ConnectWise Manage sandbox at http://{addr}{} (company id `{}`; keys as in the seed); Ctrl-C stops it",
+                rollcall_connectwise::sandbox::API_BASE,
+                seed.credentials.company_id
+            );
             rollcall_connectwise::run_standalone(addr, seed)
                 .await
                 .map_err(|e| e.to_string())

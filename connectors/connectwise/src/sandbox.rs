@@ -29,7 +29,7 @@ use axum::extract::{OriginalUri, Path, Query, Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use base64::Engine as _;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
@@ -860,21 +860,53 @@ impl Kind {
 // ---------------------------------------------------------------------------------------------
 // Routing, auth and faults
 
+/// `GET` of a top-level collection (companies, contacts, agreements, catalog): one handler for
+/// all, told which by `kind`, since they differ only in the rows they list.
+fn list_of(kind: Kind) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |AxumState(s): AxumState<Arc<Shared>>,
+              Query(p): Params,
+              OriginalUri(uri): OriginalUri,
+              headers: HeaderMap| async move { list(&s, kind, None, &p, &uri, &headers) },
+    )
+}
+
+/// `GET …/count` of a top-level collection.
+fn count_of(kind: Kind) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |AxumState(s): AxumState<Arc<Shared>>, Query(p): Params| async move {
+            count(&s, kind, None, &p)
+        },
+    )
+}
+
+/// `GET …/{id}` of a top-level collection.
+fn one_of(kind: Kind) -> MethodRouter<Arc<Shared>> {
+    get(
+        move |AxumState(s): AxumState<Arc<Shared>>, Path(id): Path<String>| async move {
+            get_one(&s, kind, None, &id)
+        },
+    )
+}
+
 fn router(shared: Arc<Shared>) -> Router {
     let api = Router::new()
         .route("/system/info", get(system_info))
-        .route("/company/companies", get(list_companies))
-        .route("/company/companies/count", get(count_companies))
-        .route("/company/companies/{id}", get(get_company))
-        .route("/company/contacts", get(list_contacts).post(create_contact))
-        .route("/company/contacts/count", get(count_contacts))
+        .route("/company/companies", list_of(Kind::Company))
+        .route("/company/companies/count", count_of(Kind::Company))
+        .route("/company/companies/{id}", one_of(Kind::Company))
+        .route(
+            "/company/contacts",
+            list_of(Kind::Contact).post(create_contact),
+        )
+        .route("/company/contacts/count", count_of(Kind::Contact))
         .route(
             "/company/contacts/{id}",
-            get(get_contact).patch(patch_contact).put(put_contact),
+            one_of(Kind::Contact).patch(patch_contact).put(put_contact),
         )
-        .route("/finance/agreements", get(list_agreements))
-        .route("/finance/agreements/count", get(count_agreements))
-        .route("/finance/agreements/{id}", get(get_agreement))
+        .route("/finance/agreements", list_of(Kind::Agreement))
+        .route("/finance/agreements/count", count_of(Kind::Agreement))
+        .route("/finance/agreements/{id}", one_of(Kind::Agreement))
         .route(
             "/finance/agreements/{id}/additions",
             get(list_additions).post(create_addition),
@@ -887,9 +919,9 @@ fn router(shared: Arc<Shared>) -> Router {
             "/finance/agreements/{id}/additions/{addition}",
             get(get_addition).patch(patch_addition).put(put_addition),
         )
-        .route("/procurement/catalog", get(list_catalog))
-        .route("/procurement/catalog/count", get(count_catalog))
-        .route("/procurement/catalog/{id}", get(get_catalog_item))
+        .route("/procurement/catalog", list_of(Kind::Catalog))
+        .route("/procurement/catalog/count", count_of(Kind::Catalog))
+        .route("/procurement/catalog/{id}", one_of(Kind::Catalog))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
         .route("/login/companyinfo/{company}", get(company_info))
@@ -1402,75 +1434,6 @@ fn parse_id(kind: Kind, id: &str) -> Result<i64, ApiError> {
         .map_err(|_| ApiError::bad_request(format!("{id:?} is not a {} id.", kind.resource())))
 }
 
-async fn list_companies(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    list(&s, Kind::Company, None, &p, &uri, &headers)
-}
-
-async fn count_companies(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-) -> Result<Json<Count>, ApiError> {
-    count(&s, Kind::Company, None, &p)
-}
-
-async fn get_company(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    get_one(&s, Kind::Company, None, &id)
-}
-
-async fn list_contacts(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    list(&s, Kind::Contact, None, &p, &uri, &headers)
-}
-
-async fn count_contacts(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-) -> Result<Json<Count>, ApiError> {
-    count(&s, Kind::Contact, None, &p)
-}
-
-async fn get_contact(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    get_one(&s, Kind::Contact, None, &id)
-}
-
-async fn list_agreements(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    list(&s, Kind::Agreement, None, &p, &uri, &headers)
-}
-
-async fn count_agreements(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-) -> Result<Json<Count>, ApiError> {
-    count(&s, Kind::Agreement, None, &p)
-}
-
-async fn get_agreement(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    get_one(&s, Kind::Agreement, None, &id)
-}
-
 async fn list_additions(
     AxumState(s): AxumState<Arc<Shared>>,
     Path(parent): Path<String>,
@@ -1497,29 +1460,6 @@ async fn get_addition(
 ) -> Result<Json<Value>, ApiError> {
     let parent = parse_id(Kind::Agreement, &parent)?;
     get_one(&s, Kind::Addition, Some(parent), &id)
-}
-
-async fn list_catalog(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    list(&s, Kind::Catalog, None, &p, &uri, &headers)
-}
-
-async fn count_catalog(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Query(p): Params,
-) -> Result<Json<Count>, ApiError> {
-    count(&s, Kind::Catalog, None, &p)
-}
-
-async fn get_catalog_item(
-    AxumState(s): AxumState<Arc<Shared>>,
-    Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    get_one(&s, Kind::Catalog, None, &id)
 }
 
 // ---------------------------------------------------------------------------------------------
