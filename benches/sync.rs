@@ -268,7 +268,7 @@ fn resync_over_http(c: &mut Criterion) {
         .replace("${Y:-y}", "${Y:-demo-private}")
         .replace(
             "client_id: z",
-            "client_id: z, rate_limit_per_second: 100000",
+            "client_id: 00000000-0000-4000-8000-000000000000, rate_limit_per_second: 100000",
         )
         .replace(
             "company: X, agreement: A",
@@ -289,16 +289,21 @@ fn resync_over_http(c: &mut Criterion) {
         let plan = rollcall::cli::make_plan(&p, None, false)
             .await
             .expect("plan");
+        assert!(
+            plan.clients.iter().all(|c| c.failure.is_none()),
+            "{:?}",
+            plan.clients
+        );
         rollcall::cli::apply_now(&store, &p, &plan, "bench", false)
             .await
             .expect("apply");
         plan.changes.len()
     };
-    let (r0, w0) = (sandbox.requests(), sandbox.writes());
+    let (r0, w0) = (sandbox.requests(), sandbox.write_requests());
     let first = rt.block_on(sync());
-    let (r1, w1) = (sandbox.requests(), sandbox.writes());
+    let (r1, w1) = (sandbox.requests(), sandbox.write_requests());
     rt.block_on(sync());
-    let (r2, w2) = (sandbox.requests(), sandbox.writes());
+    let (r2, w2) = (sandbox.requests(), sandbox.write_requests());
     let billing = p.target.build().expect("client");
     let account = p.clients[0].account.clone();
     let products: Vec<String> = p.products.iter().map(|x| x.identifier.clone()).collect();
@@ -334,7 +339,7 @@ fn resync_over_http(c: &mut Criterion) {
         }
     };
     rt.block_on(naive());
-    let (r3, w3) = (sandbox.requests(), sandbox.writes());
+    let (r3, w3) = (sandbox.requests(), sandbox.write_requests());
     eprintln!(
         "api budget, 1 client x 1000 people: first run {first} changes, {} requests, {} writes; \
          no-change resync {} requests, {} writes; naive full push {} requests, {} writes",

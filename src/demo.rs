@@ -61,18 +61,18 @@ pub async fn run() -> anyhow::Result<Exit> {
     print!("{}", report::plan_text(&plan));
     let outcomes = apply_now(&store, &pipeline, &plan, "demo", false).await?;
     print!("{}", report::outcome_text(&outcomes));
-    let first_writes = sandbox.writes();
+    let first_writes = sandbox.write_requests();
     println!("The sandbox took {first_writes} writes.");
 
     step("2. Run again with nothing changed: nothing to plan, nothing written");
     let plan = make_plan(&pipeline, None, false).await?;
     print!("{}", report::plan_text(&plan));
     apply_now(&store, &pipeline, &plan, "demo", false).await?;
-    if !plan.is_empty() || sandbox.writes() != first_writes {
+    if !plan.is_empty() || sandbox.write_requests() != first_writes {
         bail!(
             "the resync was not empty: {} change(s), {} write(s)",
             plan.changes.len(),
-            sandbox.writes() - first_writes
+            sandbox.write_requests() - first_writes
         );
     }
     println!("Writes since the first run: 0.");

@@ -111,9 +111,14 @@ pub struct PersonVars {
     context: Context<'static, 'static>,
 }
 
+/// CEL's standard environment, built once: building it per person would cost more than every
+/// predicate evaluated on them.
+static CEL_ENV: std::sync::LazyLock<Arc<cel::Env>> =
+    std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+
 impl PersonVars {
     pub fn new(p: &Person) -> Self {
-        let mut context = Context::default();
+        let mut context = Context::with_env(Arc::clone(&CEL_ENV));
         context.add_variable_from_value("id", p.id.clone());
         context.add_variable_from_value("username", p.username.clone());
         context.add_variable_from_value("given_name", p.given_name.clone());
@@ -174,6 +179,9 @@ pub enum TemplateKind {
 /// Every handlebars template of a pipeline, compiled once.
 pub struct TemplateSet {
     registry: Handlebars<'static>,
+    /// Line templates that iterate `people`: only they get each person's fields, which
+    /// would otherwise be built for every seat holder of every product on every run.
+    uses_people: std::collections::HashSet<String>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -195,7 +203,10 @@ impl TemplateSet {
         let mut registry = Handlebars::new();
         // Contact fields and invoice lines are plain text, not HTML: "O'Brien & Sons" stays as is.
         registry.register_escape_fn(handlebars::no_escape);
-        TemplateSet { registry }
+        TemplateSet {
+            registry,
+            uses_people: Default::default(),
+        }
     }
 
     /// Compiles a template and renders it once, strictly, over a typical context so a
@@ -204,6 +215,9 @@ impl TemplateSet {
         self.registry
             .register_template_string(name, source)
             .map_err(|e| one_line(&e.to_string()))?;
+        if matches!(kind, TemplateKind::Line) && source.contains("people") {
+            self.uses_people.insert(name.to_owned());
+        }
         let mut strict = Handlebars::new();
         strict.set_strict_mode(true);
         strict.register_escape_fn(handlebars::no_escape);
@@ -215,9 +229,14 @@ impl TemplateSet {
                 }
                 person_json(&p)
             }
-            TemplateKind::Line => {
-                line_json("product", "PRODUCT", 1, Decimal::ONE, &[sample_person()])
-            }
+            TemplateKind::Line => line_json(
+                "product",
+                "PRODUCT",
+                1,
+                Decimal::ONE,
+                &[sample_person()],
+                true,
+            ),
         };
         strict
             .render_template(source, &sample)
@@ -269,15 +288,21 @@ fn line_json(
     quantity: usize,
     unit_price: Decimal,
     people: &[Person],
+    with_people: bool,
 ) -> serde_json::Value {
     let names: Vec<String> = people.iter().map(Person::billing_name).collect();
+    let people: Vec<serde_json::Value> = if with_people {
+        people.iter().map(person_json).collect()
+    } else {
+        Vec::new()
+    };
     json!({
         "product": product,
         "identifier": identifier,
         "quantity": quantity,
         "unit_price": unit_price.to_string(),
         "names": names.join(", "),
-        "people": people.iter().map(person_json).collect::<Vec<_>>(),
+        "people": people,
     })
 }
 
@@ -383,7 +408,7 @@ pub fn desired_state(
     let mut additions = BTreeMap::new();
     for (seat, people) in rules.seats.iter().zip(holders) {
         let mut people: Vec<Person> = people.into_iter().cloned().collect();
-        people.sort_by_key(|p| p.billing_name().to_lowercase());
+        people.sort_by_cached_key(|p| p.billing_name().to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
         let data = line_json(
             &seat.name,
@@ -391,6 +416,7 @@ pub fn desired_state(
             people.len(),
             unit_price,
             &people,
+            templates.uses_people.contains(&seat.description),
         );
         let invoice_description =
             templates

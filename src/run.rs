@@ -201,7 +201,7 @@ async fn plan_client(
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
     let directory = client.directory.build(pipeline.dir());
-    let read = match directory.read().await {
+    let read = match directory.read(None).await {
         Ok(read) => read,
         Err(e) => {
             return out.failed(

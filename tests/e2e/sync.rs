@@ -31,12 +31,12 @@ async fn first_run_bills_everyone_and_a_resync_writes_nothing() {
     );
     assert_eq!(m365.fields.unit_price.to_string(), "22.00");
 
-    let writes = w.sandbox.writes();
+    let writes = w.sandbox.write_requests();
     let again = w.plan(false).await;
     assert!(again.is_empty(), "resync planned {:?}", again.changes);
     w.apply(&again, false).await;
     assert_eq!(
-        w.sandbox.writes(),
+        w.sandbox.write_requests(),
         writes,
         "a no-change resync must write nothing"
     );
@@ -84,14 +84,14 @@ async fn a_large_drop_is_refused_and_nothing_is_written() {
     let w = World::new(&people_csv(10, 10)).await;
     w.apply(&w.plan(false).await, false).await;
     w.set_people(&people_csv(3, 3));
-    let writes = w.sandbox.writes();
+    let writes = w.sandbox.write_requests();
     let plan = w.plan(false).await;
     assert_eq!(plan_exit(&plan), Exit::Refused);
     let refusal = plan.clients[0].refusal.as_ref().expect("refused");
     assert_eq!((refusal.seats_before, refusal.seats_after), (20, 6));
     let outcomes = w.apply(&plan, false).await;
     assert!(matches!(outcomes[0].state, OutcomeState::Skipped { .. }));
-    assert_eq!(w.sandbox.writes(), writes);
+    assert_eq!(w.sandbox.write_requests(), writes);
     assert_eq!(w.quantity("M365-BP").await, Some(10));
 
     let allowed = w.plan(true).await;
@@ -109,7 +109,7 @@ async fn an_export_that_breaks_never_lowers_anything() {
         "id,given_name,surname,email,enabled,groups\nid-0000,A,B,a@x,maybe,M365 Users\n",
     ] {
         w.set_people(broken);
-        let writes = w.sandbox.writes();
+        let writes = w.sandbox.write_requests();
         let plan = w.plan(true).await;
         assert!(
             plan.clients[0]
@@ -128,7 +128,7 @@ async fn an_export_that_breaks_never_lowers_anything() {
             w.state().await.contacts.iter().all(|c| c.active),
             "{broken:?} deactivated contacts"
         );
-        assert!(w.sandbox.writes() - writes <= plan.changes.len() as u64);
+        assert!(w.sandbox.write_requests() - writes <= plan.changes.len() as u64);
     }
 }
 
@@ -154,14 +154,14 @@ async fn a_saved_plan_applies_exactly_and_refuses_when_the_target_changed() {
             .expect("json");
     w.set_people(&people_csv(6, 4));
     w.apply(&w.plan(false).await, false).await;
-    let writes = w.sandbox.writes();
+    let writes = w.sandbox.write_requests();
     let outcomes = w.apply(&stale, true).await;
     assert!(
         matches!(outcomes[0].state, OutcomeState::Stale { .. }),
         "{outcomes:?}"
     );
     assert_eq!(outcome_exit(&outcomes), Exit::Refused);
-    assert_eq!(w.sandbox.writes(), writes);
+    assert_eq!(w.sandbox.write_requests(), writes);
 }
 
 #[tokio::test]

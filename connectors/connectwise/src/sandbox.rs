@@ -276,6 +276,12 @@ impl Sandbox {
         self.shared.requests.load(Ordering::SeqCst)
     }
 
+    /// Write requests received (POST, PATCH, PUT, DELETE), whatever their outcome: what a
+    /// vendor bills against the API budget, and what a no-change resync must not send.
+    pub fn write_requests(&self) -> u64 {
+        self.shared.write_requests.load(Ordering::SeqCst)
+    }
+
     /// Writes (POST, PATCH, PUT) that changed what the sandbox holds.
     pub fn writes(&self) -> u64 {
         self.shared.writes.load(Ordering::SeqCst)
@@ -373,6 +379,7 @@ struct Shared {
     db: Mutex<Db>,
     faults: Mutex<Faults>,
     requests: AtomicU64,
+    write_requests: AtomicU64,
     writes: AtomicU64,
 }
 
@@ -445,6 +452,7 @@ impl Shared {
             db: Mutex::new(db),
             faults: Mutex::new(Faults::default()),
             requests: AtomicU64::new(0),
+            write_requests: AtomicU64::new(0),
             writes: AtomicU64::new(0),
         })
     }
@@ -995,6 +1003,9 @@ async fn inject_faults(
         *request.method(),
         Method::POST | Method::PATCH | Method::PUT | Method::DELETE
     );
+    if write {
+        shared.write_requests.fetch_add(1, Ordering::SeqCst);
+    }
     let (delay, throttled, failed) = {
         let mut faults = shared.faults();
         let throttled = take_fault(&mut faults.throttles, &path).or_else(|| {

@@ -25,11 +25,16 @@ impl Completeness {
 /// What one read of a directory returned.
 #[derive(Debug, Clone)]
 pub struct DirectoryRead {
+    /// Everyone in scope: a directory that reads incrementally still returns the whole set,
+    /// merged from its cursor, so the engine never reasons about deltas.
     pub people: Vec<Person>,
     pub completeness: Completeness,
     /// Problems that did not stop the read (a malformed row, an unreadable attribute), each
     /// naming where: shown to the operator, and the reason the read is incomplete.
     pub warnings: Vec<String>,
+    /// State to hand back on the next read so it can ask only for changes (a Graph delta link
+    /// and the people it had). `None` for directories that always read everything.
+    pub cursor: Option<Cursor>,
 }
 
 impl DirectoryRead {
@@ -38,7 +43,20 @@ impl DirectoryRead {
             people,
             completeness: Completeness::Complete,
             warnings: Vec::new(),
+            cursor: None,
         }
+    }
+}
+
+/// A directory's incremental-read state, opaque to the engine, which only stores it between
+/// runs (per pipeline and client) and hands it back. It may hold people's data, so it lives in
+/// rollcall's store and never in logs.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Cursor(pub serde_json::Value);
+
+impl std::fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cursor(..)")
     }
 }
 
@@ -65,7 +83,9 @@ pub trait Directory: Send + Sync + std::fmt::Debug {
     /// A short human name for logs and errors ("file acme.csv", "ldap dc1.acme.local").
     fn describe(&self) -> String;
 
-    /// Reads every person in scope. Errors only when nothing usable was read; a partial read
-    /// returns `Ok` with [`Completeness::Incomplete`].
-    async fn read(&self) -> Result<DirectoryRead, DirectoryError>;
+    /// Reads every person in scope, starting from `cursor` when the directory can read
+    /// incrementally (a cursor it cannot use — expired, from another version — means a full
+    /// read, never an error). Errors only when nothing usable was read; a partial read returns
+    /// `Ok` with [`Completeness::Incomplete`].
+    async fn read(&self, cursor: Option<&Cursor>) -> Result<DirectoryRead, DirectoryError>;
 }

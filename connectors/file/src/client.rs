@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use rollcall_core::{Directory, DirectoryError, DirectoryRead};
+use rollcall_core::{Cursor, Directory, DirectoryError, DirectoryRead};
 
 use crate::config::Format;
 
@@ -49,7 +49,8 @@ impl Directory for FileDirectory {
         format!("file {}", self.source_name)
     }
 
-    async fn read(&self) -> Result<DirectoryRead, DirectoryError> {
+    /// An export is read whole every time; there is no cursor to use.
+    async fn read(&self, _cursor: Option<&Cursor>) -> Result<DirectoryRead, DirectoryError> {
         let bytes = tokio::fs::read(&self.path)
             .await
             .map_err(|e| DirectoryError::Unavailable {

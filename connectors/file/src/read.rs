@@ -116,6 +116,7 @@ impl<'a> Collector<'a> {
             people: self.people,
             completeness,
             warnings,
+            cursor: None,
         }
     }
 
@@ -221,6 +222,7 @@ pub(crate) fn empty_export(source: &str, what: &str) -> DirectoryRead {
             reason: note.clone(),
         },
         warnings: vec![note],
+        cursor: None,
     }
 }
 

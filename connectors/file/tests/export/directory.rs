@@ -57,7 +57,7 @@ async fn build_resolves_the_path_against_the_pipeline_folder() {
     let c = config(serde_json::json!({"path": "people/acme.csv"})).expect("valid");
     let directory = c.build(dir.path());
     assert_eq!(directory.describe(), "file people/acme.csv");
-    let read = directory.read().await.expect("reads");
+    let read = directory.read(None).await.expect("reads");
     assert_eq!(read.completeness, Completeness::Complete);
     assert_eq!(read.people.len(), 3);
 }
@@ -70,7 +70,7 @@ async fn an_absolute_path_is_kept() {
     };
     let read = c
         .build(Path::new("/nonexistent"))
-        .read()
+        .read(None)
         .await
         .expect("reads");
     assert_eq!(read.people.len(), 4);
@@ -83,7 +83,7 @@ async fn a_missing_file_is_unavailable_and_says_where_we_looked() {
         path: "people/gone.csv".into(),
         format: None,
     };
-    let err = c.build(dir.path()).read().await.expect_err("missing");
+    let err = c.build(dir.path()).read(None).await.expect_err("missing");
     let DirectoryError::Unavailable {
         source_name,
         message,
@@ -103,7 +103,7 @@ async fn a_missing_file_is_unavailable_and_says_where_we_looked() {
 #[tokio::test]
 async fn an_empty_file_reads_as_incomplete() {
     let read = FileDirectory::new(fixture_path("empty.csv"), None)
-        .read()
+        .read(None)
         .await
         .expect("reads");
     assert!(!read.completeness.is_complete());
@@ -116,7 +116,7 @@ async fn the_format_comes_from_config_then_extension_then_content() {
     let ldif = dir.path().join("export.txt");
     std::fs::write(&ldif, fixture("ldapsearch-openldap.ldif")).expect("write");
     let read = FileDirectory::new(&ldif, None)
-        .read()
+        .read(None)
         .await
         .expect("sniffed as LDIF");
     assert_eq!(read.people.len(), 2);
@@ -125,19 +125,22 @@ async fn the_format_comes_from_config_then_extension_then_content() {
     let csv = dir.path().join("users.ldif");
     std::fs::write(&csv, fixture("msp-sheet.csv")).expect("write");
     let read = FileDirectory::new(&csv, Some(Format::Csv))
-        .read()
+        .read(None)
         .await
         .expect("reads");
     assert_eq!(read.people.len(), 3);
     // Without it, the extension decides, and the CSV is not mistaken for an empty LDIF.
-    let read = FileDirectory::new(&csv, None).read().await.expect("reads");
+    let read = FileDirectory::new(&csv, None)
+        .read(None)
+        .await
+        .expect("reads");
     assert!(!read.completeness.is_complete());
 }
 
 #[tokio::test]
 async fn a_missing_id_column_is_malformed() {
     let err = FileDirectory::new(fixture_path("no-id-column.csv"), None)
-        .read()
+        .read(None)
         .await
         .expect_err("no id");
     assert!(matches!(err, DirectoryError::Malformed { .. }), "{err:?}");

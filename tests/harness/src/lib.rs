@@ -1,0 +1,1 @@
+//! Real servers for tests (filled in by the LDAP work).
