@@ -284,9 +284,11 @@ fn resync_over_http(c: &mut Criterion) {
     let path = dir.path().join("bench.yaml");
     std::fs::write(&path, yaml).expect("pipeline");
     let p = config::load(&path).expect("pipeline");
-    let store = dir.path().join("state.db");
+    let store = rt
+        .block_on(rollcall::store::Store::open(&dir.path().join("state.db")))
+        .expect("store");
     let sync = || async {
-        let plan = rollcall::cli::make_plan(&p, None, false)
+        let plan = rollcall::cli::make_plan(&p, &store, None, false)
             .await
             .expect("plan");
         assert!(

@@ -184,7 +184,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let plan = make_plan(&pipeline, client.as_deref(), allow_drop).await?;
+            let store = Store::open(&cli.store).await?;
+            let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
                 Output::Table => print!("{}", report::plan_text(&plan)),
@@ -201,6 +202,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
+            let store = Store::open(&cli.store).await?;
             if plan.is_some() && allow_drop {
                 eprintln!(
                     "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
@@ -217,7 +219,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                     }
                 },
                 None => (
-                    make_plan(&pipeline, client.as_deref(), allow_drop).await?,
+                    make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?,
                     false,
                 ),
             };
@@ -232,7 +234,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                     Exit::Invalid
                 });
             }
-            let outcomes = apply_now(&cli.store, &pipeline, &plan, "apply", saved).await?;
+            let outcomes = apply_now(&store, &pipeline, &plan, "apply", saved).await?;
             print!("{}", report::outcome_text(&outcomes));
             Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
         }
@@ -244,9 +246,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let plan = make_plan(&pipeline, client.as_deref(), allow_drop).await?;
+            let store = Store::open(&cli.store).await?;
+            let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
             print!("{}", report::plan_text(&plan));
-            let outcomes = apply_now(&cli.store, &pipeline, &plan, "run", false).await?;
+            let outcomes = apply_now(&store, &pipeline, &plan, "run", false).await?;
             if !plan.is_empty() {
                 print!("{}", report::outcome_text(&outcomes));
             }
@@ -356,6 +359,7 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
 
 pub async fn make_plan(
     pipeline: &Pipeline,
+    store: &Store,
     client: Option<&str>,
     allow_drop: bool,
 ) -> anyhow::Result<PipelinePlan> {
@@ -363,24 +367,23 @@ pub async fn make_plan(
         .target
         .build()
         .context("cannot set up the billing system's client")?;
-    Ok(run::plan_pipeline(pipeline, billing, client, allow_drop).await)
+    Ok(run::plan_pipeline(pipeline, billing, store, client, allow_drop).await)
 }
 
 pub async fn apply_now(
-    store_path: &Path,
+    store: &Store,
     pipeline: &Pipeline,
     plan: &PipelinePlan,
     command: &str,
     verify: bool,
 ) -> anyhow::Result<Vec<ClientOutcome>> {
-    let store = Store::open(store_path).await?;
     let billing = pipeline
         .target
         .build()
         .context("cannot set up the billing system's client")?;
     let run_id = uuid::Uuid::now_v7().to_string();
     store.begin_run(&run_id, &pipeline.name, command).await?;
-    let outcomes = apply::apply_plan(plan, Arc::clone(&billing), &store, &run_id, verify).await?;
+    let outcomes = apply::apply_plan(plan, Arc::clone(&billing), store, &run_id, verify).await?;
     store
         .finish_run(
             &run_id,

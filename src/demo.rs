@@ -47,7 +47,7 @@ pub async fn run() -> anyhow::Result<Exit> {
     std::fs::write(people.join("acme.csv"), ACME)?;
     std::fs::write(people.join("globex.csv"), GLOBEX)?;
     std::fs::write(people.join("initech.ldif"), INITECH)?;
-    let store = work.0.join("state.db");
+    let store = crate::store::Store::open(&work.0.join("state.db")).await?;
 
     println!(
         "rollcall demo: a ConnectWise Manage sandbox is listening at {}",
@@ -57,7 +57,7 @@ pub async fn run() -> anyhow::Result<Exit> {
 
     step("1. First run: what the directories say the clients should pay for");
     let pipeline = load(&pipeline_path)?;
-    let plan = make_plan(&pipeline, None, false).await?;
+    let plan = make_plan(&pipeline, &store, None, false).await?;
     print!("{}", report::plan_text(&plan));
     let outcomes = apply_now(&store, &pipeline, &plan, "demo", false).await?;
     print!("{}", report::outcome_text(&outcomes));
@@ -65,7 +65,7 @@ pub async fn run() -> anyhow::Result<Exit> {
     println!("The sandbox took {first_writes} writes.");
 
     step("2. Run again with nothing changed: nothing to plan, nothing written");
-    let plan = make_plan(&pipeline, None, false).await?;
+    let plan = make_plan(&pipeline, &store, None, false).await?;
     print!("{}", report::plan_text(&plan));
     apply_now(&store, &pipeline, &plan, "demo", false).await?;
     if !plan.is_empty() || sandbox.write_requests() != first_writes {
@@ -84,24 +84,21 @@ pub async fn run() -> anyhow::Result<Exit> {
         people.join("acme.csv"),
         ACME.replace("grace@acme.local,TRUE", "grace@acme.local,FALSE"),
     )?;
-    let plan = make_plan(&pipeline, Some("Acme"), false).await?;
+    let plan = make_plan(&pipeline, &store, Some("Acme"), false).await?;
     print!("{}", report::plan_text(&plan));
     let outcomes = apply_now(&store, &pipeline, &plan, "demo", false).await?;
     print!("{}", report::outcome_text(&outcomes));
 
     step("4. Acme's export arrives empty: the read is incomplete, so nothing is lowered");
     std::fs::write(people.join("acme.csv"), "")?;
-    let plan = make_plan(&pipeline, Some("Acme"), false).await?;
+    let plan = make_plan(&pipeline, &store, Some("Acme"), false).await?;
     print!("{}", report::plan_text(&plan));
     if plan.clients.iter().any(|c| c.seats_after < c.seats_before) {
         bail!("an empty export lowered seats");
     }
 
     step("5. History: every change, recorded before and after it was sent");
-    let history = crate::store::Store::open(&store)
-        .await?
-        .history(None, 12)
-        .await?;
+    let history = store.history(None, 12).await?;
     print!("{}", report::history_text(&history));
     println!("Try it yourself: `rollcall sandbox connectwise --port 8421` in one terminal, then");
     println!("`rollcall plan mappings/examples/demo.yaml` in another.");

@@ -316,6 +316,29 @@ pub struct ContactTemplates {
     pub phone: Option<String>,
 }
 
+/// What one seat is, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Counting {
+    /// A person who matches the product's predicate.
+    People,
+    /// Each licence a matching person holds whose SKU is listed (compared without case).
+    Licenses(Vec<String>),
+}
+
+impl Counting {
+    /// How many seats this person takes.
+    fn seats_of(&self, p: &Person) -> u32 {
+        match self {
+            Counting::People => 1,
+            Counting::Licenses(skus) => p
+                .licenses
+                .iter()
+                .filter(|l| skus.iter().any(|s| s.eq_ignore_ascii_case(&l.sku)))
+                .count() as u32,
+        }
+    }
+}
+
 /// One product's seat rule for one client, overrides applied.
 #[derive(Debug, Clone)]
 pub struct SeatRule {
@@ -324,6 +347,7 @@ pub struct SeatRule {
     pub name: String,
     pub identifier: String,
     pub predicate: Predicate,
+    pub counting: Counting,
     pub unit_price: Decimal,
     /// Template name of the invoice line text.
     pub description: String,
@@ -390,6 +414,7 @@ pub fn desired_state(
                 .predicate
                 .eval(&vars)
                 .map_err(|e| fail(person, seat.predicate.source(), e))?
+                && seat.counting.seats_of(person) > 0
             {
                 holders[i].push(person);
             }
@@ -407,13 +432,14 @@ pub fn desired_state(
 
     let mut additions = BTreeMap::new();
     for (seat, people) in rules.seats.iter().zip(holders) {
+        let quantity: u32 = people.iter().map(|p| seat.counting.seats_of(p)).sum();
         let mut people: Vec<Person> = people.into_iter().cloned().collect();
         people.sort_by_cached_key(|p| p.billing_name().to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
         let data = line_json(
             &seat.name,
             &seat.identifier,
-            people.len(),
+            quantity as usize,
             unit_price,
             &people,
             templates.uses_people.contains(&seat.description),
@@ -436,7 +462,7 @@ pub fn desired_state(
             DesiredAddition {
                 product: seat.product.clone(),
                 fields: AdditionFields {
-                    quantity: people.len() as u32,
+                    quantity,
                     unit_price,
                     invoice_description,
                 },
@@ -491,4 +517,146 @@ fn contact_fields(
         title: render(&t.title)?,
         phone: render(&t.phone)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use proptest::prelude::*;
+    use rollcall_core::{DirectoryRead, License, Person};
+
+    use crate::config;
+
+    const PIPELINE: &str = r#"name: t
+target: { connectwise: { url: "http://127.0.0.1:9", company_id: x, public_key: "${A:-a}", private_key: "${B:-b}", client_id: c } }
+products:
+  - { id: staff, identifier: STAFF, unit_price: 10, seats: "'G1' in groups" }
+  - { id: bp, identifier: M365-BP, unit_cost: "20.00", markup_percent: "12.5", count: licenses, licenses: [SPB, spb_trial] }
+clients:
+  - { name: c, directory: { file: { path: x.csv } }, company: C }
+"#;
+
+    fn person(i: usize, groups: &[&str], skus: &[&str], enabled: bool) -> Person {
+        Person {
+            id: format!("p{i:03}"),
+            given_name: format!("G{i}"),
+            surname: format!("S{i}"),
+            email: Some(format!("p{i}@x")),
+            enabled,
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            licenses: skus
+                .iter()
+                .map(|s| License {
+                    sku: (*s).to_owned(),
+                    name: String::new(),
+                })
+                .collect(),
+            ..Person::default()
+        }
+    }
+
+    fn desired(people: Vec<Person>) -> crate::plan::Desired {
+        let p = config::load_str(PIPELINE, Path::new("t.yaml")).expect("pipeline");
+        let c = &p.clients[0];
+        super::desired_state(
+            &c.name,
+            &c.rules,
+            &p.templates,
+            p.currency,
+            None,
+            &DirectoryRead::complete(people),
+        )
+        .expect("map")
+    }
+
+    #[test]
+    fn licences_are_counted_per_assignment_and_priced_with_markup() {
+        let d = desired(vec![
+            person(1, &[], &["SPB", "SPB_TRIAL"], true),
+            person(2, &[], &["SPB"], true),
+            person(3, &[], &["ENTERPRISEPACK"], true),
+            person(4, &[], &["SPB"], false),
+        ]);
+        let bp = &d.additions["M365-BP"];
+        assert_eq!(
+            bp.fields.quantity, 3,
+            "two licences for p1, one for p2, none for the others"
+        );
+        assert_eq!(bp.people.len(), 2);
+        assert_eq!(bp.fields.unit_price.to_string(), "22.50", "20.00 × 1.125");
+    }
+
+    #[test]
+    fn markup_is_rounded_once_half_away_from_zero() {
+        let yaml = PIPELINE.replace(
+            r#"unit_cost: "20.00", markup_percent: "12.5""#,
+            r#"unit_cost: "0.10", markup_percent: "5""#,
+        );
+        let p = config::load_str(&yaml, Path::new("t.yaml")).expect("pipeline");
+        let c = &p.clients[0];
+        let d = super::desired_state(
+            &c.name,
+            &c.rules,
+            &p.templates,
+            p.currency,
+            None,
+            &DirectoryRead::complete(vec![]),
+        )
+        .expect("map");
+        assert_eq!(
+            d.additions["M365-BP"].fields.unit_price.to_string(),
+            "0.11",
+            "0.105 rounds up"
+        );
+    }
+
+    #[test]
+    fn long_lists_are_cut_after_a_whole_name() {
+        let names: Vec<String> = (0..100).map(|i| format!("Person Number{i}")).collect();
+        let text = super::shorten_list(names.join(", "), 200);
+        assert!(text.chars().count() <= 200, "{text}");
+        assert!(text.ends_with(" more"), "{text}");
+        let kept = text
+            .split(" and ")
+            .next()
+            .unwrap_or_default()
+            .split(", ")
+            .count();
+        let more: usize = text
+            .rsplit(" and ")
+            .next()
+            .unwrap_or_default()
+            .trim_end_matches(" more")
+            .parse()
+            .expect("n");
+        assert_eq!(kept + more, 100, "{text}");
+        assert_eq!(super::shorten_list("short".into(), 200), "short");
+    }
+
+    proptest! {
+        /// The issue's property: a product's quantity is the number of counted people who match.
+        #[test]
+        fn quantities_equal_the_number_of_matching_people(
+            people in prop::collection::vec((prop::bool::ANY, prop::bool::ANY, 0..3usize), 0..40)
+        ) {
+            let people: Vec<Person> = people
+                .iter()
+                .enumerate()
+                .map(|(i, (enabled, g1, spb))| {
+                    let groups: &[&str] = if *g1 { &["G1", "G2"] } else { &["G2"] };
+                    let skus = ["SPB"; 2];
+                    person(i, groups, &skus[..*spb.min(&2)], *enabled)
+                })
+                .collect();
+            let expected_staff = people.iter().filter(|p| p.enabled && p.groups.iter().any(|g| g == "G1")).count();
+            let expected_bp: usize = people.iter().filter(|p| p.enabled).map(|p| p.licenses.len()).sum();
+            let expected_contacts = people.iter().filter(|p| p.enabled).count();
+            let d = desired(people);
+            prop_assert_eq!(d.additions["STAFF"].fields.quantity as usize, expected_staff);
+            prop_assert_eq!(d.additions["STAFF"].people.len(), expected_staff);
+            prop_assert_eq!(d.additions["M365-BP"].fields.quantity as usize, expected_bp);
+            prop_assert_eq!(d.contacts.map(|c| c.len()).unwrap_or(0), expected_contacts);
+        }
+    }
 }

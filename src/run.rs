@@ -16,6 +16,7 @@ use crate::config::{Client, Pipeline};
 use crate::mapping;
 use crate::plan::guard::{self, GuardPolicy, Refusal, Withheld};
 use crate::plan::{self, SeatHolder};
+use crate::store::Store;
 
 /// Version of the saved-plan format.
 pub const PLAN_FORMAT: u32 = 1;
@@ -156,6 +157,7 @@ pub fn fingerprint(state: &ClientState) -> String {
 pub async fn plan_pipeline(
     pipeline: &Pipeline,
     billing: Arc<dyn BillingSystem>,
+    store: &Store,
     only: Option<&str>,
     allow_drop: bool,
 ) -> PipelinePlan {
@@ -169,7 +171,7 @@ pub async fn plan_pipeline(
         .map(|client| {
             let billing = billing.clone();
             let span = info_span!("client", pipeline = %pipeline.name, client = %client.name);
-            async move { plan_client(pipeline, client, billing.as_ref(), allow_drop).await }
+            async move { plan_client(pipeline, client, billing.as_ref(), store, allow_drop).await }
                 .instrument(span)
         })
         .buffered(CONCURRENCY)
@@ -197,11 +199,21 @@ async fn plan_client(
     pipeline: &Pipeline,
     client: &Client,
     billing: &dyn BillingSystem,
+    store: &Store,
     allow_drop: bool,
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
     let directory = client.directory.build(pipeline.dir());
-    let read = match directory.read(None).await {
+    let source = directory.describe();
+    // A store that cannot be read costs an incremental read, not the run.
+    let cursor = match store.cursor(&pipeline.name, &client.name, &source).await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "Cannot read the directory's cursor; reading everything.");
+            None
+        }
+    };
+    let read = match directory.read(cursor.as_ref()).await {
         Ok(read) => read,
         Err(e) => {
             return out.failed(
@@ -220,6 +232,13 @@ async fn plan_client(
         complete = read.completeness.is_complete(),
         "Read the directory."
     );
+    if let (Some(next), true) = (&read.cursor, read.completeness.is_complete())
+        && let Err(e) = store
+            .save_cursor(&pipeline.name, &client.name, &source, next)
+            .await
+    {
+        warn!(error = %e, "Cannot save the directory's cursor; the next read will be a full one.");
+    }
     out.people_read = read.people.len();
     out.completeness = Some(read.completeness.clone());
     out.notes.extend(read.warnings.iter().cloned());

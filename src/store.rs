@@ -4,12 +4,13 @@
 //! the id the billing system gave, or `failed` with the error), so `rollcall history` can say
 //! what happened even when a run was killed half way, and a person can audit who was billed
 //! from when. Amounts are kept as text inside the JSON: SQLite has no exact decimal type.
+//! Directories that read incrementally keep their cursor here between runs.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use rollcall_core::{Applied, Change};
+use rollcall_core::{Applied, Change, Cursor};
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 use sqlx::{Row, SqliteConnection};
@@ -25,7 +26,8 @@ pub enum StoreError {
 }
 
 /// Schema versions, applied in order; `PRAGMA user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE runs (
     id          TEXT PRIMARY KEY,
     pipeline    TEXT NOT NULL,
@@ -50,7 +52,18 @@ CREATE TABLE changes (
     PRIMARY KEY (run_id, seq)
 );
 CREATE INDEX changes_by_client ON changes (client, recorded_at);
-"#];
+"#,
+    r#"
+CREATE TABLE directory_cursors (
+    pipeline   TEXT NOT NULL,
+    client     TEXT NOT NULL,
+    directory  TEXT NOT NULL,
+    cursor     TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (pipeline, client)
+);
+"#,
+];
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -226,6 +239,52 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The cursor a client's directory left on its last complete read, if it was the same
+    /// directory (a pipeline that now points elsewhere starts over with a full read).
+    pub async fn cursor(
+        &self,
+        pipeline: &str,
+        client: &str,
+        directory: &str,
+    ) -> Result<Option<Cursor>, StoreError> {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT directory, cursor FROM directory_cursors WHERE pipeline = ? AND client = ?",
+        )
+        .bind(pipeline)
+        .bind(client)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some((d, text)) if d == directory => Ok(Some(serde_json::from_str(&text)?)),
+            _ => Ok(None),
+        }
+    }
+
+    pub async fn save_cursor(
+        &self,
+        pipeline: &str,
+        client: &str,
+        directory: &str,
+        cursor: &Cursor,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO directory_cursors (pipeline, client, directory, cursor, updated_at)
+             VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (pipeline, client) DO UPDATE
+             SET directory = excluded.directory, cursor = excluded.cursor, updated_at = excluded.updated_at",
+        )
+        .bind(pipeline)
+        .bind(client)
+        .bind(directory)
+        .bind(serde_json::to_string(cursor)?)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 async fn apply_migration(
     conn: &mut SqliteConnection,
     sql: &'static str,
@@ -245,4 +304,50 @@ async fn apply_migration(
 fn now() -> String {
     let t: DateTime<Utc> = Utc::now();
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cursor_is_kept_per_client_and_only_for_the_same_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let cursor = Cursor(serde_json::json!({"deltaLink": "https://x/delta?token=1"}));
+        assert_eq!(
+            store.cursor("p", "acme", "graph t1").await.expect("read"),
+            None
+        );
+        store
+            .save_cursor("p", "acme", "graph t1", &cursor)
+            .await
+            .expect("save");
+        assert_eq!(
+            store.cursor("p", "acme", "graph t1").await.expect("read"),
+            Some(cursor.clone())
+        );
+        assert_eq!(
+            store.cursor("p", "acme", "graph t2").await.expect("read"),
+            None,
+            "another directory"
+        );
+        assert_eq!(
+            store.cursor("p", "globex", "graph t1").await.expect("read"),
+            None,
+            "another client"
+        );
+        let newer = Cursor(serde_json::json!({"deltaLink": "https://x/delta?token=2"}));
+        store
+            .save_cursor("p", "acme", "graph t1", &newer)
+            .await
+            .expect("save");
+        assert_eq!(
+            store.cursor("p", "acme", "graph t1").await.expect("read"),
+            Some(newer)
+        );
+        // Reopening runs no migration twice.
+        drop(store);
+        Store::open(&dir.path().join("s.db")).await.expect("reopen");
+    }
 }

@@ -59,8 +59,24 @@ pub struct RawProduct {
     /// The product's name on invoices (`{{product}}` in descriptions). Default: `identifier`.
     #[serde(default)]
     pub name: Option<String>,
-    /// Price per seat per billing period, in the pipeline's currency (e.g. `22.50`).
-    pub unit_price: At<Price>,
+    /// Price per seat per billing period, in the pipeline's currency (e.g. `22.50`). Give
+    /// either this or `unit_cost` (with `markup_percent`).
+    #[serde(default)]
+    pub unit_price: Option<At<Price>>,
+    /// What a seat costs the MSP; the price is `unit_cost × (1 + markup_percent / 100)`,
+    /// rounded once to the currency's minor unit, half away from zero.
+    #[serde(default)]
+    pub unit_cost: Option<At<Price>>,
+    /// Markup over `unit_cost`, in percent (e.g. `15` or `12.5`). Default: 0.
+    #[serde(default)]
+    pub markup_percent: Option<At<Price>>,
+    /// What one seat is: `people` (default: each person who matches `seats` takes one) or
+    /// `licenses` (each assigned licence whose SKU is in `licenses` is one seat).
+    #[serde(default)]
+    pub count: Counting,
+    /// SKU part numbers counted when `count: licenses` (e.g. `[SPB, O365_BUSINESS_PREMIUM]`).
+    #[serde(default)]
+    pub licenses: Vec<At<String>>,
     /// CEL predicate over a person: who takes a seat of this product. Only people the client
     /// counts (`counted`) are considered. Default: `true` (every counted person).
     /// Example: `'M365 Users' in groups`.
@@ -72,6 +88,15 @@ pub struct RawProduct {
     /// Default: `{{quantity}} × {{product}}: {{names}}`.
     #[serde(default)]
     pub description: Option<At<String>>,
+}
+
+/// What one seat of a product is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Counting {
+    #[default]
+    People,
+    Licenses,
 }
 
 /// One of the MSP's clients.
@@ -200,6 +225,7 @@ mod defaults {
 struct ProductRule {
     seats: Option<Predicate>,
     unit_price: Decimal,
+    counting: mapping::Counting,
     /// Template name of the invoice line text.
     description: String,
     name: String,
@@ -366,14 +392,31 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 "each product bills one catalogue item; two would fight over the same addition",
             );
         }
-        if p.unit_price.value.0.is_sign_negative() {
-            err(
-                &mut errors,
-                p.unit_price.pos,
-                format!("product `{id}` has a negative unit_price"),
-                "prices are ≥ 0; credit notes are out of scope",
-            );
-        }
+        let unit_price = product_price(p, &id, path, &mut errors);
+        let counting = match (p.count, p.licenses.as_slice()) {
+            (Counting::People, []) => mapping::Counting::People,
+            (Counting::People, [first, ..]) => {
+                err(
+                    &mut errors,
+                    first.pos,
+                    format!("product `{id}` lists licenses but counts people"),
+                    "add `count: licenses` to count each assigned licence, or drop the list and test licences in `seats` (`'SPB' in licenses`)",
+                );
+                mapping::Counting::People
+            }
+            (Counting::Licenses, []) => {
+                err(
+                    &mut errors,
+                    p.id.pos,
+                    format!("product `{id}` counts licenses but names none"),
+                    "add `licenses: [SKU, …]` with the SKU part numbers to count (e.g. SPB)",
+                );
+                mapping::Counting::People
+            }
+            (Counting::Licenses, skus) => mapping::Counting::Licenses(
+                skus.iter().map(|s| s.value.trim().to_owned()).collect(),
+            ),
+        };
         let seats = match &p.seats {
             Some(src) => compile_predicate(src, path, &mut errors),
             None => Predicate::compile(defaults::SEATS).ok(),
@@ -403,7 +446,8 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
             id.clone(),
             ProductRule {
                 seats,
-                unit_price: p.unit_price.value.0,
+                unit_price,
+                counting,
                 description: desc_name,
                 name,
             },
@@ -521,6 +565,52 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
         clients,
         templates,
     })
+}
+
+/// A product's price before rounding: `unit_price`, or `unit_cost` with its markup.
+fn product_price(p: &RawProduct, id: &str, path: &Path, errors: &mut Vec<ConfigError>) -> Decimal {
+    let negative = |at: &At<Price>, what: &str, errors: &mut Vec<ConfigError>| {
+        if at.value.0.is_sign_negative() {
+            errors.push(ConfigError::new(
+                path,
+                at.pos,
+                format!("product `{id}` has a negative {what}"),
+                "amounts are ≥ 0; credit notes are out of scope",
+            ));
+        }
+    };
+    match (&p.unit_price, &p.unit_cost, &p.markup_percent) {
+        (Some(price), None, None) => {
+            negative(price, "unit_price", errors);
+            price.value.0
+        }
+        (None, Some(cost), markup) => {
+            negative(cost, "unit_cost", errors);
+            let markup = markup.as_ref().map(|m| {
+                negative(m, "markup_percent", errors);
+                m.value.0
+            });
+            cost.value.0 * (Decimal::ONE + markup.unwrap_or_default() / Decimal::ONE_HUNDRED)
+        }
+        (Some(price), Some(_), _) | (Some(price), None, Some(_)) => {
+            errors.push(ConfigError::new(
+                path,
+                price.pos,
+                format!("product `{id}` has both unit_price and unit_cost/markup_percent"),
+                "give either a unit_price, or a unit_cost with a markup_percent",
+            ));
+            price.value.0
+        }
+        (None, None, _) => {
+            errors.push(ConfigError::new(
+                path,
+                p.id.pos,
+                format!("product `{id}` has no price"),
+                "add `unit_price: 22.00`, or `unit_cost: 20.00` with `markup_percent: 10`",
+            ));
+            Decimal::ZERO
+        }
+    }
 }
 
 fn compile_predicate(
@@ -644,6 +734,7 @@ fn merge_rules(
                 identifier: product.identifier.clone(),
                 predicate,
                 unit_price: price,
+                counting: rule.counting.clone(),
                 description: rule.description.clone(),
             });
         }

@@ -197,6 +197,48 @@ const CASES: &[Case] = &[
         to: "\tcompany_id: demo",
         expect: &["p.yaml:", "tab"],
     },
+    Case {
+        name: "a price and a cost",
+        from: "unit_price: 35",
+        to: "unit_price: 35\n    unit_cost: 30",
+        expect: &[
+            "p.yaml:16:17",
+            "both unit_price and unit_cost",
+            "hint: give either",
+        ],
+    },
+    Case {
+        name: "no price at all",
+        from: "    unit_price: 35\n",
+        to: "",
+        expect: &[
+            "p.yaml:14:9",
+            "product `helpdesk` has no price",
+            "markup_percent",
+        ],
+    },
+    Case {
+        name: "counting licences without naming any",
+        from: "    unit_price: 35\n",
+        to: "    unit_price: 35\n    count: licenses\n",
+        expect: &["p.yaml:14:9", "counts licenses but names none"],
+    },
+    Case {
+        name: "licences listed but people counted",
+        from: "    unit_price: 35\n",
+        to: "    unit_price: 35\n    licenses: [SPB]\n",
+        expect: &[
+            "p.yaml:17:16",
+            "lists licenses but counts people",
+            "count: licenses",
+        ],
+    },
+    Case {
+        name: "unknown counting mode",
+        from: "    unit_price: 35\n",
+        to: "    unit_price: 35\n    count: devices\n",
+        expect: &["p.yaml:17:", "devices", "licenses"],
+    },
 ];
 
 #[test]

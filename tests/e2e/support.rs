@@ -80,12 +80,18 @@ impl World {
         self.dir.path().join("state.db")
     }
 
+    pub async fn open_store(&self) -> rollcall::store::Store {
+        rollcall::store::Store::open(&self.store())
+            .await
+            .expect("store")
+    }
+
     pub fn pipeline_path(&self) -> PathBuf {
         self.dir.path().join("pipeline.yaml")
     }
 
     pub async fn plan(&self, allow_drop: bool) -> PipelinePlan {
-        rollcall::cli::make_plan(&self.pipeline, None, allow_drop)
+        rollcall::cli::make_plan(&self.pipeline, &self.open_store().await, None, allow_drop)
             .await
             .expect("plan")
     }
@@ -95,9 +101,15 @@ impl World {
         plan: &PipelinePlan,
         verify: bool,
     ) -> Vec<rollcall::apply::ClientOutcome> {
-        rollcall::cli::apply_now(&self.store(), &self.pipeline, plan, "test", verify)
-            .await
-            .expect("apply")
+        rollcall::cli::apply_now(
+            &self.open_store().await,
+            &self.pipeline,
+            plan,
+            "test",
+            verify,
+        )
+        .await
+        .expect("apply")
     }
 
     /// Quantity of the non-cancelled addition for `product` on ACME's agreement.
