@@ -100,6 +100,13 @@ async fn apply_client(
         };
         return Ok(outcome);
     }
+    if client.shadow {
+        outcome.state = OutcomeState::Skipped {
+            reason: "shadow mode: planned and reported, not written (set `shadow: false` to apply)"
+                .into(),
+        };
+        return Ok(outcome);
+    }
     let changes: Vec<_> = plan.changes_for(&client.client).collect();
     if changes.is_empty() {
         return Ok(outcome);

@@ -16,7 +16,7 @@ use crate::apply::{self, ClientOutcome, OutcomeState};
 use crate::config::{self, Pipeline};
 use crate::run::{self, FailureClass, PipelinePlan};
 use crate::store::Store;
-use crate::{demo, report};
+use crate::{demo, pipeline_tests, report};
 
 /// rollcall — bill an MSP's clients per user: read their directories, plan, apply.
 #[derive(Debug, Parser)]
@@ -90,6 +90,12 @@ enum Command {
         client: Option<String>,
         #[arg(long)]
         allow_drop: bool,
+    },
+    /// Run the pipeline's test cases (its `tests:` and a sibling NAME.tests.yaml): people in,
+    /// expected seats, contacts and invoice lines out. Exits 1 when a case fails.
+    Test {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Changes applied so far, newest first.
     History {
@@ -268,6 +274,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Ok)
         }
+        Command::Test { files } => Ok(test(&files)),
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&config::schema())?);
             Ok(Exit::Ok)
@@ -355,6 +362,43 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
         return None;
     }
     Some(pipeline)
+}
+
+fn test(files: &[PathBuf]) -> Exit {
+    let mut exit = Exit::Ok;
+    for file in files {
+        let Some(pipeline) = load(file) else {
+            exit = Exit::Invalid;
+            continue;
+        };
+        let cases = match std::fs::read_to_string(file)
+            .map_err(|e| e.to_string())
+            .and_then(|text| pipeline_tests::load_cases(&text, file).map_err(|e| e.to_string()))
+        {
+            Ok(cases) => cases,
+            Err(e) => {
+                eprintln!("{e}");
+                exit = Exit::Invalid;
+                continue;
+            }
+        };
+        if cases.is_empty() {
+            eprintln!(
+                "error: {} has no test cases (hint: add a `tests:` section or {})",
+                file.display(),
+                file.with_extension("tests.yaml").display()
+            );
+            exit = Exit::Invalid;
+            continue;
+        }
+        println!("{}", file.display());
+        let results = pipeline_tests::run_cases(&pipeline, &cases);
+        print!("{}", pipeline_tests::report(&results));
+        if results.iter().any(|r| !r.differences.is_empty()) {
+            exit = Exit::Invalid;
+        }
+    }
+    exit
 }
 
 pub async fn make_plan(

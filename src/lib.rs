@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod mapping;
+pub mod pipeline_tests;
 pub mod plan;
 pub mod report;
 pub mod run;

@@ -13,7 +13,7 @@ use rollcall_core::{AdditionFields, ContactFields, Currency, DirectoryRead, Pers
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::plan::{Desired, DesiredAddition, SeatHolder};
+use crate::plan::{Desired, DesiredAddition, Excluded, SeatHolder};
 
 /// The variables a predicate may use, each a field of the person.
 pub const PREDICATE_VARIABLES: &[&str] = &[
@@ -339,6 +339,13 @@ impl Counting {
     }
 }
 
+/// A named rule for people who are never billed.
+#[derive(Debug, Clone)]
+pub struct Exclusion {
+    pub name: String,
+    pub when: Predicate,
+}
+
 /// One product's seat rule for one client, overrides applied.
 #[derive(Debug, Clone)]
 pub struct SeatRule {
@@ -348,6 +355,10 @@ pub struct SeatRule {
     pub identifier: String,
     pub predicate: Predicate,
     pub counting: Counting,
+    /// Seats the contract includes: not billed.
+    pub included: u32,
+    /// The least quantity billed.
+    pub minimum: u32,
     pub unit_price: Decimal,
     /// Template name of the invoice line text.
     pub description: String,
@@ -356,6 +367,8 @@ pub struct SeatRule {
 /// A client's rules, defaults and overrides merged.
 #[derive(Debug, Clone)]
 pub struct Rules {
+    /// People never billed, checked first; the first rule that matches is the reason reported.
+    pub exclusions: Vec<Exclusion>,
     pub counted: Predicate,
     pub seats: Vec<SeatRule>,
     pub contact: ContactTemplates,
@@ -399,9 +412,29 @@ pub fn desired_state(
     people.sort_by(|a, b| a.id.cmp(&b.id));
 
     let mut contacts = BTreeMap::new();
+    let mut excluded = Vec::new();
     let mut holders: Vec<Vec<&Person>> = vec![Vec::new(); rules.seats.len()];
     for person in people {
         let vars = PersonVars::new(person);
+        let mut exclusion = None;
+        for rule in &rules.exclusions {
+            if rule
+                .when
+                .eval(&vars)
+                .map_err(|e| fail(person, rule.when.source(), e))?
+            {
+                exclusion = Some(rule);
+                break;
+            }
+        }
+        if let Some(rule) = exclusion {
+            excluded.push(Excluded {
+                person_id: person.id.clone(),
+                name: person.billing_name(),
+                rule: rule.name.clone(),
+            });
+            continue;
+        }
         if !rules
             .counted
             .eval(&vars)
@@ -432,7 +465,8 @@ pub fn desired_state(
 
     let mut additions = BTreeMap::new();
     for (seat, people) in rules.seats.iter().zip(holders) {
-        let quantity: u32 = people.iter().map(|p| seat.counting.seats_of(p)).sum();
+        let counted: u32 = people.iter().map(|p| seat.counting.seats_of(p)).sum();
+        let quantity = counted.saturating_sub(seat.included).max(seat.minimum);
         let mut people: Vec<Person> = people.into_iter().cloned().collect();
         people.sort_by_cached_key(|p| p.billing_name().to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
@@ -466,6 +500,7 @@ pub fn desired_state(
                     unit_price,
                     invoice_description,
                 },
+                counted,
                 people: people
                     .iter()
                     .map(|p| SeatHolder {
@@ -480,6 +515,7 @@ pub fn desired_state(
         completeness: read.completeness.clone(),
         contacts: rules.manage_contacts.then_some(contacts),
         additions,
+        excluded,
     })
 }
 

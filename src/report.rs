@@ -99,6 +99,11 @@ pub fn plan_text(plan: &PipelinePlan) -> String {
             format!("FAILED: {}\n  hint: {}", f.message, f.hint)
         } else if let Some(r) = &c.refusal {
             format!("REFUSED: {}", r.reason)
+        } else if c.shadow {
+            format!(
+                "shadow mode: {} change(s) planned, none written",
+                plan.changes_for(&c.client).count()
+            )
         } else {
             let n = plan.changes_for(&c.client).count();
             match (n, c.completeness.as_ref().is_some_and(|x| !x.is_complete())) {
@@ -146,6 +151,22 @@ pub fn plan_text(plan: &PipelinePlan) -> String {
                 list.join("\n  ")
             ));
         }
+        if !c.excluded.is_empty() {
+            let mut by_rule: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+            for e in &c.excluded {
+                by_rule
+                    .entry(e.rule.as_str())
+                    .or_default()
+                    .push(e.name.as_str());
+            }
+            for (rule, names) in by_rule {
+                out.push_str(&format!(
+                    "\n{}: not billed ({rule}): {}",
+                    c.client,
+                    names.join(", ")
+                ));
+            }
+        }
         for n in &c.notes {
             out.push_str(&format!("\n{}: note: {n}", c.client));
         }
@@ -153,7 +174,7 @@ pub fn plan_text(plan: &PipelinePlan) -> String {
     if plan
         .clients
         .iter()
-        .any(|c| !c.withheld.is_empty() || !c.notes.is_empty())
+        .any(|c| !c.withheld.is_empty() || !c.notes.is_empty() || !c.excluded.is_empty())
     {
         out.push('\n');
     }

@@ -15,7 +15,7 @@ use tracing::{Instrument, info, info_span, warn};
 use crate::config::{Client, Pipeline};
 use crate::mapping;
 use crate::plan::guard::{self, GuardPolicy, Refusal, Withheld};
-use crate::plan::{self, SeatHolder};
+use crate::plan::{self, Excluded, SeatHolder};
 use crate::store::Store;
 
 /// Version of the saved-plan format.
@@ -65,6 +65,12 @@ pub struct ClientPlan {
     pub withheld: Vec<Withheld>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// People an exclusion rule kept off the bill, and which rule.
+    #[serde(default)]
+    pub excluded: Vec<Excluded>,
+    /// Shadow mode: the plan is shown and recorded, never applied.
+    #[serde(default)]
+    pub shadow: bool,
     #[serde(default)]
     pub failure: Option<ClientFailure>,
 }
@@ -110,6 +116,8 @@ impl ClientPlan {
             refusal: None,
             withheld: Vec::new(),
             notes: Vec::new(),
+            excluded: Vec::new(),
+            shadow: client.shadow,
             failure: None,
         }
     }
@@ -125,7 +133,7 @@ impl ClientPlan {
 
     /// Whether this client's changes may be applied.
     pub fn may_apply(&self) -> bool {
-        self.failure.is_none() && self.refusal.is_none()
+        self.failure.is_none() && self.refusal.is_none() && !self.shadow
     }
 }
 
@@ -278,6 +286,7 @@ async fn plan_client(
     out.seats_before = guarded.seats_before;
     out.seats_after = guarded.seats_after;
     out.withheld = guarded.withheld;
+    out.excluded = desired.excluded.clone();
     out.seats = desired
         .additions
         .iter()

@@ -46,6 +46,10 @@ pub struct RawPipeline {
     pub defaults: Policy,
     /// The MSP's clients: each one's directory and where it is billed.
     pub clients: Vec<RawClient>,
+    /// Test cases for the rules: people in, expected seats, contacts and lines out. Run them
+    /// with `rollcall test FILE`; more can live in a sibling `NAME.tests.yaml`.
+    #[serde(default)]
+    pub tests: Vec<crate::pipeline_tests::TestCase>,
 }
 
 /// A billable product.
@@ -140,6 +144,35 @@ pub struct Policy {
     /// Limits that stop a run before it removes too much.
     #[serde(default)]
     pub guard: Option<GuardPolicy>,
+    /// Seats the contract already includes, per product: they are not billed
+    /// (billed = max(seats − included, minimum)).
+    #[serde(default)]
+    pub included: BTreeMap<String, At<u32>>,
+    /// The least quantity billed per product, whatever the count (e.g. a 5-seat minimum).
+    #[serde(default)]
+    pub minimum: BTreeMap<String, At<u32>>,
+    /// People never billed, by named CEL rule, checked before `counted`; e.g.
+    /// `{ name: kiosks, when: "'Kiosks' in groups" }`. Client rules add to the defaults'.
+    #[serde(default)]
+    pub exclude: Vec<ExclusionRule>,
+    /// Apply the built-in exclusions (service and machine accounts, shared mailboxes, rooms
+    /// and equipment, test users). Default: true.
+    #[serde(default)]
+    pub exclude_builtin: Option<bool>,
+    /// Shadow mode: plan and report every run, never write. For a new pipeline until its
+    /// plans have been reviewed. Default: false.
+    #[serde(default)]
+    pub shadow: Option<bool>,
+}
+
+/// A named rule for people who are never billed.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExclusionRule {
+    /// Why these people are excluded, as the run report says it (e.g. `service accounts`).
+    pub name: String,
+    /// CEL predicate over a person; true means excluded.
+    pub when: At<String>,
 }
 
 /// How counted people become contacts. Each field is a handlebars template over the person
@@ -218,6 +251,21 @@ mod defaults {
     pub const LAST_NAME: &str = "{{surname}}";
     pub const EMAIL: &str = "{{email}}";
     pub const MAX_SEAT_DROP_PERCENT: u32 = 50;
+    /// People an MSP never bills per user, recognised the way AD and Entra mark them.
+    pub const EXCLUSIONS: &[(&str, &str)] = &[
+        (
+            "service accounts",
+            "'Service Accounts' in groups || username.matches('^(?i)(svc|srv|service)[-_.]') || username.endsWith('$')",
+        ),
+        (
+            "shared mailboxes, rooms and equipment",
+            "'msExchRecipientTypeDetails' in attributes && attributes.msExchRecipientTypeDetails in ['4', '16', '32', '8589934592']",
+        ),
+        (
+            "test users",
+            "display_name.matches('^(?i)test[ _-]') || username.matches('^(?i)test[-_.]')",
+        ),
+    ];
 }
 
 /// What a product contributes to every client's rules.
@@ -258,6 +306,8 @@ pub struct Client {
     pub account: BillingAccount,
     pub rules: Rules,
     pub max_seat_drop_percent: u32,
+    /// Plans and reports, never writes.
+    pub shadow: bool,
 }
 
 impl Pipeline {
@@ -548,6 +598,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 max_seat_drop_percent: max_drop
                     .map(|m| m.value)
                     .unwrap_or(defaults::MAX_SEAT_DROP_PERCENT),
+                shadow: c.overrides.shadow.or(raw.defaults.shadow).unwrap_or(false),
             });
         }
     }
@@ -639,25 +690,34 @@ fn check_policy_products(
     errors: &mut Vec<ConfigError>,
 ) {
     let known = || products.keys().cloned().collect::<Vec<_>>().join(", ");
-    for (id, at) in &policy.seats {
+    let mut unknown = |section: &str, id: &str, pos: Pos| {
         if !products.contains_key(id) {
             errors.push(ConfigError::new(
                 path,
-                at.pos,
-                format!("seats: unknown product `{id}`"),
+                pos,
+                format!("{section}: unknown product `{id}`"),
                 format!("known products: {}", known()),
             ));
         }
-    }
+    };
+    policy
+        .seats
+        .iter()
+        .for_each(|(id, at)| unknown("seats", id, at.pos));
+    policy
+        .prices
+        .iter()
+        .for_each(|(id, at)| unknown("prices", id, at.pos));
+    policy
+        .included
+        .iter()
+        .for_each(|(id, at)| unknown("included", id, at.pos));
+    policy
+        .minimum
+        .iter()
+        .for_each(|(id, at)| unknown("minimum", id, at.pos));
     for (id, at) in &policy.prices {
-        if !products.contains_key(id) {
-            errors.push(ConfigError::new(
-                path,
-                at.pos,
-                format!("prices: unknown product `{id}`"),
-                format!("known products: {}", known()),
-            ));
-        } else if at.value.0.is_sign_negative() {
+        if at.value.0.is_sign_negative() {
             errors.push(ConfigError::new(
                 path,
                 at.pos,
@@ -727,8 +787,17 @@ fn merge_rules(
             .or(defaults.prices.get(&product.id))
             .map(|p| p.value.0)
             .unwrap_or(rule.unit_price);
+        let per_product = |f: fn(&Policy) -> &BTreeMap<String, At<u32>>| {
+            f(overrides)
+                .get(&product.id)
+                .or(f(defaults).get(&product.id))
+                .map(|a| a.value)
+                .unwrap_or(0)
+        };
         if let Some(predicate) = predicate {
             seat_rules.push(mapping::SeatRule {
+                included: per_product(|p| &p.included),
+                minimum: per_product(|p| &p.minimum),
                 product: product.id.clone(),
                 name: rule.name.clone(),
                 identifier: product.identifier.clone(),
@@ -789,11 +858,41 @@ fn merge_rules(
         title: field("title", pick(|c| &c.title), None),
         phone: field("phone", pick(|c| &c.phone), None),
     };
+    let builtin = overrides
+        .exclude_builtin
+        .or(defaults.exclude_builtin)
+        .unwrap_or(true);
+    let mut exclusions = Vec::new();
+    if builtin {
+        for (name, source) in defaults::EXCLUSIONS {
+            match Predicate::compile(source) {
+                Ok(when) => exclusions.push(mapping::Exclusion {
+                    name: (*name).to_owned(),
+                    when,
+                }),
+                Err(e) => errors.push(ConfigError::new(
+                    path,
+                    Pos::default(),
+                    format!("built-in exclusion `{name}`: {e}"),
+                    "a bug in rollcall: please report it",
+                )),
+            }
+        }
+    }
+    for rule in defaults.exclude.iter().chain(&overrides.exclude) {
+        if let Some(when) = compile_predicate(&rule.when, path, errors) {
+            exclusions.push(mapping::Exclusion {
+                name: rule.name.clone(),
+                when,
+            });
+        }
+    }
     if errors.len() > before {
         return None;
     }
     Some(Rules {
         counted: counted?,
+        exclusions,
         seats: seat_rules,
         contact,
         manage_contacts,

@@ -24,6 +24,16 @@ pub struct Desired {
     /// One addition per billed product, by catalogue identifier, quantity 0 included (so a
     /// product nobody takes any more is cancelled).
     pub additions: BTreeMap<String, DesiredAddition>,
+    /// People left out by an exclusion rule, with the rule's name, for the run report.
+    pub excluded: Vec<Excluded>,
+}
+
+/// A person an exclusion rule kept off the bill.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Excluded {
+    pub person_id: String,
+    pub name: String,
+    pub rule: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +41,8 @@ pub struct DesiredAddition {
     /// The pipeline's product id.
     pub product: String,
     pub fields: AdditionFields,
+    /// Seats the people take before `included` and `minimum` apply.
+    pub counted: u32,
     /// The people behind the seats, for the run report and explanations.
     pub people: Vec<SeatHolder>,
 }

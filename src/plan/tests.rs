@@ -41,11 +41,13 @@ fn desired(contacts: &[ContactFields], additions: &[(&str, AdditionFields)]) -> 
                     DesiredAddition {
                         product: id.to_lowercase(),
                         fields: f.clone(),
+                        counted: f.quantity,
                         people: vec![],
                     },
                 )
             })
             .collect(),
+        excluded: vec![],
     }
 }
 
@@ -411,12 +413,14 @@ mod arb {
                             k.to_owned(),
                             DesiredAddition {
                                 product: k.to_lowercase(),
+                                counted: f.quantity,
                                 fields: f,
                                 people: vec![],
                             },
                         )
                     })
                     .collect(),
+                excluded: vec![],
             })
     }
 

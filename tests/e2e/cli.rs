@@ -182,3 +182,72 @@ fn the_demo_runs_end_to_end() {
     assert!(out.contains("Writes since the first run: 0."), "{out}");
     assert!(out.contains("Grace Hopper"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_tests_pass_and_a_wrong_expectation_fails_with_a_diff() {
+    let w = World::new(&people_csv(1, 1)).await;
+    let ok = std::fs::read_to_string(w.pipeline_path()).expect("read")
+        + r#"tests:
+  - name: the M365 group takes M365 seats
+    people:
+      - { given_name: Ada, surname: L, email: ada@x, groups: [M365 Users] }
+      - { given_name: Bob, surname: M, email: bob@x }
+    expect:
+      seats: { m365: 1, helpdesk: 2 }
+      contacts: [ada@x, bob@x]
+"#;
+    let file = w.dir.path().join("tested.yaml");
+    std::fs::write(&file, &ok).expect("write");
+    let o = rollcall(&w, &["test", file.to_str().expect("path")], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 case(s), 1 passed, 0 failed"),
+        "{}",
+        text(&o)
+    );
+
+    let wrong = ok
+        .replace(
+            "seats: { m365: 1, helpdesk: 2 }",
+            "seats: { m365: 2, helpdesk: 2 }",
+        )
+        .replace("[ada@x, bob@x]", "[ada@x, carol@x]");
+    std::fs::write(&file, wrong).expect("write");
+    let o = rollcall(&w, &["test", file.to_str().expect("path")], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("FAIL  the M365 group takes M365 seats"),
+        "{out}"
+    );
+    assert!(
+        out.contains("seats of m365: expected 2, got 1 (Ada L)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("contacts: missing carol@x; unexpected bob@x"),
+        "{out}"
+    );
+}
+
+#[test]
+fn every_example_pipeline_passes_its_tests() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/examples");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .expect("examples")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "yaml")
+                && !p.to_string_lossy().ends_with(".tests.yaml")
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    let o = Command::new(rollcall_bin())
+        .arg("test")
+        .args(&files)
+        .output()
+        .expect("rollcall test");
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -226,3 +226,49 @@ async fn a_long_list_of_names_is_cut_to_what_connectwise_stores() {
         "the shortened text is stable"
     );
 }
+
+#[tokio::test]
+async fn shadow_mode_plans_and_reports_but_never_writes() {
+    let yaml = crate::support::PIPELINE.replace("clients:", "defaults:\n  shadow: true\nclients:");
+    let w = World::with_pipeline(&yaml, &people_csv(3, 2)).await;
+    let plan = w.plan(false).await;
+    assert_eq!(
+        plan.changes.len(),
+        3 + 2,
+        "shadow mode still plans everything"
+    );
+    let text = rollcall::report::plan_text(&plan);
+    assert!(
+        text.contains("shadow mode: 5 change(s) planned, none written"),
+        "{text}"
+    );
+    let writes = w.sandbox.write_requests();
+    let outcomes = w.apply(&plan, false).await;
+    assert!(
+        matches!(&outcomes[0].state, OutcomeState::Skipped { reason } if reason.contains("shadow")),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok);
+    assert_eq!(w.sandbox.write_requests(), writes);
+}
+
+#[tokio::test]
+async fn included_seats_are_not_billed_and_a_minimum_is() {
+    let yaml = crate::support::PIPELINE.replace(
+        "clients:",
+        "defaults:\n  included: { helpdesk: 5 }\n  minimum: { m365: 4 }\nclients:",
+    );
+    let w = World::with_pipeline(&yaml, &people_csv(7, 2)).await;
+    w.apply(&w.plan(false).await, false).await;
+    assert_eq!(
+        w.quantity("HELPDESK-USER").await,
+        Some(2),
+        "7 people, 5 included"
+    );
+    assert_eq!(
+        w.quantity("M365-BP").await,
+        Some(4),
+        "2 people, at least 4 billed"
+    );
+    assert!(w.plan(false).await.is_empty());
+}
