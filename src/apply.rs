@@ -109,6 +109,7 @@ async fn apply_client(
     }
     let changes: Vec<_> = plan.changes_for(&client.client).collect();
     if changes.is_empty() {
+        record_seats(plan, client, store, run_id).await?;
         return Ok(outcome);
     }
     let Some(account) = &client.resolved else {
@@ -154,7 +155,28 @@ async fn apply_client(
             }
         }
     }
+    record_seats(plan, client, store, run_id).await?;
     Ok(outcome)
+}
+
+/// After a client's bill is what the plan said, the ledger says who holds its seats. A read
+/// that was incomplete proves nothing about who left, so it leaves the ledger alone.
+async fn record_seats(
+    plan: &PipelinePlan,
+    client: &ClientPlan,
+    store: &Store,
+    run_id: &str,
+) -> Result<(), ApplyError> {
+    if client
+        .completeness
+        .as_ref()
+        .is_some_and(|c| c.is_complete())
+    {
+        store
+            .record_seats(&plan.pipeline, &client.client, run_id, &client.seats)
+            .await?;
+    }
+    Ok(())
 }
 
 fn failed(e: &RemoteError) -> OutcomeState {

@@ -97,6 +97,19 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Why a person is billed (or not), or why a product's seats moved, in sentences: from
+    /// the rules evaluated on the directory now and from the seat ledger of past runs.
+    Explain {
+        file: PathBuf,
+        #[arg(long)]
+        client: String,
+        /// An id, email, username or display name.
+        #[arg(long, conflicts_with = "product", required_unless_present = "product")]
+        person: Option<String>,
+        /// A product id or catalogue identifier.
+        #[arg(long)]
+        product: Option<String>,
+    },
     /// Changes applied so far, newest first.
     History {
         #[arg(long)]
@@ -275,6 +288,39 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Test { files } => Ok(test(&files)),
+        Command::Explain {
+            file,
+            client,
+            person,
+            product,
+        } => {
+            let Some(pipeline) = load_for(&file, Some(&client)) else {
+                return Ok(Exit::Invalid);
+            };
+            let Some(c) = pipeline.client(&client) else {
+                return Ok(Exit::Invalid);
+            };
+            let store = Store::open(&cli.store).await?;
+            let answer = match (person, product) {
+                (Some(p), _) => crate::explain::person(&pipeline, c, &store, &p).await,
+                (None, Some(x)) => crate::explain::product(&pipeline, c, &store, &x).await,
+                (None, None) => unreachable!("clap requires --person or --product"),
+            };
+            match answer {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(Exit::Ok)
+                }
+                Err(e @ crate::explain::ExplainError::Directory(_)) => {
+                    eprintln!("error: {e}");
+                    Ok(Exit::Remote)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(Exit::Invalid)
+                }
+            }
+        }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&config::schema())?);
             Ok(Exit::Ok)

@@ -13,6 +13,7 @@ pub mod apply;
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod mapping;
 pub mod pipeline_tests;
 pub mod plan;

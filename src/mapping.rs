@@ -327,6 +327,10 @@ pub enum Counting {
 
 impl Counting {
     /// How many seats this person takes.
+    pub fn seats_of_person(&self, p: &Person) -> u32 {
+        self.seats_of(p)
+    }
+
     fn seats_of(&self, p: &Person) -> u32 {
         match self {
             Counting::People => 1,
@@ -495,6 +499,7 @@ pub fn desired_state(
             seat.identifier.clone(),
             DesiredAddition {
                 product: seat.product.clone(),
+                rule: seat.predicate.source().to_owned(),
                 fields: AdditionFields {
                     quantity,
                     unit_price,
@@ -506,6 +511,7 @@ pub fn desired_state(
                     .map(|p| SeatHolder {
                         person_id: p.id.clone(),
                         name: p.billing_name(),
+                        evidence: evidence(p, &[&rules.counted, &seat.predicate]),
                     })
                     .collect(),
             },
@@ -517,6 +523,54 @@ pub fn desired_state(
         additions,
         excluded,
     })
+}
+
+/// The values of the person's fields that `rules` read, as text: the evidence for a seat.
+pub fn evidence(p: &Person, rules: &[&Predicate]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for rule in rules {
+        for var in rule.program.references().variables() {
+            let value = match var {
+                "id" => p.id.clone(),
+                "username" => p.username.clone(),
+                "given_name" => p.given_name.clone(),
+                "surname" => p.surname.clone(),
+                "display_name" => p.display_name.clone(),
+                "name" => p.billing_name(),
+                "email" => p.email.clone().unwrap_or_default(),
+                "upn" => p.upn.clone().unwrap_or_default(),
+                "enabled" => p.enabled.to_string(),
+                "groups" => format!("[{}]", p.groups.join(", ")),
+                "licenses" => format!(
+                    "[{}]",
+                    p.licenses
+                        .iter()
+                        .map(|l| l.sku.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "license_names" => format!(
+                    "[{}]",
+                    p.licenses
+                        .iter()
+                        .map(|l| l.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "attributes" => format!(
+                    "{{{}}}",
+                    p.attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}: {v}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => continue, // a comprehension's own variable
+            };
+            out.insert(var.to_owned(), value);
+        }
+    }
+    out
 }
 
 /// Fits invoice text into the billing system's limit. The text is usually a list of names, so it

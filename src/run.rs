@@ -79,6 +79,9 @@ pub struct ClientPlan {
 pub struct ProductSeats {
     pub product: String,
     pub identifier: String,
+    /// The seat rule (CEL) that chose the people.
+    #[serde(default)]
+    pub rule: String,
     pub quantity: u32,
     pub people: Vec<SeatHolder>,
 }
@@ -293,6 +296,7 @@ async fn plan_client(
         .map(|(identifier, a)| ProductSeats {
             product: a.product.clone(),
             identifier: identifier.clone(),
+            rule: a.rule.clone(),
             quantity: a.fields.quantity,
             people: a.people.clone(),
         })

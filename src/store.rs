@@ -63,6 +63,23 @@ CREATE TABLE directory_cursors (
     PRIMARY KEY (pipeline, client)
 );
 "#,
+    r#"
+CREATE TABLE seat_ledger (
+    pipeline    TEXT NOT NULL,
+    client      TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    person_id   TEXT NOT NULL,
+    person_name TEXT NOT NULL,
+    rule        TEXT NOT NULL,
+    evidence    TEXT NOT NULL,
+    since       TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    until       TEXT,
+    run_id      TEXT NOT NULL,
+    PRIMARY KEY (pipeline, client, product, person_id, since)
+);
+CREATE INDEX seat_ledger_open ON seat_ledger (pipeline, client, product) WHERE until IS NULL;
+"#,
 ];
 
 #[derive(Debug, Clone)]
@@ -282,6 +299,146 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+}
+
+/// One stretch of time a person held a seat: the seat ledger behind `rollcall explain`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SeatSpan {
+    pub client: String,
+    pub product: String,
+    pub person_id: String,
+    pub person_name: String,
+    pub rule: String,
+    pub evidence: std::collections::BTreeMap<String, String>,
+    pub since: String,
+    pub last_seen: String,
+    /// When the seat ended; `None` while it is held.
+    pub until: Option<String>,
+}
+
+impl Store {
+    /// Brings the ledger up to what a client was just billed: new holders open a span, people
+    /// who no longer hold a seat close theirs, the rest are marked seen. One transaction, so a
+    /// crash leaves the ledger as it was before the run, never half-updated.
+    pub async fn record_seats(
+        &self,
+        pipeline: &str,
+        client: &str,
+        run_id: &str,
+        seats: &[crate::run::ProductSeats],
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool.begin().await?;
+        for product in seats {
+            let open: Vec<(String,)> = sqlx::query_as(
+                "SELECT person_id FROM seat_ledger
+                 WHERE pipeline = ? AND client = ? AND product = ? AND until IS NULL",
+            )
+            .bind(pipeline)
+            .bind(client)
+            .bind(&product.product)
+            .fetch_all(&mut *tx)
+            .await?;
+            let open: std::collections::BTreeSet<String> =
+                open.into_iter().map(|(id,)| id).collect();
+            let holding: std::collections::BTreeSet<&str> = product
+                .people
+                .iter()
+                .map(|h| h.person_id.as_str())
+                .collect();
+            for gone in open.iter().filter(|id| !holding.contains(id.as_str())) {
+                sqlx::query(
+                    "UPDATE seat_ledger SET until = ?
+                     WHERE pipeline = ? AND client = ? AND product = ? AND person_id = ? AND until IS NULL",
+                )
+                .bind(&at)
+                .bind(pipeline)
+                .bind(client)
+                .bind(&product.product)
+                .bind(gone)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for h in &product.people {
+                if open.contains(&h.person_id) {
+                    sqlx::query(
+                        "UPDATE seat_ledger SET last_seen = ?, person_name = ?, evidence = ?, rule = ?
+                         WHERE pipeline = ? AND client = ? AND product = ? AND person_id = ? AND until IS NULL",
+                    )
+                    .bind(&at)
+                    .bind(&h.name)
+                    .bind(serde_json::to_string(&h.evidence)?)
+                    .bind(&product.rule)
+                    .bind(pipeline)
+                    .bind(client)
+                    .bind(&product.product)
+                    .bind(&h.person_id)
+                    .execute(&mut *tx)
+                    .await?;
+                } else {
+                    sqlx::query(
+                        "INSERT INTO seat_ledger
+                         (pipeline, client, product, person_id, person_name, rule, evidence, since, last_seen, run_id)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(pipeline)
+                    .bind(client)
+                    .bind(&product.product)
+                    .bind(&h.person_id)
+                    .bind(&h.name)
+                    .bind(&product.rule)
+                    .bind(serde_json::to_string(&h.evidence)?)
+                    .bind(&at)
+                    .bind(&at)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The ledger of one client, newest first, optionally for one product or one person
+    /// (matched by id or by name, without case).
+    pub async fn seat_history(
+        &self,
+        pipeline: &str,
+        client: &str,
+        product: Option<&str>,
+        person: Option<&str>,
+    ) -> Result<Vec<SeatSpan>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client, product, person_id, person_name, rule, evidence, since, last_seen, until
+             FROM seat_ledger
+             WHERE pipeline = ?1 AND lower(client) = lower(?2)
+               AND (?3 IS NULL OR product = ?3)
+               AND (?4 IS NULL OR person_id = ?4 OR lower(person_name) = lower(?4))
+             ORDER BY coalesce(until, last_seen) DESC, since DESC",
+        )
+        .bind(pipeline)
+        .bind(client)
+        .bind(product)
+        .bind(person)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(SeatSpan {
+                    client: r.try_get("client")?,
+                    product: r.try_get("product")?,
+                    person_id: r.try_get("person_id")?,
+                    person_name: r.try_get("person_name")?,
+                    rule: r.try_get("rule")?,
+                    evidence: serde_json::from_str(&r.try_get::<String, _>("evidence")?)?,
+                    since: r.try_get("since")?,
+                    last_seen: r.try_get("last_seen")?,
+                    until: r.try_get("until")?,
+                })
+            })
+            .collect()
     }
 }
 

@@ -40,6 +40,8 @@ pub struct Excluded {
 pub struct DesiredAddition {
     /// The pipeline's product id.
     pub product: String,
+    /// The seat rule, as written (CEL), for explanations.
+    pub rule: String,
     pub fields: AdditionFields,
     /// Seats the people take before `included` and `minimum` apply.
     pub counted: u32,
@@ -51,6 +53,10 @@ pub struct DesiredAddition {
 pub struct SeatHolder {
     pub person_id: String,
     pub name: String,
+    /// The values the counting and seat rules read for this person (`enabled = true`,
+    /// `groups = [...]`): why they hold the seat, in the rules' own terms.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, String>,
 }
 
 /// What the planner found for one client.

@@ -40,6 +40,7 @@ fn desired(contacts: &[ContactFields], additions: &[(&str, AdditionFields)]) -> 
                     (*id).to_owned(),
                     DesiredAddition {
                         product: id.to_lowercase(),
+                        rule: "true".into(),
                         fields: f.clone(),
                         counted: f.quantity,
                         people: vec![],
@@ -413,6 +414,7 @@ mod arb {
                             k.to_owned(),
                             DesiredAddition {
                                 product: k.to_lowercase(),
+                                rule: "true".into(),
                                 counted: f.quantity,
                                 fields: f,
                                 people: vec![],

@@ -272,3 +272,49 @@ async fn included_seats_are_not_billed_and_a_minimum_is() {
     );
     assert!(w.plan(false).await.is_empty());
 }
+
+#[tokio::test]
+async fn explain_answers_from_the_rules_and_the_seat_ledger() {
+    let w = World::new(&people_csv(4, 4)).await;
+    w.apply(&w.plan(false).await, false).await;
+    w.set_people(&people_csv(3, 3)); // Given3 leaves
+    w.apply(&w.plan(false).await, false).await;
+    let store = w.open_store().await;
+    let client = &w.pipeline.clients[0];
+
+    let ada = rollcall::explain::person(&w.pipeline, client, &store, "user0@acme.example")
+        .await
+        .expect("explain");
+    assert!(
+        ada.contains("Given0 Sur0 is counted for Acme: `enabled` is true (enabled = true)"),
+        "{ada}"
+    );
+    assert!(ada.contains("billed for M365-BP (M365-BP): `'M365 Users' in groups` is true (groups = [M365 Users, Staff])"), "{ada}");
+    assert!(
+        ada.contains("Given0 Sur0 has held a m365 seat since"),
+        "{ada}"
+    );
+
+    let gone = rollcall::explain::person(&w.pipeline, client, &store, "id-0003")
+        .await
+        .expect("explain");
+    assert!(gone.contains("is not in Acme's directory now"), "{gone}");
+    assert!(gone.contains("Given3 Sur3 held a m365 seat from"), "{gone}");
+
+    let m365 = rollcall::explain::product(&w.pipeline, client, &store, "M365-BP")
+        .await
+        .expect("explain");
+    assert!(m365.contains("3 seat(s) held now"), "{m365}");
+    assert!(
+        m365.contains("1 seat(s) ended:\n- Given3 Sur3 held a m365 seat"),
+        "{m365}"
+    );
+
+    let err = rollcall::explain::person(&w.pipeline, client, &store, "nobody@x")
+        .await
+        .expect_err("unknown");
+    assert!(
+        err.to_string().contains("nobody matches `nobody@x`"),
+        "{err}"
+    );
+}
