@@ -109,6 +109,7 @@ fn map_and_plan(p: &Pipeline, read: &DirectoryRead, actual: &ClientState) -> usi
         p.currency,
         None,
         read,
+        &rollcall::mapping::Grace::default(),
     )
     .expect("map");
     let planned = plan::plan(&desired, actual);
@@ -146,6 +147,7 @@ fn plan_1000_clients(c: &mut Criterion) {
                     p.currency,
                     None,
                     r,
+                    &rollcall::mapping::Grace::default(),
                 )
                 .expect("map"),
             )
@@ -246,6 +248,7 @@ fn pull_100k_from_csv(c: &mut Criterion) {
                 p.currency,
                 None,
                 &read,
+                &rollcall::mapping::Grace::default(),
             )
             .expect("map")
             .additions

@@ -373,6 +373,8 @@ pub struct SeatRule {
 pub struct Rules {
     /// People never billed, checked first; the first rule that matches is the reason reported.
     pub exclusions: Vec<Exclusion>,
+    /// A seat holder who stops matching keeps the seat for this many days (0: none).
+    pub grace_days: u32,
     pub counted: Predicate,
     pub seats: Vec<SeatRule>,
     pub contact: ContactTemplates,
@@ -397,6 +399,21 @@ impl MappingError {
 }
 
 /// Maps one directory read to the client's desired billing state.
+/// Seats the ledger says are held, for the grace period: per product id, who held a seat and
+/// when they last matched its rule. Passed in, so mapping stays free of I/O and clocks.
+#[derive(Debug, Clone, Default)]
+pub struct Grace {
+    pub now: chrono::DateTime<chrono::Utc>,
+    pub held: BTreeMap<String, Vec<HeldSeat>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeldSeat {
+    pub person_id: String,
+    pub name: String,
+    pub last_seen: chrono::DateTime<chrono::Utc>,
+}
+
 pub fn desired_state(
     client: &str,
     rules: &Rules,
@@ -404,6 +421,7 @@ pub fn desired_state(
     currency: Currency,
     text_limit: Option<usize>,
     read: &DirectoryRead,
+    grace: &Grace,
 ) -> Result<Desired, MappingError> {
     let fail = |p: &Person, rule: &str, message: String| MappingError {
         client: client.to_owned(),
@@ -468,10 +486,42 @@ pub fn desired_state(
     }
 
     let mut additions = BTreeMap::new();
+    let by_id: HashMap<&str, &Person> = read.people.iter().map(|p| (p.id.as_str(), p)).collect();
     for (seat, people) in rules.seats.iter().zip(holders) {
-        let counted: u32 = people.iter().map(|p| seat.counting.seats_of(p)).sum();
+        let in_grace = grace_holders(rules.grace_days, grace, seat, &people, &by_id);
+        for (p, _) in &in_grace {
+            // A weekend lock-out keeps the person's contact too, when the directory still has them.
+            if rules.manage_contacts && by_id.contains_key(p.id.as_str()) {
+                let fields = contact_fields(&rules.contact, templates, p)
+                    .map_err(|e| fail(p, "contact template", e))?;
+                if !fields.key().0.is_empty() {
+                    contacts.entry(fields.key()).or_insert(fields);
+                }
+            }
+        }
+        let counted: u32 = people
+            .iter()
+            .map(|p| seat.counting.seats_of(p))
+            .sum::<u32>()
+            + in_grace
+                .iter()
+                .map(|(p, _)| seat.counting.seats_of(p).max(1))
+                .sum::<u32>();
         let quantity = counted.saturating_sub(seat.included).max(seat.minimum);
-        let mut people: Vec<Person> = people.into_iter().cloned().collect();
+        let grace_until: HashMap<String, String> = in_grace
+            .iter()
+            .map(|(p, until)| {
+                (
+                    p.id.clone(),
+                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                )
+            })
+            .collect();
+        let mut people: Vec<Person> = people
+            .into_iter()
+            .cloned()
+            .chain(in_grace.into_iter().map(|(p, _)| p))
+            .collect();
         people.sort_by_cached_key(|p| p.billing_name().to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
         let data = line_json(
@@ -512,6 +562,7 @@ pub fn desired_state(
                         person_id: p.id.clone(),
                         name: p.billing_name(),
                         evidence: evidence(p, &[&rules.counted, &seat.predicate]),
+                        grace_until: grace_until.get(&p.id).cloned(),
                     })
                     .collect(),
             },
@@ -523,6 +574,41 @@ pub fn desired_state(
         additions,
         excluded,
     })
+}
+
+/// Who keeps a seat of `seat` only through the grace period: held in the ledger, not matching
+/// now, and last matching fewer than `days` days ago. With the date their grace ends.
+fn grace_holders(
+    days: u32,
+    grace: &Grace,
+    seat: &SeatRule,
+    matching: &[&Person],
+    by_id: &HashMap<&str, &Person>,
+) -> Vec<(Person, chrono::DateTime<chrono::Utc>)> {
+    if days == 0 {
+        return Vec::new();
+    }
+    let Some(held) = grace.held.get(&seat.product) else {
+        return Vec::new();
+    };
+    let matched: std::collections::HashSet<&str> = matching.iter().map(|p| p.id.as_str()).collect();
+    held.iter()
+        .filter(|h| !matched.contains(h.person_id.as_str()))
+        .filter_map(|h| {
+            let until = h.last_seen + chrono::Duration::days(i64::from(days));
+            (grace.now < until).then(|| {
+                let person = by_id
+                    .get(h.person_id.as_str())
+                    .map(|p| (*p).clone())
+                    .unwrap_or_else(|| Person {
+                        id: h.person_id.clone(),
+                        display_name: h.name.clone(),
+                        ..Person::default()
+                    });
+                (person, until)
+            })
+        })
+        .collect()
 }
 
 /// The values of the person's fields that `rules` read, as text: the evidence for a seat.
@@ -656,6 +742,7 @@ clients:
             p.currency,
             None,
             &DirectoryRead::complete(people),
+            &crate::mapping::Grace::default(),
         )
         .expect("map")
     }
@@ -692,6 +779,7 @@ clients:
             p.currency,
             None,
             &DirectoryRead::complete(vec![]),
+            &crate::mapping::Grace::default(),
         )
         .expect("map");
         assert_eq!(
@@ -722,6 +810,64 @@ clients:
             .expect("n");
         assert_eq!(kept + more, 100, "{text}");
         assert_eq!(super::shorten_list("short".into(), 200), "short");
+    }
+
+    #[test]
+    fn a_holder_who_stops_matching_keeps_the_seat_for_the_grace_period_only() {
+        let yaml = PIPELINE.replace("clients:", "defaults:\n  grace_days: 3\nclients:");
+        let p = config::load_str(&yaml, Path::new("t.yaml")).expect("pipeline");
+        let c = &p.clients[0];
+        let last_seen = chrono::DateTime::parse_from_rfc3339("2026-11-20T08:00:00Z")
+            .expect("date")
+            .to_utc();
+        let held = [(
+            "staff".to_owned(),
+            vec![super::HeldSeat {
+                person_id: "p001".into(),
+                name: "G1 S1".into(),
+                last_seen,
+            }],
+        )];
+        let locked_out = vec![
+            person(1, &["G1"], &[], false),
+            person(2, &["G1"], &[], true),
+        ];
+        let at = |now: &str| super::Grace {
+            now: chrono::DateTime::parse_from_rfc3339(now)
+                .expect("date")
+                .to_utc(),
+            held: held.clone().into(),
+        };
+        let map = |grace: &super::Grace| {
+            super::desired_state(
+                &c.name,
+                &c.rules,
+                &p.templates,
+                p.currency,
+                None,
+                &DirectoryRead::complete(locked_out.clone()),
+                grace,
+            )
+            .expect("map")
+        };
+        let during = map(&at("2026-11-22T08:00:00Z"));
+        let staff = &during.additions["STAFF"];
+        assert_eq!(
+            staff.fields.quantity, 2,
+            "p001 is disabled but within 3 days"
+        );
+        let kept = staff
+            .people
+            .iter()
+            .find(|h| h.person_id == "p001")
+            .expect("kept");
+        assert_eq!(kept.grace_until.as_deref(), Some("2026-11-23T08:00:00Z"));
+        assert!(
+            during.contacts.as_ref().is_some_and(|c| c.len() == 2),
+            "their contact stays too"
+        );
+        let after = map(&at("2026-11-23T08:00:01Z"));
+        assert_eq!(after.additions["STAFF"].fields.quantity, 1, "grace is over");
     }
 
     proptest! {

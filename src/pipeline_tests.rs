@@ -199,6 +199,7 @@ fn run_case(pipeline: &Pipeline, file: &str, case: &TestCase) -> CaseResult {
         pipeline.currency,
         None,
         &DirectoryRead::complete(people),
+        &crate::mapping::Grace::default(),
     ) {
         Ok(d) => d,
         Err(e) => {

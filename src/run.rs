@@ -254,6 +254,23 @@ async fn plan_client(
     out.completeness = Some(read.completeness.clone());
     out.notes.extend(read.warnings.iter().cloned());
 
+    let grace = if client.rules.grace_days > 0 {
+        match store.held_seats(&pipeline.name, &client.name).await {
+            Ok(held) => mapping::Grace {
+                now: chrono::Utc::now(),
+                held,
+            },
+            Err(e) => {
+                return out.failed(
+                    FailureClass::Remote,
+                    format!("cannot read the seat ledger for the grace period: {e}"),
+                    "check that the store file is readable; without it the grace period cannot be honoured",
+                );
+            }
+        }
+    } else {
+        mapping::Grace::default()
+    };
     let desired = match mapping::desired_state(
         &client.name,
         &client.rules,
@@ -261,6 +278,7 @@ async fn plan_client(
         pipeline.currency,
         billing.invoice_text_limit(),
         &read,
+        &grace,
     ) {
         Ok(d) => d,
         Err(e) => {
@@ -290,6 +308,16 @@ async fn plan_client(
     out.seats_after = guarded.seats_after;
     out.withheld = guarded.withheld;
     out.excluded = desired.excluded.clone();
+    for a in desired.additions.values() {
+        for h in a.people.iter().filter(|h| h.grace_until.is_some()) {
+            out.notes.push(format!(
+                "{} keeps a {} seat in the grace period, until {}",
+                h.name,
+                a.product,
+                h.grace_until.as_deref().unwrap_or_default()
+            ));
+        }
+    }
     out.seats = desired
         .additions
         .iter()

@@ -361,6 +361,11 @@ impl Store {
                 .await?;
             }
             for h in &product.people {
+                if h.grace_until.is_some() {
+                    // Held by grace only: the span stays open, and `last_seen` keeps the
+                    // last time the person matched, which is when the grace runs out from.
+                    continue;
+                }
                 if open.contains(&h.person_id) {
                     sqlx::query(
                         "UPDATE seat_ledger SET last_seen = ?, person_name = ?, evidence = ?, rule = ?
@@ -399,6 +404,38 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// The seats held now, per product id, with when each holder last matched: the input of
+    /// the grace period.
+    pub async fn held_seats(
+        &self,
+        pipeline: &str,
+        client: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<crate::mapping::HeldSeat>>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT product, person_id, person_name, last_seen FROM seat_ledger
+             WHERE pipeline = ? AND client = ? AND until IS NULL",
+        )
+        .bind(pipeline)
+        .bind(client)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: std::collections::BTreeMap<String, Vec<crate::mapping::HeldSeat>> =
+            Default::default();
+        for (product, person_id, name, last_seen) in rows {
+            let Ok(last_seen) = DateTime::parse_from_rfc3339(&last_seen) else {
+                continue;
+            };
+            out.entry(product)
+                .or_default()
+                .push(crate::mapping::HeldSeat {
+                    person_id,
+                    name,
+                    last_seen: last_seen.with_timezone(&Utc),
+                });
+        }
+        Ok(out)
     }
 
     /// The ledger of one client, newest first, optionally for one product or one person

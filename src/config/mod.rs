@@ -159,6 +159,11 @@ pub struct Policy {
     /// and equipment, test users). Default: true.
     #[serde(default)]
     pub exclude_builtin: Option<bool>,
+    /// A person who stops matching a seat rule (disabled, unlicensed) keeps the seat this
+    /// many days after they last matched, so a weekend lock-out does not churn the bill.
+    /// Default: 0 (no grace).
+    #[serde(default)]
+    pub grace_days: Option<At<u32>>,
     /// Shadow mode: plan and report every run, never write. For a new pipeline until its
     /// plans have been reviewed. Default: false.
     #[serde(default)]
@@ -890,9 +895,16 @@ fn merge_rules(
     if errors.len() > before {
         return None;
     }
+    let grace_days = overrides
+        .grace_days
+        .as_ref()
+        .or(defaults.grace_days.as_ref())
+        .map(|g| g.value)
+        .unwrap_or(0);
     Some(Rules {
         counted: counted?,
         exclusions,
+        grace_days,
         seats: seat_rules,
         contact,
         manage_contacts,

@@ -57,6 +57,10 @@ pub struct SeatHolder {
     /// `groups = [...]`): why they hold the seat, in the rules' own terms.
     #[serde(default)]
     pub evidence: BTreeMap<String, String>,
+    /// Set when the person no longer matches and keeps the seat only through the grace
+    /// period, until this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_until: Option<String>,
 }
 
 /// What the planner found for one client.

@@ -318,3 +318,36 @@ async fn explain_answers_from_the_rules_and_the_seat_ledger() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_weekend_lock_out_does_not_churn_the_bill_within_the_grace_period() {
+    let yaml = crate::support::PIPELINE.replace("clients:", "defaults:\n  grace_days: 3\nclients:");
+    let w = World::with_pipeline(&yaml, &people_csv(3, 3)).await;
+    w.apply(&w.plan(false).await, false).await;
+    // Given2 is locked out (disabled) on Friday.
+    w.set_people(&people_csv(3, 3).replace("user2@acme.example,true", "user2@acme.example,false"));
+    let plan = w.plan(false).await;
+    assert!(
+        plan.is_empty(),
+        "no churn within the grace period: {:?}",
+        plan.changes
+    );
+    assert!(
+        plan.clients[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("Given2 Sur2 keeps a m365 seat in the grace period")),
+        "{:?}",
+        plan.clients[0].notes
+    );
+    w.apply(&plan, false).await;
+    assert_eq!(w.quantity("M365-BP").await, Some(3));
+    // The ledger still holds the seat open, with the last time Given2 matched.
+    let held = w
+        .open_store()
+        .await
+        .held_seats("e2e", "Acme")
+        .await
+        .expect("ledger");
+    assert_eq!(held["m365"].len(), 3);
+}
