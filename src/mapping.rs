@@ -573,6 +573,7 @@ pub fn desired_state(
         contacts: rules.manage_contacts.then_some(contacts),
         additions,
         excluded,
+        ownership: None,
     })
 }
 

@@ -271,7 +271,7 @@ async fn plan_client(
     } else {
         mapping::Grace::default()
     };
-    let desired = match mapping::desired_state(
+    let mut desired = match mapping::desired_state(
         &client.name,
         &client.rules,
         &pipeline.templates,
@@ -294,6 +294,18 @@ async fn plan_client(
             return out.failed(FailureClass::Remote, e.to_string(), hint);
         }
     };
+    if !client.adopt {
+        desired.ownership = match store.owned(&pipeline.name, &client.name).await {
+            Ok(o) => Some(o),
+            Err(e) => {
+                return out.failed(
+                    FailureClass::Remote,
+                    format!("cannot read which objects rollcall owns: {e}"),
+                    "check that the store file is readable; without it rollcall cannot tell its objects from people's",
+                );
+            }
+        };
+    }
     out.resolved = Some(actual.account.clone());
     out.fingerprint = Some(fingerprint(&actual));
 

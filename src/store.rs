@@ -406,6 +406,31 @@ impl Store {
         Ok(())
     }
 
+    /// The contacts and additions rollcall made or changed for a client: the objects it owns.
+    pub async fn owned(
+        &self,
+        pipeline: &str,
+        client: &str,
+    ) -> Result<crate::plan::Ownership, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT DISTINCT c.kind, c.remote_id FROM changes c JOIN runs r ON r.id = c.run_id
+             WHERE r.pipeline = ? AND lower(c.client) = lower(?) AND c.state = 'applied' AND c.remote_id IS NOT NULL",
+        )
+        .bind(pipeline)
+        .bind(client)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut owned = crate::plan::Ownership::default();
+        for (kind, id) in rows {
+            if kind.ends_with("_contact") {
+                owned.contacts.insert(id);
+            } else if kind.ends_with("_addition") {
+                owned.additions.insert(id);
+            }
+        }
+        Ok(owned)
+    }
+
     /// The seats held now, per product id, with when each holder last matched: the input of
     /// the grace period.
     pub async fn held_seats(

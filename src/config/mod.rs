@@ -164,6 +164,11 @@ pub struct Policy {
     /// Default: 0 (no grace).
     #[serde(default)]
     pub grace_days: Option<At<u32>>,
+    /// Let rollcall manage contacts and additions it did not make (e.g. the ones an MSP kept
+    /// by hand before rollcall). Without it rollcall changes only what it made, and reports
+    /// the rest where it is in the way. Default: false.
+    #[serde(default)]
+    pub adopt: Option<bool>,
     /// Shadow mode: plan and report every run, never write. For a new pipeline until its
     /// plans have been reviewed. Default: false.
     #[serde(default)]
@@ -313,6 +318,8 @@ pub struct Client {
     pub max_seat_drop_percent: u32,
     /// Plans and reports, never writes.
     pub shadow: bool,
+    /// Manages what it finds, made by rollcall or not.
+    pub adopt: bool,
 }
 
 impl Pipeline {
@@ -604,6 +611,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                     .map(|m| m.value)
                     .unwrap_or(defaults::MAX_SEAT_DROP_PERCENT),
                 shadow: c.overrides.shadow.or(raw.defaults.shadow).unwrap_or(false),
+                adopt: c.overrides.adopt.or(raw.defaults.adopt).unwrap_or(false),
             });
         }
     }

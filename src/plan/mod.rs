@@ -26,6 +26,18 @@ pub struct Desired {
     pub additions: BTreeMap<String, DesiredAddition>,
     /// People left out by an exclusion rule, with the rule's name, for the run report.
     pub excluded: Vec<Excluded>,
+    /// What rollcall may change: only objects it made or adopted. `None` means everything
+    /// it finds is its own (`adopt: true`).
+    pub ownership: Option<Ownership>,
+}
+
+/// Ids of the contacts and additions rollcall made or adopted for a client, as its store
+/// remembers them. Anything else in the billing system was put there by people and is left
+/// alone, and reported where it is in the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ownership {
+    pub contacts: std::collections::BTreeSet<String>,
+    pub additions: std::collections::BTreeSet<String>,
 }
 
 /// A person an exclusion rule kept off the bill.
@@ -77,13 +89,31 @@ pub struct Planned {
 /// (cancellations, then deactivations), so a run cut short removes nothing before it has added.
 pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
     let mut out = Planned::default();
+    let ours_contact = |c: &ActualContact| {
+        desired
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.contacts.contains(&c.id))
+    };
+    let ours_addition = |a: &ActualAddition| {
+        desired
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.additions.contains(&a.id))
+    };
     let mut cancellations = Vec::new();
     let mut deactivations = Vec::new();
 
     if let Some(wanted) = &desired.contacts {
-        let by_key = index_contacts(&actual.contacts, &mut out.notes);
+        let by_key = index_contacts(&actual.contacts, &ours_contact, &mut out.notes);
         for (key, fields) in wanted {
             match by_key.get(key) {
+                // Someone else's contact for this person: creating a second would duplicate
+                // it, changing it is not ours to do.
+                Some(have) if !ours_contact(have) => out.notes.push(format!(
+                    "contact {key} (#{}) was not made by rollcall and is left as it is; `adopt: true` lets rollcall manage it",
+                    have.id
+                )),
                 None => out.changes.push(Change::CreateContact {
                     key: key.clone(),
                     after: fields.clone(),
@@ -114,6 +144,7 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
             .iter()
             .filter(|c| {
                 c.active
+                    && ours_contact(c)
                     && by_key.contains_key(&c.fields.key())
                     && !wanted.contains_key(&c.fields.key())
             })
@@ -131,9 +162,15 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
         }));
     }
 
-    let additions = index_additions(&actual.additions, &mut out.notes);
+    let additions = index_additions(&actual.additions, &ours_addition, &mut out.notes);
     for (identifier, want) in &desired.additions {
         match additions.get(&identifier.to_lowercase()) {
+            // Someone else's addition bills this product: rollcall neither changes it nor
+            // adds a second line beside it, which would bill the client twice.
+            Some(have) if !ours_addition(have) => out.notes.push(format!(
+                "addition #{} bills {} but was not made by rollcall; it is left as it is and nothing is added beside it; `adopt: true` lets rollcall manage it",
+                have.id, have.product
+            )),
             None if want.fields.quantity > 0 => out.changes.push(Change::CreateAddition {
                 product: identifier.clone(),
                 after: want.fields.clone(),
@@ -145,7 +182,7 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
                 let mut billing_it: Vec<&ActualAddition> = actual
                     .additions
                     .iter()
-                    .filter(|a| a.product.eq_ignore_ascii_case(identifier))
+                    .filter(|a| a.product.eq_ignore_ascii_case(identifier) && ours_addition(a))
                     .collect();
                 billing_it.sort_by(|a, b| id_order(&a.id, &b.id));
                 cancellations.extend(billing_it.into_iter().map(|a| Change::CancelAddition {
@@ -180,15 +217,21 @@ fn merge_unmanaged(want: &ContactFields, have: &ContactFields) -> ContactFields 
     }
 }
 
-/// One contact per key: an active one is preferred, and the lowest id among equals, so the
-/// choice is stable. Others are left alone and reported.
+/// One contact per key: rollcall's own is preferred, then an active one, then the lowest id,
+/// so the choice is stable. Others are left alone and reported.
 fn index_contacts<'a>(
     contacts: &'a [ActualContact],
+    ours: &dyn Fn(&ActualContact) -> bool,
     notes: &mut Vec<String>,
 ) -> BTreeMap<ContactKey, &'a ActualContact> {
     let mut by_key: BTreeMap<ContactKey, &ActualContact> = BTreeMap::new();
     let mut sorted: Vec<&ActualContact> = contacts.iter().collect();
-    sorted.sort_by(|a, b| b.active.cmp(&a.active).then_with(|| id_order(&a.id, &b.id)));
+    sorted.sort_by(|a, b| {
+        ours(b)
+            .cmp(&ours(a))
+            .then_with(|| b.active.cmp(&a.active))
+            .then_with(|| id_order(&a.id, &b.id))
+    });
     for c in sorted {
         let key = c.fields.key();
         if key.0.is_empty() {
@@ -210,11 +253,12 @@ fn index_contacts<'a>(
 
 fn index_additions<'a>(
     additions: &'a [ActualAddition],
+    ours: &dyn Fn(&ActualAddition) -> bool,
     notes: &mut Vec<String>,
 ) -> BTreeMap<String, &'a ActualAddition> {
     let mut by_product: BTreeMap<String, &ActualAddition> = BTreeMap::new();
     let mut sorted: Vec<&ActualAddition> = additions.iter().collect();
-    sorted.sort_by(|a, b| id_order(&a.id, &b.id));
+    sorted.sort_by(|a, b| ours(b).cmp(&ours(a)).then_with(|| id_order(&a.id, &b.id)));
     for a in sorted {
         let key = a.product.to_lowercase();
         if let Some(kept) = by_product.get(&key) {
@@ -240,7 +284,13 @@ fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// Seats billed per product identifier (lower-cased) in a state, for the products in `desired`.
 pub fn seats_by_product(desired: &Desired, actual: &ClientState) -> BTreeMap<String, u32> {
     let mut notes = Vec::new();
-    let index = index_additions(&actual.additions, &mut notes);
+    let ours = |a: &ActualAddition| {
+        desired
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.additions.contains(&a.id))
+    };
+    let index = index_additions(&actual.additions, &ours, &mut notes);
     desired
         .additions
         .keys()

@@ -8,6 +8,7 @@ use rollcall_core::{
 };
 use rust_decimal::Decimal;
 
+use super::Ownership;
 use super::guard::{self, GuardPolicy};
 use super::*;
 
@@ -49,6 +50,7 @@ fn desired(contacts: &[ContactFields], additions: &[(&str, AdditionFields)]) -> 
             })
             .collect(),
         excluded: vec![],
+        ownership: None,
     }
 }
 
@@ -191,6 +193,42 @@ fn duplicate_additions_are_reported_and_only_the_oldest_is_managed() {
         p.notes.iter().any(|n| n.contains("9") && n.contains("30")),
         "{:?}",
         p.notes
+    );
+}
+
+#[test]
+fn what_rollcall_did_not_make_is_left_alone_and_reported() {
+    let ada = person("Ada", Some("ada@x"));
+    let mut d = desired(std::slice::from_ref(&ada), &[("M365", line(2, "22.00", "x"))]);
+    d.ownership = Some(Ownership::default());
+    let a = actual(
+        &[
+            ("10", ada, true),
+            ("11", person("Kim", Some("kim@vendor")), true),
+        ],
+        &[("20", "M365", line(5, "20.00", "by hand"))],
+    );
+    let p = plan(&d, &a);
+    assert!(p.changes.is_empty(), "{:?}", p.changes);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("contact ada@x (#10) was not made by rollcall")),
+        "{:?}",
+        p.notes
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("addition #20 bills M365 but was not made by rollcall")),
+        "{:?}",
+        p.notes
+    );
+    // With adopt (no ownership limit), the same state is managed.
+    d.ownership = None;
+    assert_eq!(
+        check(&d, &a),
+        ["update_addition M365", "deactivate_contact kim@vendor"]
     );
 }
 
@@ -423,6 +461,7 @@ mod arb {
                     })
                     .collect(),
                 excluded: vec![],
+                ownership: None,
             })
     }
 
@@ -471,13 +510,50 @@ proptest! {
         prop_assert!(second.changes.is_empty(), "second plan: {:?}", second.changes);
     }
 
+    /// The same, with ownership: rollcall touches only what it made (learning the ids of what
+    /// it creates, as its store does), never another's contact or addition.
+    #[test]
+    fn planning_converges_and_never_touches_what_is_not_ours(
+        d in arb::desired(),
+        a in arb::actual(),
+        owned_contacts in prop::collection::btree_set(prop::sample::select(vec!["0", "1", "2", "3", "4", "5"]), 0..6),
+        owned_additions in prop::collection::btree_set(prop::sample::select(vec!["100", "101", "102", "103"]), 0..4),
+    ) {
+        let mut d = d;
+        d.ownership = Some(Ownership {
+            contacts: owned_contacts.iter().map(|s| (*s).to_owned()).collect(),
+            additions: owned_additions.iter().map(|s| (*s).to_owned()).collect(),
+        });
+        let first = plan(&d, &a);
+        for change in &first.changes {
+            let touched = match change {
+                Change::UpdateContact { id, .. } | Change::ReactivateContact { id, .. } | Change::DeactivateContact { id, .. } => Some(("c", id)),
+                Change::UpdateAddition { id, .. } | Change::CancelAddition { id, .. } => Some(("a", id)),
+                _ => None,
+            };
+            if let Some((kind, id)) = touched {
+                let o = d.ownership.as_ref().expect("set");
+                prop_assert!(if kind == "c" { o.contacts.contains(id) } else { o.additions.contains(id) }, "touched {id}, not ours");
+            }
+        }
+        let before_ids: std::collections::BTreeSet<String> =
+            a.contacts.iter().map(|c| c.id.clone()).chain(a.additions.iter().map(|x| x.id.clone())).collect();
+        let applied = after(a, &first.changes);
+        if let Some(o) = d.ownership.as_mut() {
+            o.contacts.extend(applied.contacts.iter().filter(|c| !before_ids.contains(&c.id)).map(|c| c.id.clone()));
+            o.additions.extend(applied.additions.iter().filter(|x| !before_ids.contains(&x.id)).map(|x| x.id.clone()));
+        }
+        let second = plan(&d, &applied);
+        prop_assert!(second.changes.is_empty(), "second plan: {:?}", second.changes);
+    }
+
     /// After applying, each billed product holds exactly the desired count.
     #[test]
     fn applied_quantities_equal_the_desired_ones(d in arb::desired(), a in arb::actual()) {
         let changes = plan(&d, &a).changes;
         let applied = after(a, &changes);
         let mut notes = Vec::new();
-        let held = super::index_additions(&applied.additions, &mut notes);
+        let held = super::index_additions(&applied.additions, &|_| true, &mut notes);
         for (id, want) in &d.additions {
             let have = held.get(&id.to_lowercase()).map(|a| a.fields.quantity).unwrap_or(0);
             prop_assert_eq!(have, want.fields.quantity);

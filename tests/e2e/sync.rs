@@ -351,3 +351,92 @@ async fn a_weekend_lock_out_does_not_churn_the_bill_within_the_grace_period() {
         .expect("ledger");
     assert_eq!(held["m365"].len(), 3);
 }
+
+#[tokio::test]
+async fn what_people_made_by_hand_is_never_changed_unless_adopted() {
+    let w = World::new(&people_csv(2, 2)).await;
+    // Before rollcall: the MSP keeps a vendor contact and an M365 addition by hand.
+    let billing = w.pipeline.target.build().expect("client");
+    let account = w.state().await.account;
+    let by_hand = |quantity| rollcall_core::AdditionFields {
+        quantity,
+        unit_price: "20.00".parse().expect("price"),
+        invoice_description: "kept by hand".into(),
+    };
+    billing
+        .apply(
+            &account,
+            &rollcall_core::Change::CreateContact {
+                key: rollcall_core::ContactKey("kim@vendor.example".into()),
+                after: rollcall_core::ContactFields {
+                    first_name: "Kim".into(),
+                    last_name: "Vendor".into(),
+                    email: Some("kim@vendor.example".into()),
+                    ..Default::default()
+                },
+            },
+        )
+        .await
+        .expect("contact by hand");
+    billing
+        .apply(
+            &account,
+            &rollcall_core::Change::CreateAddition {
+                product: "M365-BP".into(),
+                after: by_hand(9),
+            },
+        )
+        .await
+        .expect("addition by hand");
+
+    let plan = w.plan(false).await;
+    let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["create_contact", "create_contact", "create_addition"],
+        "only helpdesk is created; the hand-made M365 line blocks a second"
+    );
+    assert!(
+        plan.clients[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("bills M365-BP but was not made by rollcall")),
+        "{:?}",
+        plan.clients[0].notes
+    );
+    w.apply(&plan, false).await;
+    let state = w.state().await;
+    assert!(
+        state
+            .contacts
+            .iter()
+            .any(|c| c.fields.first_name == "Kim" && c.active),
+        "the vendor contact is untouched"
+    );
+    assert_eq!(
+        w.quantity("M365-BP").await,
+        Some(9),
+        "the hand-made line is untouched"
+    );
+
+    // Adopting: rollcall takes the line over (and the vendor contact, which is not in the directory).
+    let adopted =
+        crate::support::PIPELINE.replace("clients:", "defaults:\n  adopt: true\nclients:");
+    std::fs::write(
+        w.pipeline_path(),
+        adopted.replace("SANDBOX_URL", &w.sandbox.url()),
+    )
+    .expect("write");
+    let pipeline = rollcall::config::load(&w.pipeline_path()).expect("pipeline");
+    let store = w.open_store().await;
+    let plan = rollcall::cli::make_plan(&pipeline, &store, None, true)
+        .await
+        .expect("plan");
+    let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
+    assert_eq!(
+        kinds,
+        ["update_addition", "deactivate_contact"],
+        "{:?}",
+        plan.changes
+    );
+}
