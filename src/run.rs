@@ -153,6 +153,54 @@ impl PipelinePlan {
     }
 }
 
+/// Who has been billed by an elder sister client, by person id and by email.
+#[derive(Debug, Default)]
+pub struct CountedBy {
+    by_key: std::collections::HashMap<String, String>,
+}
+
+impl CountedBy {
+    /// Takes out of `people` those an elder sister already bills, returning them as excluded.
+    fn take_counted(&self, people: &mut Vec<rollcall_core::Person>) -> Vec<Excluded> {
+        if self.by_key.is_empty() {
+            return Vec::new();
+        }
+        let mut excluded = Vec::new();
+        people.retain(|p| {
+            let by = std::iter::once(p.id.to_lowercase())
+                .chain(p.email.as_deref().map(str::to_lowercase))
+                .find_map(|k| self.by_key.get(&k));
+            match by {
+                Some(client) => {
+                    excluded.push(Excluded {
+                        person_id: p.id.clone(),
+                        name: p.billing_name(),
+                        rule: format!("counted under {client}"),
+                    });
+                    false
+                }
+                None => true,
+            }
+        });
+        excluded
+    }
+
+    /// Remembers everyone `client` bills a seat for.
+    fn record(&mut self, client: &str, desired: &plan::Desired, people: &[rollcall_core::Person]) {
+        let billed: std::collections::HashSet<&str> = desired
+            .additions
+            .values()
+            .flat_map(|a| a.people.iter().map(|h| h.person_id.as_str()))
+            .collect();
+        for p in people.iter().filter(|p| billed.contains(p.id.as_str())) {
+            self.by_key.insert(p.id.to_lowercase(), client.to_owned());
+            if let Some(email) = &p.email {
+                self.by_key.insert(email.to_lowercase(), client.to_owned());
+            }
+        }
+    }
+}
+
 /// Digest of a billing state, independent of the order the system listed things in.
 pub fn fingerprint(state: &ClientState) -> String {
     let mut state = state.clone();
@@ -173,21 +221,58 @@ pub async fn plan_pipeline(
     allow_drop: bool,
 ) -> PipelinePlan {
     const CONCURRENCY: usize = 4;
-    let clients: Vec<&Client> = pipeline
-        .clients
-        .iter()
-        .filter(|c| only.is_none_or(|o| c.name.eq_ignore_ascii_case(o)))
-        .collect();
-    let results: Vec<(ClientPlan, Vec<Change>)> = futures::stream::iter(clients)
-        .map(|client| {
+    let selected = |c: &Client| only.is_none_or(|o| c.name.eq_ignore_ascii_case(o));
+    // Sister clients that count each person once are planned one after another, in file
+    // order, sharing who has been counted; every other client is a unit of its own. A sister
+    // asked for alone still needs its elder sisters read, so whole groups are planned.
+    let mut units: Vec<Vec<(usize, &Client)>> = Vec::new();
+    let mut group_unit: std::collections::HashMap<&str, usize> = Default::default();
+    for (i, c) in pipeline.clients.iter().enumerate() {
+        match c.count_once_in.as_deref() {
+            Some(group) => match group_unit.get(group) {
+                Some(&u) => units[u].push((i, c)),
+                None => {
+                    group_unit.insert(group, units.len());
+                    units.push(vec![(i, c)]);
+                }
+            },
+            None => units.push(vec![(i, c)]),
+        }
+    }
+    units.retain(|unit| unit.iter().any(|(_, c)| selected(c)));
+    let planned: Vec<Vec<(usize, ClientPlan, Vec<Change>)>> = futures::stream::iter(units)
+        .map(|unit| {
             let billing = billing.clone();
-            let span = info_span!("client", pipeline = %pipeline.name, client = %client.name);
-            async move { plan_client(pipeline, client, billing.as_ref(), store, allow_drop).await }
-                .instrument(span)
+            async move {
+                let mut counted_by = CountedBy::default();
+                let mut out = Vec::with_capacity(unit.len());
+                for (i, client) in unit {
+                    let span =
+                        info_span!("client", pipeline = %pipeline.name, client = %client.name);
+                    let (plan, changes) = plan_client(
+                        pipeline,
+                        client,
+                        billing.as_ref(),
+                        store,
+                        allow_drop,
+                        &mut counted_by,
+                    )
+                    .instrument(span)
+                    .await;
+                    out.push((i, plan, changes));
+                }
+                out
+            }
         })
         .buffered(CONCURRENCY)
         .collect()
         .await;
+    let mut results: Vec<(usize, ClientPlan, Vec<Change>)> = planned
+        .into_iter()
+        .flatten()
+        .filter(|(i, _, _)| selected(&pipeline.clients[*i]))
+        .collect();
+    results.sort_by_key(|(i, _, _)| *i);
     let mut plan = PipelinePlan {
         format: PLAN_FORMAT,
         pipeline: pipeline.name.clone(),
@@ -195,7 +280,7 @@ pub async fn plan_pipeline(
         clients: Vec::new(),
         changes: Vec::new(),
     };
-    for (client_plan, changes) in results {
+    for (_, client_plan, changes) in results {
         plan.changes
             .extend(changes.into_iter().map(|change| PlannedChange {
                 client: client_plan.client.clone(),
@@ -212,6 +297,7 @@ async fn plan_client(
     billing: &dyn BillingSystem,
     store: &Store,
     allow_drop: bool,
+    counted_by: &mut CountedBy,
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
     let directory = client.directory.build(pipeline.dir());
@@ -251,6 +337,8 @@ async fn plan_client(
         warn!(error = %e, "Cannot save the directory's cursor; the next read will be a full one.");
     }
     out.people_read = read.people.len();
+    let mut read = read;
+    let counted_elsewhere = counted_by.take_counted(&mut read.people);
     out.completeness = Some(read.completeness.clone());
     out.notes.extend(read.warnings.iter().cloned());
 
@@ -320,6 +408,10 @@ async fn plan_client(
     out.seats_after = guarded.seats_after;
     out.withheld = guarded.withheld;
     out.excluded = desired.excluded.clone();
+    out.excluded.extend(counted_elsewhere);
+    if client.count_once_in.is_some() {
+        counted_by.record(&client.name, &desired, &read.people);
+    }
     for a in desired.additions.values() {
         for h in a.people.iter().filter(|h| h.grace_until.is_some()) {
             out.notes.push(format!(

@@ -169,6 +169,11 @@ pub struct Policy {
     /// the rest where it is in the way. Default: false.
     #[serde(default)]
     pub adopt: Option<bool>,
+    /// Clients that name the same group here bill each person once: the first of them in the
+    /// file that bills a person keeps them; the later ones leave them out ("counted under …").
+    /// For sister companies or sites whose directories overlap. Matched by person id or email.
+    #[serde(default)]
+    pub count_once_in: Option<String>,
     /// Shadow mode: plan and report every run, never write. For a new pipeline until its
     /// plans have been reviewed. Default: false.
     #[serde(default)]
@@ -320,6 +325,8 @@ pub struct Client {
     pub shadow: bool,
     /// Manages what it finds, made by rollcall or not.
     pub adopt: bool,
+    /// The group of sister clients that bill each person once.
+    pub count_once_in: Option<String>,
 }
 
 impl Pipeline {
@@ -612,6 +619,11 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                     .unwrap_or(defaults::MAX_SEAT_DROP_PERCENT),
                 shadow: c.overrides.shadow.or(raw.defaults.shadow).unwrap_or(false),
                 adopt: c.overrides.adopt.or(raw.defaults.adopt).unwrap_or(false),
+                count_once_in: c
+                    .overrides
+                    .count_once_in
+                    .clone()
+                    .or_else(|| raw.defaults.count_once_in.clone()),
             });
         }
     }

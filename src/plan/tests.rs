@@ -199,7 +199,10 @@ fn duplicate_additions_are_reported_and_only_the_oldest_is_managed() {
 #[test]
 fn what_rollcall_did_not_make_is_left_alone_and_reported() {
     let ada = person("Ada", Some("ada@x"));
-    let mut d = desired(std::slice::from_ref(&ada), &[("M365", line(2, "22.00", "x"))]);
+    let mut d = desired(
+        std::slice::from_ref(&ada),
+        &[("M365", line(2, "22.00", "x"))],
+    );
     d.ownership = Some(Ownership::default());
     let a = actual(
         &[

@@ -440,3 +440,51 @@ async fn what_people_made_by_hand_is_never_changed_unless_adopted() {
         plan.changes
     );
 }
+
+#[tokio::test]
+async fn sister_clients_bill_a_shared_person_once() {
+    let yaml = crate::support::PIPELINE.replace(
+        "clients:",
+        "defaults:\n  count_once_in: acme-group\nclients:\n  - name: Globex\n    directory: { file: { path: globex.csv } }\n    company: GLOBEX\n    agreement: Managed Services",
+    );
+    let w = World::with_pipeline(&yaml, &people_csv(3, 3)).await;
+    // Globex (first in the file) shares Given1 with Acme, by email.
+    std::fs::write(
+        w.dir.path().join("globex.csv"),
+        "id,given_name,surname,email,enabled,groups\ng-1,Given1,Sur1,USER1@acme.example,true,M365 Users\ng-2,Gus,Globex,gus@globex.example,true,M365 Users\n",
+    )
+    .expect("globex people");
+    let plan = w.plan(false).await;
+    let acme = plan
+        .clients
+        .iter()
+        .find(|c| c.client == "Acme")
+        .expect("acme");
+    let m365 = acme
+        .seats
+        .iter()
+        .find(|s| s.identifier == "M365-BP")
+        .expect("m365");
+    assert_eq!(m365.quantity, 2, "Given1 is billed under Globex");
+    assert!(
+        acme.excluded
+            .iter()
+            .any(|e| e.name == "Given1 Sur1" && e.rule == "counted under Globex"),
+        "{:?}",
+        acme.excluded
+    );
+
+    // Asked for alone, Acme still leaves Given1 to Globex.
+    let only = rollcall::cli::make_plan(&w.pipeline, &w.open_store().await, Some("Acme"), false)
+        .await
+        .expect("plan");
+    assert_eq!(only.clients.len(), 1);
+    assert_eq!(
+        only.clients[0]
+            .seats
+            .iter()
+            .find(|s| s.identifier == "M365-BP")
+            .map(|s| s.quantity),
+        Some(2)
+    );
+}
