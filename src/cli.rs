@@ -135,6 +135,11 @@ enum Command {
     Demo,
 }
 
+tokio::task_local! {
+    /// The id of this invocation, shared by its logs and the run it records.
+    static RUN_ID: String;
+}
+
 /// The classified result of a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -165,7 +170,11 @@ pub fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    // One id per invocation: on every log line (the `run` span) and on the changes it records.
+    let run_id = uuid::Uuid::now_v7().to_string();
+    let span = tracing::info_span!("run", run = %run_id);
+    let command = RUN_ID.scope(run_id, tracing::Instrument::instrument(dispatch(cli), span));
+    match runtime.block_on(command) {
         Ok(exit) => exit.code(),
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -471,7 +480,13 @@ pub async fn apply_now(
         .target
         .build()
         .context("cannot set up the billing system's client")?;
-    let run_id = uuid::Uuid::now_v7().to_string();
+    // The invocation's id names its first apply; a second apply in one invocation (the demo)
+    // is a run of its own.
+    let invocation = RUN_ID.try_with(Clone::clone).ok();
+    let run_id = match invocation {
+        Some(id) if !store.has_run(&id).await? => id,
+        _ => uuid::Uuid::now_v7().to_string(),
+    };
     store.begin_run(&run_id, &pipeline.name, command).await?;
     let outcomes = apply::apply_plan(plan, Arc::clone(&billing), store, &run_id, verify).await?;
     store

@@ -140,6 +140,14 @@ impl Store {
         Ok(())
     }
 
+    pub async fn has_run(&self, id: &str) -> Result<bool, StoreError> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE id = ?")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
     pub async fn begin_run(
         &self,
         id: &str,
