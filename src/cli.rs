@@ -119,6 +119,17 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Write a commented starter pipeline for a directory and a billing system.
+    Init {
+        /// Where to write it (refuses to overwrite).
+        file: PathBuf,
+        /// The kind of directory: file, or any registered directory connector.
+        #[arg(long, default_value = "file")]
+        source: String,
+        /// The kind of billing system.
+        #[arg(long, default_value = "connectwise")]
+        target: String,
+    },
     /// Print the JSON Schema of pipeline files.
     Schema,
     /// Run a vendor sandbox standalone (a stateful fake of its API).
@@ -297,6 +308,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Test { files } => Ok(test(&files)),
+        Command::Init {
+            file,
+            source,
+            target,
+        } => Ok(init(&file, &source, &target)),
         Command::Explain {
             file,
             client,
@@ -417,6 +433,104 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
         return None;
     }
     Some(pipeline)
+}
+
+fn init(file: &Path, source: &str, target: &str) -> Exit {
+    use config::connectors::{DIRECTORY_STARTERS, TARGET_STARTERS};
+    let pick = |list: &[(&'static str, &'static str)], kind: &str, what: &str| {
+        let found = list.iter().find(|(k, _)| *k == kind).map(|(_, s)| *s);
+        if found.is_none() {
+            let kinds: Vec<&str> = list.iter().map(|(k, _)| *k).collect();
+            eprintln!(
+                "error: no {what} named `{kind}` (hint: one of {})",
+                kinds.join(", ")
+            );
+        }
+        found
+    };
+    let (Some(directory), Some(billing)) = (
+        pick(DIRECTORY_STARTERS, source, "directory"),
+        pick(TARGET_STARTERS, target, "billing system"),
+    ) else {
+        return Exit::Invalid;
+    };
+    if file.exists() {
+        eprintln!(
+            "error: {} exists; not overwriting it (hint: choose another name)",
+            file.display()
+        );
+        return Exit::Invalid;
+    }
+    let text = starter(source, directory, billing);
+    if let Err(e) = std::fs::write(file, text) {
+        eprintln!("error: cannot write {}: {e}", file.display());
+        return Exit::Invalid;
+    }
+    println!(
+        "wrote {}: edit it, then `rollcall validate {0}`, `rollcall test {0}` and `rollcall plan {0}`",
+        file.display()
+    );
+    Exit::Ok
+}
+
+/// A starter pipeline: every section present, commented, valid once its secrets are set.
+fn starter(source: &str, directory: &str, billing: &str) -> String {
+    let directory = if directory.is_empty() {
+        format!("{source}: {{}}   # see `rollcall schema` for this directory's keys\n")
+    } else {
+        directory.to_owned()
+    };
+    let billing = if billing.is_empty() {
+        "  {}\n".to_owned()
+    } else {
+        billing.to_owned()
+    };
+    format!(
+        r#"# yaml-language-server: $schema=https://rollcall.invalid/rollcall.schema.json
+# A rollcall pipeline. `rollcall schema` prints every key; mappings/examples/ has more.
+name: my-msp
+currency: USD
+
+# Where clients are billed.
+target:
+{billing}
+# What you bill. `seats` is a CEL predicate over a person: who takes a seat.
+products:
+  - id: helpdesk
+    identifier: HELPDESK-USER        # the item in your billing system's catalogue
+    name: Per-user helpdesk
+    unit_price: 35.00
+    description: "{{{{product}}}}, {{{{quantity}}}} users: {{{{names}}}}"
+  - id: m365
+    identifier: M365-BP
+    name: Microsoft 365 Business Premium
+    seats: "'M365 Users' in groups"
+    unit_cost: 20.00
+    markup_percent: 15
+
+# Rules for every client unless a client overrides them.
+defaults:
+  counted: "enabled"               # who a client pays for at all
+  shadow: true                     # plan and report only, until you have reviewed a few plans
+  guard:
+    max_seat_drop_percent: 50      # refuse plans that remove more than this share of seats
+
+clients:
+  - name: Acme
+    company: ACME                  # the company identifier in the billing system
+    agreement: Managed Services    # the agreement that carries the seats
+    directory:
+      {directory}
+# People in, billing out: `rollcall test` runs these.
+tests:
+  - name: only the M365 group takes M365 seats
+    people:
+      - {{ given_name: Ada, surname: Lovelace, email: ada@acme.example, groups: [M365 Users] }}
+      - {{ given_name: Alan, surname: Turing, email: alan@acme.example }}
+    expect:
+      seats: {{ helpdesk: 2, m365: 1 }}
+"#
+    )
 }
 
 fn test(files: &[PathBuf]) -> Exit {

@@ -29,6 +29,9 @@ macro_rules! billing_systems {
                 match self { $( TargetConfig::$variant(c) => c.build(), )+ }
             }
         }
+
+        /// Kinds of billing system and the `target:` section `rollcall init` writes for each.
+        pub const TARGET_STARTERS: &[(&str, &str)] = &[$( ($kind, <$config as BillingConfig>::STARTER), )+];
     };
 }
 
@@ -49,6 +52,9 @@ macro_rules! directories {
                 match self { $( DirectorySource::$variant(c) => c.build(pipeline_dir), )+ }
             }
         }
+
+        /// Kinds of directory and the `directory:` section `rollcall init` writes for each.
+        pub const DIRECTORY_STARTERS: &[(&str, &str)] = &[$( ($kind, <$config as DirectoryConfig>::STARTER), )+];
     };
 }
 

@@ -251,3 +251,38 @@ fn every_example_pipeline_passes_its_tests() {
         .expect("rollcall test");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+#[test]
+fn init_writes_a_starter_that_validates_and_passes_its_tests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("new.yaml");
+    let run = |args: &[&str]| {
+        Command::new(rollcall_bin())
+            .args(args)
+            .env("CW_PUBLIC_KEY", "p")
+            .env("CW_PRIVATE_KEY", "k")
+            .output()
+            .expect("rollcall")
+    };
+    let path = file.to_str().expect("path");
+    let o = run(&["init", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for cmd in ["validate", "test"] {
+        let o = run(&[cmd, path]);
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", text(&o));
+    }
+    let o = run(&["init", path]);
+    assert_eq!(o.status.code(), Some(1), "never overwrites");
+    let o = run(&[
+        "init",
+        dir.path().join("x.yaml").to_str().expect("path"),
+        "--source",
+        "ftp",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("no directory named `ftp` (hint: one of file"),
+        "{}",
+        text(&o)
+    );
+}

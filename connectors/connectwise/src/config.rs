@@ -77,10 +77,24 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 }
 
 impl BillingConfig for Config {
+    const STARTER: &'static str = STARTER;
+
     fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(ConnectWise::new(self)?))
     }
 }
+
+/// The `target:` section `rollcall init` writes for ConnectWise, commented for a first setup.
+const STARTER: &str = r#"  connectwise:
+    # Your site's API base: https://api-na.myconnectwise.net/v4_6_release/apis/3.0
+    # (api-eu…, api-au…, or your own server). `rollcall sandbox connectwise` serves this one:
+    url: http://127.0.0.1:8421/v4_6_release/apis/3.0
+    company_id: demo                 # the company id you log in with
+    public_key: ${CW_PUBLIC_KEY}     # an API member's keys; secrets are references, never values
+    private_key: ${CW_PRIVATE_KEY}
+    client_id: 00000000-0000-4000-8000-000000000000   # your integrator GUID (developer.connectwise.com)
+    # rate_limit_per_second: 10
+"#;
 
 #[cfg(test)]
 mod tests {

@@ -10,11 +10,18 @@ use crate::{BillingSystem, Directory, RemoteError};
 
 /// A billing system's section of a pipeline (`target:`), after secrets are resolved.
 pub trait BillingConfig {
+    /// The `target:` section `rollcall init` writes, commented for a first setup (indented to
+    /// sit under `target:`).
+    const STARTER: &'static str = "";
+
     fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError>;
 }
 
 /// A directory's section of a pipeline (`clients[].directory:`). `pipeline_dir` is the folder of
 /// the pipeline file, against which relative paths are resolved.
 pub trait DirectoryConfig {
+    /// The body of a `directory:` section `rollcall init` writes (starting with the kind).
+    const STARTER: &'static str = "";
+
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory>;
 }

@@ -81,6 +81,8 @@ impl Format {
 }
 
 impl DirectoryConfig for Config {
+    const STARTER: &'static str = STARTER;
+
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory> {
         // `join` keeps an absolute `path` as it is.
         let resolved = pipeline_dir.join(&self.path);
@@ -90,6 +92,13 @@ impl DirectoryConfig for Config {
         )
     }
 }
+
+/// The `directory:` section `rollcall init` writes for an export file.
+const STARTER: &str = r#"file:
+        # A Get-ADUser | Export-Csv export, an Entra user download, or an ldifde/ldapsearch LDIF,
+        # relative to this pipeline file.
+        path: people/acme.csv
+"#;
 
 #[cfg(test)]
 mod tests {
