@@ -15,7 +15,7 @@ use crate::run::{ClientPlan, PipelinePlan, fingerprint};
 use crate::store::{Store, StoreError};
 
 /// What happened to one client's changes.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct ClientOutcome {
     pub client: String,
     pub applied: usize,
@@ -24,7 +24,7 @@ pub struct ClientOutcome {
     pub state: OutcomeState,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum OutcomeState {
     /// Every change applied (or there were none).

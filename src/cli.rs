@@ -47,6 +47,13 @@ enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum ReportFormat {
+    Html,
+    Csv,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum Output {
     Table,
     Json,
@@ -129,6 +136,18 @@ enum Command {
         /// The kind of billing system.
         #[arg(long, default_value = "connectwise")]
         target: String,
+    },
+    /// A recorded run's report: who was billed for what, before → after, money, guards, errors.
+    Report {
+        run_id: String,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        /// A handlebars template to use instead of the shipped one (HTML only).
+        #[arg(long, env = "ROLLCALL_REPORT_TEMPLATE")]
+        template: Option<PathBuf>,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
     /// Print the JSON Schema of pipeline files.
     Schema,
@@ -275,6 +294,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
             let outcomes = apply_now(&store, &pipeline, &plan, "apply", saved).await?;
             print!("{}", report::outcome_text(&outcomes));
+            print_report_path(&store);
             Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
         }
         Command::Run {
@@ -292,6 +312,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             if !plan.is_empty() {
                 print!("{}", report::outcome_text(&outcomes));
             }
+            print_report_path(&store);
             Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
         }
         Command::History {
@@ -308,6 +329,38 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Test { files } => Ok(test(&files)),
+        Command::Report {
+            run_id,
+            format,
+            template,
+            output,
+        } => {
+            let store = Store::open(&cli.store).await?;
+            let template = match template {
+                Some(path) => match std::fs::read_to_string(&path) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("error: cannot read the template {}: {e}", path.display());
+                        return Ok(Exit::Invalid);
+                    }
+                },
+                None => None,
+            };
+            match render_report(&store, &run_id, format, template.as_deref()).await {
+                Ok(text) => {
+                    match output {
+                        Some(path) => std::fs::write(&path, text)
+                            .with_context(|| format!("cannot write {}", path.display()))?,
+                        None => print!("{text}"),
+                    }
+                    Ok(Exit::Ok)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(Exit::Invalid)
+                }
+            }
+        }
         Command::Init {
             file,
             source,
@@ -433,6 +486,39 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
         return None;
     }
     Some(pipeline)
+}
+
+fn print_report_path(store: &Store) {
+    if let Ok(id) = RUN_ID.try_with(Clone::clone) {
+        let path = store.report_path(&id);
+        if path.exists() {
+            println!("report: {}", path.display());
+        }
+    }
+}
+
+/// A recorded run's report in `format`.
+pub async fn render_report(
+    store: &Store,
+    run_id: &str,
+    format: ReportFormat,
+    template: Option<&str>,
+) -> anyhow::Result<String> {
+    use crate::report::run_report;
+    let Some(run) = store.report(run_id).await? else {
+        anyhow::bail!(
+            "no recorded run `{run_id}` in {} (hint: `rollcall history` lists run ids)",
+            store.report_path(run_id).display()
+        );
+    };
+    let history = store.reports(&run.plan.pipeline).await?;
+    let report = run_report::build(&run, &history);
+    Ok(match format {
+        ReportFormat::Html => run_report::html(&report, template.unwrap_or(run_report::TEMPLATE))
+            .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
+        ReportFormat::Csv => run_report::csv(&report),
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+    })
 }
 
 fn init(file: &Path, source: &str, target: &str) -> Exit {
@@ -603,6 +689,22 @@ pub async fn apply_now(
     };
     store.begin_run(&run_id, &pipeline.name, command).await?;
     let outcomes = apply::apply_plan(plan, Arc::clone(&billing), store, &run_id, verify).await?;
+    store.save_report(&run_id, plan, &outcomes).await?;
+    // Every run leaves its report beside the store; a failure to write it is not the run's.
+    match render_report(store, &run_id, ReportFormat::Html, None).await {
+        Ok(html) => {
+            let path = store.report_path(&run_id);
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, html));
+            match written {
+                Ok(()) => tracing::info!(report = %path.display(), "Wrote the run report."),
+                Err(e) => tracing::warn!(error = %e, "Cannot write the run report."),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "Cannot render the run report."),
+    }
     store
         .finish_run(
             &run_id,

@@ -83,6 +83,9 @@ pub struct ProductSeats {
     #[serde(default)]
     pub rule: String,
     pub quantity: u32,
+    /// The price per seat the plan bills at (rounded).
+    #[serde(default)]
+    pub unit_price: rust_decimal::Decimal,
     pub people: Vec<SeatHolder>,
 }
 
@@ -430,6 +433,7 @@ async fn plan_client(
             identifier: identifier.clone(),
             rule: a.rule.clone(),
             quantity: a.fields.quantity,
+            unit_price: a.fields.unit_price,
             people: a.people.clone(),
         })
         .collect();

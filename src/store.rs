@@ -80,11 +80,21 @@ CREATE TABLE seat_ledger (
 );
 CREATE INDEX seat_ledger_open ON seat_ledger (pipeline, client, product) WHERE until IS NULL;
 "#,
+    r#"
+CREATE TABLE run_reports (
+    run_id     TEXT PRIMARY KEY REFERENCES runs(id),
+    pipeline   TEXT NOT NULL,
+    plan       TEXT NOT NULL,
+    outcomes   TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+"#,
 ];
 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: SqlitePool,
+    path: PathBuf,
 }
 
 /// One line of `rollcall history`.
@@ -124,7 +134,10 @@ impl Store {
             .connect_with(options)
             .await
             .map_err(|e| open_err(e.to_string()))?;
-        let store = Store { pool };
+        let store = Store {
+            pool,
+            path: path.to_owned(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -138,6 +151,75 @@ impl Store {
             apply_migration(&mut conn, sql, i as i64 + 1).await?;
         }
         Ok(())
+    }
+
+    /// Keeps what a run planned and what came of it, so its report can be made again.
+    pub async fn save_report(
+        &self,
+        run_id: &str,
+        plan: &crate::run::PipelinePlan,
+        outcomes: &[crate::apply::ClientOutcome],
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO run_reports (run_id, pipeline, plan, outcomes, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(run_id)
+        .bind(&plan.pipeline)
+        .bind(serde_json::to_string(plan)?)
+        .bind(serde_json::to_string(outcomes)?)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A recorded run: when, its plan and its outcomes. `None` if there is no such run.
+    pub async fn report(&self, run_id: &str) -> Result<Option<RecordedRun>, StoreError> {
+        let row: Option<(String, String, String, String)> = sqlx::query_as(
+            "SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE run_id = ?",
+        )
+        .bind(run_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(run_id, at, plan, outcomes)| {
+            Ok(RecordedRun {
+                run_id,
+                at,
+                plan: serde_json::from_str(&plan)?,
+                outcomes: serde_json::from_str(&outcomes)?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Every recorded run of a pipeline, oldest first: the history behind the seat charts.
+    pub async fn reports(&self, pipeline: &str) -> Result<Vec<RecordedRun>, StoreError> {
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE pipeline = ? ORDER BY created_at",
+        )
+        .bind(pipeline)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(run_id, at, plan, outcomes)| {
+                Ok(RecordedRun {
+                    run_id,
+                    at,
+                    plan: serde_json::from_str(&plan)?,
+                    outcomes: serde_json::from_str(&outcomes)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Where a run's HTML report is written: beside the store, in `reports/`.
+    pub fn report_path(&self, run_id: &str) -> PathBuf {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        dir.join("reports").join(format!("{run_id}.html"))
     }
 
     pub async fn has_run(&self, id: &str) -> Result<bool, StoreError> {
@@ -308,6 +390,15 @@ impl Store {
         .await?;
         Ok(())
     }
+}
+
+/// A run as recorded: what it planned and what came of it.
+#[derive(Debug, Clone)]
+pub struct RecordedRun {
+    pub run_id: String,
+    pub at: String,
+    pub plan: crate::run::PipelinePlan,
+    pub outcomes: Vec<crate::apply::ClientOutcome>,
 }
 
 /// One stretch of time a person held a seat: the seat ledger behind `rollcall explain`.

@@ -3,5 +3,6 @@
 
 mod cli;
 mod config_errors;
+mod report;
 mod support;
 mod sync;

@@ -3,6 +3,8 @@
 //! JSON output is the serde form of the same values (`run::PipelinePlan`); this module only
 //! renders for eyes. Secrets cannot appear here: nothing it renders holds one.
 
+pub mod run_report;
+
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use rollcall_core::{AdditionFields, Change, ContactFields};
 

@@ -1,0 +1,89 @@
+//! The run report, rendered from recorded runs: HTML, CSV and JSON.
+
+use rollcall::cli::{ReportFormat, render_report};
+
+use crate::support::{World, people_csv};
+
+#[tokio::test]
+async fn a_run_report_shows_who_is_billed_what_changed_and_the_money() {
+    let w = World::new(&people_csv(4, 4)).await;
+    w.apply(&w.plan(false).await, false).await;
+    w.set_people(&people_csv(3, 3));
+    w.apply(&w.plan(false).await, false).await;
+    let store = w.open_store().await;
+    let runs = store.reports("e2e").await.expect("runs");
+    assert_eq!(runs.len(), 2);
+    let run_id = &runs[1].run_id;
+
+    let html = render_report(&store, run_id, ReportFormat::Html, None)
+        .await
+        .expect("html");
+    assert!(html.starts_with("<!doctype html>"));
+    for external in [
+        "<script",
+        "src=\"http",
+        "href=\"http",
+        "@import",
+        "url(http",
+    ] {
+        assert!(!html.contains(external), "not self-contained: {external}");
+    }
+    assert!(
+        html.contains("<td><a href=\"#client-0\">Acme</a></td>"),
+        "summary row"
+    );
+    assert!(
+        html.contains("-57.00"),
+        "4 → 3 people: 22.00 + 35.00 less a month"
+    );
+    assert!(
+        html.contains("Given0 Sur0, Given1 Sur1, Given2 Sur2"),
+        "the people billed, by name"
+    );
+    assert!(html.contains("1 deactivated"));
+    assert_eq!(
+        html.matches("<circle").count(),
+        2,
+        "one point per recorded run"
+    );
+
+    let csv = render_report(&store, run_id, ReportFormat::Csv, None)
+        .await
+        .expect("csv");
+    let m365 = csv
+        .lines()
+        .find(|l| l.contains("\"M365-BP\""))
+        .expect("m365 row");
+    assert!(
+        m365.contains(",4,3,22.00,88.00,66.00,\"-22.00\",\"billed\","),
+        "{m365}"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(
+        &render_report(&store, run_id, ReportFormat::Json, None)
+            .await
+            .expect("json"),
+    )
+    .expect("valid");
+    assert_eq!(json["clients"][0]["seats_before"], 8);
+    assert_eq!(json["clients"][0]["seats_after"], 6);
+
+    // The report was also written beside the store when the run applied.
+    assert!(store.report_path(run_id).exists());
+    let custom = render_report(
+        &store,
+        run_id,
+        ReportFormat::Html,
+        Some("{{pipeline}}: {{#each clients}}{{client}}={{amount_after}}{{/each}}"),
+    )
+    .await
+    .expect("custom template");
+    assert_eq!(custom, "e2e: Acme=171.00");
+    let err = render_report(&store, "no-such-run", ReportFormat::Html, None)
+        .await
+        .expect_err("unknown run");
+    assert!(
+        err.to_string().contains("no recorded run `no-such-run`"),
+        "{err}"
+    );
+}
