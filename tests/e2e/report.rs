@@ -87,3 +87,101 @@ async fn a_run_report_shows_who_is_billed_what_changed_and_the_money() {
         "{err}"
     );
 }
+
+/// Debian's Chromium, where the test machine has it.
+fn chromium() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_html_report_renders_in_a_real_browser_without_console_errors() {
+    let Some(browser) = chromium() else {
+        assert!(
+            std::env::var("ROLLCALL_REQUIRE_SERVERS").as_deref() != Ok("1"),
+            "chromium is required (ROLLCALL_REQUIRE_SERVERS=1) but not installed: apt-get install chromium"
+        );
+        eprintln!("skipped: chromium is not installed (scripts/test installs it)");
+        return;
+    };
+    let w = World::new(&people_csv(5, 3)).await;
+    w.apply(&w.plan(false).await, false).await;
+    w.set_people(&people_csv(4, 3));
+    w.apply(&w.plan(false).await, false).await;
+    let store = w.open_store().await;
+    let run_id = store
+        .reports("e2e")
+        .await
+        .expect("runs")
+        .pop()
+        .expect("a run")
+        .run_id;
+    let page = store.report_path(&run_id);
+    assert!(page.exists(), "the run wrote its report");
+
+    let artefacts = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("artefacts");
+    std::fs::create_dir_all(&artefacts).expect("artefacts dir");
+    let shot = artefacts.join("run-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().expect("profile");
+    let browse = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(&browser);
+        cmd.args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()));
+        cmd.output().expect("chromium runs")
+    };
+    let dom = browse(&["--dump-dom"]);
+    assert!(
+        dom.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dom.stderr)
+    );
+    let dom_text = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom_text.contains("<table id=\"summary\">"), "{dom_text}");
+    assert_eq!(
+        dom_text.matches("<tr data-client=").count(),
+        1,
+        "one row per client"
+    );
+    assert!(dom_text.contains("Given0 Sur0, Given1 Sur1, Given2 Sur2"));
+    let console = String::from_utf8_lossy(&dom.stderr);
+    for line in console.lines() {
+        assert!(
+            !(line.contains("CONSOLE") && (line.contains("ERROR") || line.contains("Uncaught"))),
+            "console error: {line}"
+        );
+    }
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let out = browse(&[
+        shot_arg.as_str(),
+        "--window-size=1280,1600",
+        "--hide-scrollbars",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        size > 10_000,
+        "the screenshot ({}) is {size} bytes",
+        shot.display()
+    );
+    eprintln!("screenshot: {}", shot.display());
+}

@@ -29,10 +29,13 @@ impl Currency {
 /// Rounds an amount to the currency's minor unit, half away from zero (12.345 → 12.35,
 /// -12.345 → -12.35), the rule invoices are read with. This is the only rounding rollcall does.
 pub fn round_money(amount: Decimal, currency: Currency) -> Decimal {
-    amount.round_dp_with_strategy(
+    let mut rounded = amount.round_dp_with_strategy(
         currency.minor_digits(),
         RoundingStrategy::MidpointAwayFromZero,
-    )
+    );
+    // Always written with the minor unit's digits: 35 is shown and compared as 35.00.
+    rounded.rescale(currency.minor_digits());
+    rounded
 }
 
 #[cfg(test)]
@@ -51,5 +54,7 @@ mod tests {
         assert_eq!(round_money(d("-12.345"), Currency::Eur), d("-12.35"));
         assert_eq!(round_money(d("0.125"), Currency::Gbp), d("0.13"));
         assert_eq!(round_money(d("1234.5"), Currency::Jpy), d("1235"));
+        assert_eq!(round_money(d("35"), Currency::Usd).to_string(), "35.00");
+        assert_eq!(round_money(d("22.5"), Currency::Usd).to_string(), "22.50");
     }
 }
