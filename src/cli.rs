@@ -47,6 +47,12 @@ enum LogFormat {
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SchemaFormat {
+    Json,
+    Markdown,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
 pub enum ReportFormat {
     Html,
     Csv,
@@ -149,8 +155,11 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// Print the JSON Schema of pipeline files.
-    Schema,
+    /// Print the JSON Schema of pipeline files (or the reference built from it).
+    Schema {
+        #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
+        format: SchemaFormat,
+    },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
         /// Which vendor: connectwise.
@@ -399,8 +408,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 }
             }
         }
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&config::schema())?);
+        Command::Schema { format } => {
+            match format {
+                SchemaFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&config::schema())?)
+                }
+                SchemaFormat::Markdown => {
+                    print!("{}", config::reference::markdown(&config::schema()))
+                }
+            }
             Ok(Exit::Ok)
         }
         Command::Sandbox { kind, port, seed } => {

@@ -10,6 +10,7 @@
 mod at;
 pub mod connectors;
 mod error;
+pub mod reference;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -55,6 +56,7 @@ pub struct RawPipeline {
 /// A billable product.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Product")]
 pub struct RawProduct {
     /// The name rules and overrides use for this product (e.g. `m365-bp`).
     pub id: At<String>,
@@ -106,6 +108,7 @@ pub enum Counting {
 /// One of the MSP's clients.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Client")]
 pub struct RawClient {
     /// Names the client in plans and history; unique within the pipeline.
     pub name: At<String>,

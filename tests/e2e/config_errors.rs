@@ -311,3 +311,14 @@ fn the_committed_schema_matches_the_types() {
         "mappings/rollcall.schema.json is out of date: run `cargo run -- schema > mappings/rollcall.schema.json`"
     );
 }
+
+#[test]
+fn the_committed_reference_matches_the_schema() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/reference.md");
+    let generated = config::reference::markdown(&config::schema());
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/reference.md is out of date: run `cargo run -- schema --format markdown > docs/reference.md`"
+    );
+}
