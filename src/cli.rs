@@ -255,7 +255,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-                Output::Table => print!("{}", report::plan_text(&plan)),
+                Output::Table => print!("{}", report::plan_text_styled(&plan, colour())),
             }
             Ok(plan_exit(&plan))
         }
@@ -290,7 +290,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                     false,
                 ),
             };
-            print!("{}", report::plan_text(&plan));
+            print!("{}", report::plan_text_styled(&plan, colour()));
             if plan.is_empty() {
                 return Ok(plan_exit(&plan));
             }
@@ -316,7 +316,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             };
             let store = Store::open(&cli.store).await?;
             let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
-            print!("{}", report::plan_text(&plan));
+            print!("{}", report::plan_text_styled(&plan, colour()));
             let outcomes = apply_now(&store, &pipeline, &plan, "run", false).await?;
             if !plan.is_empty() {
                 print!("{}", report::outcome_text(&outcomes));
@@ -502,6 +502,11 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
         return None;
     }
     Some(pipeline)
+}
+
+/// Colour only for a person at a terminal who has not asked for none (no-color.org).
+fn colour() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 fn print_report_path(store: &Store) {

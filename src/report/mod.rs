@@ -54,6 +54,20 @@ fn shorten(s: &str, max: usize) -> String {
     format!("{cut}…")
 }
 
+fn change_colour(change: &Change) -> comfy_table::Color {
+    use comfy_table::Color;
+    match change {
+        Change::CreateContact { .. }
+        | Change::CreateAddition { .. }
+        | Change::ReactivateContact { .. } => Color::Green,
+        Change::DeactivateContact { .. } | Change::CancelAddition { .. } => Color::Red,
+        Change::UpdateAddition { before, after, .. } if after.quantity < before.quantity => {
+            Color::Red
+        }
+        Change::UpdateAddition { .. } | Change::UpdateContact { .. } => Color::Yellow,
+    }
+}
+
 /// Before and after, as short text for a table cell.
 pub fn describe(change: &Change) -> (String, String) {
     match change {
@@ -71,6 +85,12 @@ pub fn describe(change: &Change) -> (String, String) {
 
 /// The plan as a table grouped by client, followed by each client's guard verdicts and notes.
 pub fn plan_text(plan: &PipelinePlan) -> String {
+    plan_text_styled(plan, false)
+}
+
+/// The plan as [`plan_text`], with colour when `colour` (the CLI decides: a terminal, no
+/// `NO_COLOR`): additions green, lowering and removals red, updates yellow.
+pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
     let mut out = String::new();
     let all_clear = plan
         .clients
@@ -82,11 +102,20 @@ pub fn plan_text(plan: &PipelinePlan) -> String {
         out.push_str("No changes to apply.\n");
     } else {
         let mut t = table(&["client", "change", "subject", "before", "after"]);
+        if colour {
+            t.enforce_styling();
+        }
         for c in &plan.changes {
             let (before, after) = describe(&c.change);
+            let kind = Cell::new(c.change.kind().replace('_', " "));
+            let kind = if colour {
+                kind.fg(change_colour(&c.change))
+            } else {
+                kind
+            };
             t.add_row(vec![
                 Cell::new(&c.client),
-                Cell::new(c.change.kind().replace('_', " ")),
+                kind,
                 Cell::new(c.change.subject()),
                 Cell::new(before),
                 Cell::new(after),
@@ -237,4 +266,47 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
         ]);
     }
     format!("{t}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use rollcall_core::{AdditionFields, Change};
+
+    use super::*;
+    use crate::run::{PLAN_FORMAT, PlannedChange};
+
+    fn plan() -> PipelinePlan {
+        let fields = |q| AdditionFields {
+            quantity: q,
+            unit_price: "1.00".parse().expect("price"),
+            invoice_description: "x".into(),
+        };
+        PipelinePlan {
+            format: PLAN_FORMAT,
+            pipeline: "p".into(),
+            target: "connectwise".into(),
+            clients: vec![],
+            changes: vec![PlannedChange {
+                client: "Acme".into(),
+                change: Change::UpdateAddition {
+                    id: "1".into(),
+                    product: "M365".into(),
+                    before: fields(3),
+                    after: fields(2),
+                },
+            }],
+        }
+    }
+
+    #[test]
+    fn colour_only_when_asked_for() {
+        let plain = plan_text_styled(&plan(), false);
+        assert!(
+            !plain.contains('\u{1b}'),
+            "no escape codes when piped or NO_COLOR"
+        );
+        let coloured = plan_text_styled(&plan(), true);
+        assert!(coloured.contains("\u{1b}["), "escape codes at a terminal");
+        assert!(coloured.contains("update addition"));
+    }
 }
