@@ -12,8 +12,8 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use rollcall_core::{Applied, Change, Cursor};
 use serde::Serialize;
+use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, SqliteConnection};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -98,7 +98,7 @@ pub struct Store {
 }
 
 /// One line of `rollcall history`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct HistoryRow {
     pub run_id: String,
     pub pipeline: String,
@@ -110,6 +110,7 @@ pub struct HistoryRow {
     pub reconciled: bool,
     pub error: Option<String>,
     pub recorded_at: String,
+    #[sqlx(json)]
     pub change: Change,
 }
 
@@ -175,41 +176,22 @@ impl Store {
 
     /// A recorded run: when, its plan and its outcomes. `None` if there is no such run.
     pub async fn report(&self, run_id: &str) -> Result<Option<RecordedRun>, StoreError> {
-        let row: Option<(String, String, String, String)> = sqlx::query_as(
+        Ok(sqlx::query_as(
             "SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE run_id = ?",
         )
         .bind(run_id)
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|(run_id, at, plan, outcomes)| {
-            Ok(RecordedRun {
-                run_id,
-                at,
-                plan: serde_json::from_str(&plan)?,
-                outcomes: serde_json::from_str(&outcomes)?,
-            })
-        })
-        .transpose()
+        .await?)
     }
 
     /// Every recorded run of a pipeline, oldest first: the history behind the seat charts.
     pub async fn reports(&self, pipeline: &str) -> Result<Vec<RecordedRun>, StoreError> {
-        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+        Ok(sqlx::query_as(
             "SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE pipeline = ? ORDER BY created_at",
         )
         .bind(pipeline)
         .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|(run_id, at, plan, outcomes)| {
-                Ok(RecordedRun {
-                    run_id,
-                    at,
-                    plan: serde_json::from_str(&plan)?,
-                    outcomes: serde_json::from_str(&outcomes)?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     /// Where a run's HTML report is written: beside the store, in `reports/`.
@@ -314,7 +296,7 @@ impl Store {
         client: Option<&str>,
         limit: u32,
     ) -> Result<Vec<HistoryRow>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT c.run_id, r.pipeline, c.client, c.kind, c.subject, c.state, c.remote_id, c.reconciled,
                     c.error, c.recorded_at, c.change
              FROM changes c JOIN runs r ON r.id = c.run_id
@@ -326,23 +308,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(HistoryRow {
-                    run_id: r.try_get("run_id")?,
-                    pipeline: r.try_get("pipeline")?,
-                    client: r.try_get("client")?,
-                    kind: r.try_get("kind")?,
-                    subject: r.try_get("subject")?,
-                    state: r.try_get("state")?,
-                    remote_id: r.try_get("remote_id")?,
-                    reconciled: r.try_get("reconciled")?,
-                    error: r.try_get("error")?,
-                    recorded_at: r.try_get("recorded_at")?,
-                    change: serde_json::from_str(&r.try_get::<String, _>("change")?)?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 }
 
@@ -393,22 +359,26 @@ impl Store {
 }
 
 /// A run as recorded: what it planned and what came of it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RecordedRun {
     pub run_id: String,
+    #[sqlx(rename = "created_at")]
     pub at: String,
+    #[sqlx(json)]
     pub plan: crate::run::PipelinePlan,
+    #[sqlx(json)]
     pub outcomes: Vec<crate::apply::ClientOutcome>,
 }
 
 /// One stretch of time a person held a seat: the seat ledger behind `rollcall explain`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct SeatSpan {
     pub client: String,
     pub product: String,
     pub person_id: String,
     pub person_name: String,
     pub rule: String,
+    #[sqlx(json)]
     pub evidence: std::collections::BTreeMap<String, String>,
     pub since: String,
     pub last_seen: String,
@@ -571,7 +541,7 @@ impl Store {
         product: Option<&str>,
         person: Option<&str>,
     ) -> Result<Vec<SeatSpan>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT client, product, person_id, person_name, rule, evidence, since, last_seen, until
              FROM seat_ledger
              WHERE pipeline = ?1 AND lower(client) = lower(?2)
@@ -585,21 +555,7 @@ impl Store {
         .bind(person)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(SeatSpan {
-                    client: r.try_get("client")?,
-                    product: r.try_get("product")?,
-                    person_id: r.try_get("person_id")?,
-                    person_name: r.try_get("person_name")?,
-                    rule: r.try_get("rule")?,
-                    evidence: serde_json::from_str(&r.try_get::<String, _>("evidence")?)?,
-                    since: r.try_get("since")?,
-                    last_seen: r.try_get("last_seen")?,
-                    until: r.try_get("until")?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 }
 
