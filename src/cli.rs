@@ -202,6 +202,7 @@ impl Exit {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
+    let _ = QUIET.set(cli.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -504,6 +505,74 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
     Some(pipeline)
 }
 
+/// Set once from `--quiet`: progress bars are for a person watching, never for scripts.
+static QUIET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Progress bars on stderr: one overall bar and a line per client at work.
+struct Bars {
+    multi: indicatif::MultiProgress,
+    total: indicatif::ProgressBar,
+    clients: std::sync::Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Bars {
+    /// Bars only when stderr is a terminal and `--quiet` was not given.
+    fn new(pipeline: &Pipeline, only: Option<&str>) -> Option<Bars> {
+        if QUIET.get().copied().unwrap_or(true) || !std::io::stderr().is_terminal() {
+            return None;
+        }
+        let n = pipeline
+            .clients
+            .iter()
+            .filter(|c| only.is_none_or(|o| c.name.eq_ignore_ascii_case(o)))
+            .count();
+        let multi = indicatif::MultiProgress::new();
+        let total = multi.add(indicatif::ProgressBar::new(n as u64));
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} clients {elapsed}",
+        ) {
+            total.set_style(style.progress_chars("=> "));
+        }
+        total.set_prefix(pipeline.name.clone());
+        Some(Bars {
+            multi,
+            total,
+            clients: Default::default(),
+        })
+    }
+
+    fn finish(self) {
+        self.total.finish_and_clear();
+        let _ = self.multi.clear();
+    }
+}
+
+impl run::Progress for Bars {
+    fn phase(&self, client: &str, phase: &str) {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let bar = clients.entry(client.to_owned()).or_insert_with(|| {
+            let bar = self.multi.add(indicatif::ProgressBar::new_spinner());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            bar
+        });
+        bar.set_message(format!("{client}: {phase}"));
+    }
+
+    fn done(&self, client: &str) {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(bar) = clients.remove(client) {
+            bar.finish_and_clear();
+        }
+        self.total.inc(1);
+    }
+}
+
 /// Colour only for a person at a terminal who has not asked for none (no-color.org).
 fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
@@ -687,7 +756,16 @@ pub async fn make_plan(
         .target
         .build()
         .context("cannot set up the billing system's client")?;
-    Ok(run::plan_pipeline(pipeline, billing, store, client, allow_drop).await)
+    let bars = Bars::new(pipeline, client);
+    let progress: &dyn run::Progress = match &bars {
+        Some(b) => b,
+        None => &run::Quiet,
+    };
+    let plan = run::plan_pipeline(pipeline, billing, store, client, allow_drop, progress).await;
+    if let Some(b) = bars {
+        b.finish();
+    }
+    Ok(plan)
 }
 
 pub async fn apply_now(

@@ -18,6 +18,22 @@ use crate::plan::guard::{self, GuardPolicy, Refusal, Withheld};
 use crate::plan::{self, Excluded, SeatHolder};
 use crate::store::Store;
 
+/// Where a run is, for whoever shows progress (the CLI's bars); the engine only reports.
+pub trait Progress: Send + Sync {
+    /// `client` entered `phase` ("reading the directory", "reading the billing system", …).
+    fn phase(&self, client: &str, phase: &str);
+    /// `client` is planned (or failed to be).
+    fn done(&self, client: &str);
+}
+
+/// No progress shown: scripts, services, tests.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn phase(&self, _: &str, _: &str) {}
+    fn done(&self, _: &str) {}
+}
+
 /// Version of the saved-plan format.
 pub const PLAN_FORMAT: u32 = 1;
 
@@ -222,6 +238,7 @@ pub async fn plan_pipeline(
     store: &Store,
     only: Option<&str>,
     allow_drop: bool,
+    progress: &dyn Progress,
 ) -> PipelinePlan {
     const CONCURRENCY: usize = 4;
     let selected = |c: &Client| only.is_none_or(|o| c.name.eq_ignore_ascii_case(o));
@@ -259,9 +276,11 @@ pub async fn plan_pipeline(
                         store,
                         allow_drop,
                         &mut counted_by,
+                        progress,
                     )
                     .instrument(span)
                     .await;
+                    progress.done(&client.name);
                     out.push((i, plan, changes));
                 }
                 out
@@ -301,8 +320,10 @@ async fn plan_client(
     store: &Store,
     allow_drop: bool,
     counted_by: &mut CountedBy,
+    progress: &dyn Progress,
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
+    progress.phase(&client.name, "reading the directory");
     let directory = client.directory.build(pipeline.dir());
     let source = directory.describe();
     // A store that cannot be read costs an incremental read, not the run.
@@ -377,6 +398,7 @@ async fn plan_client(
             return out.failed(FailureClass::Invalid, e.to_string(), hint);
         }
     };
+    progress.phase(&client.name, "reading the billing system");
     let identifiers: Vec<String> = desired.additions.keys().cloned().collect();
     let actual = match billing.read(&client.account, &identifiers).await {
         Ok(a) => a,
