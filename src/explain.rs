@@ -116,6 +116,15 @@ fn explain_now(out: &mut String, client: &Client, p: &Person) {
             return;
         }
     }
+    if let Some(attr) = &client.rules.count_from
+        && let Some(day) = p.attributes.get(attr)
+        && mapping::starts_later(Some(attr), p, chrono::Utc::now()).is_some()
+    {
+        out.push_str(&format!(
+            "{name} is not billed yet: they count from {attr} = {day}.\n"
+        ));
+        return;
+    }
     match truth(&client.rules.counted, &vars) {
         Ok(true) => out.push_str(&format!(
             "{name} is counted for {}: `{}` is true ({}).\n",

@@ -375,6 +375,8 @@ pub struct Rules {
     pub exclusions: Vec<Exclusion>,
     /// A seat holder who stops matching keeps the seat for this many days (0: none).
     pub grace_days: u32,
+    /// The attribute with the date a new person starts counting from.
+    pub count_from: Option<String>,
     pub counted: Predicate,
     pub seats: Vec<SeatRule>,
     pub contact: ContactTemplates,
@@ -454,6 +456,14 @@ pub fn desired_state(
                 person_id: person.id.clone(),
                 name: person.billing_name(),
                 rule: rule.name.clone(),
+            });
+            continue;
+        }
+        if let Some(starts) = starts_later(rules.count_from.as_deref(), person, grace.now) {
+            excluded.push(Excluded {
+                person_id: person.id.clone(),
+                name: person.billing_name(),
+                rule: format!("counts from {starts}"),
             });
             continue;
         }
@@ -575,6 +585,26 @@ pub fn desired_state(
         excluded,
         ownership: None,
     })
+}
+
+/// The date a new person starts counting, when it is still to come.
+pub fn starts_later(
+    attribute: Option<&str>,
+    p: &Person,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<String> {
+    let text = p.attributes.get(attribute?)?.trim();
+    let starts = chrono::DateTime::parse_from_rfc3339(text)
+        .map(|d| d.to_utc())
+        .ok()
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d")
+                .ok()?
+                .and_hms_opt(0, 0, 0)
+                .map(|d| d.and_utc())
+        })
+        .or_else(|| rollcall_core::ad::generalized_time(text))?;
+    (starts > now).then(|| starts.format("%Y-%m-%d").to_string())
 }
 
 /// Who keeps a seat of `seat` only through the grace period: held in the ledger, not matching
@@ -869,6 +899,56 @@ clients:
         );
         let after = map(&at("2026-11-23T08:00:01Z"));
         assert_eq!(after.additions["STAFF"].fields.quantity, 1, "grace is over");
+    }
+
+    #[test]
+    fn a_new_person_counts_from_their_start_date() {
+        let yaml = PIPELINE.replace(
+            "clients:",
+            "defaults:\n  count_from: employeeHireDate\nclients:",
+        );
+        let p = config::load_str(&yaml, Path::new("t.yaml")).expect("pipeline");
+        let c = &p.clients[0];
+        let mut starter = person(1, &["G1"], &[], true);
+        starter
+            .attributes
+            .insert("employeeHireDate".into(), "2026-12-01".into());
+        let mut veteran = person(2, &["G1"], &[], true);
+        veteran
+            .attributes
+            .insert("employeeHireDate".into(), "20190301000000.0Z".into());
+        let undated = person(3, &["G1"], &[], true);
+        let at = |day: &str| super::Grace {
+            now: chrono::DateTime::parse_from_rfc3339(day)
+                .expect("date")
+                .to_utc(),
+            held: Default::default(),
+        };
+        let read = DirectoryRead::complete(vec![starter, veteran, undated]);
+        let before = super::desired_state(
+            &c.name,
+            &c.rules,
+            &p.templates,
+            p.currency,
+            None,
+            &read,
+            &at("2026-11-25T00:00:00Z"),
+        )
+        .expect("map");
+        assert_eq!(before.additions["STAFF"].fields.quantity, 2);
+        assert_eq!(before.excluded.len(), 1);
+        assert_eq!(before.excluded[0].rule, "counts from 2026-12-01");
+        let after = super::desired_state(
+            &c.name,
+            &c.rules,
+            &p.templates,
+            p.currency,
+            None,
+            &read,
+            &at("2026-12-01T09:00:00Z"),
+        )
+        .expect("map");
+        assert_eq!(after.additions["STAFF"].fields.quantity, 3);
     }
 
     proptest! {

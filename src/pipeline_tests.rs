@@ -28,6 +28,10 @@ pub struct TestCase {
     /// The people the directory would return.
     #[serde(default)]
     pub people: Vec<TestPerson>,
+    /// The day the case is evaluated on (`YYYY-MM-DD`), for rules that depend on dates such as
+    /// `count_from`. Default: today.
+    #[serde(default)]
+    pub today: Option<At<String>>,
     pub expect: Expectation,
 }
 
@@ -192,6 +196,22 @@ fn run_case(pipeline: &Pipeline, file: &str, case: &TestCase) -> CaseResult {
         .enumerate()
         .map(|(i, p)| person(i, p))
         .collect();
+    let now = match &case.today {
+        None => chrono::Utc::now(),
+        Some(day) => match chrono::NaiveDate::parse_from_str(day.value.trim(), "%Y-%m-%d") {
+            Ok(d) => d
+                .and_hms_opt(12, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or_else(chrono::Utc::now),
+            Err(e) => {
+                diff.push(format!(
+                    "line {}: today: `{}` is not a date (YYYY-MM-DD): {e}",
+                    day.pos.line, day.value
+                ));
+                return result;
+            }
+        },
+    };
     let desired = match mapping::desired_state(
         &client.name,
         &client.rules,
@@ -199,7 +219,10 @@ fn run_case(pipeline: &Pipeline, file: &str, case: &TestCase) -> CaseResult {
         pipeline.currency,
         None,
         &DirectoryRead::complete(people),
-        &crate::mapping::Grace::default(),
+        &crate::mapping::Grace {
+            now,
+            held: Default::default(),
+        },
     ) {
         Ok(d) => d,
         Err(e) => {

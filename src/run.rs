@@ -381,7 +381,10 @@ async fn plan_client(
             }
         }
     } else {
-        mapping::Grace::default()
+        mapping::Grace {
+            now: chrono::Utc::now(),
+            held: Default::default(),
+        }
     };
     let mut desired = match mapping::desired_state(
         &client.name,

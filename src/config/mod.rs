@@ -177,6 +177,11 @@ pub struct Policy {
     /// For sister companies or sites whose directories overlap. Matched by person id or email.
     #[serde(default)]
     pub count_once_in: Option<String>,
+    /// The person's attribute holding the date they start counting (e.g. `employeeHireDate`,
+    /// `whenCreated`): before that date a new person is not billed yet. ISO 8601 dates and
+    /// AD's generalized time are read. A person without the attribute counts at once.
+    #[serde(default)]
+    pub count_from: Option<String>,
     /// Shadow mode: plan and report every run, never write. For a new pipeline until its
     /// plans have been reviewed. Default: false.
     #[serde(default)]
@@ -924,10 +929,16 @@ fn merge_rules(
         .or(defaults.grace_days.as_ref())
         .map(|g| g.value)
         .unwrap_or(0);
+    let count_from = overrides
+        .count_from
+        .clone()
+        .or_else(|| defaults.count_from.clone())
+        .filter(|a| !a.trim().is_empty());
     Some(Rules {
         counted: counted?,
         exclusions,
         grace_days,
+        count_from,
         seats: seat_rules,
         contact,
         manage_contacts,
