@@ -64,6 +64,7 @@ billing_systems! {
 
 directories! {
     File("file") => rollcall_file::Config,
+    Ldap("ldap") => rollcall_ldap::Config,
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.

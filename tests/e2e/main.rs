@@ -3,6 +3,7 @@
 
 mod cli;
 mod config_errors;
+mod ldap;
 mod report;
 mod support;
 mod sync;

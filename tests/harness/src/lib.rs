@@ -1,1 +1,24 @@
-//! Real servers for tests (filled in by the LDAP work).
+//! Real directory servers for rollcall's tests, started on loopback and stopped by the test.
+//!
+//! rollcall's LDAP connector is only as good as the servers it was tried against, so its tests
+//! run against real ones rather than mocks (STYLE.md, "Real servers"): OpenLDAP's `slapd` with an
+//! AD-like schema for volume and breadth, and Samba's AD domain controller as the real-AD
+//! conformance target (in-chain rule, ranged retrieval, binary GUIDs, AD's bind diagnostics).
+//!
+//! - [`Slapd`] and [`SambaDc`] each own a temp directory and a process; a server is handed over
+//!   only once a real bind answers, and `Drop` kills it by PID and removes its directory.
+//! - [`data::generate`] writes the directory both servers load, with the facts a test asserts.
+//! - [`TestCa`] issues the certificates for ldaps and StartTLS.
+//! - [`servers_available`] is cargo's `requires`: a missing server binary skips the test with
+//!   the reason printed, unless `ROLLCALL_REQUIRE_SERVERS=1` (CI), where it fails.
+
+pub mod data;
+mod process;
+mod samba;
+mod slapd;
+mod tls;
+
+pub use process::{require_servers, servers_available};
+pub use samba::SambaDc;
+pub use slapd::Slapd;
+pub use tls::TestCa;

@@ -1,0 +1,929 @@
+//! The [`Directory`] a domain controller plays: connect, bind, work out group membership, then
+//! stream people page by page.
+//!
+//! Memory stays bounded by the page size, not the directory: entries are mapped to people as
+//! they arrive and handed to the caller ([`LdapDirectory::read_each`]); only group membership,
+//! which every person's groups depend on, is gathered first. The one rule that matters most
+//! (DESIGN invariant 3): whatever cuts a read short after people were seen — a dropped
+//! connection, a size or time limit, a referral we do not follow, an entry we cannot identify —
+//! makes the read [`Completeness::Incomplete`], never an error that loses what was read and
+//! never a complete read with fewer people.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ldap3::controls::{Control, ControlType, PagedResults};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, ResultEntry, SearchEntry};
+use rollcall_core::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Person};
+
+use crate::config::{Config, NestedGroups, Scope};
+use crate::error::{AdBindCode, LdapError};
+use crate::model::{self, Entry};
+
+/// `supportedCapabilities` value by which AD (and Samba) say they are Active Directory, and so
+/// support LDAP_MATCHING_RULE_IN_CHAIN and ranged retrieval.
+const LDAP_CAP_ACTIVE_DIRECTORY: &str = "1.2.840.113556.1.4.800";
+const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
+/// How long a server gets to answer the unbind that ends a read; nothing depends on it.
+const UNBIND_GRACE: Duration = Duration::from_secs(2);
+
+/// People read live from one directory server on each [`Directory::read`].
+#[derive(Debug, Clone)]
+pub struct LdapDirectory {
+    config: Config,
+}
+
+/// What [`LdapDirectory::read_each`] saw, besides the people it handed over.
+#[derive(Debug, Clone)]
+pub struct ReadSummary {
+    pub people: usize,
+    pub completeness: Completeness,
+    pub warnings: Vec<String>,
+    /// How nested groups were worked out on this server.
+    pub nested_groups: NestedGroups,
+    pub pages: usize,
+}
+
+/// How one search ended, when it did not end well.
+enum Cut {
+    /// Nothing more can be read: the read is incomplete from here on.
+    Incomplete(LdapError),
+    /// Nothing could be read at all.
+    Fatal(LdapError),
+}
+
+/// What a search asks for, besides its base.
+#[derive(Clone, Copy)]
+struct Query<'a> {
+    scope: ldap3::Scope,
+    filter: &'a str,
+    attrs: &'a [String],
+}
+
+/// What a whole read has counted and noted so far.
+#[derive(Default)]
+struct Tally {
+    pages: usize,
+    warnings: Vec<String>,
+}
+
+/// Each group's name, and which groups every DN is in, nesting included.
+#[derive(Default)]
+struct Groups {
+    names: Vec<String>,
+    /// DN key of a member (person or group) → the groups it is in directly (or, from in-chain
+    /// searches, transitively).
+    parents: HashMap<String, Vec<u32>>,
+    /// DN key of a group → its index.
+    index: HashMap<String, u32>,
+    /// Whether `parents` already holds transitive membership (in-chain): no expansion here.
+    transitive: bool,
+    /// Memo of each group's ancestors, so deep nesting is walked once per group.
+    ancestors: HashMap<u32, Vec<u32>>,
+}
+
+impl Groups {
+    /// The names of every group `dn` is in, nesting included; cycles (which AD allows) end the
+    /// walk instead of looping.
+    fn of(&mut self, dn_key: &str, member_of: &[String]) -> Vec<String> {
+        let mut direct: Vec<u32> = self.parents.get(dn_key).cloned().unwrap_or_default();
+        let mut outside = Vec::new();
+        for dn in member_of {
+            match self.index.get(&model::dn_key(dn)) {
+                Some(&g) => direct.push(g),
+                // A group outside `group_base_dns`: named, but its nesting is unknown.
+                None => outside.push(model::group_name(dn, None)),
+            }
+        }
+        let mut all: Vec<u32> = Vec::new();
+        let mut seen = HashSet::new();
+        for g in direct {
+            if seen.insert(g) {
+                all.push(g);
+            }
+            if !self.transitive {
+                for a in self.ancestors_of(g) {
+                    if seen.insert(a) {
+                        all.push(a);
+                    }
+                }
+            }
+        }
+        let mut names: Vec<String> = all
+            .iter()
+            .map(|&g| self.names[g as usize].clone())
+            .collect();
+        for o in outside {
+            if !names.contains(&o) {
+                names.push(o);
+            }
+        }
+        names.sort();
+        names
+    }
+
+    fn ancestors_of(&mut self, group: u32) -> Vec<u32> {
+        if let Some(a) = self.ancestors.get(&group) {
+            return a.clone();
+        }
+        let keys: HashMap<u32, &String> = self.index.iter().map(|(k, &v)| (v, k)).collect();
+        let mut seen = HashSet::from([group]);
+        let mut stack = vec![group];
+        let mut out = Vec::new();
+        while let Some(g) = stack.pop() {
+            let Some(key) = keys.get(&g) else { continue };
+            for &p in self.parents.get(*key).map_or(&[][..], Vec::as_slice) {
+                if seen.insert(p) {
+                    out.push(p);
+                    stack.push(p);
+                }
+            }
+        }
+        self.ancestors.insert(group, out.clone());
+        out
+    }
+}
+
+impl LdapDirectory {
+    pub fn new(config: Config) -> Self {
+        LdapDirectory { config }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn server(&self) -> String {
+        self.config.url.clone()
+    }
+
+    fn op_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.operation_timeout_secs.max(1))
+    }
+
+    /// Opens a connection and binds: every check that needs no people read happens here.
+    pub async fn connect(&self) -> Result<Ldap, LdapError> {
+        let c = &self.config;
+        let url = c.url.trim();
+        let lower = url.to_ascii_lowercase();
+        let tls = if lower.starts_with("ldaps://") {
+            true
+        } else if lower.starts_with("ldap://") {
+            c.starttls
+        } else {
+            return Err(LdapError::InvalidUrl {
+                url: url.to_owned(),
+                detail: "the scheme must be ldaps:// or ldap://".to_owned(),
+            });
+        };
+        if !tls && !c.allow_plaintext {
+            return Err(LdapError::PlaintextRefused {
+                server: self.server(),
+            });
+        }
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(Duration::from_secs(c.connect_timeout_secs.max(1)))
+            .set_starttls(c.starttls && lower.starts_with("ldap://"));
+        if tls {
+            if c.insecure_skip_verify {
+                tracing::warn!(
+                    server = %self.server(),
+                    "TLS certificate verification is OFF (`insecure_skip_verify: true`): anyone on the network path can read the bind password."
+                );
+            }
+            if let Some(config) =
+                crate::tls::client_config(c.ca_file.as_deref(), c.insecure_skip_verify)?
+            {
+                settings = settings.set_config(config);
+            }
+        } else {
+            tracing::warn!(server = %self.server(), "Binding over plain LDAP (`allow_plaintext: true`): the password crosses the network unencrypted.");
+        }
+        let (conn, mut ldap) = LdapConnAsync::with_settings(settings, url)
+            .await
+            .map_err(|e| self.connect_error(e))?;
+        let server = self.server();
+        tokio::spawn(async move {
+            if let Err(e) = conn.drive().await {
+                tracing::debug!(server = %server, error = %e, "LDAP connection ended.");
+            }
+        });
+        if c.password.expose().is_empty() {
+            // An empty password makes an unauthenticated bind that "succeeds" and then reads
+            // nothing: it would look like an empty directory.
+            return Err(LdapError::BadCredentials {
+                server: self.server(),
+                bind_dn: c.bind_dn.clone(),
+                code: None,
+                diagnostic: "the password is empty (an empty password is an anonymous bind)"
+                    .to_owned(),
+            });
+        }
+        let res = ldap
+            .with_timeout(self.op_timeout())
+            .simple_bind(&c.bind_dn, c.password.expose())
+            .await
+            .map_err(|e| self.wire_error(e, "binding"))?;
+        match res.rc {
+            0 => Ok(ldap),
+            49 => Err(LdapError::BadCredentials {
+                server: self.server(),
+                bind_dn: c.bind_dn.clone(),
+                code: AdBindCode::from_diagnostic(&res.text),
+                diagnostic: diagnostic(&res, "invalid credentials"),
+            }),
+            // strongerAuthRequired, confidentialityRequired: AD and Samba refuse simple binds
+            // without TLS when signing is required (CONTRACTS.md).
+            8 | 13 => Err(LdapError::StrongAuthRequired {
+                server: self.server(),
+                diagnostic: diagnostic(&res, "transport encryption required"),
+            }),
+            50 => Err(LdapError::InsufficientAccess {
+                bind_dn: c.bind_dn.clone(),
+                dn: c.bind_dn.clone(),
+                diagnostic: diagnostic(&res, "insufficient access"),
+            }),
+            rc => Err(self.protocol(rc, &res, "the bind")),
+        }
+    }
+
+    fn protocol(&self, rc: u32, res: &LdapResult, during: &str) -> LdapError {
+        LdapError::Protocol {
+            server: self.server(),
+            during: during.to_owned(),
+            rc,
+            text: diagnostic(res, "no diagnostic"),
+        }
+    }
+
+    fn connect_error(&self, e: ldap3::LdapError) -> LdapError {
+        let server = self.server();
+        match e {
+            ldap3::LdapError::Timeout { .. } => LdapError::Unreachable {
+                server,
+                detail: format!(
+                    "no connection within {} s (`connect_timeout_secs`)",
+                    self.config.connect_timeout_secs
+                ),
+            },
+            ldap3::LdapError::Rustls { source } => LdapError::Tls {
+                server,
+                detail: source.to_string(),
+            },
+            ldap3::LdapError::DNSName { source } => LdapError::Tls {
+                server,
+                detail: source.to_string(),
+            },
+            ldap3::LdapError::UrlParsing { source } => LdapError::InvalidUrl {
+                url: server,
+                detail: source.to_string(),
+            },
+            // tokio-rustls reports handshake failures (an unknown issuer, a name mismatch, a
+            // plain-text server on the ldaps port) as I/O errors of kind InvalidData.
+            ldap3::LdapError::Io { source }
+                if source.kind() == std::io::ErrorKind::InvalidData
+                    || source.get_ref().is_some_and(|s| s.is::<rustls::Error>()) =>
+            {
+                LdapError::Tls {
+                    server,
+                    detail: source.to_string(),
+                }
+            }
+            ldap3::LdapError::Io { source } => LdapError::Unreachable {
+                server,
+                detail: source.to_string(),
+            },
+            // StartTLS refused by the server.
+            ldap3::LdapError::LdapResult { result } => LdapError::Tls {
+                server,
+                detail: format!("StartTLS refused: {}", diagnostic(&result, "no diagnostic")),
+            },
+            other => LdapError::Unreachable {
+                server,
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    fn wire_error(&self, e: ldap3::LdapError, during: &str) -> LdapError {
+        match e {
+            ldap3::LdapError::Timeout { .. } => LdapError::Timeout {
+                server: self.server(),
+                during: during.to_owned(),
+                secs: self.config.operation_timeout_secs,
+            },
+            ldap3::LdapError::FilterParsing => LdapError::Protocol {
+                server: self.server(),
+                during: during.to_owned(),
+                rc: 87,
+                text: "the filter is not valid LDAP filter syntax (check `filter`)".to_owned(),
+            },
+            other => LdapError::ConnectionLost {
+                server: self.server(),
+                during: during.to_owned(),
+                detail: other.to_string(),
+            },
+        }
+    }
+
+    /// Whether the server says it is Active Directory. A server that hides its root DSE is
+    /// taken not to be.
+    async fn is_active_directory(&self, ldap: &mut Ldap) -> bool {
+        let res = ldap
+            .with_timeout(self.op_timeout())
+            .search(
+                "",
+                ldap3::Scope::Base,
+                "(objectClass=*)",
+                vec!["supportedCapabilities"],
+            )
+            .await;
+        match res {
+            Ok(ldap3::SearchResult(entries, _)) => entries.into_iter().any(|e| {
+                SearchEntry::construct(e)
+                    .attrs
+                    .iter()
+                    .filter(|(k, _)| k.eq_ignore_ascii_case("supportedCapabilities"))
+                    .flat_map(|(_, v)| v)
+                    .any(|v| v == LDAP_CAP_ACTIVE_DIRECTORY)
+            }),
+            Err(_) => false,
+        }
+    }
+
+    /// One paged search, handing each entry to `on_entry`. Page size bounds what is in memory:
+    /// ldap3 queues one page's entries, and each is dropped once handled.
+    async fn paged_search(
+        &self,
+        ldap: &mut Ldap,
+        base: &str,
+        query: Query<'_>,
+        tally: &mut Tally,
+        on_entry: &mut (dyn FnMut(Entry) -> Result<(), LdapError> + Send),
+    ) -> Result<usize, (usize, Cut)> {
+        let Query {
+            scope,
+            filter,
+            attrs,
+        } = query;
+        let mut cookie = Vec::new();
+        let mut seen = 0usize;
+        let during = format!("reading {base}");
+        let lost = |seen: usize, e: LdapError| {
+            if seen == 0 {
+                (seen, Cut::Fatal(e))
+            } else {
+                (seen, Cut::Incomplete(e))
+            }
+        };
+        loop {
+            let control = PagedResults {
+                size: i32::try_from(self.config.page_size.max(1)).unwrap_or(1000),
+                cookie: std::mem::take(&mut cookie),
+            };
+            let mut stream = match ldap
+                .with_controls(control)
+                .with_timeout(self.op_timeout())
+                .streaming_search(base, scope, filter, attrs.to_vec())
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => return Err(lost(seen, self.wire_error(e, &during))),
+            };
+            loop {
+                match stream.next().await {
+                    Ok(Some(re)) => {
+                        if re.is_intermediate() {
+                            continue;
+                        }
+                        if re.is_ref() {
+                            if let Some(cut) = self.continuation(base, re, &mut tally.warnings) {
+                                let _ = stream.finish().await;
+                                return Err((seen, Cut::Incomplete(cut)));
+                            }
+                            continue;
+                        }
+                        let e = SearchEntry::construct(re);
+                        seen += 1;
+                        if let Err(e) = on_entry(Entry {
+                            dn: e.dn,
+                            attrs: e.attrs,
+                            bin_attrs: e.bin_attrs,
+                        }) {
+                            let _ = stream.finish().await;
+                            return Err((seen, Cut::Incomplete(e)));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Err(lost(seen, self.wire_error(e, &during))),
+                }
+            }
+            let res = stream.finish().await;
+            tally.pages += 1;
+            match res.rc {
+                0 => {}
+                // sizeLimitExceeded, timeLimitExceeded: what came back is real, but not all.
+                4 => {
+                    return Err((
+                        seen,
+                        Cut::Incomplete(LdapError::SizeLimit {
+                            server: self.server(),
+                            base_dn: base.to_owned(),
+                            entries: seen,
+                        }),
+                    ));
+                }
+                3 => {
+                    return Err((
+                        seen,
+                        Cut::Incomplete(LdapError::TimeLimit {
+                            server: self.server(),
+                            base_dn: base.to_owned(),
+                            entries: seen,
+                        }),
+                    ));
+                }
+                10 => {
+                    let cut = LdapError::Referral {
+                        server: self.server(),
+                        base_dn: base.to_owned(),
+                        to: res.refs.join(" "),
+                    };
+                    return Err(lost(seen, cut));
+                }
+                32 => {
+                    let cut = LdapError::NoSuchBase {
+                        server: self.server(),
+                        base_dn: base.to_owned(),
+                        matched: res.matched.clone(),
+                    };
+                    return Err(lost(seen, cut));
+                }
+                50 => {
+                    let cut = LdapError::InsufficientAccess {
+                        bind_dn: self.config.bind_dn.clone(),
+                        dn: base.to_owned(),
+                        diagnostic: diagnostic(&res, "insufficient access"),
+                    };
+                    return Err(lost(seen, cut));
+                }
+                // "user cancelled": ldap3's own code for a stream that ended without a result,
+                // i.e. the connection went away between the last entry and the result.
+                88 | 80 => {
+                    let cut = LdapError::ConnectionLost {
+                        server: self.server(),
+                        during,
+                        detail: diagnostic(&res, "the search ended without a result"),
+                    };
+                    return Err(lost(seen, cut));
+                }
+                rc => return Err(lost(seen, self.protocol(rc, &res, &during))),
+            }
+            cookie = res
+                .ctrls
+                .iter()
+                .find_map(|c| match c {
+                    Control(Some(ControlType::PagedResults), raw) => {
+                        Some(raw.parse::<PagedResults>().cookie)
+                    }
+                    _ => None,
+                })
+                .unwrap_or_default();
+            if cookie.is_empty() {
+                return Ok(seen);
+            }
+        }
+    }
+
+    /// A search continuation reference (a subtree search crossing into another naming
+    /// context). AD's domain-root searches return ones into the Configuration and DNS
+    /// partitions, which hold no people: skipped. Any other is people we cannot see.
+    fn continuation(
+        &self,
+        base: &str,
+        re: ResultEntry,
+        warnings: &mut Vec<String>,
+    ) -> Option<LdapError> {
+        let urls = ldap3::parse_refs(re.0);
+        let elsewhere: Vec<&String> = urls
+            .iter()
+            .filter(|u| {
+                let dn = u
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
+                !(dn.starts_with("cn=configuration,")
+                    || dn.starts_with("dc=domaindnszones,")
+                    || dn.starts_with("dc=forestdnszones,")
+                    || dn.starts_with("cn=schema,cn=configuration,"))
+            })
+            .collect();
+        if elsewhere.is_empty() {
+            tracing::debug!(server = %self.server(), refs = ?urls, "Skipped references to AD's non-domain partitions.");
+            return None;
+        }
+        let to = elsewhere
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        warnings.push(format!(
+            "{}: search of {base} refers to {to}, not followed",
+            self.server()
+        ));
+        Some(LdapError::Referral {
+            server: self.server(),
+            base_dn: base.to_owned(),
+            to,
+        })
+    }
+
+    /// Reads every value of a ranged attribute of `dn`, starting after `first` (AD sends at
+    /// most MaxValRange values per request: `member;range=0-1499`, then asks continue).
+    async fn rest_of_range(
+        &self,
+        ldap: &mut Ldap,
+        dn: &str,
+        attribute: &str,
+        mut next_low: u32,
+        out: &mut Vec<String>,
+    ) -> Result<(), LdapError> {
+        let step = self.config.range_size.max(1);
+        let during = format!("reading {attribute} of {dn} in ranges");
+        loop {
+            let want = format!(
+                "{attribute};range={next_low}-{}",
+                next_low.saturating_add(step - 1)
+            );
+            let res = ldap
+                .with_timeout(self.op_timeout())
+                .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![want])
+                .await
+                .map_err(|e| self.wire_error(e, &during))?;
+            if res.1.rc != 0 {
+                return Err(self.protocol(res.1.rc, &res.1, &during));
+            }
+            let Some(entry) = res.0.into_iter().next() else {
+                return Ok(());
+            };
+            let entry = SearchEntry::construct(entry);
+            let found = entry
+                .attrs
+                .into_iter()
+                .find_map(|(k, v)| model::parse_range(&k, attribute).map(|r| (r, v)));
+            match found {
+                Some((range, values)) => {
+                    out.extend(values);
+                    match range.high {
+                        Some(high) if high >= range.low => next_low = high + 1,
+                        _ => return Ok(()),
+                    }
+                }
+                // No more values: AD answers a range past the end with no attribute.
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Every value of `attribute` in `entry`, fetching the remaining ranges when the server
+    /// sent only the first.
+    async fn all_values(
+        &self,
+        ldap: &mut Ldap,
+        entry: &mut Entry,
+        attribute: &str,
+    ) -> Result<Vec<String>, LdapError> {
+        let mut values = Vec::new();
+        let mut resume = None;
+        let keys: Vec<String> = entry.attrs.keys().cloned().collect();
+        for k in keys {
+            if k.eq_ignore_ascii_case(attribute) {
+                values.extend(entry.attrs.remove(&k).unwrap_or_default());
+            } else if let Some(range) = model::parse_range(&k, attribute) {
+                values.extend(entry.attrs.remove(&k).unwrap_or_default());
+                if let Some(high) = range.high {
+                    resume = Some(high + 1);
+                }
+            }
+        }
+        if let Some(low) = resume {
+            self.rest_of_range(ldap, &entry.dn.clone(), attribute, low, &mut values)
+                .await?;
+        }
+        Ok(values)
+    }
+
+    fn group_bases(&self) -> &[String] {
+        if self.config.group_base_dns.is_empty() {
+            &self.config.base_dns
+        } else {
+            &self.config.group_base_dns
+        }
+    }
+
+    /// Reads the groups and who is in them. Every group is read, since a pipeline's rules may
+    /// name any of them.
+    async fn read_groups(
+        &self,
+        ldap: &mut Ldap,
+        mode: NestedGroups,
+        ad: bool,
+        tally: &mut Tally,
+    ) -> Result<Groups, Cut> {
+        let mut groups = Groups::default();
+        let member_attr = if ad {
+            // Ask for a range explicitly: Samba sends ranges only when asked, and AD honours
+            // the request up to its MaxValRange.
+            format!(
+                "{};range=0-{}",
+                model::MEMBER,
+                self.config.range_size.max(1) - 1
+            )
+        } else {
+            model::MEMBER.to_owned()
+        };
+        let attrs = match mode {
+            NestedGroups::Client => vec![model::CN.to_owned(), member_attr],
+            _ => vec![model::CN.to_owned()],
+        };
+        let scope = self.scope();
+        for base in self.group_bases().to_vec() {
+            // Entries are kept (groups are few) and ranges completed after the page loop,
+            // since the connection is busy with the paged search meanwhile.
+            let mut found: Vec<Entry> = Vec::new();
+            let result = self
+                .paged_search(
+                    ldap,
+                    &base,
+                    Query {
+                        scope,
+                        filter: "(objectClass=group)",
+                        attrs: &attrs,
+                    },
+                    tally,
+                    &mut |e| {
+                        found.push(e);
+                        Ok(())
+                    },
+                )
+                .await;
+            if let Err((_, cut)) = result {
+                return Err(match cut {
+                    Cut::Incomplete(e) | Cut::Fatal(e) => Cut::Fatal(e),
+                });
+            }
+            for mut e in found {
+                let key = model::dn_key(&e.dn);
+                if groups.index.contains_key(&key) {
+                    continue;
+                }
+                let idx = u32::try_from(groups.names.len()).unwrap_or(u32::MAX);
+                groups
+                    .names
+                    .push(model::group_name(&e.dn, e.text(model::CN)));
+                groups.index.insert(key, idx);
+                if mode == NestedGroups::Client {
+                    let members = self
+                        .all_values(ldap, &mut e, model::MEMBER)
+                        .await
+                        .map_err(Cut::Fatal)?;
+                    for m in members {
+                        groups
+                            .parents
+                            .entry(model::dn_key(&m))
+                            .or_default()
+                            .push(idx);
+                    }
+                }
+            }
+        }
+        if mode == NestedGroups::InChain {
+            groups.transitive = true;
+            let names: Vec<(u32, String)> =
+                groups.index.iter().map(|(k, &v)| (v, k.clone())).collect();
+            // The group DNs as the server wrote them are needed for the filter; keys are
+            // lowercased, which AD's DN matching ignores anyway.
+            for (idx, key) in names {
+                let filter = format!(
+                    "(&{}(memberOf:{IN_CHAIN}:={}))",
+                    self.config.filter,
+                    ldap3::ldap_escape(key.as_str())
+                );
+                for base in self.config.base_dns.clone() {
+                    let mut members = Vec::new();
+                    let r = self
+                        .paged_search(
+                            ldap,
+                            &base,
+                            Query {
+                                scope,
+                                filter: &filter,
+                                attrs: &["1.1".to_owned()],
+                            },
+                            tally,
+                            &mut |e| {
+                                members.push(model::dn_key(&e.dn));
+                                Ok(())
+                            },
+                        )
+                        .await;
+                    if let Err((_, cut)) = r {
+                        return Err(match cut {
+                            Cut::Incomplete(e) | Cut::Fatal(e) => Cut::Fatal(e),
+                        });
+                    }
+                    for m in members {
+                        groups.parents.entry(m).or_default().push(idx);
+                    }
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    fn scope(&self) -> ldap3::Scope {
+        match self.config.scope {
+            Scope::Subtree => ldap3::Scope::Subtree,
+            Scope::OneLevel => ldap3::Scope::OneLevel,
+        }
+    }
+
+    /// Reads everyone in scope, handing each person to `on_person` as their page arrives, so a
+    /// caller that streams them on needs memory for one page, not the directory. Errors only
+    /// when no person was handed over; a read cut short later is `Ok` and incomplete.
+    pub async fn read_each(
+        &self,
+        on_person: &mut (dyn FnMut(Person) + Send),
+    ) -> Result<ReadSummary, LdapError> {
+        let mut ldap = self.connect().await?;
+        let mut tally = Tally::default();
+        let ad = self.is_active_directory(&mut ldap).await;
+        let mode = match self.config.nested_groups {
+            NestedGroups::Auto if ad => NestedGroups::InChain,
+            NestedGroups::Auto => NestedGroups::Client,
+            m => m,
+        };
+        let mut groups = match self.read_groups(&mut ldap, mode, ad, &mut tally).await {
+            Ok(g) => g,
+            Err(Cut::Fatal(e) | Cut::Incomplete(e)) => return Err(e),
+        };
+        let attrs = model::person_attributes(&self.config.attributes);
+        let excluded: Vec<String> = self
+            .config
+            .exclude_ous
+            .iter()
+            .map(|d| model::dn_key(d))
+            .collect();
+        let now = chrono::Utc::now();
+        let several_bases = self.config.base_dns.len() > 1;
+        let mut ids: HashSet<String> = HashSet::new();
+        let mut people = 0usize;
+        let mut skipped: Vec<String> = Vec::new();
+        let mut cut: Option<LdapError> = None;
+        // Users in more groups than MaxValRange have ranged memberOf; they are finished after
+        // the page (the connection is busy with the paged search meanwhile).
+        let mut ranged: Vec<Entry> = Vec::new();
+        for base in self.config.base_dns.clone() {
+            let mut handle = |e: Entry, groups: &mut Groups| {
+                let key = model::dn_key(&e.dn);
+                if excluded.iter().any(|x| model::is_under(&key, x)) {
+                    return None;
+                }
+                let member_of = e.texts(model::MEMBER_OF).to_vec();
+                let names = groups.of(&key, &member_of);
+                match model::person(&e, &self.config.attributes, names, now) {
+                    Ok(p) => Some(p),
+                    Err(model::Skip::Machine) => None,
+                    Err(model::Skip::NoId(why)) => {
+                        skipped.push(format!("{}: {}: {why}", self.server(), e.dn));
+                        None
+                    }
+                }
+            };
+            let result = self
+                .paged_search(
+                    &mut ldap,
+                    &base,
+                    Query {
+                        scope: self.scope(),
+                        filter: &self.config.filter,
+                        attrs: &attrs,
+                    },
+                    &mut tally,
+                    &mut |e| {
+                        if e.attrs
+                            .keys()
+                            .any(|k| model::parse_range(k, model::MEMBER_OF).is_some())
+                        {
+                            ranged.push(e);
+                            return Ok(());
+                        }
+                        if let Some(p) = handle(e, &mut groups) {
+                            if several_bases && !ids.insert(p.id.clone()) {
+                                return Ok(());
+                            }
+                            people += 1;
+                            on_person(p);
+                        }
+                        Ok(())
+                    },
+                )
+                .await;
+            for mut e in std::mem::take(&mut ranged) {
+                match self.all_values(&mut ldap, &mut e, model::MEMBER_OF).await {
+                    Ok(all) => {
+                        e.attrs.insert(model::MEMBER_OF.to_owned(), all);
+                        if let Some(p) = handle(e, &mut groups)
+                            && (!several_bases || ids.insert(p.id.clone()))
+                        {
+                            people += 1;
+                            on_person(p);
+                        }
+                    }
+                    Err(err) => {
+                        cut.get_or_insert(err);
+                    }
+                }
+            }
+            match result {
+                Ok(_) => {}
+                Err((_, Cut::Fatal(e))) if people == 0 && cut.is_none() => {
+                    let _ = ldap.unbind().await;
+                    return Err(e);
+                }
+                Err((_, Cut::Fatal(e) | Cut::Incomplete(e))) => {
+                    cut.get_or_insert(e);
+                    break;
+                }
+            }
+        }
+        // Best effort: the server closes the connection anyway.
+        let _ = tokio::time::timeout(UNBIND_GRACE, ldap.unbind()).await;
+        let completeness = match (&cut, skipped.first()) {
+            (Some(e), _) => Completeness::Incomplete {
+                reason: format!("{e}; {people} people were read before that"),
+            },
+            (None, Some(first)) => Completeness::Incomplete {
+                reason: format!(
+                    "{} entries could not be read, the first: {first}",
+                    skipped.len()
+                ),
+            },
+            (None, None) => Completeness::Complete,
+        };
+        if let Some(e) = &cut {
+            tally.warnings.push(e.to_string());
+        }
+        tally.warnings.extend(skipped);
+        Ok(ReadSummary {
+            people,
+            completeness,
+            warnings: tally.warnings,
+            nested_groups: mode,
+            pages: tally.pages,
+        })
+    }
+}
+
+fn diagnostic(res: &LdapResult, fallback: &str) -> String {
+    let t = res.text.trim().trim_end_matches('\0').trim();
+    if t.is_empty() {
+        fallback.to_owned()
+    } else {
+        t.to_owned()
+    }
+}
+
+#[async_trait]
+impl Directory for LdapDirectory {
+    fn describe(&self) -> String {
+        format!("ldap {}", self.config.url)
+    }
+
+    /// Always a full read (`cursor: None`): AD's uSNChanged is per domain controller, so a
+    /// cursor would be valid only against the one DC it came from.
+    async fn read(&self, _cursor: Option<&Cursor>) -> Result<DirectoryRead, DirectoryError> {
+        let mut people = Vec::new();
+        let summary = self.read_each(&mut |p| people.push(p)).await.map_err(|e| {
+            DirectoryError::Unavailable {
+                source_name: self.describe(),
+                message: e.to_string(),
+            }
+        })?;
+        tracing::info!(
+            server = %self.config.url,
+            people = summary.people,
+            pages = summary.pages,
+            complete = summary.completeness.is_complete(),
+            "Read the directory."
+        );
+        Ok(DirectoryRead {
+            people,
+            completeness: summary.completeness,
+            warnings: summary.warnings,
+            cursor: None,
+        })
+    }
+}
