@@ -65,10 +65,11 @@ billing_systems! {
 directories! {
     File("file") => rollcall_file::Config,
     Ldap("ldap") => rollcall_ldap::Config,
+    Graph("graph") => rollcall_graph::Config,
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &["connectwise"];
+pub const SANDBOXES: &[&str] = &["connectwise", "graph"];
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -97,6 +98,25 @@ pub fn run_sandbox(
                 seed.credentials.company_id
             );
             rollcall_connectwise::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
+        "graph" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    serde_json::from_str(&text).map_err(|e| {
+                        format!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
+                    })?
+                }
+                None => rollcall_graph::Seed::demo(),
+            };
+            println!(
+                "Microsoft Graph sandbox at http://{addr} (login_url and graph_url; tenant `{}`, client id `{}`; secret as in the seed); Ctrl-C stops it",
+                seed.tenant_id, seed.client_id
+            );
+            rollcall_graph::run_standalone(addr, seed)
                 .await
                 .map_err(|e| e.to_string())
         })),

@@ -3,6 +3,7 @@
 
 mod cli;
 mod config_errors;
+mod graph;
 mod ldap;
 mod report;
 mod support;

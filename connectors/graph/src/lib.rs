@@ -1,0 +1,29 @@
+//! Microsoft Graph (Entra ID) as a rollcall directory.
+//!
+//! Many MSP clients have no on-premises Active Directory: their people live in Entra ID and they
+//! pay per Microsoft 365 licence. This crate reads those people — enabled or not, their groups
+//! (transitively) and their licences resolved to SKU part numbers and names — through Graph
+//! v1.0, incrementally with delta queries, so the engine never sees a Graph field name. What the
+//! API guarantees and demands is written down in `specs/CONTRACTS.md`, section "Microsoft Graph
+//! (v1.0) — Entra ID", and under "Wire details that the vendors' own SDKs depend on".
+//!
+//! - [`config`]: the pipeline's `directory: { graph: … }` section ([`Config`]).
+//! - [`client`]: [`GraphDirectory`], the [`rollcall_core::Directory`] implementation.
+//! - [`model`]: Graph's JSON objects, shared by the client and the sandbox.
+//! - [`skus`]: friendly names for common Microsoft 365 SKU part numbers.
+//! - `sandbox` (feature `sandbox`): a stateful Graph and token endpoint (`Sandbox`, started from
+//!   a `Seed`) that enforces the same contract, for tests and for `rollcall sandbox graph`.
+
+pub mod client;
+pub mod config;
+mod error;
+pub mod model;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
+pub mod skus;
+
+pub use client::GraphDirectory;
+pub use config::Config;
+pub use error::ConfigError;
+#[cfg(feature = "sandbox")]
+pub use sandbox::{Sandbox, SandboxError, Seed, run_standalone};

@@ -1,0 +1,161 @@
+//! An Entra ID (Microsoft Graph) pipeline billing licences into ConnectWise, end to end over
+//! real HTTP against both sandboxes: `mappings/examples/m365-licences.yaml` itself.
+
+use rollcall::cli::{Exit, make_plan, outcome_exit, plan_exit};
+use rollcall::store::Store;
+
+const ADA: &str = "00000000-0000-4000-a000-000000000001";
+const ALAN: &str = "00000000-0000-4000-a000-000000000002";
+
+struct Both {
+    graph: rollcall_graph::Sandbox,
+    cw: rollcall_connectwise::Sandbox,
+    _dir: tempfile::TempDir,
+    pipeline: rollcall::config::Pipeline,
+    store: Store,
+}
+
+async fn both() -> Both {
+    let graph = rollcall_graph::Sandbox::start(rollcall_graph::Seed::demo()).await;
+    let cw = rollcall_connectwise::Sandbox::start(rollcall_connectwise::Seed::demo()).await;
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mappings/examples/m365-licences.yaml"
+    ))
+    .expect("example");
+    let yaml = example
+        .replace("http://127.0.0.1:8421/v4_6_release/apis/3.0", &cw.url())
+        .replace(
+            "login_url: http://127.0.0.1:8431",
+            &format!("login_url: {}", graph.login_url()),
+        )
+        .replace(
+            "graph_url: http://127.0.0.1:8431",
+            &format!("graph_url: {}\n        page_size: 2", graph.url()),
+        );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m365.yaml");
+    std::fs::write(&path, yaml).expect("write");
+    let pipeline = rollcall::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let store = Store::open(&dir.path().join("state.db"))
+        .await
+        .expect("store");
+    Both {
+        graph,
+        cw,
+        _dir: dir,
+        pipeline,
+        store,
+    }
+}
+
+async fn seats(b: &Both, client: &str) -> u32 {
+    let billing = b.pipeline.target.build().expect("client");
+    let account = &b.pipeline.client(client).expect("client").account;
+    let state = billing
+        .read(account, &["M365-BP".to_owned()])
+        .await
+        .expect("read");
+    state
+        .additions
+        .first()
+        .map(|a| a.fields.quantity)
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn licences_from_entra_id_are_billed_per_seat_and_follow_changes_by_delta() {
+    let b = both().await;
+    let plan = make_plan(&b.pipeline, &b.store, None, false)
+        .await
+        .expect("plan");
+    assert_eq!(plan_exit(&plan), Exit::Ok, "{:?}", plan.clients);
+    let outcomes = rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(
+        seats(&b, "Acme").await,
+        4,
+        "Ada, Alan, Grace and Barbara hold SPB"
+    );
+    assert_eq!(seats(&b, "Globex").await, 3);
+    let state = b.cw.state();
+    let acme_line = state
+        .additions
+        .iter()
+        .find(|a| {
+            a.invoice_description
+                .as_deref()
+                .is_some_and(|d| d.contains("Ada Lovelace"))
+        })
+        .expect("acme line");
+    assert_eq!(
+        acme_line.unit_price.map(|p| p.to_string()).as_deref(),
+        Some("23.00"),
+        "20.00 + 15%"
+    );
+
+    // Ada's licence is removed in Entra: the next run reads only the change.
+    assert!(b.graph.remove_license(ADA, "SPB"));
+    b.graph.reset_counters();
+    let plan = make_plan(&b.pipeline, &b.store, Some("Acme"), false)
+        .await
+        .expect("plan");
+    assert_eq!(
+        b.graph.requests("/v1.0/users/delta"),
+        1,
+        "one delta request, not a full read: {:?}",
+        b.graph.request_log()
+    );
+    assert_eq!(b.graph.requests("/v1.0/users?"), 0, "no full user read");
+    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    assert_eq!(seats(&b, "Acme").await, 3);
+}
+
+#[tokio::test]
+async fn a_graph_read_cut_off_part_way_lowers_nothing() {
+    let b = both().await;
+    let plan = make_plan(&b.pipeline, &b.store, None, false)
+        .await
+        .expect("plan");
+    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    assert_eq!(seats(&b, "Acme").await, 4);
+
+    // Ada and Alan lose their licences, and Graph drops the connection before the changes arrive.
+    assert!(b.graph.remove_license(ALAN, "SPB"));
+    assert!(b.graph.remove_license(ADA, "SPB"));
+    b.graph.cut_after("/v1.0/users", 0);
+    let writes = b.cw.write_requests();
+    let plan = make_plan(&b.pipeline, &b.store, Some("Acme"), false)
+        .await
+        .expect("plan");
+    let acme = &plan.clients[0];
+    assert!(
+        acme.completeness.as_ref().is_some_and(|c| !c.is_complete()) || acme.failure.is_some(),
+        "a cut-off read is never complete: {acme:?}"
+    );
+    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    assert_eq!(
+        seats(&b, "Acme").await,
+        4,
+        "nothing lowered on a cut-off read"
+    );
+    assert_eq!(b.cw.write_requests(), writes, "nothing written");
+
+    // Once Graph answers in full again, the drop goes through.
+    b.graph.clear_faults();
+    let plan = make_plan(&b.pipeline, &b.store, Some("Acme"), true)
+        .await
+        .expect("plan");
+    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    assert_eq!(seats(&b, "Acme").await, 2);
+}
