@@ -323,6 +323,9 @@ pub enum Counting {
     People,
     /// Each licence a matching person holds whose SKU is listed (compared without case).
     Licenses(Vec<String>),
+    /// The licences of the listed SKUs the tenant bought, whoever holds them; the matching
+    /// holders are listed by name.
+    Purchased(Vec<String>),
 }
 
 impl Counting {
@@ -334,7 +337,7 @@ impl Counting {
     fn seats_of(&self, p: &Person) -> u32 {
         match self {
             Counting::People => 1,
-            Counting::Licenses(skus) => p
+            Counting::Licenses(skus) | Counting::Purchased(skus) => p
                 .licenses
                 .iter()
                 .filter(|l| skus.iter().any(|s| s.eq_ignore_ascii_case(&l.sku)))
@@ -509,14 +512,19 @@ pub fn desired_state(
                 }
             }
         }
-        let counted: u32 = people
-            .iter()
-            .map(|p| seat.counting.seats_of(p))
-            .sum::<u32>()
-            + in_grace
-                .iter()
-                .map(|(p, _)| seat.counting.seats_of(p).max(1))
-                .sum::<u32>();
+        let counted: u32 = match &seat.counting {
+            Counting::Purchased(skus) => purchased(client, seat, skus, read)?,
+            _ => {
+                people
+                    .iter()
+                    .map(|p| seat.counting.seats_of(p))
+                    .sum::<u32>()
+                    + in_grace
+                        .iter()
+                        .map(|(p, _)| seat.counting.seats_of(p).max(1))
+                        .sum::<u32>()
+            }
+        };
         let quantity = counted.saturating_sub(seat.included).max(seat.minimum);
         let grace_until: HashMap<String, String> = in_grace
             .iter()
@@ -585,6 +593,33 @@ pub fn desired_state(
         excluded,
         ownership: None,
     })
+}
+
+/// The licences of `skus` the tenant bought, from the directory's subscriptions. A complete
+/// read that knows no subscriptions comes from a directory that cannot tell purchases (an
+/// export, LDAP): that is a pipeline mistake, not zero licences.
+fn purchased(
+    client: &str,
+    seat: &SeatRule,
+    skus: &[String],
+    read: &DirectoryRead,
+) -> Result<u32, MappingError> {
+    if read.subscriptions.is_empty() && read.completeness.is_complete() {
+        return Err(MappingError {
+            client: client.to_owned(),
+            person: "-".into(),
+            rule: format!("count: purchased of {}", seat.product),
+            message: "this directory does not report purchased licences; count `licenses` \
+                      (assigned) instead, or read the client from graph"
+                .into(),
+        });
+    }
+    Ok(read
+        .subscriptions
+        .iter()
+        .filter(|s| skus.iter().any(|k| k.eq_ignore_ascii_case(&s.sku)))
+        .map(|s| s.purchased)
+        .sum())
 }
 
 /// The date a new person starts counting, when it is still to come.
@@ -949,6 +984,61 @@ clients:
         )
         .expect("map");
         assert_eq!(after.additions["STAFF"].fields.quantity, 3);
+    }
+
+    #[test]
+    fn purchased_licences_come_from_the_subscriptions_not_the_people() {
+        let yaml = PIPELINE.replace("count: licenses", "count: purchased");
+        let p = config::load_str(&yaml, Path::new("t.yaml")).expect("pipeline");
+        let c = &p.clients[0];
+        let mut read = DirectoryRead::complete(vec![person(1, &[], &["SPB"], true)]);
+        let map = |read: &DirectoryRead| {
+            super::desired_state(
+                &c.name,
+                &c.rules,
+                &p.templates,
+                p.currency,
+                None,
+                read,
+                &super::Grace::default(),
+            )
+        };
+        let err = map(&read).expect_err("a file directory knows no purchases");
+        assert!(
+            err.to_string()
+                .contains("does not report purchased licences"),
+            "{err}"
+        );
+        read.subscriptions = vec![
+            rollcall_core::Subscription {
+                sku: "SPB".into(),
+                name: "Business Premium".into(),
+                purchased: 25,
+                assigned: 9,
+            },
+            rollcall_core::Subscription {
+                sku: "SPB_TRIAL".into(),
+                name: String::new(),
+                purchased: 5,
+                assigned: 0,
+            },
+            rollcall_core::Subscription {
+                sku: "OTHER".into(),
+                name: String::new(),
+                purchased: 100,
+                assigned: 1,
+            },
+        ];
+        let d = map(&read).expect("map");
+        assert_eq!(
+            d.additions["M365-BP"].fields.quantity, 30,
+            "25 + 5 bought, whoever holds them"
+        );
+        assert_eq!(
+            d.additions["M365-BP"].people.len(),
+            1,
+            "the holders are still named"
+        );
     }
 
     proptest! {

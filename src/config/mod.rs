@@ -76,8 +76,10 @@ pub struct RawProduct {
     /// Markup over `unit_cost`, in percent (e.g. `15` or `12.5`). Default: 0.
     #[serde(default)]
     pub markup_percent: Option<At<Price>>,
-    /// What one seat is: `people` (default: each person who matches `seats` takes one) or
-    /// `licenses` (each assigned licence whose SKU is in `licenses` is one seat).
+    /// What one seat is: `people` (default: each person who matches `seats` takes one),
+    /// `licenses` (each assigned licence whose SKU is in `licenses` is one seat) or
+    /// `purchased` (each licence of those SKUs the tenant bought, assigned or not; needs a
+    /// directory that knows purchases, such as graph).
     #[serde(default)]
     pub count: Counting,
     /// SKU part numbers counted when `count: licenses` (e.g. `[SPB, O365_BUSINESS_PREMIUM]`).
@@ -102,7 +104,10 @@ pub struct RawProduct {
 pub enum Counting {
     #[default]
     People,
+    /// Each assigned licence of `licenses` held by a person who matches `seats`.
     Licenses,
+    /// The licences of `licenses` the tenant bought (Graph's subscribedSkus), assigned or not.
+    Purchased,
 }
 
 /// One of the MSP's clients.
@@ -491,6 +496,18 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 mapping::Counting::People
             }
             (Counting::Licenses, skus) => mapping::Counting::Licenses(
+                skus.iter().map(|s| s.value.trim().to_owned()).collect(),
+            ),
+            (Counting::Purchased, []) => {
+                err(
+                    &mut errors,
+                    p.id.pos,
+                    format!("product `{id}` counts purchased licences but names none"),
+                    "add `licenses: [SKU, …]` with the SKU part numbers to count (e.g. SPB)",
+                );
+                mapping::Counting::People
+            }
+            (Counting::Purchased, skus) => mapping::Counting::Purchased(
                 skus.iter().map(|s| s.value.trim().to_owned()).collect(),
             ),
         };

@@ -159,3 +159,27 @@ async fn a_graph_read_cut_off_part_way_lowers_nothing() {
         .expect("apply");
     assert_eq!(seats(&b, "Acme").await, 2);
 }
+
+#[tokio::test]
+async fn purchased_licences_are_billed_from_subscribed_skus() {
+    let b = both().await;
+    let path = b._dir.path().join("purchased.yaml");
+    let yaml = std::fs::read_to_string(b._dir.path().join("m365.yaml"))
+        .expect("read")
+        .replace("count: licenses", "count: purchased");
+    std::fs::write(&path, yaml).expect("write");
+    let pipeline = rollcall::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let plan = make_plan(&pipeline, &b.store, Some("Acme"), false)
+        .await
+        .expect("plan");
+    let seats = plan.clients[0]
+        .seats
+        .iter()
+        .find(|s| s.identifier == "M365-BP")
+        .expect("m365");
+    assert_eq!(
+        seats.quantity, 25,
+        "the demo tenant bought 25 SPB, 4 of them assigned in Acme Staff"
+    );
+    assert_eq!(seats.people.len(), 4);
+}

@@ -35,6 +35,19 @@ pub struct DirectoryRead {
     /// State to hand back on the next read so it can ask only for changes (a Graph delta link
     /// and the people it had). `None` for directories that always read everything.
     pub cursor: Option<Cursor>,
+    /// The licences the tenant has bought, where the directory knows them (Graph's
+    /// subscribedSkus): what a client pays for when billed by purchased rather than assigned.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// A licence the tenant has bought: how many, and how many are assigned.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Subscription {
+    /// The SKU part number (`SPB`).
+    pub sku: String,
+    pub name: String,
+    pub purchased: u32,
+    pub assigned: u32,
 }
 
 impl DirectoryRead {
@@ -44,6 +57,7 @@ impl DirectoryRead {
             completeness: Completeness::Complete,
             warnings: Vec::new(),
             cursor: None,
+            subscriptions: Vec::new(),
         }
     }
 }

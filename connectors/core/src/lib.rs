@@ -28,7 +28,7 @@ pub use billing::{
     BillingSystem, Change, ClientState, ContactFields, ContactKey,
 };
 pub use connector::{BillingConfig, DirectoryConfig};
-pub use directory::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead};
+pub use directory::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Subscription};
 pub use error::{RemoteError, RemoteErrorKind};
 pub use money::{Currency, round_money};
 pub use person::{License, Person};

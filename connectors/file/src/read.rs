@@ -117,6 +117,7 @@ impl<'a> Collector<'a> {
             completeness,
             warnings,
             cursor: None,
+            subscriptions: Vec::new(),
         }
     }
 
@@ -223,6 +224,7 @@ pub(crate) fn empty_export(source: &str, what: &str) -> DirectoryRead {
         },
         warnings: vec![note],
         cursor: None,
+        subscriptions: Vec::new(),
     }
 }
 

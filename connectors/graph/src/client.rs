@@ -51,7 +51,7 @@ use reqwest::{Method, StatusCode};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit, Reply, RetryPolicy};
 use rollcall_core::{
     Completeness, Cursor, Directory, DirectoryError, DirectoryRead, License, Person, RemoteError,
-    RemoteErrorKind, Secret,
+    RemoteErrorKind, Secret, Subscription,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -467,7 +467,10 @@ impl Client {
         cut.extend(users.cut.clone());
 
         let (memberships, scope) = self.read_memberships(&mut cut).await?;
-        let skus = self.read_skus(&mut cut).await;
+        let (skus, subscriptions) = match self.read_skus(&mut cut).await {
+            Some((ids, subscriptions)) => (Some(ids), subscriptions),
+            None => (None, Vec::new()),
+        };
 
         let mut unknown_skus = BTreeSet::new();
         let mut people = Vec::with_capacity(users.users.len());
@@ -513,6 +516,7 @@ impl Client {
             completeness,
             warnings,
             cursor,
+            subscriptions,
         })
     }
 
@@ -705,8 +709,12 @@ impl Client {
         Ok((memberships, scope))
     }
 
-    /// skuId (lower case) → part number, or `None` when the list could not be read.
-    async fn read_skus(&self, cut: &mut Vec<String>) -> Option<HashMap<String, String>> {
+    /// skuId (lower case) → part number, and the tenant's subscriptions (bought and
+    /// assigned), or `None` when the list could not be read.
+    async fn read_skus(
+        &self,
+        cut: &mut Vec<String>,
+    ) -> Option<(HashMap<String, String>, Vec<Subscription>)> {
         let url = format!(
             "{}/subscribedSkus?$select={}",
             self.graph,
@@ -719,12 +727,30 @@ impl Client {
             ));
             return None;
         }
-        Some(
-            walk.items
-                .into_iter()
-                .filter_map(|sku| Some((sku.sku_id?.to_ascii_lowercase(), sku.sku_part_number?)))
-                .collect(),
-        )
+        let subscriptions = walk
+            .items
+            .iter()
+            .filter_map(|sku| {
+                let part = sku.sku_part_number.clone()?;
+                Some(Subscription {
+                    name: friendly_name(&part).to_owned(),
+                    sku: part,
+                    purchased: sku
+                        .prepaid_units
+                        .as_ref()
+                        .and_then(|u| u.enabled)
+                        .unwrap_or(0)
+                        .max(0) as u32,
+                    assigned: sku.consumed_units.unwrap_or(0).max(0) as u32,
+                })
+            })
+            .collect();
+        let ids = walk
+            .items
+            .into_iter()
+            .filter_map(|sku| Some((sku.sku_id?.to_ascii_lowercase(), sku.sku_part_number?)))
+            .collect();
+        Some((ids, subscriptions))
     }
 }
 

@@ -37,7 +37,7 @@ pub const USER_SELECT: &[&str] = &[
 pub const GROUP_SELECT: &[&str] = &["id", "displayName"];
 
 /// The subscribed-SKU properties rollcall reads.
-pub const SKU_SELECT: &[&str] = &["skuId", "skuPartNumber"];
+pub const SKU_SELECT: &[&str] = &["skuId", "skuPartNumber", "consumedUnits", "prepaidUnits"];
 
 /// The `$select` that asks a membership list for ids and types only.
 pub const MEMBER_SELECT: &[&str] = &["id"];

@@ -924,6 +924,7 @@ impl Directory for LdapDirectory {
             completeness: summary.completeness,
             warnings: summary.warnings,
             cursor: None,
+            subscriptions: Vec::new(),
         })
     }
 }
