@@ -155,6 +155,23 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// The client value report: for one client and period, the people billed and the tickets
+    /// opened and closed for each (needs a PSA's service desk).
+    ValueReport {
+        file: PathBuf,
+        #[arg(long)]
+        client: String,
+        /// First day of the period (YYYY-MM-DD).
+        #[arg(long)]
+        from: chrono::NaiveDate,
+        /// Last day of the period (YYYY-MM-DD).
+        #[arg(long)]
+        to: chrono::NaiveDate,
+        #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
+        format: ReportFormat,
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Print the JSON Schema of pipeline files (or the reference built from it).
     Schema {
         #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
@@ -339,6 +356,53 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Test { files } => Ok(test(&files)),
+        Command::ValueReport {
+            file,
+            client,
+            from,
+            to,
+            format,
+            output,
+        } => {
+            use crate::report::value_report::{self, ValueReportError};
+            let Some(pipeline) = load_for(&file, Some(&client)) else {
+                return Ok(Exit::Invalid);
+            };
+            let Some(c) = pipeline.client(&client) else {
+                return Ok(Exit::Invalid);
+            };
+            let store = Store::open(&cli.store).await?;
+            let billing = pipeline
+                .target
+                .build()
+                .context("cannot set up the billing system's client")?;
+            let report = match value_report::build(&pipeline, c, &store, billing.as_ref(), from, to)
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(match e {
+                        ValueReportError::Remote(_) | ValueReportError::Store(_) => Exit::Remote,
+                        ValueReportError::NoServiceDesk(_) | ValueReportError::Period { .. } => {
+                            Exit::Invalid
+                        }
+                    });
+                }
+            };
+            let text = match format {
+                ReportFormat::Html => value_report::html(&report, value_report::TEMPLATE)
+                    .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
+                ReportFormat::Csv => value_report::csv(&report),
+                ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+            };
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(Exit::Ok)
+        }
         Command::Report {
             run_id,
             format,

@@ -439,6 +439,7 @@ pub fn desired_state(
     people.sort_by(|a, b| a.id.cmp(&b.id));
 
     let mut contacts = BTreeMap::new();
+    let mut contact_of: HashMap<String, String> = HashMap::new();
     let mut excluded = Vec::new();
     let mut holders: Vec<Vec<&Person>> = vec![Vec::new(); rules.seats.len()];
     for person in people {
@@ -494,6 +495,7 @@ pub fn desired_state(
             if key.0.is_empty() {
                 continue; // nothing to match a contact by: no email and no name
             }
+            contact_of.insert(person.id.clone(), key.0.clone());
             contacts.entry(key).or_insert(fields);
         }
     }
@@ -581,6 +583,7 @@ pub fn desired_state(
                         name: p.billing_name(),
                         evidence: evidence(p, &[&rules.counted, &seat.predicate]),
                         grace_until: grace_until.get(&p.id).cloned(),
+                        contact: contact_of.get(&p.id).cloned(),
                     })
                     .collect(),
             },

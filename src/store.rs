@@ -89,6 +89,9 @@ CREATE TABLE run_reports (
     created_at TEXT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE seat_ledger ADD COLUMN contact_key TEXT;
+"#,
 ];
 
 #[derive(Debug, Clone)]
@@ -384,6 +387,8 @@ pub struct SeatSpan {
     pub last_seen: String,
     /// When the seat ended; `None` while it is held.
     pub until: Option<String>,
+    /// The key of the person's contact in the billing system, when contacts are managed.
+    pub contact_key: Option<String>,
 }
 
 impl Store {
@@ -437,13 +442,14 @@ impl Store {
                 }
                 if open.contains(&h.person_id) {
                     sqlx::query(
-                        "UPDATE seat_ledger SET last_seen = ?, person_name = ?, evidence = ?, rule = ?
+                        "UPDATE seat_ledger SET last_seen = ?, person_name = ?, evidence = ?, rule = ?, contact_key = ?
                          WHERE pipeline = ? AND client = ? AND product = ? AND person_id = ? AND until IS NULL",
                     )
                     .bind(&at)
                     .bind(&h.name)
                     .bind(serde_json::to_string(&h.evidence)?)
                     .bind(&product.rule)
+                    .bind(&h.contact)
                     .bind(pipeline)
                     .bind(client)
                     .bind(&product.product)
@@ -453,8 +459,8 @@ impl Store {
                 } else {
                     sqlx::query(
                         "INSERT INTO seat_ledger
-                         (pipeline, client, product, person_id, person_name, rule, evidence, since, last_seen, run_id)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (pipeline, client, product, person_id, person_name, rule, evidence, since, last_seen, run_id, contact_key)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
                     .bind(pipeline)
                     .bind(client)
@@ -466,6 +472,7 @@ impl Store {
                     .bind(&at)
                     .bind(&at)
                     .bind(run_id)
+                    .bind(&h.contact)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -542,7 +549,7 @@ impl Store {
         person: Option<&str>,
     ) -> Result<Vec<SeatSpan>, StoreError> {
         let rows = sqlx::query_as(
-            "SELECT client, product, person_id, person_name, rule, evidence, since, last_seen, until
+            "SELECT client, product, person_id, person_name, rule, evidence, since, last_seen, until, contact_key
              FROM seat_ledger
              WHERE pipeline = ?1 AND lower(client) = lower(?2)
                AND (?3 IS NULL OR product = ?3)

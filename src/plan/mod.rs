@@ -73,6 +73,10 @@ pub struct SeatHolder {
     /// period, until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_until: Option<String>,
+    /// The key of the person's contact in the billing system, where contacts are managed:
+    /// how the service desk's tickets are matched to people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<String>,
 }
 
 /// What the planner found for one client.

@@ -4,6 +4,7 @@
 //! renders for eyes. Secrets cannot appear here: nothing it renders holds one.
 
 pub mod run_report;
+pub mod value_report;
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
 use rollcall_core::{AdditionFields, Change, ContactFields};

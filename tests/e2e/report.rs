@@ -185,3 +185,98 @@ async fn the_html_report_renders_in_a_real_browser_without_console_errors() {
     );
     eprintln!("screenshot: {}", shot.display());
 }
+
+#[tokio::test]
+async fn the_client_value_report_lists_each_billed_person_with_their_tickets() {
+    use rollcall::report::value_report;
+    let w = World::new(&people_csv(3, 2)).await;
+    w.apply(&w.plan(false).await, false).await;
+    let store = w.open_store().await;
+    let state = w.state().await;
+    let contact = |email: &str| -> i64 {
+        state
+            .contacts
+            .iter()
+            .find(|c| c.fields.email.as_deref() == Some(email))
+            .and_then(|c| c.id.parse().ok())
+            .expect("contact")
+    };
+    let today = chrono::Utc::now().date_naive();
+    let day = |offset: i64| (today + chrono::Duration::days(offset)).to_string();
+    w.sandbox
+        .add_ticket(
+            "ACME",
+            Some(contact("user0@acme.example")),
+            "Laptop will not boot",
+            &day(-3),
+            Some(&day(-1)),
+        )
+        .expect("ticket");
+    w.sandbox
+        .add_ticket(
+            "ACME",
+            Some(contact("user0@acme.example")),
+            "New starter: mailbox",
+            &day(-2),
+            None,
+        )
+        .expect("ticket");
+    w.sandbox
+        .add_ticket(
+            "ACME",
+            Some(contact("user1@acme.example")),
+            "Printer",
+            "2020-01-01",
+            Some("2020-01-02"),
+        )
+        .expect("old ticket");
+    w.sandbox
+        .add_ticket("GLOBEX", None, "Another client's ticket", &day(-1), None)
+        .expect("ticket");
+
+    let billing = w.pipeline.target.build().expect("client");
+    let client = &w.pipeline.clients[0];
+    let report = value_report::build(
+        &w.pipeline,
+        client,
+        &store,
+        billing.as_ref(),
+        today - chrono::Duration::days(30),
+        today,
+    )
+    .await
+    .expect("report");
+    assert_eq!(report.people.len(), 3, "everyone billed in the period");
+    assert_eq!(
+        (report.opened, report.closed),
+        (2, 1),
+        "the 2020 ticket and Globex's are outside"
+    );
+    let first = &report.people[0];
+    assert_eq!(first.name, "Given0 Sur0");
+    assert_eq!((first.opened, first.closed), (2, 1));
+    assert_eq!(first.products, "helpdesk, m365");
+    let html = value_report::html(&report, value_report::TEMPLATE).expect("html");
+    assert!(
+        html.contains("Laptop will not boot") && html.contains("<tr data-person=\"Given2 Sur2\">"),
+        "{html}"
+    );
+    let csv = value_report::csv(&report);
+    assert_eq!(
+        csv.lines().count(),
+        1 + 2 + 2,
+        "header, Given0's two tickets, two people without"
+    );
+
+    let err = value_report::build(
+        &w.pipeline,
+        client,
+        &store,
+        billing.as_ref(),
+        today,
+        today - chrono::Duration::days(1),
+    )
+    .await
+    .expect_err("empty period");
+    assert!(err.to_string().contains("the period is empty"), "{err}");
+}

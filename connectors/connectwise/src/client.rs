@@ -18,6 +18,7 @@ use rollcall_core::http::{Created, HttpClient, HttpSettings, RateLimit, RetryPol
 use rollcall_core::{
     AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,
     BillingSystem, Change, ClientState, ContactFields, ContactKey, RemoteError, RemoteErrorKind,
+    ServiceDesk, Ticket,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -28,7 +29,7 @@ use crate::config::{Config, MAX_PAGE_SIZE};
 use crate::error::ConfigError;
 use crate::model::{
     Addition, Agreement, BillCustomer, CatalogItem, CommunicationItem, CommunicationType, Company,
-    Contact, ErrorResponse, PatchOperation, Reference, SystemInfo,
+    Contact, ErrorResponse, PatchOperation, Reference, SystemInfo, Ticket as WireTicket,
 };
 
 /// A look-up run before a create, and again to reconcile one whose answer was lost.
@@ -627,6 +628,31 @@ impl ConnectWise {
     }
 }
 
+/// ConnectWise is a PSA: its service desk holds the tickets of each client's company.
+#[async_trait]
+impl ServiceDesk for ConnectWise {
+    async fn tickets(&self, account: &AccountRef) -> Result<Vec<Ticket>, RemoteError> {
+        let company_id = numeric_id("company", &account.company_id)?;
+        let rows: Vec<WireTicket> = self
+            .list(
+                "list tickets",
+                "service/tickets",
+                &[("conditions", format!("company/id={company_id}"))],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|t| Ticket {
+                id: t.id.to_string(),
+                summary: t.summary,
+                contact_id: t.contact.map(|c| c.id.to_string()),
+                opened: t.info.and_then(|i| i.get("dateEntered").cloned()),
+                closed: t.closed_date,
+            })
+            .collect())
+    }
+}
+
 #[async_trait]
 impl BillingSystem for ConnectWise {
     fn kind(&self) -> &'static str {
@@ -685,6 +711,10 @@ impl BillingSystem for ConnectWise {
 
     fn invoice_text_limit(&self) -> Option<usize> {
         Some(crate::model::INVOICE_DESCRIPTION_MAX)
+    }
+
+    fn service_desk(&self) -> Option<&dyn ServiceDesk> {
+        Some(self)
     }
 
     #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]

@@ -331,6 +331,25 @@ pub struct Count {
     pub count: u64,
 }
 
+/// A service ticket (`service/tickets`): what was done for a client's people. The entry date is
+/// `_info.dateEntered`; there is no top-level `dateEntered` (CONTRACTS.md, ConnectWise).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    #[serde(default)]
+    pub id: i64,
+    pub summary: String,
+    pub company: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Reference>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub closed_date: Option<String>,
+    #[serde(rename = "_info", default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<Info>,
+}
+
 /// The longest `invoiceDescription` ConnectWise stores on an addition (characters).
 pub const INVOICE_DESCRIPTION_MAX: usize = 6000;
 

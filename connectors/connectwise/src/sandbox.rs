@@ -40,7 +40,8 @@ use tokio::sync::oneshot;
 use crate::config::{Config, MAX_PAGE_SIZE};
 use crate::model::{
     Addition, Agreement, AgreementStatus, CatalogItem, CommunicationType, Company, CompanyInfo,
-    Contact, Count, ErrorResponse, Info, PatchOperation, Reference, SystemInfo, ValidationError,
+    Contact, Count, ErrorResponse, Info, PatchOperation, Reference, SystemInfo, Ticket,
+    ValidationError,
 };
 use conditions::Expr;
 
@@ -93,6 +94,8 @@ pub struct Seed {
     pub contacts: Vec<Contact>,
     #[serde(default)]
     pub additions: Vec<Addition>,
+    #[serde(default)]
+    pub tickets: Vec<Ticket>,
 }
 
 impl Seed {
@@ -157,6 +160,7 @@ impl Seed {
             ],
             contacts: Vec::new(),
             additions: Vec::new(),
+            tickets: Vec::new(),
         }
     }
 
@@ -174,6 +178,7 @@ pub struct State {
     pub agreements: Vec<Agreement>,
     pub additions: Vec<Addition>,
     pub catalog: Vec<CatalogItem>,
+    pub tickets: Vec<Ticket>,
 }
 
 /// Why a sandbox could not start.
@@ -318,6 +323,41 @@ impl Sandbox {
         });
     }
 
+    /// Opens a service ticket on a company (by identifier) for a contact, as the service desk
+    /// would; `entered` and `closed` are ISO dates. Returns the ticket's id.
+    pub fn add_ticket(
+        &self,
+        company: &str,
+        contact_id: Option<i64>,
+        summary: &str,
+        entered: &str,
+        closed: Option<&str>,
+    ) -> Option<i64> {
+        let mut db = self.shared.db();
+        let company_id = db
+            .state
+            .companies
+            .iter()
+            .find(|c| c.identifier.eq_ignore_ascii_case(company))?
+            .id;
+        let id = take(&mut db.ids.ticket);
+        let info: Info = [("dateEntered".to_owned(), entered.to_owned())].into();
+        db.state.tickets.push(Ticket {
+            id,
+            summary: summary.to_owned(),
+            company: Some(Reference::id(company_id)),
+            contact: contact_id.map(Reference::id),
+            status: Some(Reference {
+                id: 0,
+                identifier: None,
+                name: Some(if closed.is_some() { "Closed" } else { "New" }.to_owned()),
+            }),
+            closed_date: closed.map(str::to_owned),
+            info: Some(info),
+        });
+        Some(id)
+    }
+
     /// Delays every answer by `delay`.
     pub fn latency(&self, delay: Duration) {
         self.shared.faults().latency = delay;
@@ -397,6 +437,7 @@ struct Ids {
     addition: i64,
     catalog: i64,
     communication_item: i64,
+    ticket: i64,
 }
 
 fn take(counter: &mut i64) -> i64 {
@@ -484,6 +525,7 @@ fn load(seed: Seed) -> Result<Db, String> {
     db.ids.agreement = max(&mut seed.agreements.iter().map(|a| a.id));
     db.ids.addition = max(&mut seed.additions.iter().map(|a| a.id));
     db.ids.catalog = max(&mut seed.catalog.iter().map(|c| c.id));
+    db.ids.ticket = max(&mut seed.tickets.iter().map(|t| t.id));
     db.ids.communication_item = max(&mut seed
         .contacts
         .iter()
@@ -603,6 +645,17 @@ fn load(seed: Seed) -> Result<Db, String> {
         stamp_created(&mut addition.info, &now);
         db.state.additions.push(addition);
     }
+    for (i, mut ticket) in seed.tickets.into_iter().enumerate() {
+        let company = ticket.company.as_ref().map(|c| c.id).unwrap_or(0);
+        if !db.state.companies.iter().any(|c| c.id == company) {
+            return Err(format!("ticket #{}: no company with id {company}", i + 1));
+        }
+        if ticket.id == 0 {
+            ticket.id = take(&mut db.ids.ticket);
+        }
+        stamp_created(&mut ticket.info, &now);
+        db.state.tickets.push(ticket);
+    }
     Ok(db)
 }
 
@@ -713,6 +766,7 @@ enum Kind {
     Agreement,
     Addition,
     Catalog,
+    Ticket,
 }
 
 impl Kind {
@@ -723,6 +777,7 @@ impl Kind {
             Kind::Agreement => "agreement",
             Kind::Addition => "addition",
             Kind::Catalog => "catalogItem",
+            Kind::Ticket => "ticket",
         }
     }
 
@@ -733,6 +788,7 @@ impl Kind {
             Kind::Agreement => "Agreement",
             Kind::Addition => "Addition",
             Kind::Catalog => "Catalog item",
+            Kind::Ticket => "Ticket",
         }
     }
 
@@ -799,6 +855,15 @@ impl Kind {
                 "inactiveFlag",
                 "taxableFlag",
             ],
+            Kind::Ticket => &[
+                "id",
+                "summary",
+                "company/id",
+                "company/identifier",
+                "contact/id",
+                "status/name",
+                "closedDate",
+            ],
         }
     }
 
@@ -861,6 +926,7 @@ impl Kind {
                 .iter()
                 .filter(|a| parent.is_none() || a.agreement_id == parent)),
             Kind::Catalog => all(state.catalog.iter()),
+            Kind::Ticket => all(state.tickets.iter()),
         }
     }
 }
@@ -930,6 +996,9 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/procurement/catalog", list_of(Kind::Catalog))
         .route("/procurement/catalog/count", count_of(Kind::Catalog))
         .route("/procurement/catalog/{id}", one_of(Kind::Catalog))
+        .route("/service/tickets", list_of(Kind::Ticket))
+        .route("/service/tickets/count", count_of(Kind::Ticket))
+        .route("/service/tickets/{id}", one_of(Kind::Ticket))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
         .route("/login/companyinfo/{company}", get(company_info))

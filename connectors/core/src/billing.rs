@@ -184,6 +184,27 @@ pub struct Applied {
     pub reconciled: bool,
 }
 
+/// A service ticket raised for a client's person: the "what was done for them" of a client
+/// value report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ticket {
+    pub id: String,
+    pub summary: String,
+    /// The contact the ticket is for, by the billing system's contact id.
+    pub contact_id: Option<String>,
+    /// When it was opened and, if it is, closed (RFC 3339 or the system's ISO form).
+    pub opened: Option<String>,
+    pub closed: Option<String>,
+}
+
+/// A PSA's service desk: the tickets of a client's company. Only PSAs have one, so it is a
+/// capability a billing system may offer, not part of the role.
+#[async_trait]
+pub trait ServiceDesk: Send + Sync {
+    /// Every ticket of the account's company (the caller picks the period).
+    async fn tickets(&self, account: &AccountRef) -> Result<Vec<Ticket>, RemoteError>;
+}
+
 /// A billing system: a PSA or an accounting package.
 #[async_trait]
 pub trait BillingSystem: Send + Sync + std::fmt::Debug {
@@ -207,4 +228,9 @@ pub trait BillingSystem: Send + Sync + std::fmt::Debug {
     /// Applies one change. Must be safe to call again after a failure or a crash: a create
     /// first looks for the object it would make.
     async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError>;
+
+    /// The system's service desk, for PSAs that have one.
+    fn service_desk(&self) -> Option<&dyn ServiceDesk> {
+        None
+    }
 }

@@ -25,7 +25,7 @@ pub mod secret;
 
 pub use billing::{
     AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,
-    BillingSystem, Change, ClientState, ContactFields, ContactKey,
+    BillingSystem, Change, ClientState, ContactFields, ContactKey, ServiceDesk, Ticket,
 };
 pub use connector::{BillingConfig, DirectoryConfig};
 pub use directory::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Subscription};
