@@ -113,6 +113,25 @@ async fn licences_from_entra_id_are_billed_per_seat_and_follow_changes_by_delta(
         .await
         .expect("apply");
     assert_eq!(seats(&b, "Acme").await, 3);
+    let run = b
+        .store
+        .reports("m365-licences")
+        .await
+        .expect("runs")
+        .pop()
+        .expect("recorded");
+    let html = rollcall::cli::render_report(
+        &b.store,
+        &run.run_id,
+        rollcall::cli::ReportFormat::Html,
+        None,
+    )
+    .await
+    .expect("the example's run renders");
+    assert!(
+        html.contains("(M365-BP)") && html.contains("Grace Hopper"),
+        "the product and the people billed"
+    );
 }
 
 #[tokio::test]

@@ -280,3 +280,41 @@ async fn the_client_value_report_lists_each_billed_person_with_their_tickets() {
     .expect_err("empty period");
     assert!(err.to_string().contains("the period is empty"), "{err}");
 }
+
+#[tokio::test]
+async fn every_example_pipeline_renders_a_report_from_a_recorded_run() {
+    // demo.yaml here; m365-licences.yaml in graph.rs, which needs the Graph sandbox too.
+    let sandbox = rollcall_connectwise::Sandbox::start(rollcall_connectwise::Seed::demo()).await;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/examples/demo.yaml");
+    let text = std::fs::read_to_string(&path).expect("demo").replace(
+        "http://127.0.0.1:8421/v4_6_release/apis/3.0",
+        &sandbox.url(),
+    );
+    let pipeline = rollcall::config::load_str(&text, &path).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = rollcall::store::Store::open(&dir.path().join("state.db"))
+        .await
+        .expect("store");
+    let plan = rollcall::cli::make_plan(&pipeline, &store, None, false)
+        .await
+        .expect("plan");
+    rollcall::cli::apply_now(&store, &pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    let run = store
+        .reports("demo-msp")
+        .await
+        .expect("runs")
+        .pop()
+        .expect("recorded");
+    let html = render_report(&store, &run.run_id, ReportFormat::Html, None)
+        .await
+        .expect("html");
+    for client in ["Acme", "Globex", "Initech"] {
+        assert!(
+            html.contains(&format!("<tr data-client=\"{client}\">")),
+            "{client} missing"
+        );
+    }
+    assert!(html.contains("Seán Ó Briain"), "non-ASCII names survive");
+}
