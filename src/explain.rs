@@ -91,7 +91,18 @@ pub async fn person(
             "{who} is not in {}'s directory now, so {who} is billed for nothing.\n",
             client.name
         )),
-        Some(p) => explain_now(&mut out, client, p),
+        Some(p) => {
+            if let Some(sister) = counted_by_sister(pipeline, client, store, p).await? {
+                out.push_str(&format!(
+                    "{} is billed under {sister}, not here: the clients share `count_once_in: {}` and {sister} comes first.\n",
+                    p.billing_name(),
+                    client.count_once_in.as_deref().unwrap_or_default()
+                ));
+            } else {
+                let billed_now = explain_now(&mut out, client, p);
+                explain_grace(&mut out, client, &history, &billed_now);
+            }
+        }
     }
     if !history.is_empty() {
         out.push_str("\nFrom the seat ledger:\n");
@@ -102,7 +113,64 @@ pub async fn person(
     Ok(out)
 }
 
-fn explain_now(out: &mut String, client: &Client, p: &Person) {
+/// An elder sister client (same `count_once_in`, earlier in the file) that holds a seat for
+/// this person, matched by id or by contact (email).
+async fn counted_by_sister(
+    pipeline: &Pipeline,
+    client: &Client,
+    store: &Store,
+    p: &Person,
+) -> Result<Option<String>, ExplainError> {
+    let Some(group) = client.count_once_in.as_deref() else {
+        return Ok(None);
+    };
+    let email = p.email.as_deref().map(str::to_lowercase);
+    for sister in &pipeline.clients {
+        if sister.name == client.name {
+            break;
+        }
+        if sister.count_once_in.as_deref() != Some(group) {
+            continue;
+        }
+        let spans = store
+            .seat_history(&pipeline.name, &sister.name, None, None)
+            .await?;
+        if spans.iter().any(|s| {
+            s.until.is_none()
+                && (s.person_id == p.id || (email.is_some() && s.contact_key == email))
+        }) {
+            return Ok(Some(sister.name.clone()));
+        }
+    }
+    Ok(None)
+}
+
+/// Seats the ledger holds open for products the person no longer matches: kept by the grace
+/// period until it runs out, or given up at the next run.
+fn explain_grace(out: &mut String, client: &Client, history: &[SeatSpan], billed_now: &[String]) {
+    for span in history
+        .iter()
+        .filter(|s| s.until.is_none() && !billed_now.contains(&s.product))
+    {
+        let until = chrono::DateTime::parse_from_rfc3339(&span.last_seen)
+            .ok()
+            .map(|d| d.to_utc() + chrono::Duration::days(i64::from(client.rules.grace_days)));
+        match until {
+            Some(until) if client.rules.grace_days > 0 && until > chrono::Utc::now() => out.push_str(&format!(
+                "- keeps the {} seat in the grace period ({} days after last matching on {}), until {}.\n",
+                span.product,
+                client.rules.grace_days,
+                when(&span.last_seen),
+                until.format("%Y-%m-%d")
+            )),
+            _ => out.push_str(&format!("- the {} seat ends at the next applied run.\n", span.product)),
+        }
+    }
+}
+
+/// Explains the person's billing now; returns the product ids they are billed for.
+fn explain_now(out: &mut String, client: &Client, p: &Person) -> Vec<String> {
+    let mut billed = Vec::new();
     let name = p.billing_name();
     let vars = PersonVars::new(p);
     for rule in &client.rules.exclusions {
@@ -113,7 +181,7 @@ fn explain_now(out: &mut String, client: &Client, p: &Person) {
                 rule.when.source(),
                 values(&rule.when, p)
             ));
-            return;
+            return billed;
         }
     }
     if let Some(attr) = &client.rules.count_from
@@ -123,7 +191,7 @@ fn explain_now(out: &mut String, client: &Client, p: &Person) {
         out.push_str(&format!(
             "{name} is not billed yet: they count from {attr} = {day}.\n"
         ));
-        return;
+        return billed;
     }
     match truth(&client.rules.counted, &vars) {
         Ok(true) => out.push_str(&format!(
@@ -138,28 +206,31 @@ fn explain_now(out: &mut String, client: &Client, p: &Person) {
                 client.rules.counted.source(),
                 values(&client.rules.counted, p)
             ));
-            return;
+            return billed;
         }
         Err(e) => {
             out.push_str(&format!(
                 "{name}: the rule `{}` fails on this person: {e}\n",
                 client.rules.counted.source()
             ));
-            return;
+            return billed;
         }
     }
     for seat in &client.rules.seats {
         let verdict = truth(&seat.predicate, &vars);
         let seats = seat.counting.seats_of_person(p);
         match verdict {
-            Ok(true) if seats > 0 => out.push_str(&format!(
+            Ok(true) if seats > 0 => {
+                billed.push(seat.product.clone());
+                out.push_str(&format!(
                 "- billed for {} ({}): `{}` is true ({}){}.\n",
                 seat.name,
                 seat.identifier,
                 seat.predicate.source(),
                 values(&seat.predicate, p),
                 if seats > 1 { format!(", {seats} seats (one per licence)") } else { String::new() }
-            )),
+            ));
+            }
             Ok(true) => out.push_str(&format!(
                 "- not billed for {} ({}): the rule is true, but none of the counted licences is assigned.\n",
                 seat.name, seat.identifier
@@ -174,6 +245,7 @@ fn explain_now(out: &mut String, client: &Client, p: &Person) {
             Err(e) => out.push_str(&format!("- {}: the rule fails on this person: {e}\n", seat.name)),
         }
     }
+    billed
 }
 
 fn span_sentence(s: &SeatSpan) -> String {

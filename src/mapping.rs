@@ -1044,6 +1044,48 @@ clients:
         );
     }
 
+    #[test]
+    fn included_seats_are_not_billed_and_a_minimum_always_is() {
+        let yaml = PIPELINE.replace(
+            "clients:",
+            "defaults:\n  included: { staff: 2 }\n  minimum: { bp: 3 }\nclients:",
+        );
+        let p = config::load_str(&yaml, Path::new("t.yaml")).expect("pipeline");
+        let c = &p.clients[0];
+        let map = |n: usize| {
+            let people = (0..n).map(|i| person(i, &["G1"], &["SPB"], true)).collect();
+            super::desired_state(
+                &c.name,
+                &c.rules,
+                &p.templates,
+                p.currency,
+                None,
+                &DirectoryRead::complete(people),
+                &super::Grace::default(),
+            )
+            .expect("map")
+        };
+        let five = map(5);
+        assert_eq!(
+            (
+                five.additions["STAFF"].fields.quantity,
+                five.additions["STAFF"].counted
+            ),
+            (3, 5),
+            "5 - 2 included"
+        );
+        assert_eq!(
+            five.additions["M365-BP"].fields.quantity, 5,
+            "above the minimum"
+        );
+        let one = map(1);
+        assert_eq!(
+            one.additions["STAFF"].fields.quantity, 0,
+            "fewer than included: nothing billed"
+        );
+        assert_eq!(one.additions["M365-BP"].fields.quantity, 3, "the minimum");
+    }
+
     proptest! {
         /// The property: a product's quantity is the number of counted people who match.
         #[test]

@@ -468,3 +468,114 @@ async fn plan_client(
     }
     (out, guarded.changes)
 }
+
+#[cfg(test)]
+mod tests {
+    use rollcall_core::Person;
+
+    use super::*;
+
+    fn person(id: &str, email: &str) -> Person {
+        Person {
+            id: id.into(),
+            email: Some(email.into()),
+            given_name: id.into(),
+            enabled: true,
+            ..Person::default()
+        }
+    }
+
+    #[test]
+    fn a_sister_leaves_out_whom_an_elder_sister_bills_by_id_or_email() {
+        let mut counted = CountedBy::default();
+        let desired = plan::Desired {
+            completeness: Completeness::Complete,
+            contacts: None,
+            additions: [(
+                "X".to_owned(),
+                plan::DesiredAddition {
+                    product: "x".into(),
+                    rule: "true".into(),
+                    fields: rollcall_core::AdditionFields {
+                        quantity: 1,
+                        unit_price: Default::default(),
+                        invoice_description: String::new(),
+                    },
+                    counted: 1,
+                    people: vec![SeatHolder {
+                        person_id: "a1".into(),
+                        name: "A".into(),
+                        evidence: Default::default(),
+                        grace_until: None,
+                        contact: None,
+                    }],
+                },
+            )]
+            .into(),
+            excluded: vec![],
+            ownership: None,
+        };
+        counted.record(
+            "Elder",
+            &desired,
+            &[person("a1", "ann@x"), person("b1", "bob@x")],
+        );
+        let mut younger = vec![
+            person("a2", "ANN@x"),
+            person("b2", "bob@x"),
+            person("a1", "other@x"),
+        ];
+        let left_out = counted.take_counted(&mut younger);
+        assert_eq!(
+            younger.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["b2"],
+            "Bob held no seat at Elder"
+        );
+        assert_eq!(left_out.len(), 2);
+        assert!(left_out.iter().all(|e| e.rule == "counted under Elder"));
+    }
+
+    #[test]
+    fn shadow_refused_and_failed_clients_are_never_applied() {
+        let client = ClientPlan {
+            client: "c".into(),
+            account: BillingAccount {
+                company: "C".into(),
+                agreement: None,
+            },
+            resolved: None,
+            fingerprint: None,
+            completeness: None,
+            people_read: 0,
+            seats_before: 0,
+            seats_after: 0,
+            seats: vec![],
+            refusal: None,
+            withheld: vec![],
+            notes: vec![],
+            excluded: vec![],
+            shadow: false,
+            failure: None,
+        };
+        assert!(client.may_apply());
+        assert!(
+            !ClientPlan {
+                shadow: true,
+                ..client.clone()
+            }
+            .may_apply()
+        );
+        let failure = ClientFailure {
+            class: FailureClass::Remote,
+            message: "x".into(),
+            hint: "y".into(),
+        };
+        assert!(
+            !ClientPlan {
+                failure: Some(failure),
+                ..client.clone()
+            }
+            .may_apply()
+        );
+    }
+}

@@ -350,6 +350,22 @@ async fn a_weekend_lock_out_does_not_churn_the_bill_within_the_grace_period() {
         .await
         .expect("ledger");
     assert_eq!(held["m365"].len(), 3);
+    let why = rollcall::explain::person(
+        &w.pipeline,
+        &w.pipeline.clients[0],
+        &w.open_store().await,
+        "user2@acme.example",
+    )
+    .await
+    .expect("explain");
+    assert!(
+        why.contains("is not billed: `enabled` is false (enabled = false)"),
+        "{why}"
+    );
+    assert!(
+        why.contains("- keeps the m365 seat in the grace period (3 days after last matching on"),
+        "{why}"
+    );
 }
 
 #[tokio::test]
@@ -474,6 +490,22 @@ async fn sister_clients_bill_a_shared_person_once() {
         acme.excluded
     );
 
+    w.apply(&plan, false).await;
+    let why = rollcall::explain::person(
+        &w.pipeline,
+        w.pipeline.client("Acme").expect("acme"),
+        &w.open_store().await,
+        "user1@acme.example",
+    )
+    .await
+    .expect("explain");
+    assert!(
+        why.contains(
+            "is billed under Globex, not here: the clients share `count_once_in: acme-group`"
+        ),
+        "{why}"
+    );
+
     // Asked for alone, Acme still leaves Given1 to Globex.
     let only = rollcall::cli::make_plan(&w.pipeline, &w.open_store().await, Some("Acme"), false)
         .await
@@ -487,4 +519,65 @@ async fn sister_clients_bill_a_shared_person_once() {
             .map(|s| s.quantity),
         Some(2)
     );
+}
+
+#[tokio::test]
+async fn exclusions_and_start_dates_keep_people_off_the_bill_and_say_why() {
+    let yaml = crate::support::PIPELINE.replace(
+        "clients:",
+        "defaults:\n  count_from: start\n  exclude:\n    - { name: contractors, when: \"'Contractors' in groups\" }\nclients:",
+    );
+    let csv = "id,given_name,surname,email,enabled,groups,start\n\
+               a,Ann,Staff,ann@acme.example,true,M365 Users,2020-01-01\n\
+               b,Bob,Contractor,bob@acme.example,true,M365 Users;Contractors,2020-01-01\n\
+               c,Cat,Starter,cat@acme.example,true,M365 Users,2999-01-01\n\
+               d,Dan,Undated,dan@acme.example,true,M365 Users,\n\
+               s,Scan,Service,,true,Service Accounts,\n";
+    let w = World::with_pipeline(&yaml, csv).await;
+    let plan = w.plan(false).await;
+    let excluded: Vec<(String, String)> = plan.clients[0]
+        .excluded
+        .iter()
+        .map(|e| (e.name.clone(), e.rule.clone()))
+        .collect();
+    assert!(
+        excluded.contains(&("Bob Contractor".into(), "contractors".into())),
+        "{excluded:?}"
+    );
+    assert!(
+        excluded.contains(&("Cat Starter".into(), "counts from 2999-01-01".into())),
+        "{excluded:?}"
+    );
+    assert!(
+        excluded.contains(&("Scan Service".into(), "service accounts".into())),
+        "built-in: {excluded:?}"
+    );
+    let text = rollcall::report::plan_text(&plan);
+    assert!(
+        text.contains("Acme: not billed (contractors): Bob Contractor"),
+        "{text}"
+    );
+    w.apply(&plan, false).await;
+    assert_eq!(w.quantity("M365-BP").await, Some(2), "Ann and Dan");
+    let why = rollcall::explain::person(
+        &w.pipeline,
+        &w.pipeline.clients[0],
+        &w.open_store().await,
+        "cat@acme.example",
+    )
+    .await
+    .expect("explain");
+    assert!(
+        why.contains("Cat Starter is not billed yet: they count from start = 2999-01-01"),
+        "{why}"
+    );
+    let why = rollcall::explain::person(
+        &w.pipeline,
+        &w.pipeline.clients[0],
+        &w.open_store().await,
+        "bob@acme.example",
+    )
+    .await
+    .expect("explain");
+    assert!(why.contains("the exclusion `contractors` applies"), "{why}");
 }
