@@ -309,17 +309,18 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 ),
             };
             print!("{}", report::plan_text_styled(&plan, colour()));
-            if plan.is_empty() {
-                return Ok(plan_exit(&plan));
-            }
-            if !yes && !confirm(&plan)? {
+            // An empty plan is still applied: it records the run and refreshes the seat
+            // ledger, which the grace period counts from.
+            if !plan.is_empty() && !yes && !confirm(&plan)? {
                 return Ok(if std::io::stdin().is_terminal() {
                     Exit::Ok
                 } else {
                     Exit::Invalid
                 });
             }
-            let outcomes = apply_now(&store, &pipeline, &plan, "apply", saved).await?;
+            // A plan confirmed at a prompt may have waited: check nothing moved meanwhile.
+            let verify = saved || !yes;
+            let outcomes = apply_now(&store, &pipeline, &plan, "apply", verify).await?;
             print!("{}", report::outcome_text(&outcomes));
             print_report_path(&store);
             Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
@@ -524,10 +525,22 @@ impl Ord for Exit {
     }
 }
 
-/// Loads a pipeline, printing every error; `None` means exit 1.
+/// Loads a pipeline, printing every error; `None` means exit 1. The target's client is built
+/// too, so settings it refuses (a URL that is not http(s), a zero rate limit) are the user's
+/// to fix (exit 1), not an outage (exit 3).
 pub fn load(file: &Path) -> Option<Pipeline> {
     match config::load(file) {
-        Ok(p) => Some(p),
+        Ok(p) => match p.target.build() {
+            Ok(_) => Some(p),
+            Err(e) => {
+                eprintln!(
+                    "error: {}: target: {} (hint: fix the `target:` section; `rollcall schema` lists its keys)",
+                    file.display(),
+                    e.message
+                );
+                None
+            }
+        },
         Err(errors) => {
             eprintln!("{errors}");
             None
@@ -912,6 +925,17 @@ fn read_saved_plan(
         plan.clients.retain(|c| c.client.eq_ignore_ascii_case(name));
         plan.changes.retain(|c| c.client.eq_ignore_ascii_case(name));
     }
+    // What the pipeline says now wins over what was saved: a client since switched to
+    // shadow mode, or removed, is not written.
+    plan.clients
+        .retain(|c| pipeline.client(&c.client).is_some());
+    for c in &mut plan.clients {
+        if let Some(now) = pipeline.client(&c.client) {
+            c.shadow = now.shadow;
+        }
+    }
+    let kept: Vec<String> = plan.clients.iter().map(|c| c.client.clone()).collect();
+    plan.changes.retain(|ch| kept.contains(&ch.client));
     Ok(plan)
 }
 

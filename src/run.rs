@@ -176,6 +176,8 @@ impl PipelinePlan {
 #[derive(Debug, Default)]
 pub struct CountedBy {
     by_key: std::collections::HashMap<String, String>,
+    /// Set when an elder sister could not be read in full: the younger ones wait.
+    blocked: Option<String>,
 }
 
 impl CountedBy {
@@ -267,6 +269,18 @@ pub async fn plan_pipeline(
                 let mut counted_by = CountedBy::default();
                 let mut out = Vec::with_capacity(unit.len());
                 for (i, client) in unit {
+                    // An elder sister read in part (or not at all) leaves unknown whom it
+                    // bills; a younger one planned now could bill those people twice.
+                    if let Some(why) = &counted_by.blocked {
+                        let (plan, changes) = ClientPlan::new(client).failed(
+                            FailureClass::Remote,
+                            why.clone(),
+                            "plan again once the elder sister's directory reads in full",
+                        );
+                        progress.done(&client.name);
+                        out.push((i, plan, changes));
+                        continue;
+                    }
                     let span =
                         info_span!("client", pipeline = %pipeline.name, client = %client.name);
                     let (plan, changes) = plan_client(
@@ -280,6 +294,14 @@ pub async fn plan_pipeline(
                     )
                     .instrument(span)
                     .await;
+                    let partial = plan.failure.is_some()
+                        || plan.completeness.as_ref().is_some_and(|c| !c.is_complete());
+                    if client.count_once_in.is_some() && partial {
+                        counted_by.blocked = Some(format!(
+                            "sister client `{}` (count_once_in) was not read in full, so whom it bills is unknown; nothing is planned for the sisters after it",
+                            client.name
+                        ));
+                    }
                     progress.done(&client.name);
                     out.push((i, plan, changes));
                 }

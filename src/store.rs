@@ -7,7 +7,6 @@
 //! Directories that read incrementally keep their cursor here between runs.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use rollcall_core::{Applied, Change, Cursor};
@@ -128,8 +127,9 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(|e| open_err(e.to_string()))?
+        // A file name, not a URL: `%` and `?` in a path are just characters.
+        let options = SqliteConnectOptions::new()
+            .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(10));

@@ -390,8 +390,51 @@ pub fn parse(text: &str, path: &Path) -> Result<RawPipeline, ConfigErrors> {
             .unwrap_or_default();
         let message = strip_location(&e.without_snippet().to_string());
         let hint = hint_for(&message);
-        ConfigErrors::from(ConfigError::new(path, pos, message, hint).with_source(text))
+        let error = ConfigError::new(path, pos, message, hint);
+        // An error on a secret's line must not print the line, nor a value quoted in the
+        // message: a key written in by mistake would end up in CI logs.
+        let on_secret = text
+            .lines()
+            .nth((pos.line as usize).saturating_sub(1))
+            .is_some_and(is_secret_line);
+        ConfigErrors::from(if on_secret {
+            ConfigError {
+                message: redact_quoted(&error.message),
+                ..error
+            }
+        } else {
+            error.with_source(text)
+        })
     })
+}
+
+/// A line that sets a credential (`private_key: …`, `client_secret: …`, `password: …`).
+fn is_secret_line(line: &str) -> bool {
+    let key = line
+        .trim_start()
+        .trim_start_matches("- ")
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .trim();
+    let key = key.to_ascii_lowercase();
+    key.ends_with("_key")
+        || key.contains("secret")
+        || key.contains("password")
+        || key.contains("token")
+}
+
+/// Hides what serde quotes in backticks (`12345`), which may be the secret itself.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        if i % 2 == 1 {
+            out.push_str("`…`");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
 }
 
 /// serde-saphyr appends " at line L column C" to its messages; we print the position first.
@@ -620,6 +663,21 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 .guard
                 .as_ref()
                 .and_then(|g| g.max_seat_drop_percent.as_ref()));
+        let grace = c
+            .overrides
+            .grace_days
+            .as_ref()
+            .or(raw.defaults.grace_days.as_ref());
+        if let Some(g) = grace
+            && g.value > 3650
+        {
+            err(
+                &mut errors,
+                g.pos,
+                format!("grace_days is {}, more than ten years", g.value),
+                "a grace period is for lock-outs and leave: a few days or weeks",
+            );
+        }
         if let Some(m) = max_drop
             && m.value > 100
         {
@@ -691,7 +749,16 @@ fn product_price(p: &RawProduct, id: &str, path: &Path, errors: &mut Vec<ConfigE
                 negative(m, "markup_percent", errors);
                 m.value.0
             });
-            cost.value.0 * (Decimal::ONE + markup.unwrap_or_default() / Decimal::ONE_HUNDRED)
+            let factor = Decimal::ONE + markup.unwrap_or_default() / Decimal::ONE_HUNDRED;
+            cost.value.0.checked_mul(factor).unwrap_or_else(|| {
+                errors.push(ConfigError::new(
+                    path,
+                    cost.pos,
+                    format!("product `{id}`: unit_cost × markup is too large to compute"),
+                    "check the unit_cost and markup_percent",
+                ));
+                Decimal::ZERO
+            })
         }
         (Some(price), Some(_), _) | (Some(price), None, Some(_)) => {
             errors.push(ConfigError::new(

@@ -123,6 +123,28 @@ pub fn check(
     } else {
         None
     };
+    // People leaving shows in contacts as much as in seats: a client that bills no seats,
+    // or only minimums, must not lose every contact to one bad read either.
+    let reason = reason.or_else(|| {
+        let ours = |c: &&rollcall_core::ActualContact| {
+            c.active && desired.ownership.as_ref().is_none_or(|o| o.contacts.contains(&c.id))
+        };
+        let active = actual.contacts.iter().filter(ours).count() as u64;
+        let leaving = changes.iter().filter(|c| matches!(c, Change::DeactivateContact { .. })).count() as u64;
+        if policy.allow_drop || leaving == 0 {
+            None
+        } else if leaving == active {
+            Some(format!("the plan deactivates every contact ({active} → 0)"))
+        } else if leaving * 100 > active * u64::from(policy.max_seat_drop_percent) {
+            Some(format!(
+                "the plan deactivates {leaving} of {active} contacts ({}%), more than max_seat_drop_percent {}%",
+                leaving * 100 / active.max(1),
+                policy.max_seat_drop_percent
+            ))
+        } else {
+            None
+        }
+    });
     let refusal = reason.map(|reason| Refusal {
         client: client.to_owned(),
         seats_before,

@@ -282,6 +282,43 @@ fn the_guard_refuses_removing_every_seat_even_with_a_high_limit() {
 }
 
 #[test]
+fn deactivating_most_contacts_is_refused_even_without_seats() {
+    let people: Vec<ContactFields> = (0..4)
+        .map(|i| person(&format!("P{i}"), Some(&format!("p{i}@x"))))
+        .collect();
+    let d = desired(&people[..1], &[]);
+    let a = actual(
+        &people
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (["1", "2", "3", "4"][i], p.clone(), true))
+            .collect::<Vec<_>>(),
+        &[],
+    );
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(50));
+    let r = g.refusal.expect("refused");
+    assert!(
+        r.reason.contains("deactivates 3 of 4 contacts (75%)"),
+        "{}",
+        r.reason
+    );
+    let g = guard::check(
+        "acme",
+        plan(&d, &a),
+        &d,
+        &a,
+        GuardPolicy {
+            allow_drop: true,
+            ..policy(50)
+        },
+    );
+    assert!(g.refusal.is_none());
+    let d = desired(&[], &[]);
+    let g = guard::check("acme", plan(&d, &a), &d, &a, policy(100));
+    assert!(g.refusal.expect("refused").reason.contains("every contact"));
+}
+
+#[test]
 fn moving_seats_between_products_counts_what_was_removed() {
     let d = desired(&[], &[("A", line(0, "1", "")), ("B", line(10, "1", "x"))]);
     let a = actual(&[], &[("1", "A", line(10, "1", "x"))]);

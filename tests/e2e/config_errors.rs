@@ -322,3 +322,19 @@ fn the_committed_reference_matches_the_schema() {
         "docs/reference.md is out of date: run `cargo run -- schema --format markdown > docs/reference.md`"
     );
 }
+
+#[test]
+fn a_secret_written_into_the_pipeline_is_never_echoed() {
+    for (value, expect) in [
+        ("SuperSecretKey123", "must be a reference"),
+        ("12345", "must be a reference"),
+    ] {
+        let yaml = BASE.replace("${ROLLCALL_TEST_PRIVATE:-priv}", value);
+        let text = config::load_str(&yaml, Path::new("p.yaml"))
+            .expect_err("refused")
+            .to_string();
+        assert!(text.contains("p.yaml:7:"), "{text}");
+        assert!(text.contains(expect), "{text}");
+        assert!(!text.contains(value), "the value leaked: {text}");
+    }
+}

@@ -519,6 +519,23 @@ async fn sister_clients_bill_a_shared_person_once() {
             .map(|s| s.quantity),
         Some(2)
     );
+
+    // Globex's export breaks: whom it bills is unknown, so Acme waits rather than bill twice.
+    std::fs::write(w.dir.path().join("globex.csv"), "").expect("break globex");
+    let plan = w.plan(false).await;
+    let acme = plan
+        .clients
+        .iter()
+        .find(|c| c.client == "Acme")
+        .expect("acme");
+    let failure = acme.failure.as_ref().expect("acme waits");
+    assert!(
+        failure
+            .message
+            .contains("sister client `Globex` (count_once_in) was not read in full"),
+        "{failure:?}"
+    );
+    assert!(plan.changes.iter().all(|c| c.client != "Acme"));
 }
 
 #[tokio::test]
