@@ -172,6 +172,40 @@ impl PipelinePlan {
     }
 }
 
+/// A create that crashed or lost its answer may have landed: what it made is rollcall's, found
+/// by what it was about (a contact's key; the newest addition of a product not otherwise owned).
+fn claim_unsettled(
+    owned: &mut plan::Ownership,
+    unsettled: &[(String, String)],
+    actual: &ClientState,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (kind, subject) in unsettled {
+        let found = match kind.as_str() {
+            "create_contact" => actual
+                .contacts
+                .iter()
+                .find(|c| c.fields.key().0 == *subject && !owned.contacts.contains(&c.id))
+                .map(|c| ("contact", c.id.clone(), &mut owned.contacts)),
+            _ => actual
+                .additions
+                .iter()
+                .filter(|a| {
+                    a.product.eq_ignore_ascii_case(subject) && !owned.additions.contains(&a.id)
+                })
+                .max_by_key(|a| a.id.parse::<u64>().unwrap_or(0))
+                .map(|a| ("addition", a.id.clone(), &mut owned.additions)),
+        };
+        if let Some((what, id, set)) = found {
+            notes.push(format!(
+                "{what} #{id} ({subject}) was made by an earlier run that was interrupted; rollcall manages it"
+            ));
+            set.insert(id);
+        }
+    }
+    notes
+}
+
 /// Who has been billed by an elder sister client, by person id and by email.
 #[derive(Debug, Default)]
 pub struct CountedBy {
@@ -433,7 +467,16 @@ async fn plan_client(
         }
     };
     if !client.adopt {
-        desired.ownership = match store.owned(&pipeline.name, &client.name).await {
+        let owned = async {
+            let mut owned = store.owned(&pipeline.name, &client.name).await?;
+            let unsettled = store
+                .unsettled_creates(&pipeline.name, &client.name)
+                .await?;
+            out.notes
+                .extend(claim_unsettled(&mut owned, &unsettled, &actual));
+            Ok::<_, crate::store::StoreError>(owned)
+        };
+        desired.ownership = match owned.await {
             Ok(o) => Some(o),
             Err(e) => {
                 return out.failed(

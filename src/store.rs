@@ -507,6 +507,26 @@ impl Store {
         Ok(owned)
     }
 
+    /// Creates of a client that may have landed without rollcall learning the id: sent by a
+    /// run that crashed (`pending`) or whose answer was lost. `(kind, subject)` pairs.
+    pub async fn unsettled_creates(
+        &self,
+        pipeline: &str,
+        client: &str,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT DISTINCT c.kind, c.subject FROM changes c JOIN runs r ON r.id = c.run_id
+             WHERE r.pipeline = ? AND lower(c.client) = lower(?) AND c.remote_id IS NULL
+               AND c.kind IN ('create_contact', 'create_addition')
+               AND (c.state = 'pending'
+                    OR (c.state = 'failed' AND (c.error LIKE '%request failed%' OR c.error LIKE '%answer lost%' OR c.error LIKE '%: 5__ %')))",
+        )
+        .bind(pipeline)
+        .bind(client)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// The seats held now, per product id, with when each holder last matched: the input of
     /// the grace period.
     pub async fn held_seats(

@@ -598,3 +598,67 @@ async fn exclusions_and_start_dates_keep_people_off_the_bill_and_say_why() {
     .expect("explain");
     assert!(why.contains("the exclusion `contractors` applies"), "{why}");
 }
+
+#[tokio::test]
+async fn a_create_sent_by_a_crashed_run_is_recognised_as_rollcalls_own() {
+    let w = World::new(&people_csv(2, 2)).await;
+    let billing = w.pipeline.target.build().expect("client");
+    let account = w.state().await.account;
+    let fields = rollcall_core::ContactFields {
+        first_name: "Given0".into(),
+        last_name: "Sur0".into(),
+        email: Some("user0@acme.example".into()),
+        ..Default::default()
+    };
+    let change = rollcall_core::Change::CreateContact {
+        key: fields.key(),
+        after: fields,
+    };
+    // The run recorded the create as pending, sent it, and was killed before hearing back.
+    let store = w.open_store().await;
+    store
+        .begin_run("crashed-run", "e2e", "run")
+        .await
+        .expect("run");
+    store
+        .record_pending("crashed-run", 1, "Acme", &change)
+        .await
+        .expect("pending");
+    billing
+        .apply(&account, &change)
+        .await
+        .expect("the create landed");
+
+    let plan = w.plan(false).await;
+    let kinds: Vec<(&str, String)> = plan
+        .changes
+        .iter()
+        .map(|c| (c.change.kind(), c.change.subject()))
+        .collect();
+    assert!(
+        !kinds.contains(&("create_contact", "user0@acme.example".into())),
+        "no second contact: {kinds:?}"
+    );
+    assert!(
+        plan.clients[0]
+            .notes
+            .iter()
+            .any(|n| n.contains("was made by an earlier run that was interrupted")),
+        "{:?}",
+        plan.clients[0].notes
+    );
+    w.apply(&plan, false).await;
+    // Once Given0 leaves, the claimed contact is rollcall's to deactivate.
+    w.set_people(&people_csv(2, 2).replace(
+        "id-0000,Given0,Sur0,user0@acme.example,true",
+        "id-0000,Given0,Sur0,user0@acme.example,false",
+    ));
+    let plan = w.plan(true).await;
+    assert!(
+        plan.changes
+            .iter()
+            .any(|c| c.change.kind() == "deactivate_contact"),
+        "{:?}",
+        plan.changes
+    );
+}

@@ -257,7 +257,16 @@ impl HttpClient {
                 Ok(reply) => return Ok(Created::Sent(reply)),
                 Err(error) => error,
             };
+            let landed_maybe = matches!(
+                error.kind,
+                RemoteErrorKind::ResponseLost | RemoteErrorKind::Server { .. }
+            );
             let Some(wait) = self.settings.retry.delay(attempt, &error) else {
+                // Out of attempts: the last one may still have landed; look once more so a
+                // run that gives up still knows what it made.
+                if landed_maybe && let Some(found) = reconcile().await? {
+                    return Ok(Created::Found(found));
+                }
                 return Err(error);
             };
             warn!(
@@ -269,11 +278,7 @@ impl HttpClient {
                 "Transient failure; will retry."
             );
             tokio::time::sleep(wait).await;
-            if matches!(
-                error.kind,
-                RemoteErrorKind::ResponseLost | RemoteErrorKind::Server { .. }
-            ) && let Some(found) = reconcile().await?
-            {
+            if landed_maybe && let Some(found) = reconcile().await? {
                 debug!(
                     vendor = self.settings.vendor,
                     operation, "The earlier attempt had landed; adopting it."
