@@ -569,6 +569,7 @@ pub fn desired_state(
             seat.identifier.clone(),
             DesiredAddition {
                 product: seat.product.clone(),
+                name: seat.name.clone(),
                 rule: seat.predicate.source().to_owned(),
                 fields: AdditionFields {
                     quantity,

@@ -94,6 +94,9 @@ pub struct ClientPlan {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProductSeats {
     pub product: String,
+    /// The product's name on invoices and reports.
+    #[serde(default)]
+    pub name: String,
     pub identifier: String,
     /// The seat rule (CEL) that chose the people.
     #[serde(default)]
@@ -520,6 +523,7 @@ async fn plan_client(
         .iter()
         .map(|(identifier, a)| ProductSeats {
             product: a.product.clone(),
+            name: a.name.clone(),
             identifier: identifier.clone(),
             rule: a.rule.clone(),
             quantity: a.fields.quantity,
@@ -560,6 +564,7 @@ mod tests {
                 "X".to_owned(),
                 plan::DesiredAddition {
                     product: "x".into(),
+                    name: "X".into(),
                     rule: "true".into(),
                     fields: rollcall_core::AdditionFields {
                         quantity: 1,

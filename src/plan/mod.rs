@@ -52,6 +52,8 @@ pub struct Excluded {
 pub struct DesiredAddition {
     /// The pipeline's product id.
     pub product: String,
+    /// The product's name on invoices and reports.
+    pub name: String,
     /// The seat rule, as written (CEL), for explanations.
     pub rule: String,
     pub fields: AdditionFields,

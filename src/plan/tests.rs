@@ -41,6 +41,7 @@ fn desired(contacts: &[ContactFields], additions: &[(&str, AdditionFields)]) -> 
                     (*id).to_owned(),
                     DesiredAddition {
                         product: id.to_lowercase(),
+                        name: id.to_string(),
                         rule: "true".into(),
                         fields: f.clone(),
                         counted: f.quantity,
@@ -492,6 +493,7 @@ mod arb {
                             k.to_owned(),
                             DesiredAddition {
                                 product: k.to_lowercase(),
+                                name: k.to_string(),
                                 rule: "true".into(),
                                 counted: f.quantity,
                                 fields: f,

@@ -166,7 +166,11 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
         lines.insert(
             seats.identifier.to_lowercase(),
             line(
-                &seats.product,
+                if seats.name.is_empty() {
+                    &seats.product
+                } else {
+                    &seats.name
+                },
                 &seats.identifier,
                 seats.quantity,
                 seats.quantity,
