@@ -51,10 +51,13 @@ pub async fn apply_plan(
     store: &Store,
     run_id: &str,
     verify: bool,
+    progress: &dyn crate::run::Progress,
 ) -> Result<Vec<ClientOutcome>, ApplyError> {
     let mut outcomes = Vec::new();
     let mut seq = 0u32;
     for client in &plan.clients {
+        let n = plan.changes_for(&client.client).count();
+        progress.phase(&client.client, &format!("applying {n} change(s)"));
         let span =
             info_span!("apply", run = %run_id, pipeline = %plan.pipeline, client = %client.client);
         let outcome = apply_client(
@@ -68,6 +71,7 @@ pub async fn apply_plan(
         )
         .instrument(span)
         .await?;
+        progress.done(&client.client);
         outcomes.push(outcome);
     }
     Ok(outcomes)

@@ -595,7 +595,12 @@ struct Bars {
 impl Bars {
     /// Bars only when stderr is a terminal and `--quiet` was not given.
     fn new(pipeline: &Pipeline, only: Option<&str>) -> Option<Bars> {
-        if QUIET.get().copied().unwrap_or(true) || !std::io::stderr().is_terminal() {
+        // Bars are drawn on stderr, but only for a person watching: stdout a terminal too,
+        // so `rollcall plan … > plan.txt` stays quiet.
+        if QUIET.get().copied().unwrap_or(true)
+            || !std::io::stderr().is_terminal()
+            || !std::io::stdout().is_terminal()
+        {
             return None;
         }
         let n = pipeline
@@ -864,7 +869,16 @@ pub async fn apply_now(
         _ => uuid::Uuid::now_v7().to_string(),
     };
     store.begin_run(&run_id, &pipeline.name, command).await?;
-    let outcomes = apply::apply_plan(plan, Arc::clone(&billing), store, &run_id, verify).await?;
+    let bars = Bars::new(pipeline, None);
+    let progress: &dyn run::Progress = match &bars {
+        Some(b) => b,
+        None => &run::Quiet,
+    };
+    let outcomes =
+        apply::apply_plan(plan, Arc::clone(&billing), store, &run_id, verify, progress).await?;
+    if let Some(b) = bars {
+        b.finish();
+    }
     store.save_report(&run_id, plan, &outcomes).await?;
     // Every run leaves its report beside the store; a failure to write it is not the run's.
     match render_report(store, &run_id, ReportFormat::Html, None).await {
