@@ -562,7 +562,10 @@ pub fn desired_state(
                     message: e,
                 })?;
         let invoice_description = match text_limit {
-            Some(limit) => shorten_list(invoice_description, limit),
+            Some(limit) => {
+                let names: Vec<String> = people.iter().map(Person::billing_name).collect();
+                shorten_list(invoice_description, limit, &names)
+            }
             None => invoice_description,
         };
         additions.insert(
@@ -731,12 +734,32 @@ pub fn evidence(p: &Person, rules: &[&Predicate]) -> BTreeMap<String, String> {
 
 /// Fits invoice text into the billing system's limit. The text is usually a list of names, so it
 /// is cut after the last whole name that fits and says how many were left out.
-pub fn shorten_list(text: String, limit: usize) -> String {
+pub fn shorten_list(text: String, limit: usize, names: &[String]) -> String {
     if text.chars().count() <= limit {
         return text;
     }
     // Room for the longest suffix we might add.
-    let keep: String = text.chars().take(limit.saturating_sub(24)).collect();
+    let budget = text
+        .char_indices()
+        .nth(limit.saturating_sub(24))
+        .map_or(text.len(), |(i, _)| i);
+    // Cut after the last whole name that fits, finding the names in order, so a name written
+    // "Lovelace, Ada" is never split and the count of the rest is exact.
+    let (mut cursor, mut kept) = (0, 0);
+    for name in names.iter().filter(|n| !n.is_empty()) {
+        match text[cursor..].find(name.as_str()) {
+            Some(i) if cursor + i + name.len() <= budget => {
+                cursor += i + name.len();
+                kept += 1;
+            }
+            _ => break,
+        }
+    }
+    if kept > 0 && kept < names.len() {
+        return format!("{} and {} more", &text[..cursor], names.len() - kept);
+    }
+    // The text does not list the names: cut at the last separator instead.
+    let keep = &text[..budget];
     let cut = keep.rfind(", ").unwrap_or(keep.len());
     let omitted = text[cut..].matches(", ").count().max(1);
     format!("{} and {omitted} more", &text[..cut])
@@ -862,7 +885,7 @@ clients:
     #[test]
     fn long_lists_are_cut_after_a_whole_name() {
         let names: Vec<String> = (0..100).map(|i| format!("Person Number{i}")).collect();
-        let text = super::shorten_list(names.join(", "), 200);
+        let text = super::shorten_list(names.join(", "), 200, &names);
         assert!(text.chars().count() <= 200, "{text}");
         assert!(text.ends_with(" more"), "{text}");
         let kept = text
@@ -879,7 +902,15 @@ clients:
             .parse()
             .expect("n");
         assert_eq!(kept + more, 100, "{text}");
-        assert_eq!(super::shorten_list("short".into(), 200), "short");
+        assert_eq!(super::shorten_list("short".into(), 200, &[]), "short");
+        // Names written "Last, First" are never split, and the rest is counted by name.
+        let formal: Vec<String> = (0..100).map(|i| format!("Number{i}, Person")).collect();
+        let text = super::shorten_list(format!("Seats: {}", formal.join("; ")), 200, &formal);
+        assert!(text.chars().count() <= 200, "{text}");
+        let (head, more) = text.rsplit_once(" and ").expect("shortened");
+        assert!(head.ends_with(", Person"), "cut after a whole name: {head}");
+        let kept = head.matches(", Person").count();
+        assert_eq!(more, format!("{} more", 100 - kept));
     }
 
     #[test]
