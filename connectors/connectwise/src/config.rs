@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use rollcall_core::{BillingConfig, BillingSystem, RemoteError, Secret};
-use serde::{Deserialize, Deserializer};
+use serde::Deserializer;
 
 use crate::client::ConnectWise;
 
@@ -57,23 +57,15 @@ fn default_page_size() -> u32 {
 }
 
 fn positive_rate_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    let value = u32::deserialize(deserializer)?;
-    if value == 0 {
-        return Err(serde::de::Error::custom(
-            crate::error::ConfigError::RateLimit,
-        ));
-    }
-    Ok(value)
+    rollcall_core::connector::u32_within(deserializer, 1..=u32::MAX, |_| {
+        crate::error::ConfigError::RateLimit
+    })
 }
 
 fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    let value = u32::deserialize(deserializer)?;
-    if !(1..=MAX_PAGE_SIZE).contains(&value) {
-        return Err(serde::de::Error::custom(
-            crate::error::ConfigError::PageSize(value),
-        ));
-    }
-    Ok(value)
+    rollcall_core::connector::u32_within(deserializer, 1..=MAX_PAGE_SIZE, |value| {
+        crate::error::ConfigError::PageSize(value)
+    })
 }
 
 impl BillingConfig for Config {

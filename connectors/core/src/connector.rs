@@ -25,3 +25,23 @@ pub trait DirectoryConfig {
 
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory>;
 }
+
+/// Reads a whole-number setting and refuses one outside `range`, with `error(value)` as the
+/// message — at the setting's line and column, since the pipeline reader positions it.
+/// Connectors' page sizes and rate limits all need this one check.
+pub fn u32_within<'de, D, E>(
+    deserializer: D,
+    range: std::ops::RangeInclusive<u32>,
+    error: impl FnOnce(u32) -> E,
+) -> Result<u32, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    E: std::fmt::Display,
+{
+    let value = <u32 as serde::Deserialize>::deserialize(deserializer)?;
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(serde::de::Error::custom(error(value)))
+    }
+}
