@@ -72,6 +72,7 @@ fn state_matching(desired: &Desired) -> ClientState {
             company_id: "1".into(),
             agreement_id: Some("1".into()),
         },
+        invoice: None,
         contacts: desired
             .contacts
             .iter()
@@ -133,6 +134,7 @@ fn plan_1000_clients(c: &mut Criterion) {
             company_id: "1".into(),
             agreement_id: None,
         },
+        invoice: None,
         contacts: vec![],
         additions: vec![],
     };
@@ -309,7 +311,10 @@ fn resync_over_http(c: &mut Criterion) {
     let (r1, w1) = (sandbox.requests(), sandbox.write_requests());
     rt.block_on(sync());
     let (r2, w2) = (sandbox.requests(), sandbox.write_requests());
-    let billing = p.target.build().expect("client");
+    let billing = p
+        .target
+        .build(&rollcall_core::BuildContext::in_memory())
+        .expect("client");
     let account = p.clients[0].account.clone();
     let products: Vec<String> = p.products.iter().map(|x| x.identifier.clone()).collect();
     // The baseline: read once, then rewrite everything, as a sync without a planner would.

@@ -375,7 +375,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let store = Store::open(&cli.store).await?;
             let billing = pipeline
                 .target
-                .build()
+                .build(&store.build_context())
                 .context("cannot set up the billing system's client")?;
             let report = match value_report::build(&pipeline, c, &store, billing.as_ref(), from, to)
                 .await
@@ -530,7 +530,7 @@ impl Ord for Exit {
 /// to fix (exit 1), not an outage (exit 3).
 pub fn load(file: &Path) -> Option<Pipeline> {
     match config::load(file) {
-        Ok(p) => match p.target.build() {
+        Ok(p) => match p.target.build(&rollcall_core::BuildContext::in_memory()) {
             Ok(_) => Some(p),
             Err(e) => {
                 eprintln!(
@@ -836,7 +836,7 @@ pub async fn make_plan(
 ) -> anyhow::Result<PipelinePlan> {
     let billing = pipeline
         .target
-        .build()
+        .build(&store.build_context())
         .context("cannot set up the billing system's client")?;
     let bars = Bars::new(pipeline, client);
     let progress: &dyn run::Progress = match &bars {
@@ -859,7 +859,7 @@ pub async fn apply_now(
 ) -> anyhow::Result<Vec<ClientOutcome>> {
     let billing = pipeline
         .target
-        .build()
+        .build(&store.build_context())
         .context("cannot set up the billing system's client")?;
     // The invocation's id names its first apply; a second apply in one invocation (the demo)
     // is a run of its own.

@@ -612,6 +612,7 @@ mod tests {
             account: BillingAccount {
                 company: "C".into(),
                 agreement: None,
+                invoice: None,
             },
             resolved: None,
             fingerprint: None,

@@ -91,6 +91,13 @@ CREATE TABLE run_reports (
     r#"
 ALTER TABLE seat_ledger ADD COLUMN contact_key TEXT;
 "#,
+    r#"
+CREATE TABLE oauth_connections (
+    name       TEXT PRIMARY KEY,
+    tokens     TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"#,
 ];
 
 #[derive(Debug, Clone)]
@@ -117,6 +124,13 @@ pub struct HistoryRow {
 }
 
 impl Store {
+    /// What billing systems are built with: this store as their OAuth token vault.
+    pub fn build_context(&self) -> rollcall_core::BuildContext {
+        rollcall_core::BuildContext {
+            tokens: std::sync::Arc::new(self.clone()),
+        }
+    }
+
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |message: String| StoreError::Open {
@@ -607,6 +621,105 @@ fn now() -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// OAuth connections live in the store, so a rotated refresh token survives a restart and every
+/// process on the machine sees the newest one.
+///
+/// The lock that keeps two runs from refreshing one connection at once is SQLite's own write
+/// lock: `rotate` opens its transaction with `BEGIN IMMEDIATE`, so a second process (or task)
+/// waits on the busy timeout until the first has committed the new tokens, then reads them and
+/// finds nothing left to do.
+#[async_trait::async_trait]
+impl rollcall_core::oauth::TokenVault for Store {
+    async fn load(
+        &self,
+        connection: &str,
+    ) -> Result<Option<rollcall_core::oauth::TokenSet>, rollcall_core::oauth::VaultError> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT tokens FROM oauth_connections WHERE name = ?")
+                .bind(connection)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(vault_error)?;
+        text.map(|t| serde_json::from_str(&t).map_err(vault_error))
+            .transpose()
+    }
+
+    async fn save(
+        &self,
+        connection: &str,
+        tokens: &rollcall_core::oauth::TokenSet,
+    ) -> Result<(), rollcall_core::oauth::VaultError> {
+        let mut conn = self.pool.acquire().await.map_err(vault_error)?;
+        write_tokens(&mut conn, connection, tokens).await
+    }
+
+    async fn rotate(
+        &self,
+        connection: &str,
+        stale_access: &str,
+        refresh: rollcall_core::oauth::Refresh<'_>,
+    ) -> Result<rollcall_core::oauth::TokenSet, rollcall_core::RemoteError> {
+        use rollcall_core::oauth::VaultError;
+        let mut conn = self.pool.acquire().await.map_err(vault_error)?;
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut *conn)
+            .await
+            .map_err(vault_error)?;
+        let outcome = async {
+            let text: Option<String> =
+                sqlx::query_scalar("SELECT tokens FROM oauth_connections WHERE name = ?")
+                    .bind(connection)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(vault_error)?;
+            let stored: rollcall_core::oauth::TokenSet = match text {
+                Some(t) => serde_json::from_str(&t).map_err(vault_error)?,
+                None => return Err(VaultError::Missing(connection.to_owned()).into()),
+            };
+            if stored.access_token != stale_access {
+                return Ok(stored);
+            }
+            let fresh = refresh(stored).await?;
+            write_tokens(&mut conn, connection, &fresh).await?;
+            Ok(fresh)
+        }
+        .await;
+        let end = if outcome.is_ok() {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        sqlx::query(end)
+            .execute(&mut *conn)
+            .await
+            .map_err(vault_error)?;
+        outcome
+    }
+}
+
+async fn write_tokens(
+    conn: &mut SqliteConnection,
+    connection: &str,
+    tokens: &rollcall_core::oauth::TokenSet,
+) -> Result<(), rollcall_core::oauth::VaultError> {
+    let text = serde_json::to_string(tokens).map_err(vault_error)?;
+    sqlx::query(
+        "INSERT INTO oauth_connections (name, tokens, updated_at) VALUES (?, ?, ?)
+         ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",
+    )
+    .bind(connection)
+    .bind(text)
+    .bind(Utc::now().to_rfc3339())
+    .execute(conn)
+    .await
+    .map_err(vault_error)?;
+    Ok(())
+}
+
+fn vault_error(e: impl std::fmt::Display) -> rollcall_core::oauth::VaultError {
+    rollcall_core::oauth::VaultError::Store(e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,5 +763,60 @@ mod tests {
         // Reopening runs no migration twice.
         drop(store);
         Store::open(&dir.path().join("s.db")).await.expect("reopen");
+    }
+
+    #[tokio::test]
+    async fn two_stores_on_one_file_refresh_a_connection_once() {
+        use rollcall_core::oauth::{TokenSet, TokenVault};
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store.db");
+        let a = Store::open(&path).await.expect("open");
+        let b = Store::open(&path).await.expect("open again");
+        let first = TokenSet {
+            access_token: "a0".into(),
+            refresh_token: "r0".into(),
+            expires_at: Utc::now(),
+            scope: None,
+            tenant: Some("realm".into()),
+        };
+        a.save("books", &first).await.expect("save");
+        let calls = Arc::new(AtomicU32::new(0));
+        let mut tasks = Vec::new();
+        for store in [a.clone(), b.clone(), a.clone(), b.clone()] {
+            let calls = calls.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .rotate(
+                        "books",
+                        "a0",
+                        Box::new(move |old| {
+                            Box::pin(async move {
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                                Ok(TokenSet {
+                                    access_token: "a1".into(),
+                                    refresh_token: "r1".into(),
+                                    ..old
+                                })
+                            })
+                        }),
+                    )
+                    .await
+            }));
+        }
+        for t in tasks {
+            let tokens = t.await.expect("join").expect("rotate");
+            assert_eq!(tokens.refresh_token, "r1");
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one refresh for all");
+        let reopened = Store::open(&path).await.expect("reopen");
+        let kept = reopened.load("books").await.expect("load").expect("stored");
+        assert_eq!(
+            kept.refresh_token, "r1",
+            "the rotated token survives a restart"
+        );
+        assert_eq!(kept.tenant.as_deref(), Some("realm"));
     }
 }

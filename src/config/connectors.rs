@@ -10,7 +10,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rollcall_core::{BillingConfig, BillingSystem, Directory, DirectoryConfig, RemoteError};
+use rollcall_core::oauth::ConnectApp;
+use rollcall_core::{
+    BillingConfig, BillingSystem, BuildContext, Directory, DirectoryConfig, RemoteError,
+};
 
 macro_rules! billing_systems {
     ($($variant:ident($kind:literal) => $config:ty,)+) => {
@@ -25,8 +28,13 @@ macro_rules! billing_systems {
                 match self { $( TargetConfig::$variant(_) => $kind, )+ }
             }
 
-            pub fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError> {
-                match self { $( TargetConfig::$variant(c) => c.build(), )+ }
+            pub fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
+                match self { $( TargetConfig::$variant(c) => c.build(context), )+ }
+            }
+
+            /// The OAuth app `rollcall connect` signs in with, for targets that use one.
+            pub fn oauth(&self) -> Option<ConnectApp> {
+                match self { $( TargetConfig::$variant(c) => c.oauth(), )+ }
             }
         }
 

@@ -695,6 +695,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 account: BillingAccount {
                     company: c.company.trim().to_owned(),
                     agreement: c.agreement.as_ref().map(|a| a.trim().to_owned()),
+                    invoice: None,
                 },
                 rules,
                 max_seat_drop_percent: max_drop

@@ -64,6 +64,7 @@ fn actual(
             company_id: "1".into(),
             agreement_id: Some("7".into()),
         },
+        invoice: None,
         contacts: contacts
             .iter()
             .map(|(id, f, active)| ActualContact {
@@ -425,6 +426,18 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                     .fields = after.clone();
             }
             Change::CancelAddition { id, .. } => state.additions.retain(|a| &a.id != id),
+            Change::CreateCustomer { .. } => state.account.company_id = fresh(),
+            Change::CreateInvoice { after, .. } => {
+                state.invoice = Some(rollcall_core::ActualInvoice {
+                    id: fresh(),
+                    number: None,
+                    status: rollcall_core::InvoiceStatus::Draft,
+                    fields: after.clone(),
+                })
+            }
+            Change::UpdateInvoice { after, .. } => {
+                state.invoice.as_mut().expect("invoice").fields = after.clone();
+            }
         }
     }
     state
@@ -520,6 +533,7 @@ mod arb {
                     company_id: "1".into(),
                     agreement_id: None,
                 },
+                invoice: None,
                 contacts: contacts
                     .into_iter()
                     .enumerate()

@@ -66,6 +66,13 @@ fn change_colour(change: &Change) -> comfy_table::Color {
             Color::Red
         }
         Change::UpdateAddition { .. } | Change::UpdateContact { .. } => Color::Yellow,
+        Change::CreateCustomer { .. } | Change::CreateInvoice { .. } => Color::Green,
+        Change::UpdateInvoice { before, after, .. }
+            if after.total_seats() < before.total_seats() =>
+        {
+            Color::Red
+        }
+        Change::UpdateInvoice { .. } => Color::Yellow,
     }
 }
 
@@ -81,7 +88,33 @@ pub fn describe(change: &Change) -> (String, String) {
         Change::CreateAddition { after, .. } => ("—".into(), addition(after)),
         Change::UpdateAddition { before, after, .. } => (addition(before), addition(after)),
         Change::CancelAddition { before, .. } => (addition(before), "cancelled".into()),
+        Change::CreateCustomer { name, email } => (
+            "—".into(),
+            match email {
+                Some(e) => format!("customer {name} <{e}>"),
+                None => format!("customer {name}"),
+            },
+        ),
+        Change::CreateInvoice { after, .. } => ("—".into(), invoice(after)),
+        Change::UpdateInvoice { before, after, .. } => (invoice(before), invoice(after)),
     }
+}
+
+fn invoice(i: &rollcall_core::InvoiceFields) -> String {
+    let mut text = format!("invoice dated {}", i.date);
+    for l in &i.lines {
+        text.push_str(&format!(
+            "\n{} {} × {}: {}",
+            l.product,
+            l.quantity.normalize(),
+            l.unit_price,
+            shorten(&l.description, 70)
+        ));
+    }
+    if i.lines.is_empty() {
+        text.push_str("\n(no lines)");
+    }
+    text
 }
 
 /// The plan as a table grouped by client, followed by each client's guard verdicts and notes.

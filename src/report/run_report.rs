@@ -233,6 +233,13 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
                     );
                 }
             }
+            Change::CreateCustomer { .. } => {}
+            Change::CreateInvoice { after, .. } => {
+                invoice_lines(&mut lines, None, after);
+            }
+            Change::UpdateInvoice { before, after, .. } => {
+                invoice_lines(&mut lines, Some(before), after);
+            }
         }
     }
     let products: Vec<ProductLine> = lines.into_values().collect();
@@ -275,6 +282,40 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
         excluded,
         notes: c.notes.clone(),
         chart: chart(&c.client, history),
+    }
+}
+
+/// An invoice change read as seats per product, for the same table an agreement's additions
+/// fill. Prorated lines count whole seats only (their fractions show on the invoice itself).
+fn invoice_lines(
+    lines: &mut BTreeMap<String, ProductLine>,
+    before: Option<&rollcall_core::InvoiceFields>,
+    after: &rollcall_core::InvoiceFields,
+) {
+    use rust_decimal::prelude::ToPrimitive;
+    let seats = |fields: Option<&rollcall_core::InvoiceFields>, product: &str| {
+        fields.map_or((0, None), |f| {
+            let price = f
+                .lines
+                .iter()
+                .find(|l| l.product.eq_ignore_ascii_case(product))
+                .map(|l| l.unit_price);
+            (f.quantity_of(product).trunc().to_u32().unwrap_or(0), price)
+        })
+    };
+    for l in lines.values_mut() {
+        let (was, price_was) = seats(before, &l.identifier);
+        let (now, price_now) = seats(Some(after), &l.identifier);
+        let price_now = price_now.or(price_was).unwrap_or(l.unit_price);
+        *l = line(
+            &l.product,
+            &l.identifier,
+            was,
+            now,
+            price_was.unwrap_or(price_now),
+            price_now,
+            l.people.clone(),
+        );
     }
 }
 

@@ -50,7 +50,11 @@ async fn both() -> Both {
 }
 
 async fn seats(b: &Both, client: &str) -> u32 {
-    let billing = b.pipeline.target.build().expect("client");
+    let billing = b
+        .pipeline
+        .target
+        .build(&rollcall_core::BuildContext::in_memory())
+        .expect("client");
     let account = &b.pipeline.client(client).expect("client").account;
     let state = billing
         .read(account, &["M365-BP".to_owned()])

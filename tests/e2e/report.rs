@@ -234,7 +234,11 @@ async fn the_client_value_report_lists_each_billed_person_with_their_tickets() {
         .add_ticket("GLOBEX", None, "Another client's ticket", &day(-1), None)
         .expect("ticket");
 
-    let billing = w.pipeline.target.build().expect("client");
+    let billing = w
+        .pipeline
+        .target
+        .build(&rollcall_core::BuildContext::in_memory())
+        .expect("client");
     let client = &w.pipeline.clients[0];
     let report = value_report::build(
         &w.pipeline,

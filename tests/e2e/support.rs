@@ -114,7 +114,11 @@ impl World {
 
     /// Quantity of the non-cancelled addition for `product` on ACME's agreement.
     pub async fn quantity(&self, product: &str) -> Option<u32> {
-        let billing = self.pipeline.target.build().expect("client");
+        let billing = self
+            .pipeline
+            .target
+            .build(&rollcall_core::BuildContext::in_memory())
+            .expect("client");
         let account = &self.pipeline.clients[0].account;
         let state = billing
             .read(account, &[product.to_owned()])
@@ -130,7 +134,11 @@ impl World {
 
     /// Everything ACME holds in the billing system, as rollcall reads it.
     pub async fn state(&self) -> rollcall_core::ClientState {
-        let billing = self.pipeline.target.build().expect("client");
+        let billing = self
+            .pipeline
+            .target
+            .build(&rollcall_core::BuildContext::in_memory())
+            .expect("client");
         let products = ["M365-BP".to_owned(), "HELPDESK-USER".to_owned()];
         billing
             .read(&self.pipeline.clients[0].account, &products)

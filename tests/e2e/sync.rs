@@ -372,7 +372,11 @@ async fn a_weekend_lock_out_does_not_churn_the_bill_within_the_grace_period() {
 async fn what_people_made_by_hand_is_never_changed_unless_adopted() {
     let w = World::new(&people_csv(2, 2)).await;
     // Before rollcall: the MSP keeps a vendor contact and an M365 addition by hand.
-    let billing = w.pipeline.target.build().expect("client");
+    let billing = w
+        .pipeline
+        .target
+        .build(&rollcall_core::BuildContext::in_memory())
+        .expect("client");
     let account = w.state().await.account;
     let by_hand = |quantity| rollcall_core::AdditionFields {
         quantity,
@@ -602,7 +606,11 @@ async fn exclusions_and_start_dates_keep_people_off_the_bill_and_say_why() {
 #[tokio::test]
 async fn a_create_sent_by_a_crashed_run_is_recognised_as_rollcalls_own() {
     let w = World::new(&people_csv(2, 2)).await;
-    let billing = w.pipeline.target.build().expect("client");
+    let billing = w
+        .pipeline
+        .target
+        .build(&rollcall_core::BuildContext::in_memory())
+        .expect("client");
     let account = w.state().await.account;
     let fields = rollcall_core::ContactFields {
         first_name: "Given0".into(),

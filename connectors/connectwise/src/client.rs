@@ -129,7 +129,7 @@ impl ConnectWise {
         })?;
         let mut settings = HttpSettings::new(VENDOR, describe_error);
         settings.retry = retry;
-        settings.rate_limit = Some(RateLimit { per_second });
+        settings.rate_limit = Some(RateLimit::per_second(per_second));
         Ok(ConnectWise {
             http: HttpClient::new(settings)?,
             base,
@@ -704,6 +704,7 @@ impl BillingSystem for ConnectWise {
                 company_id: company.id.to_string(),
                 agreement_id: agreement.map(|a| a.id.to_string()),
             },
+            invoice: None,
             contacts,
             additions,
         })
@@ -735,6 +736,15 @@ impl BillingSystem for ConnectWise {
                 id, before, after, ..
             } => self.update_addition(account, id, before, after).await,
             Change::CancelAddition { id, .. } => self.cancel_addition(account, id).await,
+            // The planner makes these only for invoice-model systems.
+            Change::CreateCustomer { .. }
+            | Change::CreateInvoice { .. }
+            | Change::UpdateInvoice { .. } => Err(RemoteError::new(
+                VENDOR,
+                change.kind(),
+                RemoteErrorKind::Rejected,
+                "ConnectWise bills through agreements; invoices are its own to raise",
+            )),
         }
     }
 }

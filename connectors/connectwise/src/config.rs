@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use rollcall_core::{BillingConfig, BillingSystem, RemoteError, Secret};
+use rollcall_core::{BillingConfig, BillingSystem, BuildContext, RemoteError, Secret};
 use serde::Deserializer;
 
 use crate::client::ConnectWise;
@@ -71,7 +71,7 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 impl BillingConfig for Config {
     const STARTER: &'static str = STARTER;
 
-    fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError> {
+    fn build(&self, _context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(ConnectWise::new(self)?))
     }
 }

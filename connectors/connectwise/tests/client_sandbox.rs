@@ -45,6 +45,7 @@ fn account(company: &str) -> BillingAccount {
     BillingAccount {
         company: company.to_owned(),
         agreement: Some("Managed Services".to_owned()),
+        invoice: None,
     }
 }
 
@@ -190,6 +191,7 @@ async fn reads_every_page_with_the_fewest_requests() {
     let no_agreement = |company: &str| BillingAccount {
         company: company.to_owned(),
         agreement: None,
+        invoice: None,
     };
 
     // One call finds the company, then ⌈2600 / 1000⌉ = 3 pages.

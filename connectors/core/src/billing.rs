@@ -5,19 +5,27 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
+use crate::invoice::{ActualInvoice, InvoiceFields, InvoiceTarget};
 
 /// Where one client is billed, as the pipeline names it: the billing system's company (or
-/// customer) and, for PSAs, the agreement that carries the seats.
+/// customer) and, for PSAs, the agreement that carries the seats; for accounting systems, the
+/// invoice of the billing period.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BillingAccount {
+    /// PSA company identifier, or the accounting customer: `id:123`, an email, or a name.
     pub company: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement: Option<String>,
+    /// The period's invoice, for systems that bill by invoice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<InvoiceTarget>,
 }
 
 /// The same account resolved to the billing system's own ids, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRef {
+    /// The company's (customer's) id; empty when the customer does not exist yet and the plan
+    /// begins with [`Change::CreateCustomer`].
     pub company_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agreement_id: Option<String>,
@@ -98,6 +106,19 @@ pub struct ClientState {
     pub account: AccountRef,
     pub contacts: Vec<ActualContact>,
     pub additions: Vec<ActualAddition>,
+    /// The period's invoice (this client's lines of it), for systems that bill by invoice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invoice: Option<ActualInvoice>,
+}
+
+/// How a billing system carries seats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BillingModel {
+    /// A PSA agreement with one addition per product that bills itself every cycle.
+    Agreement,
+    /// An accounting system: rollcall writes the period's invoice.
+    Invoice,
 }
 
 /// One change to one client's billing. Each carries the values before and after, so a plan can
@@ -144,6 +165,27 @@ pub enum Change {
         product: String,
         before: AdditionFields,
     },
+    /// The customer the client (or its parent, for sites billed together) is invoiced as does
+    /// not exist yet. Applied first: the invoice after it is written to the customer it made.
+    CreateCustomer {
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        email: Option<String>,
+    },
+    /// The period has no invoice yet. Applying looks the reference up first, so a retry, a
+    /// crash or a sister site that got there first never makes a second invoice.
+    CreateInvoice {
+        reference: String,
+        after: InvoiceFields,
+    },
+    /// The period's draft invoice brought up to date: this client's lines are replaced, every
+    /// other line is kept. Refused at apply time if the invoice stopped being a draft.
+    UpdateInvoice {
+        id: String,
+        reference: String,
+        before: InvoiceFields,
+        after: InvoiceFields,
+    },
 }
 
 impl Change {
@@ -157,6 +199,9 @@ impl Change {
             Change::CreateAddition { .. } => "create_addition",
             Change::UpdateAddition { .. } => "update_addition",
             Change::CancelAddition { .. } => "cancel_addition",
+            Change::CreateCustomer { .. } => "create_customer",
+            Change::CreateInvoice { .. } => "create_invoice",
+            Change::UpdateInvoice { .. } => "update_invoice",
         }
     }
 
@@ -170,6 +215,10 @@ impl Change {
             Change::CreateAddition { product, .. }
             | Change::UpdateAddition { product, .. }
             | Change::CancelAddition { product, .. } => product.clone(),
+            Change::CreateCustomer { name, .. } => name.clone(),
+            Change::CreateInvoice { reference, .. } | Change::UpdateInvoice { reference, .. } => {
+                reference.clone()
+            }
         }
     }
 }
@@ -211,14 +260,39 @@ pub trait BillingSystem: Send + Sync + std::fmt::Debug {
     /// The connector's kind as written in pipelines ("connectwise").
     fn kind(&self) -> &'static str;
 
+    /// How seats are carried: agreement additions (PSAs) or the period's invoice (accounting).
+    fn billing_model(&self) -> BillingModel {
+        BillingModel::Agreement
+    }
+
+    /// Whether the system keeps one contact per person. Accounting systems have customers, not
+    /// people, so a pipeline's `contacts:` rules do not apply to them.
+    fn manages_contacts(&self) -> bool {
+        true
+    }
+
     /// The longest invoice text the system accepts, in characters. The engine shortens longer
     /// text (a long list of names) before planning, so the plan shows what will be written.
     fn invoice_text_limit(&self) -> Option<usize> {
         None
     }
 
+    /// Called once per run before the clients are read, with every account the run will read:
+    /// a system with a tight rate limit (Xero's 60 calls a minute) reads customers and invoices
+    /// for all clients in a few pages here and answers `read` from that, instead of spending
+    /// calls per client. Must never make `read` answer staler than the start of the run.
+    async fn prepare(
+        &self,
+        _accounts: &[BillingAccount],
+        _products: &[String],
+    ) -> Result<(), RemoteError> {
+        Ok(())
+    }
+
     /// Reads the client's current state. `products` are the catalogue identifiers the pipeline
-    /// bills, so only those additions are compared; others on the agreement are left alone.
+    /// bills, so only those additions (or invoice lines) are compared; others are left alone.
+    /// An invoice-model system finds the customer (an empty `company_id` when there is none
+    /// yet) and the invoice of `account.invoice`'s reference, cut down to this client's lines.
     async fn read(
         &self,
         account: &BillingAccount,

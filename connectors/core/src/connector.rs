@@ -6,7 +6,24 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::oauth::TokenVault;
 use crate::{BillingSystem, Directory, RemoteError};
+
+/// What the engine lends a billing system when it is built.
+#[derive(Clone)]
+pub struct BuildContext {
+    /// Where OAuth connections keep their rotating tokens (rollcall's store).
+    pub tokens: Arc<dyn TokenVault>,
+}
+
+impl BuildContext {
+    /// A context with an empty in-memory token vault: for systems that need none, and tests.
+    pub fn in_memory() -> Self {
+        BuildContext {
+            tokens: Arc::new(crate::oauth::MemoryVault::default()),
+        }
+    }
+}
 
 /// A billing system's section of a pipeline (`target:`), after secrets are resolved.
 pub trait BillingConfig {
@@ -14,7 +31,13 @@ pub trait BillingConfig {
     /// sit under `target:`).
     const STARTER: &'static str = "";
 
-    fn build(&self) -> Result<Arc<dyn BillingSystem>, RemoteError>;
+    fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError>;
+
+    /// The OAuth app and connection this target signs in with, for `rollcall connect`; `None`
+    /// for systems with static keys.
+    fn oauth(&self) -> Option<crate::oauth::ConnectApp> {
+        None
+    }
 }
 
 /// A directory's section of a pipeline (`clients[].directory:`). `pipeline_dir` is the folder of

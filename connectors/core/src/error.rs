@@ -22,6 +22,12 @@ pub enum RemoteErrorKind {
     ResponseLost,
     /// The server answered with something we could not read.
     Decode,
+    /// The OAuth connection is gone: its refresh token was spent, expired or revoked, or it
+    /// was never made. Only a person can fix it, by connecting again.
+    ConnectionExpired,
+    /// The object is no longer rollcall's to change (an invoice already sent, approved, paid
+    /// or voided); the difference is for a person to settle.
+    Conflict,
 }
 
 /// A failed call to a remote system, naming the system, the operation and what to do.
@@ -89,6 +95,12 @@ impl RemoteError {
             }
             RemoteErrorKind::Decode => {
                 "the billing system answered in an unexpected shape; report this with the log"
+            }
+            RemoteErrorKind::ConnectionExpired => {
+                "reconnect: run `rollcall connect PIPELINE` and approve access again; other clients are not affected"
+            }
+            RemoteErrorKind::Conflict => {
+                "the object was finalised in the billing system; settle the difference by hand (a credit note or the next period)"
             }
         }
     }

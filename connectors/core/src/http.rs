@@ -62,10 +62,42 @@ impl RetryPolicy {
     }
 }
 
-/// A client-side request budget, so the vendor's limiter is respected rather than discovered.
+/// A client-side request budget, so the vendor's limiter is respected rather than discovered:
+/// `requests` per `per`, of which at most `burst` back to back. A vendor that counts over a
+/// rolling window (Xero's 60 a minute) needs a small burst, or a burst at the window's start
+/// plus the steady rate would overrun it.
 #[derive(Debug, Clone, Copy)]
 pub struct RateLimit {
-    pub per_second: NonZeroU32,
+    pub requests: NonZeroU32,
+    pub per: Duration,
+    pub burst: NonZeroU32,
+}
+
+impl RateLimit {
+    /// `n` a second, in bursts of up to `n`.
+    pub fn per_second(n: NonZeroU32) -> Self {
+        RateLimit {
+            requests: n,
+            per: Duration::from_secs(1),
+            burst: n,
+        }
+    }
+
+    /// `n` a minute, evenly spaced, in bursts of up to `burst`.
+    pub fn per_minute(n: NonZeroU32, burst: NonZeroU32) -> Self {
+        RateLimit {
+            requests: n,
+            per: Duration::from_secs(60),
+            burst,
+        }
+    }
+
+    fn quota(&self) -> Quota {
+        let spacing = self.per / self.requests.get();
+        Quota::with_period(spacing.max(Duration::from_nanos(1)))
+            .unwrap_or_else(|| Quota::per_second(self.requests))
+            .allow_burst(self.burst)
+    }
 }
 
 /// What a connector decides about its HTTP client.
@@ -74,6 +106,9 @@ pub struct HttpSettings {
     pub vendor: &'static str,
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimit>,
+    /// Requests in flight at once, for vendors that cap concurrency per tenant (QuickBooks 10,
+    /// Xero 5); `None` for no cap.
+    pub max_concurrent: Option<usize>,
     pub timeout: Duration,
     /// Turns an error response's body into a readable message, in the vendor's own shape.
     pub describe_error: fn(StatusCode, &[u8]) -> String,
@@ -85,6 +120,7 @@ impl HttpSettings {
             vendor,
             retry: RetryPolicy::default(),
             rate_limit: None,
+            max_concurrent: None,
             timeout: Duration::from_secs(30),
             describe_error,
         }
@@ -114,6 +150,7 @@ pub struct HttpClient {
     settings: HttpSettings,
     client: reqwest::Client,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
+    in_flight: Option<Arc<tokio::sync::Semaphore>>,
     calls: Arc<AtomicU64>,
 }
 
@@ -141,15 +178,17 @@ impl HttpClient {
                     e.to_string(),
                 )
             })?;
-        let limiter = settings.rate_limit.map(|r| {
-            Arc::new(RateLimiter::direct(
-                Quota::per_second(r.per_second).allow_burst(r.per_second),
-            ))
-        });
+        let limiter = settings
+            .rate_limit
+            .map(|r| Arc::new(RateLimiter::direct(r.quota())));
+        let in_flight = settings
+            .max_concurrent
+            .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1))));
         Ok(HttpClient {
             settings,
             client,
             limiter,
+            in_flight,
             calls: Arc::new(AtomicU64::new(0)),
         })
     }
@@ -170,6 +209,19 @@ impl HttpClient {
         operation: &str,
         request: RequestBuilder,
     ) -> Result<Reply, RemoteError> {
+        // The slot is taken before the rate limit is waited for, so a request holding a slot
+        // is one about to be sent, and held until its whole answer is read.
+        let _slot = match &self.in_flight {
+            Some(semaphore) => Some(semaphore.acquire().await.map_err(|_| {
+                RemoteError::new(
+                    self.settings.vendor,
+                    operation,
+                    RemoteErrorKind::Transport,
+                    "the HTTP client was shut down",
+                )
+            })?),
+            None => None,
+        };
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }

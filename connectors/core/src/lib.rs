@@ -19,17 +19,23 @@ pub mod connector;
 pub mod directory;
 pub mod error;
 pub mod http;
+pub mod invoice;
 pub mod money;
+pub mod oauth;
 pub mod person;
 pub mod secret;
 
 pub use billing::{
     AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,
-    BillingSystem, Change, ClientState, ContactFields, ContactKey, ServiceDesk, Ticket,
+    BillingModel, BillingSystem, Change, ClientState, ContactFields, ContactKey, ServiceDesk,
+    Ticket,
 };
-pub use connector::{BillingConfig, DirectoryConfig};
+pub use connector::{BillingConfig, BuildContext, DirectoryConfig};
 pub use directory::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Subscription};
 pub use error::{RemoteError, RemoteErrorKind};
+pub use invoice::{
+    ActualInvoice, BillingPeriod, InvoiceFields, InvoiceLine, InvoiceStatus, InvoiceTarget,
+};
 pub use money::{Currency, round_money};
 pub use person::{License, Person};
 pub use secret::Secret;

@@ -229,6 +229,9 @@ fn hint(error: &RemoteError) -> &'static str {
         RemoteErrorKind::Decode => {
             "Graph answered in an unexpected shape; report this with the log"
         }
+        // Graph signs in with client credentials: there is no connection to lose, and rollcall
+        // only reads from it.
+        RemoteErrorKind::ConnectionExpired | RemoteErrorKind::Conflict => error.hint(),
     }
 }
 
@@ -274,7 +277,7 @@ impl Client {
         let tenant = config.tenant_id.trim();
         let mut settings = HttpSettings::new(VENDOR, describe_error);
         settings.retry = retry;
-        settings.rate_limit = Some(RateLimit { per_second });
+        settings.rate_limit = Some(RateLimit::per_second(per_second));
         let http = HttpClient::new(settings).map_err(|e| ConfigError::Url {
             field: "graph_url",
             url: graph.clone(),
