@@ -139,13 +139,18 @@ async fn apply_client(
             }
         }
     }
+    // A customer made by this plan is where the changes after it are written.
+    let mut account = account.clone();
     for change in changes {
         *seq += 1;
         store
             .record_pending(run_id, *seq, &client.client, change)
             .await?;
-        match billing.apply(account, change).await {
+        match billing.apply(&account, change).await {
             Ok(applied) => {
+                if let rollcall_core::Change::CreateCustomer { .. } = change {
+                    account.company_id = applied.remote_id.clone();
+                }
                 store.record_applied(run_id, *seq, &applied).await?;
                 info!(kind = change.kind(), subject = %change.subject(), remote_id = %applied.remote_id, reconciled = applied.reconciled, "Applied.");
                 outcome.applied += 1;

@@ -38,6 +38,10 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// The billing period accounting targets invoice: a month (`2026-11`) or a day in it.
+    /// Default: the month of the day the run plans.
+    #[arg(long, global = true, env = "ROLLCALL_PERIOD")]
+    period: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -95,6 +99,19 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short)]
         yes: bool,
+    },
+    /// Approve rollcall's access to the pipeline's accounting system (QuickBooks, Xero): prints
+    /// the consent page's address, waits for the redirect on a loopback port, and keeps the
+    /// tokens in the store. Run it again when a run says the connection must be reconnected.
+    Connect {
+        file: PathBuf,
+        /// The loopback port the consent redirects to (register
+        /// `http://localhost:PORT/callback` as the app's redirect URI).
+        #[arg(long, default_value_t = 8765)]
+        port: u16,
+        /// How long to wait for the consent, in seconds.
+        #[arg(long, default_value_t = 600)]
+        wait: u64,
     },
     /// Plan and apply without asking (for schedules and scripts).
     Run {
@@ -220,6 +237,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
     let _ = QUIET.set(cli.quiet);
+    if let Some(period) = &cli.period {
+        match config::invoice::parse_bill_day(period) {
+            Ok(day) => {
+                let _ = BILL_DAY.set(day);
+            }
+            Err(e) => {
+                eprintln!("error: --period: {e} (hint: e.g. --period 2026-11)");
+                return Exit::Invalid.code();
+            }
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -260,6 +288,52 @@ fn init_logging(format: LogFormat, quiet: bool) {
 async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Validate { file } => Ok(validate(&file)),
+        Command::Connect { file, port, wait } => {
+            let Some(pipeline) = load(&file) else {
+                return Ok(Exit::Invalid);
+            };
+            let Some(app) = pipeline.target.oauth() else {
+                eprintln!(
+                    "error: the `{}` target signs in with the keys in its section; there is nothing to connect (hint: `connect` is for accounting systems that use OAuth: quickbooks, xero)",
+                    pipeline.target.kind()
+                );
+                return Ok(Exit::Invalid);
+            };
+            let store = Store::open(&cli.store).await?;
+            struct Print;
+            impl crate::connect::ShowConsent for Print {
+                fn show(&self, url: &str) {
+                    println!("Open this address in a browser and approve access:\n\n  {url}\n");
+                    println!("Waiting for the consent…");
+                    let _ = std::io::stdout().flush();
+                }
+            }
+            match crate::connect::connect(
+                &app,
+                &store,
+                port,
+                std::time::Duration::from_secs(wait),
+                &Print,
+            )
+            .await
+            {
+                Ok(tenant) => {
+                    println!(
+                        "Connected `{}` (organisation {tenant}). Its tokens are kept in {} and refreshed as they rotate.",
+                        app.connection,
+                        cli.store.display()
+                    );
+                    Ok(Exit::Ok)
+                }
+                Err(e) => {
+                    eprintln!("error: connect: {e}");
+                    Ok(match e {
+                        crate::connect::ConnectError::Remote(_) => Exit::Remote,
+                        _ => Exit::Invalid,
+                    })
+                }
+            }
+        }
         Command::Plan {
             file,
             client,
@@ -530,8 +604,11 @@ impl Ord for Exit {
 /// to fix (exit 1), not an outage (exit 3).
 pub fn load(file: &Path) -> Option<Pipeline> {
     match config::load(file) {
-        Ok(p) => match p.target.build(&rollcall_core::BuildContext::in_memory()) {
-            Ok(_) => Some(p),
+        Ok(mut p) => match p.target.build(&rollcall_core::BuildContext::in_memory()) {
+            Ok(_) => {
+                p.bill_day = BILL_DAY.get().copied();
+                Some(p)
+            }
             Err(e) => {
                 eprintln!(
                     "error: {}: target: {} (hint: fix the `target:` section; `rollcall schema` lists its keys)",
@@ -581,6 +658,9 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
     }
     Some(pipeline)
 }
+
+/// Set once from `--period`: the day every pipeline loaded by this invocation bills for.
+static BILL_DAY: std::sync::OnceLock<chrono::NaiveDate> = std::sync::OnceLock::new();
 
 /// Set once from `--quiet`: progress bars are for a person watching, never for scripts.
 static QUIET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -986,6 +1066,8 @@ pub fn plan_exit(plan: &PipelinePlan) -> Exit {
             (Some(f), _) if f.class == FailureClass::Invalid => Exit::Invalid,
             (Some(_), _) => Exit::Remote,
             (None, Some(_)) => Exit::Refused,
+            // A final invoice the bill no longer matches waits for a person, like a refusal.
+            (None, None) if !c.conflicts.is_empty() => Exit::Refused,
             (None, None) => Exit::Ok,
         })
         .max()

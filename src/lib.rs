@@ -12,6 +12,7 @@
 pub mod apply;
 pub mod cli;
 pub mod config;
+pub mod connect;
 pub mod demo;
 pub mod explain;
 pub mod mapping;

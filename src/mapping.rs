@@ -599,6 +599,7 @@ pub fn desired_state(
         additions,
         excluded,
         ownership: None,
+        invoice: None,
     })
 }
 

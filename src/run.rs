@@ -7,7 +7,9 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
-use rollcall_core::{AccountRef, BillingAccount, BillingSystem, Change, ClientState, Completeness};
+use rollcall_core::{
+    AccountRef, BillingAccount, BillingModel, BillingSystem, Change, ClientState, Completeness,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::{Instrument, info, info_span, warn};
@@ -81,6 +83,9 @@ pub struct ClientPlan {
     pub withheld: Vec<Withheld>,
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Differences with an invoice that is already final: left alone, for a person to settle.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<String>,
     /// People an exclusion rule kept off the bill, and which rule.
     #[serde(default)]
     pub excluded: Vec<Excluded>,
@@ -141,6 +146,7 @@ impl ClientPlan {
             refusal: None,
             withheld: Vec::new(),
             notes: Vec::new(),
+            conflicts: Vec::new(),
             excluded: Vec::new(),
             shadow: client.shadow,
             failure: None,
@@ -190,7 +196,7 @@ fn claim_unsettled(
                 .iter()
                 .find(|c| c.fields.key().0 == *subject && !owned.contacts.contains(&c.id))
                 .map(|c| ("contact", c.id.clone(), &mut owned.contacts)),
-            _ => actual
+            "create_addition" => actual
                 .additions
                 .iter()
                 .filter(|a| {
@@ -198,6 +204,9 @@ fn claim_unsettled(
                 })
                 .max_by_key(|a| a.id.parse::<u64>().unwrap_or(0))
                 .map(|a| ("addition", a.id.clone(), &mut owned.additions)),
+            // Customers and invoices are found again by name and period reference, not by
+            // the id a run remembers: there is nothing to claim.
+            _ => None,
         };
         if let Some((what, id, set)) = found {
             notes.push(format!(
@@ -299,6 +308,22 @@ pub async fn plan_pipeline(
         }
     }
     units.retain(|unit| unit.iter().any(|(_, c)| selected(c)));
+    let accounts = BillingAccounts::new(pipeline, billing.as_ref());
+    let wanted: Vec<BillingAccount> = units
+        .iter()
+        .flatten()
+        .map(|(_, c)| accounts.of(c))
+        .collect();
+    let identifiers: Vec<String> = pipeline
+        .products
+        .iter()
+        .map(|p| p.identifier.clone())
+        .collect();
+    if let Err(e) = billing.prepare(&wanted, &identifiers).await {
+        // Only an optimisation: each client is then read on its own.
+        warn!(error = %e, "Cannot read the billing system ahead for every client; reading client by client.");
+    }
+    let accounts = &accounts;
     let planned: Vec<Vec<(usize, ClientPlan, Vec<Change>)>> = futures::stream::iter(units)
         .map(|unit| {
             let billing = billing.clone();
@@ -323,6 +348,7 @@ pub async fn plan_pipeline(
                     let (plan, changes) = plan_client(
                         pipeline,
                         client,
+                        accounts.of(client),
                         billing.as_ref(),
                         store,
                         allow_drop,
@@ -372,9 +398,46 @@ pub async fn plan_pipeline(
     plan
 }
 
+/// Where each client is billed for this run: as its pipeline entry says, plus, for billing
+/// systems that bill by invoice, the invoice of the period the run bills.
+struct BillingAccounts {
+    bill_day: Option<chrono::NaiveDate>,
+    invoicing: crate::config::Invoicing,
+}
+
+impl BillingAccounts {
+    fn new(pipeline: &Pipeline, billing: &dyn BillingSystem) -> Self {
+        let by_invoice = billing.billing_model() == BillingModel::Invoice;
+        BillingAccounts {
+            bill_day: by_invoice.then(|| {
+                pipeline
+                    .bill_day
+                    .unwrap_or_else(|| chrono::Local::now().date_naive())
+            }),
+            invoicing: pipeline.invoicing.clone(),
+        }
+    }
+
+    fn of(&self, client: &Client) -> BillingAccount {
+        let mut account = client.account.clone();
+        account.invoice = self.bill_day.map(|day| {
+            self.invoicing.target(
+                day,
+                client.invoiced_customer(),
+                client.bill_to.as_deref(),
+                client.site.as_deref(),
+            )
+        });
+        account
+    }
+}
+
+// Each argument is a separate input of one client's plan; bundling them would only hide that.
+#[allow(clippy::too_many_arguments)]
 async fn plan_client(
     pipeline: &Pipeline,
     client: &Client,
+    account: BillingAccount,
     billing: &dyn BillingSystem,
     store: &Store,
     allow_drop: bool,
@@ -382,6 +445,7 @@ async fn plan_client(
     progress: &dyn Progress,
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
+    out.account = account.clone();
     progress.phase(&client.name, "reading the directory");
     let directory = client.directory.build(pipeline.dir());
     let source = directory.describe();
@@ -460,9 +524,20 @@ async fn plan_client(
             return out.failed(FailureClass::Invalid, e.to_string(), hint);
         }
     };
+    if !billing.manages_contacts() && desired.contacts.take().is_some() {
+        out.notes.push(format!(
+            "{} keeps customers, not a contact per person: the `contacts:` rules are not used",
+            billing.kind()
+        ));
+    }
+    desired.invoice = account.invoice.clone().map(|target| plan::DesiredInvoice {
+        target,
+        customer: client.invoiced_customer().to_owned(),
+        email: client.email.clone(),
+    });
     progress.phase(&client.name, "reading the billing system");
     let identifiers: Vec<String> = desired.additions.keys().cloned().collect();
-    let actual = match billing.read(&client.account, &identifiers).await {
+    let actual = match billing.read(&account, &identifiers).await {
         Ok(a) => a,
         Err(e) => {
             let hint = e.hint();
@@ -495,6 +570,10 @@ async fn plan_client(
 
     let planned = plan::plan(&desired, &actual);
     out.notes.extend(planned.notes.iter().cloned());
+    out.conflicts.extend(planned.conflicts.iter().cloned());
+    for c in &out.conflicts {
+        warn!(conflict = %c, "The bill differs from a final invoice; left for a person.");
+    }
     let policy = GuardPolicy {
         max_seat_drop_percent: client.max_seat_drop_percent,
         allow_drop,
@@ -584,6 +663,7 @@ mod tests {
             .into(),
             excluded: vec![],
             ownership: None,
+            invoice: None,
         };
         counted.record(
             "Elder",
@@ -624,6 +704,7 @@ mod tests {
             refusal: None,
             withheld: vec![],
             notes: vec![],
+            conflicts: vec![],
             excluded: vec![],
             shadow: false,
             failure: None,

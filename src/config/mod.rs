@@ -10,6 +10,7 @@
 mod at;
 pub mod connectors;
 mod error;
+pub mod invoice;
 pub mod reference;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -24,6 +25,7 @@ use serde::{Deserialize, Deserializer};
 pub use at::{At, Pos};
 pub use connectors::{DirectorySource, TargetConfig};
 pub use error::{ConfigError, ConfigErrors};
+pub use invoice::{InvoicePolicy, Invoicing};
 
 use crate::mapping::{self, ContactTemplates, Predicate, Rules, TemplateSet};
 
@@ -47,6 +49,10 @@ pub struct RawPipeline {
     pub defaults: Policy,
     /// The MSP's clients: each one's directory and where it is billed.
     pub clients: Vec<RawClient>,
+    /// How accounting targets (QuickBooks, Xero) invoice: period, dates, reference. Ignored by
+    /// PSA targets, whose agreements bill themselves.
+    #[serde(default)]
+    pub invoice: Option<InvoicePolicy>,
     /// Test cases for the rules: people in, expected seats, contacts and lines out. Run them
     /// with `rollcall test FILE`; more can live in a sibling `NAME.tests.yaml`.
     #[serde(default)]
@@ -124,6 +130,18 @@ pub struct RawClient {
     /// The agreement that carries the seats (PSA targets, e.g. `Managed Services`).
     #[serde(default)]
     pub agreement: Option<String>,
+    /// Accounting targets: the parent customer this client is invoiced to, together with its
+    /// sister sites (one consolidated invoice per period, each site's lines labelled). Default:
+    /// the client's own `company`.
+    #[serde(default)]
+    pub bill_to: Option<String>,
+    /// Accounting targets with `bill_to`: the label of this client's lines on the shared
+    /// invoice. Default: the client's name.
+    #[serde(default)]
+    pub site: Option<String>,
+    /// Accounting targets: the billing email a customer created by rollcall gets.
+    #[serde(default)]
+    pub email: Option<String>,
     /// Rules that differ for this client; anything left out comes from `defaults`.
     #[serde(default)]
     pub overrides: Policy,
@@ -313,6 +331,10 @@ pub struct Pipeline {
     pub name: String,
     pub file: PathBuf,
     pub currency: Currency,
+    /// How accounting targets invoice.
+    pub invoicing: Invoicing,
+    /// The day the run bills for (`--period`); `None` is the day the run plans.
+    pub bill_day: Option<chrono::NaiveDate>,
     pub target: TargetConfig,
     pub products: Vec<Product>,
     pub clients: Vec<Client>,
@@ -340,6 +362,18 @@ pub struct Client {
     pub adopt: bool,
     /// The group of sister clients that bill each person once.
     pub count_once_in: Option<String>,
+    /// Accounting targets: the parent customer sites are invoiced to together, this site's
+    /// label on that invoice, and the email of a customer rollcall creates.
+    pub bill_to: Option<String>,
+    pub site: Option<String>,
+    pub email: Option<String>,
+}
+
+impl Client {
+    /// The customer the client's invoice goes to: its `bill_to` parent, or its own company.
+    pub fn invoiced_customer(&self) -> &str {
+        self.bill_to.as_deref().unwrap_or(&self.account.company)
+    }
 }
 
 impl Pipeline {
@@ -602,6 +636,21 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
 
     check_policy_products(&raw.defaults, &product_rules, path, &mut errors);
 
+    let invoicing =
+        match Invoicing::from_policy(raw.invoice.as_ref().unwrap_or(&InvoicePolicy::default())) {
+            Ok(i) => Some(i),
+            Err((message, hint, pos)) => {
+                err(&mut errors, pos.unwrap_or(raw.name.pos), message, hint);
+                None
+            }
+        };
+    // Whether the target bills by invoice decides which client keys make sense. Settings the
+    // target refuses are reported by whoever builds it for real, with the target's own words.
+    let invoice_target = raw
+        .target
+        .build(&rollcall_core::BuildContext::in_memory())
+        .is_ok_and(|b| b.billing_model() == rollcall_core::BillingModel::Invoice);
+
     // Clients: names unique, overrides refer to known products.
     let mut clients = Vec::new();
     let mut names = BTreeSet::new();
@@ -688,6 +737,31 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 "write a percentage between 0 and 100",
             );
         }
+        let bill_to = c
+            .bill_to
+            .as_deref()
+            .map(str::trim)
+            .filter(|b| !b.is_empty())
+            .map(str::to_owned);
+        if c.site.is_some() && bill_to.is_none() {
+            err(
+                &mut errors,
+                c.name.pos,
+                format!("client `{name}` has a `site` but no `bill_to`"),
+                "a site labels a client's lines on an invoice shared with its sister sites: set `bill_to` to the parent customer, or remove `site`",
+            );
+        }
+        if (bill_to.is_some() || c.email.is_some()) && !invoice_target {
+            err(
+                &mut errors,
+                c.name.pos,
+                format!(
+                    "client `{name}` sets `bill_to` or `email`, which only accounting targets read; `{}` bills through agreements",
+                    raw.target.kind()
+                ),
+                "remove them, or bill this pipeline to an accounting system (quickbooks, xero)",
+            );
+        }
         if let Some(rules) = rules {
             clients.push(Client {
                 name: name.clone(),
@@ -708,6 +782,21 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                     .count_once_in
                     .clone()
                     .or_else(|| raw.defaults.count_once_in.clone()),
+                bill_to: bill_to.clone(),
+                site: bill_to.as_ref().map(|_| {
+                    c.site
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or(&name)
+                        .to_owned()
+                }),
+                email: c
+                    .email
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_owned),
             });
         }
     }
@@ -716,10 +805,15 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
         errors.sort_by_key(|e| (e.pos.line, e.pos.column));
         return Err(ConfigErrors(errors));
     }
+    let Some(invoicing) = invoicing else {
+        return Err(ConfigErrors(errors));
+    };
     Ok(Pipeline {
         name: raw.name.value,
         file: path.to_owned(),
         currency: raw.currency,
+        invoicing,
+        bill_day: None,
         target: raw.target,
         products,
         clients,

@@ -98,6 +98,12 @@ pub fn check(
             Change::CancelAddition { product, .. } => {
                 after.insert(product.to_lowercase(), 0);
             }
+            Change::CreateInvoice { after: fields, .. }
+            | Change::UpdateInvoice { after: fields, .. } => {
+                for (product, seats) in after.iter_mut() {
+                    *seats = whole_seats(fields.quantity_of(product));
+                }
+            }
             _ => {}
         }
     }
@@ -192,8 +198,52 @@ fn hold_back_lowering(change: Change) -> Verdict {
                 after: kept,
             })
         }
+        Change::UpdateInvoice {
+            id,
+            reference,
+            before,
+            after,
+        } => {
+            // Per product: a line that would bill fewer seats keeps what it billed; the
+            // lines that do not lower go through.
+            let mut kept = after.clone();
+            let lowered: Vec<String> = before
+                .lines
+                .iter()
+                .map(|l| l.product.clone())
+                .filter(|p| after.quantity_of(p) < before.quantity_of(p))
+                .collect();
+            kept.lines.retain(|l| !lowered.contains(&l.product));
+            kept.lines.extend(
+                before
+                    .lines
+                    .iter()
+                    .filter(|l| lowered.contains(&l.product))
+                    .cloned(),
+            );
+            kept.lines.sort();
+            let change = |after| Change::UpdateInvoice {
+                id: id.clone(),
+                reference: reference.clone(),
+                before: before.clone(),
+                after,
+            };
+            if lowered.is_empty() {
+                Verdict::Keep(change(after))
+            } else if kept == before {
+                Verdict::Withhold(change(after))
+            } else {
+                Verdict::Keep(change(kept))
+            }
+        }
         other => Verdict::Keep(other),
     }
+}
+
+/// Seats as whole numbers for the guard's arithmetic; a prorated fraction counts down.
+fn whole_seats(quantity: rust_decimal::Decimal) -> u32 {
+    use rust_decimal::prelude::ToPrimitive;
+    quantity.trunc().to_u32().unwrap_or(0)
 }
 
 /// What the guard does with one change of a plan built from an incomplete read.

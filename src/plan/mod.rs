@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use rollcall_core::{
     ActualAddition, ActualContact, AdditionFields, Change, ClientState, Completeness,
-    ContactFields, ContactKey,
+    ContactFields, ContactKey, InvoiceFields, InvoiceLine, InvoiceTarget,
 };
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// What a client should be billed for, as mapped from its directory.
@@ -29,6 +30,19 @@ pub struct Desired {
     /// What rollcall may change: only objects it made or adopted. `None` means everything
     /// it finds is its own (`adopt: true`).
     pub ownership: Option<Ownership>,
+    /// For billing systems that bill by invoice: the period's invoice the additions become
+    /// lines of. `None` for agreement (PSA) targets.
+    pub invoice: Option<DesiredInvoice>,
+}
+
+/// The invoice a client's seats go on, and the customer to make if there is none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredInvoice {
+    pub target: InvoiceTarget,
+    /// The customer's name when it must be created: the client's `company`, or its `bill_to`
+    /// parent when sites are billed together.
+    pub customer: String,
+    pub email: Option<String>,
 }
 
 /// Ids of the contacts and additions rollcall made or adopted for a client, as its store
@@ -87,6 +101,9 @@ pub struct Planned {
     pub changes: Vec<Change>,
     /// Things a person should know that are not changes (e.g. duplicates left alone).
     pub notes: Vec<String>,
+    /// Differences rollcall must not settle itself: the bill the directory asks for differs
+    /// from an invoice that is already final. A person decides (a credit note, next period).
+    pub conflicts: Vec<String>,
 }
 
 /// Plans the changes that turn `actual` into `desired`.
@@ -94,6 +111,9 @@ pub struct Planned {
 /// Order: contacts are created and updated first, additions next, and removals last
 /// (cancellations, then deactivations), so a run cut short removes nothing before it has added.
 pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
+    if let Some(invoice) = &desired.invoice {
+        return plan_invoice(desired, invoice, actual);
+    }
     let mut out = Planned::default();
     let ours_contact = |c: &ActualContact| {
         desired
@@ -211,6 +231,96 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
     out
 }
 
+/// The lines the desired seats make on an invoice: one per billed product with seats, in
+/// product order (as a connector reports a read invoice's lines).
+pub fn invoice_lines(desired: &Desired) -> Vec<InvoiceLine> {
+    let mut lines: Vec<InvoiceLine> = desired
+        .additions
+        .iter()
+        .filter(|(_, a)| a.fields.quantity > 0)
+        .map(|(identifier, a)| InvoiceLine {
+            product: identifier.clone(),
+            quantity: Decimal::from(a.fields.quantity),
+            unit_price: a.fields.unit_price,
+            description: a.fields.invoice_description.clone(),
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Billing by invoice: the client's customer first, then the period's invoice, created or
+/// brought up to date while it is a draft. A final invoice is never changed; a difference
+/// against it is a conflict for a person.
+fn plan_invoice(desired: &Desired, invoice: &DesiredInvoice, actual: &ClientState) -> Planned {
+    let mut out = Planned::default();
+    let lines = invoice_lines(desired);
+    let after = InvoiceFields {
+        reference: invoice.target.reference.clone(),
+        date: invoice.target.date,
+        due_date: invoice.target.due_date,
+        lines,
+    };
+    if actual.account.company_id.is_empty() {
+        if after.lines.is_empty() {
+            return out;
+        }
+        out.changes.push(Change::CreateCustomer {
+            name: invoice.customer.clone(),
+            email: invoice.email.clone(),
+        });
+    }
+    // Item codes compare without case, as the systems treat them; spelled as the pipeline does,
+    // a case difference alone is not a change.
+    let canonical = |mut fields: InvoiceFields| {
+        for line in &mut fields.lines {
+            if let Some(id) = desired
+                .additions
+                .keys()
+                .find(|id| id.eq_ignore_ascii_case(&line.product))
+            {
+                line.product = id.clone();
+            }
+        }
+        fields.lines.sort();
+        fields
+    };
+    match &actual.invoice {
+        None if after.lines.is_empty() => {}
+        None => out.changes.push(Change::CreateInvoice {
+            reference: after.reference.clone(),
+            after,
+        }),
+        Some(have) if !have.status.is_draft() => {
+            if canonical(have.fields.clone()).lines != after.lines {
+                let label = have.number.as_deref().unwrap_or(&have.id);
+                let status = match &have.status {
+                    rollcall_core::InvoiceStatus::Final(s) => s.as_str(),
+                    rollcall_core::InvoiceStatus::Draft => "draft",
+                };
+                out.conflicts.push(format!(
+                    "invoice {label} for {} is {status}, so it is left as it is: it bills {} seat(s), the directory now says {}",
+                    invoice.target.period,
+                    have.fields.total_seats().normalize(),
+                    after.total_seats().normalize()
+                ));
+            }
+        }
+        Some(have) => {
+            let before = canonical(have.fields.clone());
+            if before != after {
+                out.changes.push(Change::UpdateInvoice {
+                    id: have.id.clone(),
+                    reference: after.reference.clone(),
+                    before,
+                    after,
+                });
+            }
+        }
+    }
+    out
+}
+
 /// Optional fields the pipeline does not manage (no template, or a person without that value)
 /// keep whatever the billing system holds.
 fn merge_unmanaged(want: &ContactFields, have: &ContactFields) -> ContactFields {
@@ -288,7 +398,23 @@ fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// Seats billed per product identifier (lower-cased) in a state, for the products in `desired`.
+/// For invoice targets these are the seats on the period's invoice.
 pub fn seats_by_product(desired: &Desired, actual: &ClientState) -> BTreeMap<String, u32> {
+    if desired.invoice.is_some() {
+        use rust_decimal::prelude::ToPrimitive;
+        return desired
+            .additions
+            .keys()
+            .map(|id| {
+                let seats = actual
+                    .invoice
+                    .as_ref()
+                    .map(|i| i.fields.quantity_of(id))
+                    .unwrap_or_default();
+                (id.to_lowercase(), seats.trunc().to_u32().unwrap_or(0))
+            })
+            .collect();
+    }
     let mut notes = Vec::new();
     let ours = |a: &ActualAddition| {
         desired

@@ -52,6 +52,7 @@ fn desired(contacts: &[ContactFields], additions: &[(&str, AdditionFields)]) -> 
             .collect(),
         excluded: vec![],
         ownership: None,
+        invoice: None,
     }
 }
 
@@ -517,6 +518,7 @@ mod arb {
                     .collect(),
                 excluded: vec![],
                 ownership: None,
+                invoice: None,
             })
     }
 
@@ -638,5 +640,219 @@ proptest! {
         }
         let removes = g.changes.iter().any(|c| matches!(c, Change::DeactivateContact { .. } | Change::CancelAddition { .. }));
         prop_assert!(!removes, "a removal went through");
+    }
+}
+
+mod invoices {
+    //! Billing by invoice: the same planner, with the period's invoice in place of additions.
+    use super::*;
+    use chrono::NaiveDate;
+    use rollcall_core::{
+        ActualInvoice, BillingPeriod, InvoiceFields, InvoiceLine, InvoiceStatus, InvoiceTarget,
+    };
+
+    fn day(d: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, d).expect("date")
+    }
+
+    fn target() -> InvoiceTarget {
+        InvoiceTarget {
+            period: BillingPeriod {
+                start: day(1),
+                end: day(30),
+            },
+            reference: "rollcall Acme 2026-11".into(),
+            date: day(1),
+            due_date: Some(day(30)),
+            bill_to: None,
+            site: None,
+        }
+    }
+
+    fn invoiced(additions: &[(&str, AdditionFields)]) -> Desired {
+        let mut d = desired(&[], additions);
+        d.contacts = None;
+        d.invoice = Some(DesiredInvoice {
+            target: target(),
+            customer: "Acme".into(),
+            email: Some("billing@acme.test".into()),
+        });
+        d
+    }
+
+    fn state(customer: &str, invoice: Option<ActualInvoice>) -> ClientState {
+        ClientState {
+            account: AccountRef {
+                company_id: customer.into(),
+                agreement_id: None,
+            },
+            contacts: vec![],
+            additions: vec![],
+            invoice,
+        }
+    }
+
+    fn inv_line(product: &str, quantity: u32, text: &str) -> InvoiceLine {
+        InvoiceLine {
+            product: product.into(),
+            quantity: Decimal::from(quantity),
+            unit_price: "22.00".parse().expect("price"),
+            description: text.into(),
+        }
+    }
+
+    fn invoice(status: InvoiceStatus, lines: Vec<InvoiceLine>) -> ActualInvoice {
+        ActualInvoice {
+            id: "INV-9".into(),
+            number: Some("1042".into()),
+            status,
+            fields: InvoiceFields {
+                reference: "rollcall Acme 2026-11".into(),
+                date: day(1),
+                due_date: Some(day(30)),
+                lines,
+            },
+        }
+    }
+
+    #[test]
+    fn a_new_client_gets_its_customer_then_its_invoice() {
+        let d = invoiced(&[
+            ("M365", line(3, "22.00", "Ann, Bob, Cy")),
+            ("BACKUP", line(0, "5.00", "")),
+        ]);
+        let p = plan(&d, &state("", None));
+        assert_eq!(p.changes.len(), 2);
+        assert!(matches!(&p.changes[0], Change::CreateCustomer { name, .. } if name == "Acme"));
+        let Change::CreateInvoice { after, .. } = &p.changes[1] else {
+            panic!("second change: {:?}", p.changes[1]);
+        };
+        assert_eq!(
+            after.lines,
+            vec![inv_line("M365", 3, "Ann, Bob, Cy")],
+            "no zero lines"
+        );
+        assert_eq!(after.due_date, Some(day(30)));
+    }
+
+    #[test]
+    fn nobody_billed_and_no_customer_writes_nothing() {
+        let d = invoiced(&[("M365", line(0, "22.00", ""))]);
+        assert!(plan(&d, &state("", None)).changes.is_empty());
+    }
+
+    #[test]
+    fn a_draft_is_updated_in_place_and_case_alone_is_no_change() {
+        let d = invoiced(&[("M365", line(4, "22.00", "Ann, Bob, Cy, Di"))]);
+        let draft = invoice(
+            InvoiceStatus::Draft,
+            vec![inv_line("m365", 3, "Ann, Bob, Cy")],
+        );
+        let p = plan(&d, &state("C1", Some(draft)));
+        let [
+            Change::UpdateInvoice {
+                id, before, after, ..
+            },
+        ] = p.changes.as_slice()
+        else {
+            panic!("{:?}", p.changes);
+        };
+        assert_eq!(id, "INV-9");
+        assert_eq!(before.lines[0].product, "M365");
+        assert_eq!(after.lines[0].quantity, Decimal::from(4));
+
+        let same = invoice(
+            InvoiceStatus::Draft,
+            vec![inv_line("m365", 4, "Ann, Bob, Cy, Di")],
+        );
+        assert!(plan(&d, &state("C1", Some(same))).changes.is_empty());
+    }
+
+    #[test]
+    fn a_final_invoice_is_never_changed_and_a_difference_is_a_conflict() {
+        let d = invoiced(&[("M365", line(4, "22.00", "Ann, Bob, Cy, Di"))]);
+        let sent = invoice(
+            InvoiceStatus::Final("EmailSent".into()),
+            vec![inv_line("M365", 3, "Ann, Bob, Cy")],
+        );
+        let p = plan(&d, &state("C1", Some(sent)));
+        assert!(p.changes.is_empty());
+        assert_eq!(p.conflicts.len(), 1);
+        assert!(p.conflicts[0].contains("1042") && p.conflicts[0].contains("EmailSent"));
+
+        let agreeing = invoice(
+            InvoiceStatus::Final("PAID".into()),
+            vec![inv_line("M365", 4, "Ann, Bob, Cy, Di")],
+        );
+        assert!(plan(&d, &state("C1", Some(agreeing))).conflicts.is_empty());
+    }
+
+    #[test]
+    fn an_incomplete_read_never_lowers_an_invoice_line() {
+        let mut d = invoiced(&[
+            ("M365", line(1, "22.00", "Ann")),
+            ("BACKUP", line(5, "5.00", "5 users")),
+        ]);
+        d.completeness = Completeness::Incomplete {
+            reason: "connection dropped".into(),
+        };
+        let draft = invoice(
+            InvoiceStatus::Draft,
+            vec![inv_line("M365", 3, "Ann, Bob, Cy")],
+        );
+        let a = state("C1", Some(draft));
+        let planned = plan(&d, &a);
+        let g = guard::check("Acme", planned, &d, &a, policy(20));
+        let [Change::UpdateInvoice { after, .. }] = g.changes.as_slice() else {
+            panic!("{:?}", g.changes);
+        };
+        assert_eq!(
+            after.quantity_of("M365"),
+            Decimal::from(3),
+            "kept, not lowered"
+        );
+        assert_eq!(
+            after.quantity_of("BACKUP"),
+            Decimal::from(5),
+            "raising goes through"
+        );
+    }
+
+    #[test]
+    fn the_guard_refuses_an_invoice_emptied_by_a_read_that_found_nobody() {
+        let d = invoiced(&[("M365", line(0, "22.00", ""))]);
+        let draft = invoice(InvoiceStatus::Draft, vec![inv_line("M365", 30, "…")]);
+        let a = state("C1", Some(draft));
+        let g = guard::check("Acme", plan(&d, &a), &d, &a, policy(20));
+        assert!(g.refusal.is_some(), "30 → 0 must be refused");
+        assert_eq!((g.seats_before, g.seats_after), (30, 0));
+    }
+
+    proptest! {
+        /// Planning again after applying an invoice plan plans nothing, whatever was there.
+        #[test]
+        fn invoice_planning_converges(
+            d in arb::desired(),
+            customer in prop::bool::ANY,
+            existing in prop::option::of((prop::bool::ANY, prop::collection::vec((prop::sample::select(vec!["P1", "p2", "P4"]), 0..5u32), 0..3))),
+        ) {
+            let mut d = d;
+            d.contacts = None;
+            d.invoice = Some(DesiredInvoice { target: target(), customer: "Acme".into(), email: None });
+            let invoice = existing.map(|(draft, lines)| invoice(
+                if draft { InvoiceStatus::Draft } else { InvoiceStatus::Final("PAID".into()) },
+                lines.into_iter().map(|(p, q)| inv_line(p, q, "x")).collect(),
+            ));
+            let a = state(if customer { "C1" } else { "" }, invoice);
+            let first = plan(&d, &a);
+            let final_before = a.invoice.as_ref().is_some_and(|i| !i.status.is_draft());
+            if final_before {
+                let touches_final = first.changes.iter().any(|c| matches!(c, Change::UpdateInvoice { .. }));
+                prop_assert!(!touches_final, "a final invoice was changed");
+            }
+            let applied = after(a, &first.changes);
+            let second = plan(&d, &applied);
+            prop_assert!(second.changes.is_empty(), "second plan: {:?}", second.changes);
+        }
     }
 }

@@ -129,7 +129,7 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
     let all_clear = plan
         .clients
         .iter()
-        .all(|c| c.failure.is_none() && c.withheld.is_empty());
+        .all(|c| c.failure.is_none() && c.withheld.is_empty() && c.conflicts.is_empty());
     if plan.changes.is_empty() && all_clear {
         out.push_str("No changes: the billing system already matches the directories.\n");
     } else if plan.changes.is_empty() {
@@ -172,6 +172,9 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
         } else {
             let n = plan.changes_for(&c.client).count();
             match (n, c.completeness.as_ref().is_some_and(|x| !x.is_complete())) {
+                _ if !c.conflicts.is_empty() => {
+                    format!("{n} change(s); CONFLICT with a final invoice (see below)")
+                }
                 (0, false) => "up to date".to_owned(),
                 (n, false) => format!("{n} change(s)"),
                 (n, true) => format!(
@@ -232,15 +235,22 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
                 ));
             }
         }
+        for conflict in &c.conflicts {
+            out.push_str(&format!(
+                "\n{}: CONFLICT: {conflict} (hint: settle it by hand, e.g. a credit note or an extra line next period)",
+                c.client
+            ));
+        }
         for n in &c.notes {
             out.push_str(&format!("\n{}: note: {n}", c.client));
         }
     }
-    if plan
-        .clients
-        .iter()
-        .any(|c| !c.withheld.is_empty() || !c.notes.is_empty() || !c.excluded.is_empty())
-    {
+    if plan.clients.iter().any(|c| {
+        !c.withheld.is_empty()
+            || !c.notes.is_empty()
+            || !c.excluded.is_empty()
+            || !c.conflicts.is_empty()
+    }) {
         out.push('\n');
     }
     out

@@ -106,7 +106,7 @@ impl InvoiceFields {
     pub fn quantity_of(&self, product: &str) -> Decimal {
         self.lines
             .iter()
-            .filter(|l| l.product == product)
+            .filter(|l| l.product.eq_ignore_ascii_case(product))
             .map(|l| l.quantity)
             .sum()
     }
