@@ -134,14 +134,14 @@ pub struct RawClient {
     /// sister sites (one consolidated invoice per period, each site's lines labelled). Default:
     /// the client's own `company`.
     #[serde(default)]
-    pub bill_to: Option<String>,
+    pub bill_to: Option<At<String>>,
     /// Accounting targets with `bill_to`: the label of this client's lines on the shared
     /// invoice. Default: the client's name.
     #[serde(default)]
-    pub site: Option<String>,
+    pub site: Option<At<String>>,
     /// Accounting targets: the billing email a customer created by rollcall gets.
     #[serde(default)]
-    pub email: Option<String>,
+    pub email: Option<At<String>>,
     /// Rules that differ for this client; anything left out comes from `defaults`.
     #[serde(default)]
     pub overrides: Policy,
@@ -739,22 +739,26 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
         }
         let bill_to = c
             .bill_to
-            .as_deref()
-            .map(str::trim)
+            .as_ref()
+            .map(|b| b.value.trim())
             .filter(|b| !b.is_empty())
             .map(str::to_owned);
-        if c.site.is_some() && bill_to.is_none() {
+        if let Some(site) = &c.site
+            && bill_to.is_none()
+        {
             err(
                 &mut errors,
-                c.name.pos,
+                site.pos,
                 format!("client `{name}` has a `site` but no `bill_to`"),
                 "a site labels a client's lines on an invoice shared with its sister sites: set `bill_to` to the parent customer, or remove `site`",
             );
         }
-        if (bill_to.is_some() || c.email.is_some()) && !invoice_target {
+        if let Some(key) = c.bill_to.as_ref().or(c.email.as_ref())
+            && !invoice_target
+        {
             err(
                 &mut errors,
-                c.name.pos,
+                key.pos,
                 format!(
                     "client `{name}` sets `bill_to` or `email`, which only accounting targets read; `{}` bills through agreements",
                     raw.target.kind()
@@ -785,16 +789,16 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 bill_to: bill_to.clone(),
                 site: bill_to.as_ref().map(|_| {
                     c.site
-                        .as_deref()
-                        .map(str::trim)
+                        .as_ref()
+                        .map(|s| s.value.trim())
                         .filter(|s| !s.is_empty())
                         .unwrap_or(&name)
                         .to_owned()
                 }),
                 email: c
                     .email
-                    .as_deref()
-                    .map(str::trim)
+                    .as_ref()
+                    .map(|e| e.value.trim())
                     .filter(|e| !e.is_empty())
                     .map(str::to_owned),
             });

@@ -40,6 +40,30 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        name: "bill_to on a PSA target",
+        from: "    agreement: Managed Services\n",
+        to: "    agreement: Managed Services\n    bill_to: Acme Group\n",
+        expect: &["p.yaml:24:14", "only accounting targets", "hint:"],
+    },
+    Case {
+        name: "a site without bill_to",
+        from: "    agreement: Managed Services\n",
+        to: "    agreement: Managed Services\n    site: Branch\n",
+        expect: &["p.yaml:24:11", "`site` but no `bill_to`", "hint:"],
+    },
+    Case {
+        name: "an invoice reference without the period",
+        from: "defaults:",
+        to: "invoice:\n  reference: \"rollcall {{customer}}\"\ndefaults:",
+        expect: &["p.yaml:18:14", "{{period}}", "hint:"],
+    },
+    Case {
+        name: "an unknown invoice date rule",
+        from: "defaults:",
+        to: "invoice:\n  date: middle\ndefaults:",
+        expect: &["p.yaml:18:9", "middle", "first_day"],
+    },
+    Case {
         name: "unknown top-level key",
         from: "defaults:",
         to: "defaultz:",
