@@ -398,6 +398,53 @@ pub async fn plan_pipeline(
     plan
 }
 
+/// The day a run bills: `--period`'s, else today.
+fn bill_today(pipeline: &Pipeline) -> chrono::NaiveDate {
+    pipeline
+        .bill_day
+        .unwrap_or_else(|| chrono::Local::now().date_naive())
+}
+
+/// The seat ledger as days held per product, for proration. A seat that ended at a run on some
+/// day was last held the day before; `today` is when a seat not yet in the ledger starts.
+fn tenures(
+    spans: Vec<crate::store::SeatSpan>,
+    today: chrono::NaiveDate,
+) -> plan::proration::Proration {
+    let day = |text: &str| {
+        chrono::DateTime::parse_from_rfc3339(text)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc).date_naive())
+    };
+    let mut tenures: std::collections::BTreeMap<String, Vec<plan::proration::Tenure>> =
+        Default::default();
+    for span in spans {
+        let Some(from) = day(&span.since) else {
+            continue;
+        };
+        let to = match span.until.as_deref() {
+            Some(until) => match day(until).and_then(|d| d.pred_opt()) {
+                Some(last) => Some(last),
+                None => continue,
+            },
+            None => None,
+        };
+        tenures
+            .entry(span.product)
+            .or_default()
+            .push(plan::proration::Tenure {
+                person_id: span.person_id,
+                name: span.person_name,
+                from,
+                to,
+            });
+    }
+    plan::proration::Proration {
+        tenures,
+        today: Some(today),
+    }
+}
+
 /// Where each client is billed for this run: as its pipeline entry says, plus, for billing
 /// systems that bill by invoice, the invoice of the period the run bills.
 struct BillingAccounts {
@@ -409,11 +456,7 @@ impl BillingAccounts {
     fn new(pipeline: &Pipeline, billing: &dyn BillingSystem) -> Self {
         let by_invoice = billing.billing_model() == BillingModel::Invoice;
         BillingAccounts {
-            bill_day: by_invoice.then(|| {
-                pipeline
-                    .bill_day
-                    .unwrap_or_else(|| chrono::Local::now().date_naive())
-            }),
+            bill_day: by_invoice.then(|| bill_today(pipeline)),
             invoicing: pipeline.invoicing.clone(),
         }
     }
@@ -530,10 +573,37 @@ async fn plan_client(
             billing.kind()
         ));
     }
+    let proration = match &account.invoice {
+        Some(target) if pipeline.invoicing.prorate => {
+            match store
+                .seat_history(&pipeline.name, &client.name, None, None)
+                .await
+            {
+                Ok(spans) => Some(tenures(
+                    spans,
+                    target
+                        .period
+                        .start
+                        .max(bill_today(pipeline))
+                        .min(target.period.end),
+                )),
+                Err(e) => {
+                    return out.failed(
+                        FailureClass::Remote,
+                        format!("cannot read the seat ledger to prorate: {e}"),
+                        "check that the store file is readable; proration charges by the days the ledger records",
+                    );
+                }
+            }
+        }
+        _ => None,
+    };
     desired.invoice = account.invoice.clone().map(|target| plan::DesiredInvoice {
         target,
         customer: client.invoiced_customer().to_owned(),
         email: client.email.clone(),
+        proration,
+        text_limit: billing.invoice_text_limit(),
     });
     progress.phase(&client.name, "reading the billing system");
     let identifiers: Vec<String> = desired.additions.keys().cloned().collect();

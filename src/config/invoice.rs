@@ -30,6 +30,11 @@ pub struct InvoicePolicy {
     /// `rollcall {{customer}} {{period}}`.
     #[serde(default)]
     pub reference: Option<At<String>>,
+    /// Charge seats taken or given up during the period by the day, each on a line of its own
+    /// naming the person and the days (from rollcall's seat ledger). Default: false, every
+    /// seat held at the run is billed the whole period.
+    #[serde(default)]
+    pub prorate: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -50,6 +55,7 @@ pub enum InvoiceDate {
 /// The invoice policy as the engine uses it, checked.
 #[derive(Debug, Clone)]
 pub struct Invoicing {
+    pub prorate: bool,
     pub date: InvoiceDate,
     pub due_days: u32,
     pub reference: String,
@@ -90,6 +96,7 @@ impl Invoicing {
             ));
         }
         Ok(Invoicing {
+            prorate: policy.prorate.unwrap_or(false),
             date: policy.date.unwrap_or_default(),
             due_days,
             reference,

@@ -5,6 +5,7 @@
 //! ([`guard`]) then decide whether a plan may be applied at all.
 
 pub mod guard;
+pub mod proration;
 
 use std::collections::BTreeMap;
 
@@ -43,6 +44,10 @@ pub struct DesiredInvoice {
     /// parent when sites are billed together.
     pub customer: String,
     pub email: Option<String>,
+    /// Set when seats are charged by the day ([`proration`]).
+    pub proration: Option<proration::Proration>,
+    /// The billing system's longest line text, for the lines proration writes itself.
+    pub text_limit: Option<usize>,
 }
 
 /// Ids of the contacts and additions rollcall made or adopted for a client, as its store
@@ -254,7 +259,15 @@ pub fn invoice_lines(desired: &Desired) -> Vec<InvoiceLine> {
 /// against it is a conflict for a person.
 fn plan_invoice(desired: &Desired, invoice: &DesiredInvoice, actual: &ClientState) -> Planned {
     let mut out = Planned::default();
-    let lines = invoice_lines(desired);
+    let lines = match &invoice.proration {
+        Some(p) => {
+            let (lines, notes) =
+                proration::invoice_lines(desired, invoice.target.period, p, invoice.text_limit);
+            out.notes.extend(notes);
+            lines
+        }
+        None => invoice_lines(desired),
+    };
     let after = InvoiceFields {
         reference: invoice.target.reference.clone(),
         date: invoice.target.date,

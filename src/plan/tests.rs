@@ -676,6 +676,8 @@ mod invoices {
             target: target(),
             customer: "Acme".into(),
             email: Some("billing@acme.test".into()),
+            proration: None,
+            text_limit: None,
         });
         d
     }
@@ -838,7 +840,7 @@ mod invoices {
         ) {
             let mut d = d;
             d.contacts = None;
-            d.invoice = Some(DesiredInvoice { target: target(), customer: "Acme".into(), email: None });
+            d.invoice = Some(DesiredInvoice { target: target(), customer: "Acme".into(), email: None, proration: None, text_limit: None });
             let invoice = existing.map(|(draft, lines)| invoice(
                 if draft { InvoiceStatus::Draft } else { InvoiceStatus::Final("PAID".into()) },
                 lines.into_iter().map(|(p, q)| inv_line(p, q, "x")).collect(),
