@@ -68,6 +68,7 @@ macro_rules! directories {
 
 billing_systems! {
     ConnectWise("connectwise") => rollcall_connectwise::Config,
+    QuickBooks("quickbooks") => rollcall_quickbooks::Config,
 }
 
 directories! {
@@ -77,7 +78,7 @@ directories! {
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &["connectwise", "graph"];
+pub const SANDBOXES: &[&str] = &["connectwise", "graph", "quickbooks"];
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -91,13 +92,7 @@ pub fn run_sandbox(
     match kind {
         "connectwise" => Some(Box::pin(async move {
             let seed = match seed {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    serde_json::from_str(&text).map_err(|e| {
-                        format!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
-                    })?
-                }
+                Some(path) => read_seed(&path)?,
                 None => rollcall_connectwise::Seed::demo(),
             };
             println!(
@@ -111,13 +106,7 @@ pub fn run_sandbox(
         })),
         "graph" => Some(Box::pin(async move {
             let seed = match seed {
-                Some(path) => {
-                    let text = std::fs::read_to_string(&path)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    serde_json::from_str(&text).map_err(|e| {
-                        format!("{}:{}:{}: {e}", path.display(), e.line(), e.column())
-                    })?
-                }
+                Some(path) => read_seed(&path)?,
                 None => rollcall_graph::Seed::demo(),
             };
             println!(
@@ -128,6 +117,26 @@ pub fn run_sandbox(
                 .await
                 .map_err(|e| e.to_string())
         })),
+        "quickbooks" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => read_seed(&path)?,
+                None => rollcall_quickbooks::Seed::demo(),
+            };
+            println!(
+                "QuickBooks Online sandbox at http://{addr} (realm `{}`, client id `{}`; consent is approved at once); Ctrl-C stops it",
+                seed.realm_id, seed.client_id
+            );
+            rollcall_quickbooks::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
         _ => None,
     }
+}
+
+/// A sandbox seed from a JSON file, with the file and position in the error.
+fn read_seed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
 }

@@ -201,6 +201,7 @@ fn hold_back_lowering(change: Change) -> Verdict {
         Change::UpdateInvoice {
             id,
             reference,
+            site,
             before,
             after,
         } => {
@@ -225,6 +226,7 @@ fn hold_back_lowering(change: Change) -> Verdict {
             let change = |after| Change::UpdateInvoice {
                 id: id.clone(),
                 reference: reference.clone(),
+                site: site.clone(),
                 before: before.clone(),
                 after,
             };

@@ -302,6 +302,7 @@ fn plan_invoice(desired: &Desired, invoice: &DesiredInvoice, actual: &ClientStat
         None if after.lines.is_empty() => {}
         None => out.changes.push(Change::CreateInvoice {
             reference: after.reference.clone(),
+            site: invoice.target.site.clone(),
             after,
         }),
         Some(have) if !have.status.is_draft() => {
@@ -325,6 +326,7 @@ fn plan_invoice(desired: &Desired, invoice: &DesiredInvoice, actual: &ClientStat
                 out.changes.push(Change::UpdateInvoice {
                     id: have.id.clone(),
                     reference: after.reference.clone(),
+                    site: invoice.target.site.clone(),
                     before,
                     after,
                 });

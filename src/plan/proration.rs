@@ -288,8 +288,10 @@ mod tests {
         assert_eq!(described[0].0, "1");
         assert!(described.iter().any(|(q, d)| q == "0.3333"
             && d.contains("Person gone: 1 Nov to 10 Nov 2026 (10 of 30 days)")));
-        assert!(described.iter().any(|(q, d)| q == "0.2"
-            && d.contains("Person new: 25 Nov to 30 Nov 2026 (6 of 30 days)")));
+        assert!(
+            described.iter().any(|(q, d)| q == "0.2"
+                && d.contains("Person new: 25 Nov to 30 Nov 2026 (6 of 30 days)"))
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod graph;
+mod invoices;
 mod ldap;
 mod report;
 mod support;

@@ -176,6 +176,9 @@ pub enum Change {
     /// crash or a sister site that got there first never makes a second invoice.
     CreateInvoice {
         reference: String,
+        /// The label of this client's lines on an invoice shared by sites (`bill_to`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
         after: InvoiceFields,
     },
     /// The period's draft invoice brought up to date: this client's lines are replaced, every
@@ -183,6 +186,8 @@ pub enum Change {
     UpdateInvoice {
         id: String,
         reference: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        site: Option<String>,
         before: InvoiceFields,
         after: InvoiceFields,
     },

@@ -23,6 +23,8 @@ pub mod invoice;
 pub mod money;
 pub mod oauth;
 pub mod person;
+#[cfg(feature = "sandbox")]
+pub mod sandbox;
 pub mod secret;
 
 pub use billing::{

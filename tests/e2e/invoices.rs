@@ -1,0 +1,471 @@
+//! Billing by invoice end to end: pipelines planned and applied against the QuickBooks Online
+//! sandbox over HTTP, with OAuth tokens in rollcall's store.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use rollcall::config::{self, Pipeline};
+use rollcall::run::PipelinePlan;
+use rollcall_core::Change;
+use rollcall_core::oauth::TokenVault;
+use rollcall_quickbooks::{Sandbox, Seed, doc_number};
+use serde_json::Value;
+
+use crate::support::{people_csv, rollcall_bin};
+
+const PIPELINE: &str = r#"name: books
+target:
+  quickbooks:
+    url: SANDBOX_URL
+    client_id: demo-qbo-client
+    client_secret: ${ROLLCALL_E2E_QBO_SECRET:-demo-qbo-secret}
+    authorize_url: SANDBOX_URL/connect/oauth2
+    token_url: SANDBOX_URL/oauth2/v1/tokens/bearer
+    connection: books
+invoice:
+  due_days: 14
+products:
+  - id: m365
+    identifier: M365-BP
+    unit_price: 22.00
+    seats: "'M365 Users' in groups"
+    description: "M365 for {{names}}"
+  - id: helpdesk
+    identifier: HELPDESK-USER
+    unit_price: 35
+clients:
+  - name: Acme HQ
+    directory: { file: { path: hq.csv } }
+    company: Acme HQ
+    bill_to: Acme Group
+    site: Head office
+  - name: Acme Branch
+    directory: { file: { path: branch.csv } }
+    company: Acme Branch
+    bill_to: Acme Group
+  - name: Globex
+    directory: { file: { path: globex.csv } }
+    company: Globex Corporation
+"#;
+
+const GROUP_REFERENCE: &str = "rollcall Acme Group 2026-11";
+const GLOBEX_REFERENCE: &str = "rollcall Globex Corporation 2026-11";
+
+struct Books {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    pipeline: Pipeline,
+}
+
+impl Books {
+    async fn new() -> Books {
+        let sandbox = Sandbox::start(Seed::demo()).await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("pipeline.yaml"),
+            PIPELINE.replace("SANDBOX_URL", &sandbox.url()),
+        )
+        .expect("write pipeline");
+        let books = Books {
+            pipeline: load_pipeline(&dir.path().join("pipeline.yaml")),
+            sandbox,
+            dir,
+        };
+        books.people("hq.csv", 4, 2);
+        books.people("branch.csv", 2, 1);
+        books.people("globex.csv", 3, 3);
+        // What `rollcall connect` leaves in the store.
+        let store = books.store().await;
+        store
+            .save("books", &books.sandbox.connect())
+            .await
+            .expect("save tokens");
+        books
+    }
+
+    fn people(&self, file: &str, n: usize, m365: usize) {
+        let csv = people_csv(n, m365).replace("acme.example", &file.replace(".csv", ".example"));
+        std::fs::write(self.dir.path().join(file), csv).expect("write people");
+    }
+
+    fn store_path(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    async fn store(&self) -> rollcall::store::Store {
+        rollcall::store::Store::open(&self.store_path())
+            .await
+            .expect("store")
+    }
+
+    async fn plan(&self) -> PipelinePlan {
+        rollcall::cli::make_plan(&self.pipeline, &self.store().await, None, false)
+            .await
+            .expect("plan")
+    }
+
+    async fn apply(&self, plan: &PipelinePlan) -> Vec<rollcall::apply::ClientOutcome> {
+        rollcall::cli::apply_now(&self.store().await, &self.pipeline, plan, "test", false)
+            .await
+            .expect("apply")
+    }
+
+    async fn sync(&self) -> PipelinePlan {
+        let plan = self.plan().await;
+        let outcomes = self.apply(&plan).await;
+        for o in &outcomes {
+            assert_eq!(
+                o.state,
+                rollcall::apply::OutcomeState::Done,
+                "{o:?}\n{}",
+                rollcall::report::plan_text(&plan)
+            );
+        }
+        plan
+    }
+
+    fn invoice(&self, reference: &str) -> Value {
+        let number = doc_number(reference);
+        let found: Vec<Value> = self
+            .sandbox
+            .invoices()
+            .into_iter()
+            .filter(|i| i["DocNumber"] == number.as_str())
+            .collect();
+        assert_eq!(found.len(), 1, "exactly one invoice for {reference}");
+        found.into_iter().next().expect("one")
+    }
+
+    fn rollcall(&self, args: &[&str]) -> std::process::Output {
+        Command::new(rollcall_bin())
+            .args(args)
+            .arg(self.dir.path().join("pipeline.yaml"))
+            .args(["--period", "2026-11-17"])
+            .env("ROLLCALL_STORE", self.store_path())
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run rollcall")
+    }
+}
+
+/// The pipeline as the CLI loads it with `--period 2026-11-17`.
+fn load_pipeline(path: &std::path::Path) -> Pipeline {
+    let mut p = config::load(path).unwrap_or_else(|e| panic!("{e}"));
+    p.bill_day = chrono::NaiveDate::from_ymd_opt(2026, 11, 17);
+    p
+}
+
+/// Lines of an invoice as (item, quantity, description), subtotals left out.
+fn lines(invoice: &Value) -> Vec<(String, String, String)> {
+    invoice["Line"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .filter(|l| l["DetailType"] == "SalesItemLineDetail")
+        .map(|l| {
+            (
+                l["SalesItemLineDetail"]["ItemRef"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                l["SalesItemLineDetail"]["Qty"].to_string(),
+                l["Description"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_run_creates_customer_and_invoices_and_a_second_run_writes_nothing() {
+    let b = Books::new().await;
+    let plan = b.sync().await;
+    let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "create_customer",
+            "create_invoice",
+            "create_customer",
+            "create_invoice",
+            "create_invoice"
+        ],
+        "both sites see no parent customer yet; Globex exists"
+    );
+
+    let group = b.invoice(GROUP_REFERENCE);
+    assert_eq!(group["PrivateNote"], GROUP_REFERENCE);
+    assert_eq!(group["TxnDate"], "2026-11-01");
+    assert_eq!(group["DueDate"], "2026-11-15");
+    let group_lines = lines(&group);
+    assert_eq!(
+        group_lines.len(),
+        4,
+        "two sites × two products: {group_lines:?}"
+    );
+    assert!(group_lines.iter().any(|(item, q, d)| item == "M365-BP"
+        && q == "2"
+        && d.starts_with("Head office: M365 for Given0 Sur0, Given1 Sur1")));
+    assert!(
+        group_lines
+            .iter()
+            .any(|(item, q, d)| item == "HELPDESK-USER"
+                && q == "2"
+                && d.starts_with("Acme Branch: "))
+    );
+    let customers = b.sandbox.customers();
+    assert_eq!(
+        customers
+            .iter()
+            .filter(|c| c["DisplayName"] == "Acme Group")
+            .count(),
+        1,
+        "one parent customer for both sites"
+    );
+    assert_eq!(
+        group["CustomerRef"]["value"],
+        customers
+            .iter()
+            .find(|c| c["DisplayName"] == "Acme Group")
+            .expect("group")["Id"]
+    );
+    let globex = b.invoice(GLOBEX_REFERENCE);
+    assert_eq!(lines(&globex).len(), 2);
+
+    let writes = b.sandbox.writes();
+    let again = b.sync().await;
+    assert!(
+        again.changes.is_empty(),
+        "{}",
+        rollcall::report::plan_text(&again)
+    );
+    assert_eq!(
+        b.sandbox.writes(),
+        writes,
+        "a no-change resync writes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seat_change_updates_the_draft_in_place_and_keeps_every_other_line() {
+    let b = Books::new().await;
+    b.sync().await;
+    let before = b.invoice(GROUP_REFERENCE);
+    b.sandbox.add_line(
+        before["DocNumber"].as_str().expect("number"),
+        "PROJECT",
+        "3".parse().expect("d"),
+        "Cabling, 3 hours",
+    );
+
+    b.people("branch.csv", 5, 4);
+    let plan = b.sync().await;
+    assert_eq!(
+        plan.changes.len(),
+        1,
+        "{}",
+        rollcall::report::plan_text(&plan)
+    );
+    assert!(
+        matches!(&plan.changes[0].change, Change::UpdateInvoice { site: Some(s), .. } if s == "Acme Branch")
+    );
+
+    let after = b.invoice(GROUP_REFERENCE);
+    assert_eq!(after["Id"], before["Id"], "updated in place");
+    let l = lines(&after);
+    assert!(
+        l.iter().any(|(item, q, _)| item == "PROJECT" && q == "3"),
+        "the hand-typed line is kept: {l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|(item, q, d)| item == "M365-BP" && q == "2" && d.starts_with("Head office: ")),
+        "the other site's lines are kept: {l:?}"
+    );
+    assert!(
+        l.iter()
+            .any(|(item, q, d)| item == "M365-BP" && q == "4" && d.starts_with("Acme Branch: ")),
+        "{l:?}"
+    );
+    assert!(
+        l.iter().any(|(item, q, d)| item == "HELPDESK-USER"
+            && q == "5"
+            && d.starts_with("Acme Branch: ")),
+        "{l:?}"
+    );
+    assert_eq!(l.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sent_invoice_is_left_alone_and_reported_as_a_conflict() {
+    let b = Books::new().await;
+    b.sync().await;
+    b.sandbox.send_invoice(&doc_number(GLOBEX_REFERENCE));
+    let sent = b.invoice(GLOBEX_REFERENCE);
+    b.people("globex.csv", 5, 5);
+    let writes = b.sandbox.writes();
+
+    let out = b.rollcall(&["run"]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a conflict waits for a person:\n{text}"
+    );
+    assert!(
+        text.contains("CONFLICT") && text.contains("EmailSent"),
+        "{text}"
+    );
+    assert_eq!(b.invoice(GLOBEX_REFERENCE), sent, "not touched");
+    assert_eq!(b.sandbox.writes(), writes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_create_and_answer_makes_no_second_invoice_or_customer() {
+    let b = Books::new().await;
+    // Every create's answer is lost after the write lands: the client retries (same
+    // requestid) or looks the reference up, never creating twice.
+    b.sandbox.drop_response_after_commit(5);
+    let plan = b.plan().await;
+    let _ = b.apply(&plan).await;
+    b.sync().await;
+    assert_eq!(
+        b.sandbox
+            .customers()
+            .iter()
+            .filter(|c| c["DisplayName"] == "Acme Group")
+            .count(),
+        1
+    );
+    b.invoice(GROUP_REFERENCE);
+    b.invoice(GLOBEX_REFERENCE);
+    assert_eq!(b.sandbox.invoices().len(), 2);
+    assert!(b.plan().await.changes.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_refresh_token_survives_a_restart_and_a_revoked_one_asks_to_reconnect() {
+    let b = Books::new().await;
+    b.sandbox.expire_access_tokens();
+    let out = b.rollcall(&["plan"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b.sandbox.refreshes(), 1);
+    let rotated = b
+        .store()
+        .await
+        .load("books")
+        .await
+        .expect("load")
+        .expect("tokens");
+
+    // A new process, with the access token dead again: only the rotated refresh token works.
+    b.sandbox.expire_access_tokens();
+    let out = b.rollcall(&["plan"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(b.sandbox.refreshes(), 2);
+    let again = b
+        .store()
+        .await
+        .load("books")
+        .await
+        .expect("load")
+        .expect("tokens");
+    assert_ne!(
+        again.refresh_token, rotated.refresh_token,
+        "rotated again and kept"
+    );
+
+    b.sandbox.revoke_all();
+    let out = b.rollcall(&["plan"]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(
+        text.contains("invalid_grant") && text.contains("rollcall connect"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_takes_the_consent_redirect_and_stores_the_tokens() {
+    use std::io::{BufRead, BufReader};
+    let b = Books::new().await;
+    let mut child = Command::new(rollcall_bin())
+        .args(["connect", "--port", "0", "--wait", "30"])
+        .arg(b.dir.path().join("pipeline.yaml"))
+        .env("ROLLCALL_STORE", b.dir.path().join("fresh.db"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn connect");
+    let stdout = child.stdout.take().expect("stdout");
+    // Read every line on a thread of its own, so `connect` can go on printing after the
+    // address is found.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let consent = tokio::task::spawn_blocking(move || {
+        lines_rx
+            .iter()
+            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+    })
+    .await
+    .expect("join")
+    .expect("a consent address");
+    assert!(
+        consent.contains("scope=com.intuit.quickbooks.accounting"),
+        "{consent}"
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = http.get(&consent).send().await.expect("consent");
+    let back = answer.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(back.contains("realmId="), "{back}");
+    let page = http
+        .get(&back)
+        .send()
+        .await
+        .expect("redirect")
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("access granted"), "{page}");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let store = rollcall::store::Store::open(&b.dir.path().join("fresh.db"))
+        .await
+        .expect("store");
+    let tokens = store.load("books").await.expect("load").expect("stored");
+    assert_eq!(
+        tokens.tenant.as_deref(),
+        Some(b.sandbox.realm_id().as_str())
+    );
+}
