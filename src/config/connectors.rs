@@ -69,6 +69,7 @@ macro_rules! directories {
 billing_systems! {
     ConnectWise("connectwise") => rollcall_connectwise::Config,
     QuickBooks("quickbooks") => rollcall_quickbooks::Config,
+    Xero("xero") => rollcall_xero::Config,
 }
 
 directories! {
@@ -78,7 +79,7 @@ directories! {
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &["connectwise", "graph", "quickbooks"];
+pub const SANDBOXES: &[&str] = &["connectwise", "graph", "quickbooks", "xero"];
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -127,6 +128,19 @@ pub fn run_sandbox(
                 seed.realm_id, seed.client_id
             );
             rollcall_quickbooks::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
+        "xero" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => read_seed(&path)?,
+                None => rollcall_xero::Seed::demo(),
+            };
+            println!(
+                "Xero sandbox at http://{addr} (organisation `{}` {}, client id `{}`; consent is approved at once); Ctrl-C stops it",
+                seed.tenant_name, seed.tenant_id, seed.client_id
+            );
+            rollcall_xero::run_standalone(addr, seed)
                 .await
                 .map_err(|e| e.to_string())
         })),

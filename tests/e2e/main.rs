@@ -9,3 +9,4 @@ mod ldap;
 mod report;
 mod support;
 mod sync;
+mod xero;

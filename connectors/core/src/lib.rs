@@ -38,6 +38,6 @@ pub use error::{RemoteError, RemoteErrorKind};
 pub use invoice::{
     ActualInvoice, BillingPeriod, InvoiceFields, InvoiceLine, InvoiceStatus, InvoiceTarget,
 };
-pub use money::{Currency, round_money};
+pub use money::{Currency, json_decimal, json_number, round_money};
 pub use person::{License, Person};
 pub use secret::Secret;

@@ -38,6 +38,20 @@ pub fn round_money(amount: Decimal, currency: Currency) -> Decimal {
     rounded
 }
 
+/// An amount or quantity from a vendor's JSON, sent as a number (exact, since serde_json keeps
+/// the digits) or, by some clients, as a string.
+pub fn json_decimal(value: Option<&serde_json::Value>) -> Option<Decimal> {
+    match value? {
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        other => serde_json::from_value(other.clone()).ok(),
+    }
+}
+
+/// A decimal as a JSON number with exactly its digits (never through `f64`).
+pub fn json_number(amount: Decimal) -> serde_json::Value {
+    serde_json::from_str(&amount.normalize().to_string()).unwrap_or(serde_json::Value::Null)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

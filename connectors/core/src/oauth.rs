@@ -368,6 +368,25 @@ impl OAuthSession {
         Ok(tokens)
     }
 
+    /// Sends a request with a live access token through `http` (rate limit, retries); a 401
+    /// refreshes the token — once across runs, through the vault — and sends it once more.
+    /// `build` makes the request for the tokens it is given.
+    pub async fn send(
+        &self,
+        http: &crate::http::HttpClient,
+        operation: &str,
+        build: impl Fn(&TokenSet) -> reqwest::RequestBuilder,
+    ) -> Result<crate::http::Reply, RemoteError> {
+        let tokens = self.tokens().await?;
+        match http.send(operation, || build(&tokens)).await {
+            Err(e) if e.kind == RemoteErrorKind::Unauthorized => {
+                let fresh = self.refused(&tokens.access_token).await?;
+                http.send(operation, || build(&fresh)).await
+            }
+            other => other,
+        }
+    }
+
     /// The vendor refused `used` (401): refresh unless someone already did, and hand back the
     /// tokens to retry with.
     pub async fn refused(&self, used: &str) -> Result<TokenSet, RemoteError> {

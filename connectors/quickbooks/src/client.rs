@@ -15,12 +15,13 @@ use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit};
 use rollcall_core::invoice::{merge_lines, owns_line, site_prefix};
+use rollcall_core::json_number as number;
 use rollcall_core::oauth::{OAuthSession, TokenVault};
 use rollcall_core::{
     AccountRef, ActualInvoice, Applied, BillingAccount, BillingModel, BillingSystem, Change,
     ClientState, InvoiceFields, InvoiceLine, RemoteError, RemoteErrorKind,
 };
-use rust_decimal::{Decimal, RoundingStrategy};
+use rust_decimal::RoundingStrategy;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -111,51 +112,31 @@ impl QuickBooks {
         query: &[(&str, String)],
         body: Option<&Value>,
     ) -> Result<Value, RemoteError> {
-        let tokens = self.session.tokens().await?;
-        let realm = self
-            .realm
-            .clone()
-            .or_else(|| tokens.tenant.clone())
-            .ok_or_else(|| {
-                RemoteError::new(
-                    VENDOR,
-                    operation,
-                    RemoteErrorKind::ConnectionExpired,
-                    "no company (realm) id: set `realm_id`, or connect again with `rollcall connect`",
-                )
-            })?;
-        let url = format!("{}/v3/company/{realm}/{path}", self.base);
+        let url = format!("{}/v3/company/", self.base);
         let mut params: Vec<(&str, String)> =
             vec![("minorversion", self.minor_version.to_string())];
         params.extend(query.iter().cloned());
-        let send = |access: String| {
-            let url = url.clone();
-            let params = params.clone();
-            let method = method.clone();
-            async move {
-                self.http
-                    .send(operation, || {
-                        let request = self
-                            .http
-                            .request(method.clone(), &url)
-                            .bearer_auth(&access)
-                            .header(ACCEPT, "application/json")
-                            .query(&params);
-                        match body {
-                            Some(b) => request.json(b),
-                            None => request,
-                        }
-                    })
-                    .await
-            }
-        };
-        let reply = match send(tokens.access_token.clone()).await {
-            Err(e) if e.kind == RemoteErrorKind::Unauthorized => {
-                let fresh = self.session.refused(&tokens.access_token).await?;
-                send(fresh.access_token).await?
-            }
-            other => other?,
-        };
+        let reply = self
+            .session
+            .send(&self.http, operation, |tokens| {
+                // The realm chosen at connect time, unless the pipeline names one.
+                let realm = self
+                    .realm
+                    .clone()
+                    .or_else(|| tokens.tenant.clone())
+                    .unwrap_or_default();
+                let request = self
+                    .http
+                    .request(method.clone(), &format!("{url}{realm}/{path}"))
+                    .bearer_auth(&tokens.access_token)
+                    .header(ACCEPT, "application/json")
+                    .query(&params);
+                match body {
+                    Some(b) => request.json(b),
+                    None => request,
+                }
+            })
+            .await?;
         serde_json::from_slice(&reply.body).map_err(|e| {
             RemoteError::new(
                 VENDOR,
@@ -508,11 +489,6 @@ fn label(line: &InvoiceLine, site: Option<&str>) -> InvoiceLine {
         },
         _ => line.clone(),
     }
-}
-
-/// A JSON number carrying the decimal exactly (serde_json keeps the digits as written).
-fn number(d: Decimal) -> Value {
-    serde_json::from_str(&d.normalize().to_string()).unwrap_or(Value::Null)
 }
 
 /// A `requestid` from the parts that make a request what it is: the same request, retried by

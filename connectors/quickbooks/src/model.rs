@@ -42,13 +42,7 @@ pub struct FaultError {
 /// QuickBooks' code for an update sent with an old `SyncToken`.
 pub const STALE_OBJECT: &str = "5010";
 
-/// A money or quantity field, sent as a JSON number or (by some clients) a string.
-pub fn decimal(v: Option<&Value>) -> Option<Decimal> {
-    match v? {
-        Value::String(s) => s.trim().parse().ok(),
-        other => serde_json::from_value(other.clone()).ok(),
-    }
-}
+pub use rollcall_core::json_decimal as decimal;
 
 /// `v[key]` as text.
 pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {

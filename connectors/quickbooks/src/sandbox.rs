@@ -25,6 +25,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use rollcall_core::Secret;
+use rollcall_core::json_number as number;
 use rollcall_core::oauth::TokenSet;
 use rollcall_core::sandbox::{OAuthIssuer, RequestWindow, SandboxServer, TokenRefusal};
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -868,10 +869,6 @@ fn keyed(name: &str, row: Value) -> Value {
     answer.insert(name.to_owned(), row);
     answer.insert("time".into(), json!(chrono::Utc::now().to_rfc3339()));
     Value::Object(answer)
-}
-
-fn number(d: Decimal) -> Value {
-    serde_json::from_str(&d.normalize().to_string()).unwrap_or(Value::Null)
 }
 
 fn bump_sync_token(row: &mut Value) {
