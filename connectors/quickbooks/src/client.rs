@@ -56,6 +56,28 @@ pub struct QuickBooks {
     session: OAuthSession,
     /// Items by lower-cased name: (id, name). Items do not change during a run.
     items: Mutex<HashMap<String, (String, String)>>,
+    /// Every customer and the period's invoices, read in pages at the start of a run.
+    prefetched: Mutex<Option<Prefetched>>,
+}
+
+#[derive(Debug)]
+struct Prefetched {
+    period: rollcall_core::BillingPeriod,
+    customers: Vec<Value>,
+    invoices: HashMap<String, Value>,
+}
+
+/// Whether a customer is the one a pipeline names by `id:N`, email or display name.
+fn customer_matches(customer: &Value, wanted: &str) -> bool {
+    let wanted = wanted.trim();
+    match wanted.strip_prefix("id:") {
+        Some(id) => text(customer, "Id") == Some(id.trim()),
+        None if wanted.contains('@') => customer
+            .get("PrimaryEmailAddr")
+            .and_then(|e| text(e, "Address"))
+            .is_some_and(|e| e.eq_ignore_ascii_case(wanted)),
+        None => text(customer, "DisplayName").is_some_and(|n| n.eq_ignore_ascii_case(wanted)),
+    }
 }
 
 impl std::fmt::Debug for QuickBooks {
@@ -94,6 +116,7 @@ impl QuickBooks {
             tax_code: config.tax_code.clone(),
             session: OAuthSession::new(vault, config.connection.clone(), config.token_endpoint()),
             items: Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(None),
         })
     }
 
@@ -546,6 +569,43 @@ impl BillingSystem for QuickBooks {
         Some(DESCRIPTION_LIMIT)
     }
 
+    async fn prepare(
+        &self,
+        accounts: &[BillingAccount],
+        _products: &[String],
+    ) -> Result<(), RemoteError> {
+        let Some(period) = accounts
+            .iter()
+            .find_map(|a| a.invoice.as_ref().map(|i| i.period))
+        else {
+            return Ok(());
+        };
+        // One client reads in two calls; pages only pay from two clients on.
+        if accounts.len() < 2 {
+            return Ok(());
+        }
+        let customers = self.query("read customers", "Customer", "").await?;
+        let filter = format!(
+            " where TxnDate >= '{}' and TxnDate <= '{}'",
+            period.start, period.end
+        );
+        let invoices = self
+            .query("read invoices", "Invoice", &filter)
+            .await?
+            .into_iter()
+            .filter_map(|i| text(&i, "DocNumber").map(|n| (n.to_owned(), i.clone())))
+            .collect();
+        *self
+            .prefetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Prefetched {
+            period,
+            customers,
+            invoices,
+        });
+        Ok(())
+    }
+
     async fn read(
         &self,
         account: &BillingAccount,
@@ -560,13 +620,37 @@ impl BillingSystem for QuickBooks {
             )
         })?;
         let customer_name = target.bill_to.as_deref().unwrap_or(&account.company);
-        let customer = self.find_customer(customer_name).await?;
+        let cached = {
+            let prefetched = self
+                .prefetched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            prefetched
+                .as_ref()
+                .filter(|p| p.period == target.period)
+                .map(|p| {
+                    (
+                        p.customers
+                            .iter()
+                            .find(|c| customer_matches(c, customer_name))
+                            .cloned(),
+                        p.invoices.get(&doc_number(&target.reference)).cloned(),
+                    )
+                })
+        };
+        let (customer, invoice) = match cached {
+            Some(found) => found,
+            None => (
+                self.find_customer(customer_name).await?,
+                self.find_invoice(&target.reference).await?,
+            ),
+        };
         let company_id = customer
             .as_ref()
             .and_then(|c| text(c, "Id"))
             .unwrap_or_default()
             .to_owned();
-        let invoice = match self.find_invoice(&target.reference).await? {
+        let invoice = match invoice {
             None => None,
             Some(found) => {
                 let site = target.site.as_deref();

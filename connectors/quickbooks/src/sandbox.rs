@@ -669,6 +669,8 @@ fn read_one(shared: &Shared, entity: &str, id: &str) -> Response {
 #[derive(Debug)]
 enum Condition {
     Equals(String, String),
+    /// `>=` (true) or `<=` (false), compared as text: dates are ISO.
+    Bound(String, String, bool),
     Like(String, String),
     In(String, Vec<String>),
 }
@@ -703,6 +705,11 @@ fn parse_query(q: &str) -> Result<(String, Vec<Condition>, usize, usize), String
                     "=" => conditions.push(Condition::Equals(
                         field,
                         unquote(&next().ok_or("no value")?)?,
+                    )),
+                    ">=" | "<=" => conditions.push(Condition::Bound(
+                        field,
+                        unquote(&next().ok_or("no value")?)?,
+                        op == ">=",
                     )),
                     "like" => conditions
                         .push(Condition::Like(field, unquote(&next().ok_or("no value")?)?)),
@@ -768,13 +775,21 @@ fn tokenize(q: &str) -> Result<Vec<String>, String> {
                 }
             }
             out.push(s);
+        } else if c == '>' || c == '<' {
+            chars.next();
+            let mut op = c.to_string();
+            if chars.peek() == Some(&'=') {
+                chars.next();
+                op.push('=');
+            }
+            out.push(op);
         } else if "(),=*".contains(c) {
             out.push(c.to_string());
             chars.next();
         } else {
             let mut s = String::new();
             while let Some(&c) = chars.peek() {
-                if c.is_whitespace() || "(),='".contains(c) {
+                if c.is_whitespace() || "(),='<>".contains(c) {
                     break;
                 }
                 s.push(c);
@@ -809,6 +824,13 @@ fn field_text(row: &Value, field: &str) -> Option<String> {
 fn matches(row: &Value, c: &Condition) -> bool {
     match c {
         Condition::Equals(f, v) => field_text(row, f).is_some_and(|t| t.eq_ignore_ascii_case(v)),
+        Condition::Bound(f, v, lower) => field_text(row, f).is_some_and(|t| {
+            if *lower {
+                t.as_str() >= v.as_str()
+            } else {
+                t.as_str() <= v.as_str()
+            }
+        }),
         Condition::In(f, vs) => {
             field_text(row, f).is_some_and(|t| vs.iter().any(|v| t.eq_ignore_ascii_case(v)))
         }
@@ -1138,6 +1160,13 @@ mod tests {
             matches!(&conditions[0], Condition::Equals(f, v) if f == "DisplayName" && v == "O'Brien & Sons")
         );
         assert!(parse_query("select Id from Customer").is_err());
+        let (_, range, _, _) = parse_query(
+            "select * from Invoice where TxnDate >= '2026-11-01' and TxnDate <= '2026-11-30'",
+        )
+        .expect("range");
+        let row = json!({ "TxnDate": "2026-11-17" });
+        assert!(range.iter().all(|c| matches(&row, c)));
+        assert!(!matches(&json!({ "TxnDate": "2026-12-01" }), &range[1]));
         assert!(parse_query("select * from Invoice MAXRESULTS 5000").is_err());
     }
 }
