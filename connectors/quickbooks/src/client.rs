@@ -102,10 +102,11 @@ impl QuickBooks {
             ));
         }
         let mut settings = HttpSettings::new(VENDOR, describe_error);
-        let per_minute = NonZeroU32::new(config.requests_per_minute).unwrap_or(NonZeroU32::MIN);
-        // Intuit counts per minute; a burst of a tenth of the minute keeps a long run inside it.
-        let burst =
-            NonZeroU32::new((config.requests_per_minute / 10).max(1)).unwrap_or(NonZeroU32::MIN);
+        // Intuit counts each minute on its own: a burst of b at a window's start plus the steady
+        // rate must stay within the limit, so the steady rate is the limit less the burst.
+        let limit = config.requests_per_minute.max(1);
+        let burst = NonZeroU32::new(limit.min(10)).unwrap_or(NonZeroU32::MIN);
+        let per_minute = NonZeroU32::new(limit.saturating_sub(burst.get()).max(1)).unwrap_or(NonZeroU32::MIN);
         settings.rate_limit = Some(RateLimit::per_minute(per_minute, burst));
         settings.max_concurrent = Some(config.max_concurrent.max(1) as usize);
         Ok(QuickBooks {
