@@ -113,6 +113,25 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait: u64,
     },
+    /// Serve signed change notifications (a client's HR system, Entra ID, Xero) and resync
+    /// the client each one is about, debounced. Secrets come from the environment:
+    /// ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY, ROLLCALL_GRAPH_CLIENT_STATE.
+    Serve {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Notifications for one client within this many seconds make one resync.
+        #[arg(long, default_value_t = 5)]
+        debounce_seconds: u64,
+    },
+    /// Print the key a client's system signs its webhooks with (derived from
+    /// ROLLCALL_WEBHOOK_SECRET), and the address to send them to.
+    WebhookKey {
+        file: PathBuf,
+        #[arg(long)]
+        client: String,
+    },
     /// Plan and apply without asking (for schedules and scripts).
     Run {
         file: PathBuf,
@@ -288,6 +307,62 @@ fn init_logging(format: LogFormat, quiet: bool) {
 async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Validate { file } => Ok(validate(&file)),
+        Command::Serve {
+            files,
+            listen,
+            debounce_seconds,
+        } => {
+            let mut pipelines = Vec::new();
+            for file in &files {
+                let Some(p) = load(file) else {
+                    return Ok(Exit::Invalid);
+                };
+                pipelines.push(p);
+            }
+            let secrets = crate::web::Secrets::from_env();
+            if secrets.generic.is_none()
+                && secrets.xero.is_none()
+                && secrets.graph_client_state.is_none()
+            {
+                eprintln!(
+                    "error: no webhook secret is set, so every notification would be refused (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE)"
+                );
+                return Ok(Exit::Invalid);
+            }
+            let store = Store::open(&cli.store).await?;
+            let service = crate::web::Service::new(
+                pipelines,
+                store,
+                secrets,
+                std::time::Duration::from_secs(debounce_seconds),
+            );
+            crate::web::run(service, listen)
+                .await
+                .with_context(|| format!("cannot serve on {listen}"))?;
+            Ok(Exit::Ok)
+        }
+        Command::WebhookKey { file, client } => {
+            let Some(pipeline) = load_for(&file, Some(&client)) else {
+                return Ok(Exit::Invalid);
+            };
+            let Some(secret) = crate::web::Secrets::from_env().generic else {
+                eprintln!(
+                    "error: ROLLCALL_WEBHOOK_SECRET is not set (hint: the service's secret, the same one `rollcall serve` runs with)"
+                );
+                return Ok(Exit::Invalid);
+            };
+            let name = pipeline
+                .client(&client)
+                .map(|c| c.name.clone())
+                .unwrap_or(client);
+            println!(
+                "POST /hooks/clients/{}/{} with header X-Rollcall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">\nkey: {}",
+                pipeline.name,
+                name,
+                crate::web::signature::client_key(secret.expose(), &pipeline.name, &name)
+            );
+            Ok(Exit::Ok)
+        }
         Command::Connect { file, port, wait } => {
             let Some(pipeline) = load(&file) else {
                 return Ok(Exit::Invalid);
@@ -906,6 +981,19 @@ fn test(files: &[PathBuf]) -> Exit {
         }
     }
     exit
+}
+
+/// A plan with no progress shown: for the service and scripts.
+pub async fn quiet_plan(
+    pipeline: &Pipeline,
+    store: &Store,
+    client: Option<&str>,
+) -> anyhow::Result<PipelinePlan> {
+    let billing = pipeline
+        .target
+        .build(&store.build_context())
+        .context("cannot set up the billing system's client")?;
+    Ok(run::plan_pipeline(pipeline, billing, store, client, false, &run::Quiet).await)
 }
 
 pub async fn make_plan(

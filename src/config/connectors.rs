@@ -59,6 +59,11 @@ macro_rules! directories {
             pub fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory> {
                 match self { $( DirectorySource::$variant(c) => c.build(pipeline_dir), )+ }
             }
+
+            /// The tenant whose change notifications concern this directory, if it sends any.
+            pub fn notifying_tenant(&self) -> Option<&str> {
+                match self { $( DirectorySource::$variant(c) => c.notifying_tenant(), )+ }
+            }
         }
 
         /// Kinds of directory and the `directory:` section `rollcall init` writes for each.

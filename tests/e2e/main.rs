@@ -9,4 +9,5 @@ mod ldap;
 mod report;
 mod support;
 mod sync;
+mod webhooks;
 mod xero;

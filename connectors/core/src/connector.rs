@@ -47,6 +47,12 @@ pub trait DirectoryConfig {
     const STARTER: &'static str = "";
 
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory>;
+
+    /// The tenant whose change notifications concern this directory (an Entra tenant), so a
+    /// notification resyncs only the clients it is about; `None` for sources that send none.
+    fn notifying_tenant(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// Reads a whole-number setting and refuses one outside `range`, with `error(value)` as the

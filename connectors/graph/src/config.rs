@@ -100,6 +100,10 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 impl DirectoryConfig for Config {
     const STARTER: &'static str = STARTER;
 
+    fn notifying_tenant(&self) -> Option<&str> {
+        Some(&self.tenant_id)
+    }
+
     fn build(&self, _pipeline_dir: &Path) -> Arc<dyn Directory> {
         Arc::new(GraphDirectory::from_config(self))
     }

@@ -106,7 +106,8 @@ impl QuickBooks {
         // rate must stay within the limit, so the steady rate is the limit less the burst.
         let limit = config.requests_per_minute.max(1);
         let burst = NonZeroU32::new(limit.min(10)).unwrap_or(NonZeroU32::MIN);
-        let per_minute = NonZeroU32::new(limit.saturating_sub(burst.get()).max(1)).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(limit.saturating_sub(burst.get()).max(1)).unwrap_or(NonZeroU32::MIN);
         settings.rate_limit = Some(RateLimit::per_minute(per_minute, burst));
         settings.max_concurrent = Some(config.max_concurrent.max(1) as usize);
         Ok(QuickBooks {

@@ -100,7 +100,8 @@ impl Xero {
         // `requests_per_minute`, so the steady rate is that less the burst.
         let limit = config.requests_per_minute.max(1);
         let burst = NonZeroU32::new(limit.min(5)).unwrap_or(NonZeroU32::MIN);
-        let per_minute = NonZeroU32::new(limit.saturating_sub(burst.get()).max(1)).unwrap_or(NonZeroU32::MIN);
+        let per_minute =
+            NonZeroU32::new(limit.saturating_sub(burst.get()).max(1)).unwrap_or(NonZeroU32::MIN);
         settings.rate_limit = Some(RateLimit::per_minute(per_minute, burst));
         settings.max_concurrent = Some(5);
         Ok(Xero {

@@ -1,0 +1,244 @@
+//! `rollcall serve` over real HTTP: signed notifications resync one client, bursts are
+//! coalesced, and nothing unsigned, forged or stale is ever acted on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::Mac;
+use rollcall::web::{Secrets, Service, signature};
+use rollcall_core::Secret;
+
+use crate::support::{World, people_csv};
+
+const SECRET: &str = "service-secret-for-tests";
+const XERO_KEY: &str = "xero-webhook-key";
+const CLIENT_STATE: &str = "graph-client-state";
+
+struct Served {
+    world: World,
+    service: Arc<Service>,
+    url: String,
+    http: reqwest::Client,
+}
+
+async fn served(debounce: Duration) -> Served {
+    let world = World::new(&people_csv(6, 3)).await;
+    let pipeline = rollcall::config::load(&world.pipeline_path()).unwrap_or_else(|e| panic!("{e}"));
+    let secrets = Secrets {
+        generic: Some(Secret::new(SECRET)),
+        xero: Some(Secret::new(XERO_KEY)),
+        graph_client_state: Some(Secret::new(CLIENT_STATE)),
+    };
+    let service = Service::new(vec![pipeline], world.open_store().await, secrets, debounce);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(rollcall::web::serve(
+        service.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    Served {
+        world,
+        service,
+        url,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Served {
+    async fn post_signed(
+        &self,
+        client: &str,
+        key_for: &str,
+        timestamp: i64,
+    ) -> reqwest::StatusCode {
+        let body = br#"{"event":"employee.created","id":"E-1"}"#.to_vec();
+        let key = signature::client_key(SECRET, "e2e", key_for);
+        self.http
+            .post(format!("{}/hooks/clients/e2e/{client}", self.url))
+            .header(
+                "X-Rollcall-Signature",
+                signature::sign(&key, timestamp, &body),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("post")
+            .status()
+    }
+
+    async fn settle(&self, debounce: Duration) {
+        tokio::time::sleep(debounce + Duration::from_millis(1500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_fifty_signed_notifications_makes_one_resync_of_that_client() {
+    let debounce = Duration::from_millis(800);
+    let s = served(debounce).await;
+    let now = chrono::Utc::now().timestamp();
+    for _ in 0..50 {
+        assert_eq!(
+            s.post_signed("Acme", "Acme", now).await,
+            reqwest::StatusCode::ACCEPTED
+        );
+    }
+    s.settle(debounce).await;
+    assert_eq!(s.service.syncs(), 1.0, "fifty notifications, one resync");
+    assert!(
+        s.world.sandbox.writes() > 0,
+        "the resync applied the client's plan"
+    );
+    assert_eq!(s.world.quantity("M365-BP").await, Some(3));
+
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"rollcall_webhooks_total{source="client",outcome="accepted"} 50"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"rollcall_resyncs_coalesced_total{client="Acme"} 49"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"rollcall_seats{pipeline="e2e",client="Acme"}"#),
+        "{metrics}"
+    );
+
+    // A later change, a later notification: one more resync, which finds the new person.
+    s.world.set_people(&people_csv(7, 4));
+    assert_eq!(
+        s.post_signed("acme", "Acme", chrono::Utc::now().timestamp())
+            .await,
+        reqwest::StatusCode::ACCEPTED
+    );
+    s.settle(debounce).await;
+    assert_eq!(s.service.syncs(), 2.0);
+    assert_eq!(s.world.quantity("M365-BP").await, Some(4));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_stale_unsigned_and_unknown_notifications_are_refused_and_never_synced() {
+    let debounce = Duration::from_millis(300);
+    let s = served(debounce).await;
+    let now = chrono::Utc::now().timestamp();
+    assert_eq!(
+        s.post_signed("Acme", "Globex", now).await,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "another client's key"
+    );
+    assert_eq!(
+        s.post_signed("Acme", "Acme", now - 3600).await,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "an hour old"
+    );
+    assert_eq!(
+        s.post_signed("Nobody", "Nobody", now).await,
+        reqwest::StatusCode::UNAUTHORIZED,
+        "no such client"
+    );
+    let unsigned = s
+        .http
+        .post(format!("{}/hooks/clients/e2e/Acme", s.url))
+        .body("{}")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(unsigned.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let huge = s
+        .http
+        .post(format!("{}/hooks/clients/e2e/Acme", s.url))
+        .header("X-Rollcall-Signature", "t=1,v1=00")
+        .body(vec![b'x'; 1024 * 1024])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(huge.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
+    s.settle(debounce).await;
+    assert_eq!(s.service.syncs(), 0.0);
+    assert_eq!(s.world.sandbox.writes(), 0);
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for why in ["forged", "stale", "unknown_client", "unsigned"] {
+        assert!(
+            metrics.contains(&format!(
+                r#"rollcall_webhooks_total{{source="client",outcome="{why}"}} 1"#
+            )),
+            "{why}: {metrics}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xero_intent_to_receive_and_graph_validation_handshakes() {
+    let s = served(Duration::from_millis(200)).await;
+    let body = br#"{"events":[],"firstEventSequence":0,"lastEventSequence":0,"entropy":"RANDOM"}"#;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(XERO_KEY.as_bytes()).expect("key");
+    mac.update(body);
+    let good = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    let post = |sig: String| {
+        s.http
+            .post(format!("{}/hooks/xero", s.url))
+            .header("x-xero-signature", sig)
+            .body(body.to_vec())
+            .send()
+    };
+    assert_eq!(
+        post(good).await.expect("xero").status(),
+        reqwest::StatusCode::OK
+    );
+    assert_eq!(
+        post("AAAA".into()).await.expect("xero").status(),
+        reqwest::StatusCode::UNAUTHORIZED
+    );
+
+    let echo = s
+        .http
+        .post(format!(
+            "{}/hooks/graph?validationToken=Validation%3A+Testing+client+application",
+            s.url
+        ))
+        .send()
+        .await
+        .expect("graph");
+    assert_eq!(echo.status(), reqwest::StatusCode::OK);
+    assert_eq!(echo.headers()["content-type"], "text/plain");
+    assert_eq!(
+        echo.text().await.expect("text"),
+        "Validation: Testing client application"
+    );
+    let forged = serde_json::json!({ "value": [{ "subscriptionId": "s", "clientState": "guess", "changeType": "updated", "resource": "users/1", "tenantId": "t" }] });
+    let answer = s
+        .http
+        .post(format!("{}/hooks/graph", s.url))
+        .json(&forged)
+        .send()
+        .await
+        .expect("graph");
+    assert_eq!(answer.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let health = s
+        .http
+        .get(format!("{}/readyz", s.url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(health.status(), reqwest::StatusCode::OK);
+}
