@@ -406,7 +406,8 @@ fn bill_today(pipeline: &Pipeline) -> chrono::NaiveDate {
 }
 
 /// The seat ledger as days held per product, for proration. A seat that ended at a run on some
-/// day was last held the day before; `today` is when a seat not yet in the ledger starts.
+/// day was last held the day before; `today` is when a seat not yet in the ledger starts; seats
+/// the client's first run found count from before any period.
 fn tenures(
     spans: Vec<crate::store::SeatSpan>,
     today: chrono::NaiveDate,
@@ -418,9 +419,17 @@ fn tenures(
     };
     let mut tenures: std::collections::BTreeMap<String, Vec<plan::proration::Tenure>> =
         Default::default();
+    // Whoever rollcall's first run for the client found was already there: their seats are
+    // as old as the client's billing, not as the day rollcall met them.
+    let first_run = spans.iter().map(|s| s.since.clone()).min();
     for span in spans {
         let Some(from) = day(&span.since) else {
             continue;
+        };
+        let from = if Some(&span.since) == first_run.as_ref() {
+            chrono::NaiveDate::MIN
+        } else {
+            from
         };
         let to = match span.until.as_deref() {
             Some(until) => match day(until).and_then(|d| d.pred_opt()) {
@@ -440,8 +449,9 @@ fn tenures(
             });
     }
     plan::proration::Proration {
+        // Before the first run there is no ledger: everyone found then is billed whole.
+        today: (!tenures.is_empty()).then_some(today),
         tenures,
-        today: Some(today),
     }
 }
 
@@ -567,11 +577,9 @@ async fn plan_client(
             return out.failed(FailureClass::Invalid, e.to_string(), hint);
         }
     };
-    if !billing.manages_contacts() && desired.contacts.take().is_some() {
-        out.notes.push(format!(
-            "{} keeps customers, not a contact per person: the `contacts:` rules are not used",
-            billing.kind()
-        ));
+    // Accounting systems keep customers, not a contact per person (docs/invoicing.md).
+    if !billing.manages_contacts() {
+        desired.contacts = None;
     }
     let proration = match &account.invoice {
         Some(target) if pipeline.invoicing.prorate => {
@@ -579,13 +587,12 @@ async fn plan_client(
                 .seat_history(&pipeline.name, &client.name, None, None)
                 .await
             {
+                // A newcomer's seat starts today, as the ledger will record it when applied.
                 Ok(spans) => Some(tenures(
                     spans,
-                    target
-                        .period
-                        .start
-                        .max(bill_today(pipeline))
-                        .min(target.period.end),
+                    chrono::Utc::now()
+                        .date_naive()
+                        .clamp(target.period.start, target.period.end),
                 )),
                 Err(e) => {
                     return out.failed(

@@ -10,6 +10,8 @@
 //!   rounded once at the currency's minor unit, as every line is;
 //! - a current holder is counted to the period's last day (the draft is brought up to date if
 //!   they leave before it ends);
+//! - seats rollcall's first run for the client found count as held before the period began;
+//!   a ledger that starts after the period (billing a past month) bills the seat whole;
 //! - products whose bill is not one seat per person (`included` or `minimum` changed the
 //!   count) are not prorated: the contract's own numbers stay whole.
 
@@ -32,7 +34,8 @@ pub struct Tenure {
 }
 
 /// What proration needs beside the desired seats: the ledger, by pipeline product id, and the
-/// day the run bills (a newcomer not yet in the ledger holds their seat from that day).
+/// day a newcomer not yet in the ledger holds their seat from (`None` before the client's
+/// first run: then everyone is billed whole).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Proration {
     pub tenures: BTreeMap<String, Vec<Tenure>>,
@@ -87,7 +90,9 @@ pub fn product_lines(
             .map(|t| t.from)
             .min()
             .unwrap_or(today);
-        if since <= period.start {
+        // A ledger that starts after the period (billing a past month) says nothing about it:
+        // the seat is billed whole.
+        if since <= period.start || since > period.end {
             full.push(holder.name.clone());
         } else {
             partial.push((holder.name.clone(), since.min(period.end), period.end));
@@ -292,6 +297,18 @@ mod tests {
             described.iter().any(|(q, d)| q == "0.2"
                 && d.contains("Person new: 25 Nov to 30 Nov 2026 (6 of 30 days)"))
         );
+    }
+
+    #[test]
+    fn a_ledger_that_starts_after_the_period_bills_whole_seats() {
+        let december = NaiveDate::from_ymd_opt(2026, 12, 3).expect("d");
+        let proration = Proration {
+            tenures: [("m365".to_owned(), vec![tenure("a", december, None)])].into(),
+            today: Some(day(1)),
+        };
+        let (lines, _) = product_lines("M365", &addition(&["a"], 1), NOVEMBER, &proration, None);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].quantity, Decimal::ONE);
     }
 
     #[test]

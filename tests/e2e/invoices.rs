@@ -230,6 +230,7 @@ async fn first_run_creates_customer_and_invoices_and_a_second_run_writes_nothing
     );
     let globex = b.invoice(GLOBEX_REFERENCE);
     assert_eq!(lines(&globex).len(), 2);
+    assert_ne!(globex["Id"], group["Id"], "every invoice has its own id");
 
     let writes = b.sandbox.writes();
     let again = b.sync().await;
@@ -468,4 +469,71 @@ async fn connect_takes_the_consent_redirect_and_stores_the_tokens() {
         tokens.tenant.as_deref(),
         Some(b.sandbox.realm_id().as_str())
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_proration_a_newcomer_is_charged_by_the_day_on_a_line_of_their_own() {
+    let b = Books::new().await;
+    let yaml = std::fs::read_to_string(b.dir.path().join("pipeline.yaml")).expect("read");
+    std::fs::write(
+        b.dir.path().join("pipeline.yaml"),
+        yaml.replace("invoice:\n", "invoice:\n  prorate: true\n"),
+    )
+    .expect("write");
+    // Proration counts days from the ledger, which records real days: bill this month.
+    let today = chrono::Utc::now().date_naive();
+    let mut b = b;
+    b.pipeline = load_pipeline(&b.dir.path().join("pipeline.yaml"));
+    b.pipeline.bill_day = Some(today);
+    b.sync().await;
+    let reference = format!("rollcall Globex Corporation {}", today.format("%Y-%m"));
+    let first = lines(&b.invoice(&reference));
+    assert_eq!(
+        first.len(),
+        2,
+        "everyone the first run finds is billed whole: {first:?}"
+    );
+
+    b.people("globex.csv", 4, 4);
+    let second = b.sync().await;
+    assert_eq!(
+        second.changes.len(),
+        1,
+        "{}",
+        rollcall::report::plan_text(&second)
+    );
+    let period = rollcall::config::invoice::month_of(today);
+    let days = (period.end - today).num_days() + 1;
+    let after = lines(&b.invoice(&reference));
+    if today == period.start {
+        assert_eq!(
+            after.iter().filter(|(_, q, _)| q == "4").count(),
+            2,
+            "{after:?}"
+        );
+    } else {
+        let fraction = rollcall::plan::proration::fraction(days, period.days());
+        let partial: Vec<_> = after
+            .iter()
+            .filter(|(_, _, d)| d.contains("Given3 Sur3:"))
+            .collect();
+        assert_eq!(
+            partial.len(),
+            2,
+            "a line per product for the newcomer: {after:?}"
+        );
+        for (_, q, d) in partial {
+            assert_eq!(q, &fraction.to_string(), "{d}");
+            assert!(
+                d.contains(&format!("({days} of {} days)", period.days())),
+                "{d}"
+            );
+        }
+        assert!(
+            after
+                .iter()
+                .any(|(item, q, d)| item == "M365-BP" && q == "3" && d.contains("whole period"))
+        );
+    }
+    assert!(b.plan().await.changes.is_empty(), "prorated lines converge");
 }

@@ -991,7 +991,8 @@ fn write(shared: &Shared, entity: &str, body: &[u8]) -> Result<Value, Invalid> {
         }
     }
     let now = chrono::Utc::now().to_rfc3339();
-    let next_id = db.next_id + 1;
+    db.next_id += 1;
+    let next_id = db.next_id;
     let (rows, _) = collection(db, entity)
         .ok_or_else(|| invalid("4000", "Unsupported entity", entity.to_owned()))?;
     let saved = match text(&incoming, "Id").map(str::to_owned) {
