@@ -49,6 +49,10 @@ pub struct RawPipeline {
     pub defaults: Policy,
     /// The MSP's clients: each one's directory and where it is billed.
     pub clients: Vec<RawClient>,
+    /// When `rollcall serve` resyncs every client of this pipeline on its own, besides the
+    /// resyncs notifications ask for.
+    #[serde(default)]
+    pub schedule: Option<SchedulePolicy>,
     /// How accounting targets (QuickBooks, Xero) invoice: period, dates, reference. Ignored by
     /// PSA targets, whose agreements bill themselves.
     #[serde(default)]
@@ -57,6 +61,15 @@ pub struct RawPipeline {
     /// with `rollcall test FILE`; more can live in a sibling `NAME.tests.yaml`.
     #[serde(default)]
     pub tests: Vec<crate::pipeline_tests::TestCase>,
+}
+
+/// A pipeline's schedule.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePolicy {
+    /// A cron expression in UTC with seconds first: `sec min hour day-of-month month
+    /// day-of-week [year]`, e.g. `0 0 6 * * Mon-Fri` for 06:00 UTC on weekdays.
+    pub cron: At<String>,
 }
 
 /// A billable product.
@@ -335,6 +348,8 @@ pub struct Pipeline {
     pub invoicing: Invoicing,
     /// The day the run bills for (`--period`); `None` is the day the run plans.
     pub bill_day: Option<chrono::NaiveDate>,
+    /// When `rollcall serve` resyncs every client on its own.
+    pub schedule: Option<cron::Schedule>,
     pub target: TargetConfig,
     pub products: Vec<Product>,
     pub clients: Vec<Client>,
@@ -812,12 +827,27 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
     let Some(invoicing) = invoicing else {
         return Err(ConfigErrors(errors));
     };
+    let schedule = match &raw.schedule {
+        None => None,
+        Some(s) => match cron::Schedule::from_str(s.cron.value.trim()) {
+            Ok(schedule) => Some(schedule),
+            Err(e) => {
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    path,
+                    s.cron.pos,
+                    format!("`{}` is not a cron expression: {e}", s.cron.value),
+                    "write six fields, seconds first, in UTC: e.g. `0 0 6 * * Mon-Fri`",
+                )]));
+            }
+        },
+    };
     Ok(Pipeline {
         name: raw.name.value,
         file: path.to_owned(),
         currency: raw.currency,
         invoicing,
         bill_day: None,
+        schedule,
         target: raw.target,
         products,
         clients,

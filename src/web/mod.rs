@@ -9,9 +9,11 @@
 //! Nothing unsigned, forged or stale is ever acted on: it is refused (401), counted in
 //! `/metrics`, and logged without its body.
 //!
+//! Pipelines with a `schedule:` are also resynced at the times their cron expression names.
+//!
 //! This service runs the resyncs itself, in this process. The job queue shared by many
-//! workers (issue 6: apalis on SQLite or Redis, schedules, locks across machines) is not built
-//! yet; until it is, run one `rollcall serve` per store.
+//! workers (apalis on SQLite or Redis, locks and rate limits shared across machines) is not
+//! built yet; until it is, run one `rollcall serve` per store.
 
 pub mod signature;
 
@@ -274,6 +276,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/metrics", get(metrics))
         .route("/hooks/clients/{pipeline}/{client}", post(generic))
         .route("/hooks/xero", post(xero))
+        .route(
+            "/hooks/connectwise/{pipeline}/{client}/{key}",
+            post(connectwise),
+        )
         .route("/hooks/graph", post(graph))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
@@ -290,8 +296,35 @@ pub async fn serve(
         .await
 }
 
-/// Binds `addr` and serves until Ctrl-C.
+/// Resyncs every client of each pipeline that has a `schedule:`, at each time it names, for
+/// as long as the service runs. A scheduled resync joins one a notification already asked for.
+pub fn start_schedules(service: &Arc<Service>) {
+    for (index, pipeline) in service.pipelines.iter().enumerate() {
+        let Some(schedule) = pipeline.schedule.clone() else {
+            continue;
+        };
+        let service = service.clone();
+        tokio::spawn(async move {
+            for next in schedule.upcoming(chrono::Utc) {
+                let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                let pipeline = &service.pipelines[index];
+                info!(pipeline = %pipeline.name, at = %next, "Scheduled resync of every client.");
+                service.count(
+                    "rollcall_scheduled_runs_total",
+                    &[("pipeline", &pipeline.name)],
+                );
+                for c in &pipeline.clients {
+                    service.request_resync(index, &c.name);
+                }
+            }
+        });
+    }
+}
+
+/// Binds `addr`, starts the schedules and serves until Ctrl-C.
 pub async fn run(service: Arc<Service>, addr: SocketAddr) -> std::io::Result<()> {
+    start_schedules(&service);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "Listening for notifications.");
     serve(service, listener, async {
@@ -354,6 +387,41 @@ async fn generic(
         Err(signature::Refused::Malformed) => service.refused("client", "malformed"),
         Err(signature::Refused::Forged) => service.refused("client", "forged"),
     }
+}
+
+/// ConnectWise callbacks (`system/callbacks`): ConnectWise signs nothing, so the callback URL
+/// registered for a client carries that client's key (`rollcall webhook-key`) as its secret.
+/// The body (`{Action, Type, ID, Entity}`) is not trusted for anything but logging.
+async fn connectwise(
+    State(service): State<Arc<Service>>,
+    Path((pipeline, client, key)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Response {
+    let Some(secret) = &service.secrets.generic else {
+        return service.refused("connectwise", "not_configured");
+    };
+    let Some((index, name)) = service.find(&pipeline, &client) else {
+        return service.refused("connectwise", "unknown_client");
+    };
+    let expected = signature::client_key(secret.expose(), &pipeline, &name);
+    if !signature::same_secret(&key, &expected) {
+        return service.refused("connectwise", "forged");
+    }
+    let what = serde_json::from_slice::<Value>(&body).unwrap_or_default();
+    let field = |k: &str| {
+        what.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (action, object) = (field("Action"), field("Type"));
+    info!(client = %name, %action, %object, "ConnectWise callback.");
+    service.count(
+        "rollcall_webhooks_total",
+        &[("source", "connectwise"), ("outcome", "accepted")],
+    );
+    service.request_resync(index, &name);
+    StatusCode::OK.into_response()
 }
 
 /// Xero webhooks: the intent-to-receive handshake is just this check (200 when the signature

@@ -40,6 +40,12 @@ struct Case {
 
 const CASES: &[Case] = &[
     Case {
+        name: "a schedule that is not a cron expression",
+        from: "defaults:",
+        to: "schedule:\n  cron: every morning\ndefaults:",
+        expect: &["p.yaml:18:9", "not a cron expression", "hint:"],
+    },
+    Case {
         name: "bill_to on a PSA target",
         from: "    agreement: Managed Services\n",
         to: "    agreement: Managed Services\n    bill_to: Acme Group\n",

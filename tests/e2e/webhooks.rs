@@ -242,3 +242,30 @@ async fn xero_intent_to_receive_and_graph_validation_handshakes() {
         .expect("readyz");
     assert_eq!(health.status(), reqwest::StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_schedule_resyncs_its_clients_without_a_notification() {
+    let world = World::new(&people_csv(4, 2)).await;
+    let yaml = std::fs::read_to_string(world.pipeline_path()).expect("read");
+    std::fs::write(
+        world.pipeline_path(),
+        format!("schedule:\n  cron: \"* * * * * *\"\n{yaml}"),
+    )
+    .expect("write");
+    let pipeline = rollcall::config::load(&world.pipeline_path()).unwrap_or_else(|e| panic!("{e}"));
+    let service = Service::new(
+        vec![pipeline],
+        world.open_store().await,
+        Secrets::default(),
+        Duration::from_millis(100),
+    );
+    rollcall::web::start_schedules(&service);
+    for _ in 0..50 {
+        if world.sandbox.writes() > 0 && service.syncs() >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(service.syncs() >= 1.0, "the schedule ran a resync");
+    assert_eq!(world.quantity("M365-BP").await, Some(2));
+}
