@@ -3,6 +3,7 @@
 
 mod cli;
 mod config_errors;
+mod deploy;
 mod graph;
 mod invoices;
 mod ldap;
