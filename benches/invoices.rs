@@ -122,8 +122,8 @@ async fn quickbooks() {
     let started = Instant::now();
     let changes = run(&pipeline, billing, &store, "qbo-1").await;
     Figures {
-        requests: sandbox.requests(),
-        throttled: sandbox.throttled(),
+        requests: sandbox.controls().requests(),
+        throttled: sandbox.controls().throttled(),
         wall: started.elapsed(),
         per_minute: 500 * SCALE,
     }
@@ -133,7 +133,11 @@ async fn quickbooks() {
 
     // No-change resync at the real limit.
     sandbox.limit_rate(500, Duration::from_secs(60));
-    let (requests, throttled, writes) = (sandbox.requests(), sandbox.throttled(), sandbox.writes());
+    let (requests, throttled, writes) = (
+        sandbox.controls().requests(),
+        sandbox.controls().throttled(),
+        sandbox.controls().writes(),
+    );
     let billing = sandbox
         .config("bench")
         .build(&store.build_context())
@@ -142,13 +146,13 @@ async fn quickbooks() {
     let changes = run(&pipeline, billing, &store, "qbo-2").await;
     assert_eq!(changes, 0);
     assert_eq!(
-        sandbox.writes(),
+        sandbox.controls().writes(),
         writes,
         "a no-change resync writes nothing"
     );
     Figures {
-        requests: sandbox.requests() - requests,
-        throttled: sandbox.throttled() - throttled,
+        requests: sandbox.controls().requests() - requests,
+        throttled: sandbox.controls().throttled() - throttled,
         wall: started.elapsed(),
         per_minute: 500,
     }
@@ -181,8 +185,8 @@ async fn xero() {
     let started = Instant::now();
     let changes = run(&pipeline, billing, &store, "xero-1").await;
     Figures {
-        requests: sandbox.requests(),
-        throttled: sandbox.throttled(),
+        requests: sandbox.controls().requests(),
+        throttled: sandbox.controls().throttled(),
         wall: started.elapsed(),
         per_minute: 60 * SCALE,
     }
@@ -191,7 +195,11 @@ async fn xero() {
     ));
 
     sandbox.limit_rate(60, Duration::from_secs(60));
-    let (requests, throttled, writes) = (sandbox.requests(), sandbox.throttled(), sandbox.writes());
+    let (requests, throttled, writes) = (
+        sandbox.controls().requests(),
+        sandbox.controls().throttled(),
+        sandbox.controls().writes(),
+    );
     let billing = sandbox
         .config("bench")
         .build(&store.build_context())
@@ -200,13 +208,13 @@ async fn xero() {
     let changes = run(&pipeline, billing, &store, "xero-2").await;
     assert_eq!(changes, 0);
     assert_eq!(
-        sandbox.writes(),
+        sandbox.controls().writes(),
         writes,
         "a no-change resync writes nothing"
     );
     Figures {
-        requests: sandbox.requests() - requests,
-        throttled: sandbox.throttled() - throttled,
+        requests: sandbox.controls().requests() - requests,
+        throttled: sandbox.controls().throttled() - throttled,
         wall: started.elapsed(),
         per_minute: 60,
     }

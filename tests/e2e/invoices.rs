@@ -232,7 +232,7 @@ async fn first_run_creates_customer_and_invoices_and_a_second_run_writes_nothing
     assert_eq!(lines(&globex).len(), 2);
     assert_ne!(globex["Id"], group["Id"], "every invoice has its own id");
 
-    let writes = b.sandbox.writes();
+    let writes = b.sandbox.controls().writes();
     let again = b.sync().await;
     assert!(
         again.changes.is_empty(),
@@ -240,7 +240,7 @@ async fn first_run_creates_customer_and_invoices_and_a_second_run_writes_nothing
         rollcall::report::plan_text(&again)
     );
     assert_eq!(
-        b.sandbox.writes(),
+        b.sandbox.controls().writes(),
         writes,
         "a no-change resync writes nothing"
     );
@@ -303,7 +303,7 @@ async fn a_sent_invoice_is_left_alone_and_reported_as_a_conflict() {
     b.sandbox.send_invoice(&doc_number(GLOBEX_REFERENCE));
     let sent = b.invoice(GLOBEX_REFERENCE);
     b.people("globex.csv", 5, 5);
-    let writes = b.sandbox.writes();
+    let writes = b.sandbox.controls().writes();
 
     let out = b.rollcall(&["run"]);
     let text = format!(
@@ -321,7 +321,7 @@ async fn a_sent_invoice_is_left_alone_and_reported_as_a_conflict() {
         "{text}"
     );
     assert_eq!(b.invoice(GLOBEX_REFERENCE), sent, "not touched");
-    assert_eq!(b.sandbox.writes(), writes);
+    assert_eq!(b.sandbox.controls().writes(), writes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -329,7 +329,7 @@ async fn a_crash_between_create_and_answer_makes_no_second_invoice_or_customer()
     let b = Books::new().await;
     // Every create's answer is lost after the write lands: the client retries (same
     // requestid) or looks the reference up, never creating twice.
-    b.sandbox.drop_response_after_commit(5);
+    b.sandbox.controls().drop_response_after_commit(5);
     let plan = b.plan().await;
     let _ = b.apply(&plan).await;
     b.sync().await;

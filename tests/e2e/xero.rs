@@ -121,9 +121,9 @@ async fn licences_become_draft_invoices_that_follow_the_directory_and_stop_at_ap
     assert_eq!(contact["EmailAddress"], "accounts@acme.example");
 
     // Nothing changed: nothing written.
-    let writes = b.xero.writes();
+    let writes = b.xero.controls().writes();
     assert!(sync(&b).await.changes.is_empty());
-    assert_eq!(b.xero.writes(), writes);
+    assert_eq!(b.xero.controls().writes(), writes);
 
     // A licence removed in Entra ID lowers the draft in place.
     let before_qty = acme["LineItems"][0]["Quantity"].clone();
@@ -144,7 +144,7 @@ async fn licences_become_draft_invoices_that_follow_the_directory_and_stop_at_ap
     b.xero
         .authorise_invoice("rollcall Acme Corporation 2026-11");
     assert!(b.graph.assign_license(ADA, "SPB"));
-    let writes = b.xero.writes();
+    let writes = b.xero.controls().writes();
     let plan = make_plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
@@ -162,9 +162,9 @@ async fn licences_become_draft_invoices_that_follow_the_directory_and_stop_at_ap
     rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
-    assert_eq!(b.xero.writes(), writes);
+    assert_eq!(b.xero.controls().writes(), writes);
     assert_eq!(
-        b.xero.throttled(),
+        b.xero.controls().throttled(),
         0,
         "the client's own limiter keeps Xero from answering 429"
     );
@@ -174,7 +174,7 @@ async fn licences_become_draft_invoices_that_follow_the_directory_and_stop_at_ap
 async fn a_lost_answer_is_replayed_by_its_idempotency_key_and_a_revoked_connection_asks_to_reconnect()
  {
     let b = both().await;
-    b.xero.drop_response_after_commit(10);
+    b.xero.controls().drop_response_after_commit(10);
     let plan = make_plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");

@@ -157,6 +157,41 @@ pub fn owns_line(
         && site.is_none_or(|s| description.starts_with(&site_prefix(s)))
 }
 
+/// This client's lines of a remote invoice, as the planner compares them: only the lines
+/// [`owns_line`] gives it, the site's label taken off, in order. `remote` is each item line's
+/// (item code, description, quantity, unit price).
+pub fn client_lines(
+    remote: impl IntoIterator<Item = (String, String, Decimal, Decimal)>,
+    products: &[String],
+    site: Option<&str>,
+) -> Vec<InvoiceLine> {
+    let mut lines: Vec<InvoiceLine> = remote
+        .into_iter()
+        .filter(|(product, description, _, _)| owns_line(product, description, products, site))
+        .map(|(product, description, quantity, unit_price)| InvoiceLine {
+            description: match site {
+                Some(s) => description
+                    .strip_prefix(&site_prefix(s))
+                    .unwrap_or(&description)
+                    .to_owned(),
+                None => description,
+            },
+            product,
+            quantity,
+            unit_price,
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The billing period a run's accounts share, for connectors that read ahead.
+pub fn period_of(accounts: &[crate::BillingAccount]) -> Option<BillingPeriod> {
+    accounts
+        .iter()
+        .find_map(|a| a.invoice.as_ref().map(|i| i.period))
+}
+
 /// The lines a connector writes: every remote line that is not this client's kept as it is (in
 /// place), then this client's `wanted` lines, labelled with the site on a shared invoice.
 /// `remote` is `(product, description, line)` in the vendor's own line type, so vendor fields

@@ -10,6 +10,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
+
 use tokio::sync::oneshot;
 
 /// A sandbox server running on a tokio task. Dropping the handle stops it.
@@ -76,6 +79,121 @@ pub async fn serve_until(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// What a test may break in a sandbox, and what it may count: the same knobs in every vendor's
+/// sandbox, so a test of one connector reads like a test of another.
+#[derive(Debug, Default)]
+pub struct Controls {
+    faults: Mutex<Faults>,
+    requests: AtomicU64,
+    writes: AtomicU64,
+    throttled: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    fail: u32,
+    drop_after_commit: u32,
+    latency: Duration,
+}
+
+/// A request's place among those in flight; dropping it frees the place.
+pub struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Takes one from a fault's count; true when there was one.
+fn take(count: &mut u32) -> bool {
+    let had = *count > 0;
+    *count = count.saturating_sub(1);
+    had
+}
+
+impl Controls {
+    fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
+        self.faults.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next `n` API requests fail with the vendor's 5xx.
+    pub fn fail(&self, n: u32) {
+        self.faults().fail = n;
+    }
+
+    /// The next `n` writes are committed, but their answers are cut off mid-body.
+    pub fn drop_response_after_commit(&self, n: u32) {
+        self.faults().drop_after_commit = n;
+    }
+
+    /// Every API request waits this long first.
+    pub fn latency(&self, delay: Duration) {
+        self.faults().latency = delay;
+    }
+
+    /// API requests seen.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Writes that changed something (replays and refusals not counted).
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// 429s answered.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(Ordering::SeqCst)
+    }
+
+    /// Counts a 429 about to be answered.
+    pub fn count_throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts a write that changed something.
+    pub fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Counts an API request; `None` when more than `max` are already in flight (the caller
+    /// answers 429), else the request's place, held until it is answered.
+    pub fn enter(&self, max: usize) -> Option<InFlight<'_>> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let place = InFlight(&self.in_flight);
+        (self.in_flight.fetch_add(1, Ordering::SeqCst) < max).then_some(place)
+    }
+
+    /// Waits out the injected latency; true when this request must fail.
+    pub async fn delay_or_fail(&self) -> bool {
+        let (latency, fail) = {
+            let mut f = self.faults();
+            let fail = take(&mut f.fail);
+            (f.latency, fail)
+        };
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        fail
+    }
+
+    /// The answer to a committed write: as given, or cut off mid-body when a drop is pending.
+    pub fn answer_write(&self, answer: axum::response::Response) -> axum::response::Response {
+        if !take(&mut self.faults().drop_after_commit) {
+            return answer;
+        }
+        let (parts, _) = answer.into_parts();
+        let cut = futures::stream::once(async {
+            Err::<axum::body::Bytes, std::io::Error>(std::io::Error::other(
+                "the sandbox dropped this answer after committing the write",
+            ))
+        });
+        axum::response::Response::from_parts(parts, axum::body::Body::from_stream(cut))
+    }
 }
 
 /// A token the issuer handed out.

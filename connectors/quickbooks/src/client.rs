@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit};
-use rollcall_core::invoice::{merge_lines, owns_line, site_prefix};
+use rollcall_core::invoice::{merge_lines, site_prefix};
 use rollcall_core::json_number as number;
 use rollcall_core::oauth::{OAuthSession, TokenVault};
 use rollcall_core::{
@@ -576,10 +576,7 @@ impl BillingSystem for QuickBooks {
         accounts: &[BillingAccount],
         _products: &[String],
     ) -> Result<(), RemoteError> {
-        let Some(period) = accounts
-            .iter()
-            .find_map(|a| a.invoice.as_ref().map(|i| i.period))
-        else {
+        let Some(period) = rollcall_core::invoice::period_of(accounts) else {
             return Ok(());
         };
         // One client reads in two calls; pages only pay from two clients on.
@@ -656,29 +653,16 @@ impl BillingSystem for QuickBooks {
             None => None,
             Some(found) => {
                 let site = target.site.as_deref();
-                let mut lines: Vec<InvoiceLine> = found
-                    .get("Line")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(sales_line)
-                    .filter(|(product, description, _, _)| {
-                        owns_line(product, description, products, site)
-                    })
-                    .map(|(product, description, quantity, unit_price)| InvoiceLine {
-                        product,
-                        description: match site {
-                            Some(s) => description
-                                .strip_prefix(&site_prefix(s))
-                                .unwrap_or(&description)
-                                .to_owned(),
-                            None => description,
-                        },
-                        quantity,
-                        unit_price,
-                    })
-                    .collect();
-                lines.sort();
+                let lines = rollcall_core::invoice::client_lines(
+                    found
+                        .get("Line")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(sales_line),
+                    products,
+                    site,
+                );
                 Some(ActualInvoice {
                     id: text(&found, "Id").unwrap_or_default().to_owned(),
                     number: text(&found, "DocNumber").map(str::to_owned),

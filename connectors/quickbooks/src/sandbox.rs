@@ -14,12 +14,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -27,7 +26,7 @@ use axum::routing::{any, get, post};
 use rollcall_core::Secret;
 use rollcall_core::json_number as number;
 use rollcall_core::oauth::TokenSet;
-use rollcall_core::sandbox::{OAuthIssuer, RequestWindow, SandboxServer, TokenRefusal};
+use rollcall_core::sandbox::{Controls, OAuthIssuer, RequestWindow, SandboxServer, TokenRefusal};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -95,14 +94,6 @@ struct Db {
     invoices: Vec<Value>,
 }
 
-#[derive(Debug, Default)]
-struct Faults {
-    fail: u32,
-    drop_after_commit: u32,
-    latency: Duration,
-    deny_consent: bool,
-}
-
 struct Shared {
     realm: String,
     client_id: String,
@@ -110,13 +101,10 @@ struct Shared {
     issuer: Mutex<OAuthIssuer>,
     window: Mutex<RequestWindow>,
     max_concurrent: usize,
-    in_flight: AtomicUsize,
-    faults: Mutex<Faults>,
+    controls: Controls,
+    deny_consent: std::sync::atomic::AtomicBool,
     /// Answers to writes by `requestid`, replayed when the id comes again.
     replays: Mutex<HashMap<String, Value>>,
-    requests: AtomicU64,
-    writes: AtomicU64,
-    throttled: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,17 +185,9 @@ impl Sandbox {
         }
     }
 
-    /// Every request to the API (not OAuth).
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-    /// Writes that changed something (replays and refusals not counted).
-    pub fn writes(&self) -> u64 {
-        self.shared.writes.load(Ordering::SeqCst)
-    }
-    /// 429s answered.
-    pub fn throttled(&self) -> u64 {
-        self.shared.throttled.load(Ordering::SeqCst)
+    /// Fault injection and counters (requests, writes, 429s answered).
+    pub fn controls(&self) -> &Controls {
+        &self.shared.controls
     }
     /// Refresh-token grants answered.
     pub fn refreshes(&self) -> u64 {
@@ -227,20 +207,11 @@ impl Sandbox {
     pub fn expire_access_tokens(&self) {
         lock(&self.shared.issuer).expire_access_tokens();
     }
-    /// The next `n` API requests fail with 500.
-    pub fn fail(&self, n: u32) {
-        lock(&self.shared.faults).fail = n;
-    }
-    /// The next `n` writes are committed but their answers are cut off.
-    pub fn drop_response_after_commit(&self, n: u32) {
-        lock(&self.shared.faults).drop_after_commit = n;
-    }
-    pub fn latency(&self, delay: Duration) {
-        lock(&self.shared.faults).latency = delay;
-    }
     /// Consent is refused (`error=access_denied`).
     pub fn deny_consent(&self, deny: bool) {
-        lock(&self.shared.faults).deny_consent = deny;
+        self.shared
+            .deny_consent
+            .store(deny, std::sync::atomic::Ordering::SeqCst);
     }
     /// The per-minute limit (for tests that must reach it quickly).
     pub fn limit_rate(&self, per_window: u32, window: Duration) {
@@ -343,12 +314,9 @@ impl Shared {
                 Duration::from_secs(60),
             )),
             max_concurrent: seed.max_concurrent,
-            in_flight: AtomicUsize::new(0),
-            faults: Mutex::new(Faults::default()),
+            controls: Controls::default(),
+            deny_consent: std::sync::atomic::AtomicBool::new(false),
             replays: Mutex::new(HashMap::new()),
-            requests: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            throttled: AtomicU64::new(0),
         }
     }
 }
@@ -410,7 +378,10 @@ async fn authorize(
         Ok(u) => u,
         Err(_) => return (StatusCode::BAD_REQUEST, "redirect_uri is not a URL").into_response(),
     };
-    if lock(&shared.faults).deny_consent {
+    if shared
+        .deny_consent
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
         url.query_pairs_mut()
             .append_pair("error", "access_denied")
             .append_pair("state", &state);
@@ -507,14 +478,6 @@ async fn revoke(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     StatusCode::OK.into_response()
 }
 
-/// Releases a concurrency slot when the request is done, whatever happened.
-struct Slot<'a>(&'a AtomicUsize);
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
 async fn api(
     State(shared): State<Arc<Shared>>,
     Path((realm, rest)): Path<(String, String)>,
@@ -523,7 +486,6 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
@@ -538,7 +500,7 @@ async fn api(
             .into_response();
     }
     let throttle = |shared: &Shared, detail: &str| {
-        shared.throttled.fetch_add(1, Ordering::SeqCst);
+        shared.controls.count_throttled();
         fault(
             StatusCode::TOO_MANY_REQUESTS,
             "SERVICE",
@@ -550,22 +512,10 @@ async fn api(
     if lock(&shared.window).admit(&realm).is_err() {
         return throttle(&shared, "The request limit was reached.");
     }
-    let _slot = Slot(&shared.in_flight);
-    if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= shared.max_concurrent {
+    let Some(_place) = shared.controls.enter(shared.max_concurrent) else {
         return throttle(&shared, "Too many concurrent requests.");
-    }
-    let (latency, fail) = {
-        let mut f = lock(&shared.faults);
-        let fail = f.fail > 0;
-        if fail {
-            f.fail -= 1;
-        }
-        (f.latency, fail)
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if fail {
+    if shared.controls.delay_or_fail().await {
         return fault(
             StatusCode::INTERNAL_SERVER_ERROR,
             "SystemFault",
@@ -592,31 +542,13 @@ async fn api(
             let result = write(&shared, entity, &body);
             match result {
                 Ok(answer) => {
-                    shared.writes.fetch_add(1, Ordering::SeqCst);
+                    shared.controls.count_write();
                     if let Some(rid) = request_id {
                         lock(&shared.replays).insert(rid, answer.clone());
                     }
-                    let drop = {
-                        let mut f = lock(&shared.faults);
-                        let d = f.drop_after_commit > 0;
-                        if d {
-                            f.drop_after_commit -= 1;
-                        }
-                        d
-                    };
-                    if drop {
-                        let cut = futures::stream::once(async {
-                            Err::<Bytes, std::io::Error>(std::io::Error::other(
-                                "the sandbox dropped this answer after committing the write",
-                            ))
-                        });
-                        return Response::builder()
-                            .status(StatusCode::OK)
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Body::from_stream(cut))
-                            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-                    }
-                    axum::Json(answer).into_response()
+                    shared
+                        .controls
+                        .answer_write(axum::Json(answer).into_response())
                 }
                 Err(refused) => refused.into_response(),
             }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use reqwest::header::ACCEPT;
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit};
-use rollcall_core::invoice::{merge_lines, owns_line, site_prefix};
+use rollcall_core::invoice::merge_lines;
 use rollcall_core::oauth::{OAuthSession, TokenVault};
 use rollcall_core::{
     AccountRef, ActualInvoice, Applied, BillingAccount, BillingModel, BillingPeriod, BillingSystem,
@@ -393,27 +393,16 @@ impl Xero {
         products: &[String],
     ) -> ActualInvoice {
         let site = target.site.as_deref();
-        let mut lines: Vec<InvoiceLine> = found
-            .get("LineItems")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(line_item)
-            .filter(|(code, description, _, _)| owns_line(code, description, products, site))
-            .map(|(product, description, quantity, unit_price)| InvoiceLine {
-                product,
-                description: match site {
-                    Some(s) => description
-                        .strip_prefix(&site_prefix(s))
-                        .unwrap_or(&description)
-                        .to_owned(),
-                    None => description,
-                },
-                quantity,
-                unit_price,
-            })
-            .collect();
-        lines.sort();
+        let lines = rollcall_core::invoice::client_lines(
+            found
+                .get("LineItems")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(line_item),
+            products,
+            site,
+        );
         ActualInvoice {
             id: text(found, "InvoiceID").unwrap_or_default().to_owned(),
             number: text(found, "InvoiceNumber").map(str::to_owned),
@@ -454,10 +443,7 @@ impl BillingSystem for Xero {
         accounts: &[BillingAccount],
         _products: &[String],
     ) -> Result<(), RemoteError> {
-        let Some(period) = accounts
-            .iter()
-            .find_map(|a| a.invoice.as_ref().map(|i| i.period))
-        else {
+        let Some(period) = rollcall_core::invoice::period_of(accounts) else {
             return Ok(());
         };
         if accounts.len() < PREPARE_FROM {

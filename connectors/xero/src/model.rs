@@ -33,6 +33,7 @@ pub fn date(value: Option<&str>) -> Option<NaiveDate> {
 }
 
 /// A date in Microsoft JSON form, as Xero answers.
+#[cfg(any(test, feature = "sandbox"))]
 pub fn ms_date(day: NaiveDate) -> String {
     let millis = day
         .and_hms_opt(0, 0, 0)

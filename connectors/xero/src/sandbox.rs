@@ -16,18 +16,17 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::NaiveDate;
 use rollcall_core::oauth::TokenSet;
-use rollcall_core::sandbox::{OAuthIssuer, RequestWindow, SandboxServer, TokenRefusal};
+use rollcall_core::sandbox::{Controls, OAuthIssuer, RequestWindow, SandboxServer, TokenRefusal};
 use rollcall_core::{Secret, json_number as number};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Deserialize;
@@ -104,13 +103,6 @@ struct Db {
     numbers: u64,
 }
 
-#[derive(Debug, Default)]
-struct Faults {
-    fail: u32,
-    drop_after_commit: u32,
-    latency: Duration,
-}
-
 struct Shared {
     tenant_id: String,
     tenant_name: String,
@@ -120,12 +112,8 @@ struct Shared {
     minute: Mutex<RequestWindow>,
     day: Mutex<RequestWindow>,
     max_concurrent: usize,
-    in_flight: AtomicUsize,
-    faults: Mutex<Faults>,
+    controls: Controls,
     replays: Mutex<HashMap<String, Value>>,
-    requests: AtomicU64,
-    writes: AtomicU64,
-    throttled: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,14 +194,9 @@ impl Sandbox {
         }
     }
 
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::SeqCst)
-    }
-    pub fn writes(&self) -> u64 {
-        self.shared.writes.load(Ordering::SeqCst)
-    }
-    pub fn throttled(&self) -> u64 {
-        self.shared.throttled.load(Ordering::SeqCst)
+    /// Fault injection and counters (requests, writes, 429s answered).
+    pub fn controls(&self) -> &Controls {
+        &self.shared.controls
     }
     pub fn refreshes(&self) -> u64 {
         lock(&self.shared.issuer).refreshes
@@ -229,17 +212,6 @@ impl Sandbox {
     }
     pub fn expire_access_tokens(&self) {
         lock(&self.shared.issuer).expire_access_tokens();
-    }
-    /// The next `n` API requests fail with 500.
-    pub fn fail(&self, n: u32) {
-        lock(&self.shared.faults).fail = n;
-    }
-    /// The next `n` writes are committed but their answers are cut off.
-    pub fn drop_response_after_commit(&self, n: u32) {
-        lock(&self.shared.faults).drop_after_commit = n;
-    }
-    pub fn latency(&self, delay: Duration) {
-        lock(&self.shared.faults).latency = delay;
     }
     /// The minute limit, with a shorter window for tests that must reach it quickly.
     pub fn limit_rate(&self, per_window: u32, window: Duration) {
@@ -335,12 +307,8 @@ impl Shared {
                 Duration::from_secs(86_400),
             )),
             max_concurrent: seed.max_concurrent,
-            in_flight: AtomicUsize::new(0),
-            faults: Mutex::new(Faults::default()),
+            controls: Controls::default(),
             replays: Mutex::new(HashMap::new()),
-            requests: AtomicU64::new(0),
-            writes: AtomicU64::new(0),
-            throttled: AtomicU64::new(0),
         }
     }
 }
@@ -405,14 +373,6 @@ fn not_found() -> Refused {
     Refused {
         status: StatusCode::NOT_FOUND,
         validation: vec![],
-    }
-}
-
-/// Releases a concurrency slot however the request ends.
-struct Slot<'a>(&'a AtomicUsize);
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -568,7 +528,7 @@ fn with_limits(mut response: Response, minute: u32, day: u32) -> Response {
 }
 
 fn throttled(shared: &Shared, problem: &'static str, wait: Duration) -> Response {
-    shared.throttled.fetch_add(1, Ordering::SeqCst);
+    shared.controls.count_throttled();
     let mut r = (StatusCode::TOO_MANY_REQUESTS, "").into_response();
     let h = r.headers_mut();
     h.insert(
@@ -587,7 +547,6 @@ async fn api(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Response {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
     let Some(tenant) = bearer_tenant(shared, headers) else {
         return error(
             StatusCode::UNAUTHORIZED,
@@ -616,20 +575,10 @@ async fn api(
         Ok(left) => left,
         Err(wait) => return throttled(shared, "day", wait),
     };
-    let _slot = Slot(&shared.in_flight);
-    if shared.in_flight.fetch_add(1, Ordering::SeqCst) >= shared.max_concurrent {
+    let Some(_place) = shared.controls.enter(shared.max_concurrent) else {
         return throttled(shared, "concurrent", Duration::from_secs(1));
-    }
-    let (latency, fail) = {
-        let mut f = lock(&shared.faults);
-        let fail = f.fail > 0;
-        f.fail = f.fail.saturating_sub(1);
-        (f.latency, fail)
     };
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    if fail {
+    if shared.controls.delay_or_fail().await {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
@@ -656,29 +605,13 @@ async fn api(
             }
             match write(shared, &method, collection, id.first().copied(), body) {
                 Ok(answer) => {
-                    shared.writes.fetch_add(1, Ordering::SeqCst);
+                    shared.controls.count_write();
                     if let Some(k) = key {
                         lock(&shared.replays).insert(k, answer.clone());
                     }
-                    let drop = {
-                        let mut f = lock(&shared.faults);
-                        let d = f.drop_after_commit > 0;
-                        f.drop_after_commit = f.drop_after_commit.saturating_sub(1);
-                        d
-                    };
-                    if drop {
-                        let cut = futures::stream::once(async {
-                            Err::<Bytes, std::io::Error>(std::io::Error::other(
-                                "the sandbox dropped this answer after committing the write",
-                            ))
-                        });
-                        return Response::builder()
-                            .status(StatusCode::OK)
-                            .header(header::CONTENT_TYPE, "application/json")
-                            .body(Body::from_stream(cut))
-                            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
-                    }
-                    axum::Json(answer).into_response()
+                    shared
+                        .controls
+                        .answer_write(axum::Json(answer).into_response())
                 }
                 Err(r) => r.into_response(),
             }
