@@ -35,7 +35,6 @@ use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 
 use crate::config::{Config, MAX_PAGE_SIZE};
 use crate::model::{
@@ -192,15 +191,14 @@ pub enum SandboxError {
 
 /// A running sandbox. Dropping it stops the server.
 pub struct Sandbox {
-    addr: SocketAddr,
+    server: rollcall_core::sandbox::SandboxServer,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("addr", &self.addr)
+            .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
@@ -221,35 +219,22 @@ impl Sandbox {
     /// Starts a sandbox on the given address.
     pub async fn start_on(addr: SocketAddr, seed: Seed) -> Result<Sandbox, SandboxError> {
         let shared = Arc::new(Shared::new(seed)?);
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(shared.clone());
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::warn!(%error, "The ConnectWise sandbox stopped with an error.");
-            }
-        });
-        Ok(Sandbox {
+        let server = rollcall_core::sandbox::SandboxServer::start(
             addr,
-            shared,
-            stop: Some(stop),
-        })
+            router(shared.clone()),
+            "connectwise",
+        )
+        .await?;
+        Ok(Sandbox { server, shared })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// The REST API's base URL, as a pipeline's `url:` takes it.
     pub fn url(&self) -> String {
-        format!("http://{}{API_BASE}", self.addr)
+        format!("http://{}{API_BASE}", self.server.addr())
     }
 
     /// The keys the sandbox accepts.
@@ -371,14 +356,6 @@ impl Sandbox {
             started: Instant::now(),
             used: 0,
         });
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 

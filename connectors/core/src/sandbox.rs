@@ -37,6 +37,16 @@ impl SandboxServer {
         name: &'static str,
     ) -> std::io::Result<SandboxServer> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
+        SandboxServer::serve(listener, app, name)
+    }
+
+    /// Serves `app` on a bound listener (for sandboxes whose state needs their own address)
+    /// until the handle is dropped.
+    pub fn serve(
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        name: &'static str,
+    ) -> std::io::Result<SandboxServer> {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {

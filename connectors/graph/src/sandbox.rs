@@ -41,7 +41,6 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::model::{
@@ -369,15 +368,14 @@ pub enum SandboxError {
 
 /// A running sandbox. Dropping it stops the server.
 pub struct Sandbox {
-    addr: SocketAddr,
+    server: rollcall_core::sandbox::SandboxServer,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
 }
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sandbox")
-            .field("addr", &self.addr)
+            .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
@@ -400,28 +398,16 @@ impl Sandbox {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(seed, format!("http://{addr}"))?);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let app = router(shared.clone());
-        tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.await;
-            };
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::warn!(%error, "The Graph sandbox stopped with an error.");
-            }
-        });
-        Ok(Sandbox {
-            addr,
-            shared,
-            stop: Some(stop),
-        })
+        let server = rollcall_core::sandbox::SandboxServer::serve(
+            listener,
+            router(shared.clone()),
+            "graph",
+        )?;
+        Ok(Sandbox { server, shared })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Graph's base URL, as a pipeline's `graph_url:` takes it.
@@ -732,14 +718,6 @@ impl Sandbox {
     /// Forgets the request log (counters start again from zero).
     pub fn reset_counters(&self) {
         self.shared.log().clear();
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
     }
 }
 
