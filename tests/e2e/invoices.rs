@@ -402,65 +402,17 @@ async fn a_rotated_refresh_token_survives_a_restart_and_a_revoked_one_asks_to_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_takes_the_consent_redirect_and_stores_the_tokens() {
-    use std::io::{BufRead, BufReader};
     let b = Books::new().await;
-    let mut child = Command::new(rollcall_bin())
-        .args(["connect", "--port", "0", "--wait", "30"])
-        .arg(b.dir.path().join("pipeline.yaml"))
-        .env("ROLLCALL_STORE", b.dir.path().join("fresh.db"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn connect");
-    let stdout = child.stdout.take().expect("stdout");
-    // Read every line on a thread of its own, so `connect` can go on printing after the
-    // address is found.
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(line);
-        }
-    });
-    let consent = tokio::task::spawn_blocking(move || {
-        lines_rx
-            .iter()
-            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
-    })
-    .await
-    .expect("join")
-    .expect("a consent address");
+    let (consent, back) = crate::support::connect_through_cli(
+        &b.dir.path().join("pipeline.yaml"),
+        &b.dir.path().join("fresh.db"),
+    )
+    .await;
     assert!(
         consent.contains("scope=com.intuit.quickbooks.accounting"),
         "{consent}"
     );
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("client");
-    let answer = http.get(&consent).send().await.expect("consent");
-    let back = answer.headers()["location"]
-        .to_str()
-        .expect("location")
-        .to_owned();
     assert!(back.contains("realmId="), "{back}");
-    let page = http
-        .get(&back)
-        .send()
-        .await
-        .expect("redirect")
-        .text()
-        .await
-        .expect("page");
-    assert!(page.contains("access granted"), "{page}");
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-        .await
-        .expect("join")
-        .expect("wait");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
     let store = rollcall::store::Store::open(&b.dir.path().join("fresh.db"))
         .await
         .expect("store");

@@ -150,3 +150,63 @@ impl World {
 pub fn rollcall_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
 }
+
+/// Runs `rollcall connect` as an operator would, the browser played by an HTTP client that
+/// follows the sandbox's consent redirect; returns the consent address and the redirect. Panics
+/// unless the command ends well.
+pub async fn connect_through_cli(pipeline: &Path, store: &Path) -> (String, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(rollcall_bin())
+        .args(["connect", "--port", "0", "--wait", "30"])
+        .arg(pipeline)
+        .env("ROLLCALL_STORE", store)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn connect");
+    let stdout = child.stdout.take().expect("stdout");
+    // Every line is read on a thread of its own, so `connect` can go on printing after the
+    // address is found.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let consent = tokio::task::spawn_blocking(move || {
+        lines_rx
+            .iter()
+            .find_map(|l| l.trim().starts_with("http").then(|| l.trim().to_owned()))
+    })
+    .await
+    .expect("join")
+    .expect("a consent address");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let answer = http.get(&consent).send().await.expect("consent");
+    let back = answer.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let page = http
+        .get(&back)
+        .send()
+        .await
+        .expect("redirect")
+        .text()
+        .await
+        .expect("page");
+    assert!(page.contains("access granted"), "{page}");
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .expect("join")
+        .expect("wait");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (consent, back)
+}

@@ -213,3 +213,20 @@ async fn a_lost_answer_is_replayed_by_its_idempotency_key_and_a_revoked_connecti
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_picks_the_organisation_from_connections_and_stores_the_tokens() {
+    let b = both().await;
+    let fresh = b._dir.path().join("fresh.db");
+    let (consent, _) =
+        crate::support::connect_through_cli(&b._dir.path().join("m365-xero.yaml"), &fresh).await;
+    assert!(consent.contains("offline_access"), "{consent}");
+    let store = Store::open(&fresh).await.expect("store");
+    let tokens = store
+        .load("m365-xero")
+        .await
+        .expect("load")
+        .expect("stored");
+    assert_eq!(tokens.tenant.as_deref(), Some(b.xero.tenant_id().as_str()));
+    assert_eq!(b.xero.controls().throttled(), 0);
+}
