@@ -15,7 +15,15 @@ use rollcall_core::{Cursor, Directory, DirectoryRead};
 use rollcall_graph::sandbox::generated_user_id;
 use rollcall_graph::{GraphDirectory, Sandbox, Seed};
 
-const USERS: usize = 50_000;
+/// 50,000 under `cargo bench`; a small tenant when `cargo test --all-targets` only checks that
+/// the benchmark runs.
+fn users() -> usize {
+    if std::env::args().any(|a| a == "--bench") {
+        50_000
+    } else {
+        2_000
+    }
+}
 /// `All Staff` (holding the departments, nested) and eight departments.
 const GROUPS: usize = 9;
 const CHANGES: usize = 100;
@@ -42,7 +50,8 @@ fn bench(c: &mut Criterion) {
         Ok(runtime) => runtime,
         Err(error) => panic!("no tokio runtime: {error}"),
     };
-    let sandbox = runtime.block_on(Sandbox::start(Seed::generated(USERS, GROUPS)));
+    let n_users = users();
+    let sandbox = runtime.block_on(Sandbox::start(Seed::generated(n_users, GROUPS)));
     let directory = match GraphDirectory::with_retry(&sandbox.config(), RetryPolicy::default()) {
         Ok(directory) => directory,
         Err(error) => panic!("no directory: {error}"),
@@ -51,24 +60,24 @@ fn bench(c: &mut Criterion) {
     // --- Full read: requests made versus the minimum.
     sandbox.reset_counters();
     let first = runtime.block_on(read(&directory, None));
-    assert_eq!(first.people.len(), USERS);
+    assert_eq!(first.people.len(), users());
     let membership = minimum_membership_requests(&sandbox);
-    let minimum = 1 + pages(USERS) + membership + 1;
+    let minimum = 1 + pages(users()) + membership + 1;
     println!(
-        "full read of {USERS} users, {GROUPS} groups: {} requests (token {}, users {}, groups {}, \
+        "full read of {n_users} users, {GROUPS} groups: {} requests (token {}, users {}, groups {}, \
          skus {}); minimum {minimum} (token 1, users {}, groups {membership}, skus 1)",
         sandbox.requests(""),
         sandbox.token_requests(),
         sandbox.requests("/users"),
         sandbox.requests("/groups"),
         sandbox.requests("/subscribedSkus"),
-        pages(USERS),
+        pages(users()),
     );
     let Some(cursor) = first.cursor else {
         panic!("a delta read leaves a cursor");
     };
     let snapshot_bytes = serde_json::to_vec(&cursor).map_or(0, |v| v.len());
-    println!("cursor (delta link + snapshot of {USERS} users): {snapshot_bytes} bytes of JSON");
+    println!("cursor (delta link + snapshot of {n_users} users): {snapshot_bytes} bytes of JSON");
 
     let mut group = c.benchmark_group("graph");
     group.sample_size(10);
@@ -79,14 +88,14 @@ fn bench(c: &mut Criterion) {
 
     // --- Delta read of 100 changes: the same round is replayed from the same cursor.
     for i in 0..CHANGES {
-        let id = generated_user_id(i * (USERS / CHANGES));
+        let id = generated_user_id(i * (users() / CHANGES));
         sandbox.update_user(&id, |u| {
             u.job_title = Some(Some("Promoted".to_owned()));
         });
     }
     sandbox.reset_counters();
     let delta = runtime.block_on(read(&directory, Some(&cursor)));
-    assert_eq!(delta.people.len(), USERS);
+    assert_eq!(delta.people.len(), users());
     assert_eq!(
         delta
             .people
