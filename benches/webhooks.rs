@@ -7,7 +7,9 @@
 
 use std::time::{Duration, Instant};
 
-use rollcall::web::{Secrets, Service, signature};
+use rollcall::queue::worker::WorkerOptions;
+use rollcall::queue::{Liveness, Queue, QueueLocation};
+use rollcall::web::{Secrets, Service, ServiceParts, signature};
 use rollcall_core::Secret;
 
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -41,7 +43,22 @@ async fn bench() {
         generic: Some(Secret::new("bench-secret")),
         ..Secrets::default()
     };
-    let service = Service::new(vec![pipeline], store, secrets, DEBOUNCE);
+    let parts = ServiceParts {
+        pipelines: vec![std::sync::Arc::new(pipeline)],
+        store,
+        queue: Queue::open(
+            &QueueLocation::Sqlite(dir.path().join("queue.db")),
+            Liveness::default(),
+        )
+        .await
+        .expect("queue"),
+        secrets,
+        debounce: DEBOUNCE,
+        metrics: Default::default(),
+    };
+    let service = Service::start(parts, Some(WorkerOptions::default()))
+        .await
+        .expect("service");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -37,6 +37,23 @@ pub enum OutcomeState {
     Failed { error: String, hint: String },
 }
 
+/// Asked before every write when a sync runs under a client lock (the queue's workers): a
+/// lock that was lost stops the client before its next write.
+#[async_trait::async_trait]
+pub trait WriteFence: Send + Sync {
+    /// `Err` with why, when writing must stop.
+    async fn check(&self) -> Result<(), String>;
+}
+
+tokio::task_local! {
+    static FENCE: Arc<dyn WriteFence>;
+}
+
+/// Runs `work` with every write it makes checked by `fence` first.
+pub async fn fenced<F: std::future::Future>(fence: Arc<dyn WriteFence>, work: F) -> F::Output {
+    FENCE.scope(fence, work).await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
     #[error(transparent)]
@@ -142,6 +159,16 @@ async fn apply_client(
     // A customer made by this plan is where the changes after it are written.
     let mut account = account.clone();
     for change in changes {
+        if let Ok(fence) = FENCE.try_with(Arc::clone)
+            && let Err(why) = fence.check().await
+        {
+            warn!(kind = change.kind(), subject = %change.subject(), %why, "Stopped before a write.");
+            outcome.state = OutcomeState::Failed {
+                error: why,
+                hint: "the job is retried under a new lock; what was written is read back first, so nothing is written twice".into(),
+            };
+            return Ok(outcome);
+        }
         *seq += 1;
         store
             .record_pending(run_id, *seq, &client.client, change)

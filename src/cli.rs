@@ -38,10 +38,59 @@ pub struct Cli {
     /// Only errors on stderr.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// The job queue `serve`, `worker`, `enqueue` and `jobs` share: `redis://HOST:PORT` for
+    /// workers on many machines, or an SQLite file (default: `queue.db` beside the store).
+    #[arg(long, global = true, env = "ROLLCALL_QUEUE")]
+    queue: Option<String>,
     /// The billing period accounting targets invoice: a month (`2026-11`) or a day in it.
     /// Default: the month of the day the run plans.
     #[arg(long, global = true, env = "ROLLCALL_PERIOD")]
     period: Option<String>,
+}
+
+/// How queued jobs run: shared by `serve` and `worker`.
+#[derive(Debug, Clone, clap::Args)]
+struct JobSettings {
+    /// Attempts each job gets (with backoff) before it is left failed.
+    #[arg(long, default_value_t = 3)]
+    attempts: usize,
+    /// A client lock's lease: a killed worker's client is free again after this.
+    #[arg(long, default_value_t = 30)]
+    lock_ttl_seconds: u64,
+    /// How often a worker proves it is alive; after three missed beats its jobs go to
+    /// another worker.
+    #[arg(long, default_value_t = 5)]
+    heartbeat_seconds: u64,
+    /// The first retry's wait; each later one waits longer.
+    #[arg(long, default_value_t = 2)]
+    retry_backoff_seconds: u64,
+}
+
+impl JobSettings {
+    fn liveness(&self) -> crate::queue::Liveness {
+        crate::queue::Liveness {
+            heartbeat: std::time::Duration::from_secs(self.heartbeat_seconds.max(1)),
+            missed: 3,
+        }
+    }
+
+    fn worker_options(&self, concurrency: usize) -> crate::queue::worker::WorkerOptions {
+        let lock_ttl = std::time::Duration::from_secs(self.lock_ttl_seconds.max(1));
+        crate::queue::worker::WorkerOptions {
+            name: crate::queue::worker::unique_name("worker"),
+            concurrency,
+            attempts: self.attempts.max(1),
+            lock_ttl,
+            lock_wait: lock_ttl * 2,
+            retry_backoff: std::time::Duration::from_secs(self.retry_backoff_seconds.max(1)),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsAction {
+    /// Queue a failed job again (as a new job).
+    Retry { id: String },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -113,17 +162,56 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait: u64,
     },
-    /// Serve signed change notifications (a client's HR system, Entra ID, Xero) and resync
-    /// the client each one is about, debounced. Secrets come from the environment:
+    /// Serve signed change notifications (a client's HR system, Entra ID, Xero) and queue a
+    /// sync of the client each one is about, debounced; tick the pipelines' schedules; and
+    /// (unless `--workers 0`) run workers in this process. Secrets come from the environment:
     /// ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY, ROLLCALL_GRAPH_CLIENT_STATE.
     Serve {
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Notifications for one client within this many seconds make one resync.
+        /// Notifications for one client within this many seconds make one sync.
         #[arg(long, default_value_t = 5)]
         debounce_seconds: u64,
+        /// Jobs this process runs at once; 0 leaves them to `rollcall worker` processes.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        #[command(flatten)]
+        jobs: JobSettings,
+    },
+    /// Take sync jobs off the queue and run them, each under its client's lock; tick the
+    /// pipelines' schedules. Run as many as the vendors' limits allow, on one machine (SQLite
+    /// queue) or many (`--queue redis://…`).
+    Worker {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Jobs run at once.
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        /// Serve `/healthz` and `/metrics` for this worker here.
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
+        #[command(flatten)]
+        jobs: JobSettings,
+    },
+    /// Queue a sync of one client, or of every client of the pipeline.
+    Enqueue {
+        file: PathBuf,
+        #[arg(long)]
+        client: Option<String>,
+    },
+    /// The queue's jobs, newest first: status, attempts, and why failed ones failed.
+    Jobs {
+        #[command(subcommand)]
+        action: Option<JobsAction>,
+        /// Only failed jobs.
+        #[arg(long)]
+        failed: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Print the key a client's system signs its webhooks with (derived from
     /// ROLLCALL_WEBHOOK_SECRET), and the address to send them to.
@@ -311,14 +399,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             files,
             listen,
             debounce_seconds,
+            workers,
+            jobs,
         } => {
-            let mut pipelines = Vec::new();
-            for file in &files {
-                let Some(p) = load(file) else {
-                    return Ok(Exit::Invalid);
-                };
-                pipelines.push(p);
-            }
+            let Some(pipelines) = load_all(&files) else {
+                return Ok(Exit::Invalid);
+            };
             let secrets = crate::web::Secrets::from_env();
             if secrets.generic.is_none()
                 && secrets.xero.is_none()
@@ -330,16 +416,115 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 return Ok(Exit::Invalid);
             }
             let store = Store::open(&cli.store).await?;
-            let service = crate::web::Service::new(
+            let queue = open_queue(&cli.queue, &cli.store, jobs.liveness()).await?;
+            let parts = crate::web::ServiceParts {
                 pipelines,
                 store,
+                queue,
                 secrets,
-                std::time::Duration::from_secs(debounce_seconds),
-            );
+                debounce: std::time::Duration::from_secs(debounce_seconds),
+                metrics: Arc::new(crate::metrics::Metrics::default()),
+            };
+            let workers = (workers > 0).then(|| jobs.worker_options(workers));
+            let service = crate::web::Service::start(parts, workers).await?;
             crate::web::run(service, listen)
                 .await
                 .with_context(|| format!("cannot serve on {listen}"))?;
             Ok(Exit::Ok)
+        }
+        Command::Worker {
+            files,
+            concurrency,
+            metrics_listen,
+            jobs,
+        } => {
+            let Some(pipelines) = load_all(&files) else {
+                return Ok(Exit::Invalid);
+            };
+            let store = Store::open(&cli.store).await?;
+            let queue = open_queue(&cli.queue, &cli.store, jobs.liveness()).await?;
+            let metrics = Arc::new(crate::metrics::Metrics::default());
+            crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
+            if let Some(addr) = metrics_listen {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
+                let router = crate::web::worker_router(metrics.clone(), queue.clone());
+                tokio::spawn(async move { axum::serve(listener, router).await });
+            }
+            let runner = crate::queue::worker::JobRunner::new(
+                pipelines,
+                store,
+                queue,
+                jobs.worker_options(concurrency),
+                metrics,
+            )
+            .await?;
+            crate::queue::worker::run(runner, async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("the worker stopped")?;
+            Ok(Exit::Ok)
+        }
+        Command::Enqueue { file, client } => {
+            let Some(pipeline) = load_for(&file, client.as_deref()) else {
+                return Ok(Exit::Invalid);
+            };
+            let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
+            let mut queued = 0;
+            for c in &pipeline.clients {
+                if client
+                    .as_deref()
+                    .is_some_and(|want| pipeline.client(want).map(|x| &x.name) != Some(&c.name))
+                {
+                    continue;
+                }
+                let job = crate::queue::SyncJob {
+                    pipeline: pipeline.name.clone(),
+                    client: c.name.clone(),
+                    trigger: crate::queue::Trigger::Manual,
+                };
+                queue.push(job, None).await?;
+                queued += 1;
+            }
+            println!(
+                "Queued {queued} sync job(s) on {}.",
+                queue_location(&cli.queue, &cli.store)?
+            );
+            Ok(Exit::Ok)
+        }
+        Command::Jobs {
+            action,
+            failed,
+            limit,
+            output,
+        } => {
+            let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
+            match action {
+                Some(JobsAction::Retry { id }) => match queue.retry(&id).await {
+                    Ok(job) => {
+                        println!(
+                            "Queued {} / {} again ({}).",
+                            job.pipeline, job.client, job.trigger
+                        );
+                        Ok(Exit::Ok)
+                    }
+                    Err(
+                        e @ (crate::queue::QueueError::NoSuchJob(_)
+                        | crate::queue::QueueError::NotFailed { .. }),
+                    ) => {
+                        eprintln!("error: {e}");
+                        Ok(Exit::Invalid)
+                    }
+                    Err(e) => Err(e.into()),
+                },
+                None => {
+                    let rows = queue.list(failed, limit).await?;
+                    print_jobs(&rows, output)?;
+                    Ok(Exit::Ok)
+                }
+            }
         }
         Command::WebhookKey { file, client } => {
             let Some(pipeline) = load_for(&file, Some(&client)) else {
@@ -677,6 +862,75 @@ impl Ord for Exit {
 /// Loads a pipeline, printing every error; `None` means exit 1. The target's client is built
 /// too, so settings it refuses (a URL that is not http(s), a zero rate limit) are the user's
 /// to fix (exit 1), not an outage (exit 3).
+/// Several pipeline files, each checked; `None` (errors printed) when any is invalid.
+fn load_all(files: &[PathBuf]) -> Option<Vec<Arc<Pipeline>>> {
+    let mut pipelines = Vec::new();
+    for file in files {
+        pipelines.push(Arc::new(load(file)?));
+    }
+    Some(pipelines)
+}
+
+fn queue_location(
+    queue: &Option<String>,
+    store: &Path,
+) -> anyhow::Result<crate::queue::QueueLocation> {
+    Ok(match queue {
+        Some(q) => q.parse()?,
+        None => crate::queue::QueueLocation::beside(store),
+    })
+}
+
+/// Opens the queue; on Redis, vendor rate limits are then shared by every worker.
+async fn open_queue(
+    queue: &Option<String>,
+    store: &Path,
+    liveness: crate::queue::Liveness,
+) -> anyhow::Result<crate::queue::Queue> {
+    let location = queue_location(queue, store)?;
+    let queue = crate::queue::Queue::open(&location, liveness)
+        .await
+        .with_context(|| format!("cannot open the queue {location}"))?;
+    if let Some(conn) = queue.redis() {
+        rollcall_core::http::share_rate_limits(Arc::new(
+            crate::queue::limiter::RedisRateLimiter::new(conn),
+        ));
+    }
+    Ok(queue)
+}
+
+fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<()> {
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(rows)?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("No jobs.");
+        return Ok(());
+    }
+    let mut table = comfy_table::Table::new();
+    table.set_header([
+        "id", "status", "attempts", "pipeline", "client", "trigger", "error",
+    ]);
+    for r in rows {
+        let (pipeline, client, trigger) = match &r.job {
+            Some(j) => (j.pipeline.clone(), j.client.clone(), j.trigger.to_string()),
+            None => ("?".into(), "?".into(), "?".into()),
+        };
+        table.add_row([
+            r.id.clone(),
+            r.status.clone(),
+            r.attempts.to_string(),
+            pipeline,
+            client,
+            trigger,
+            r.error.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
 pub fn load(file: &Path) -> Option<Pipeline> {
     match config::load(file) {
         Ok(mut p) => match p.target.build(&rollcall_core::BuildContext::in_memory()) {

@@ -162,10 +162,7 @@ impl Store {
 
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-            .fetch_one(&mut *conn)
-            .await?;
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        for (i, sql) in MIGRATIONS.iter().enumerate() {
             apply_migration(&mut conn, sql, i as i64 + 1).await?;
         }
         Ok(())
@@ -417,7 +414,9 @@ impl Store {
         seats: &[crate::run::ProductSeats],
     ) -> Result<(), StoreError> {
         let at = now();
-        let mut tx = self.pool.begin().await?;
+        // Read then written in one transaction: taken with the write lock from the start, or
+        // another process's write in between would fail it (SQLITE_BUSY_SNAPSHOT).
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for product in seats {
             let open: Vec<(String,)> = sqlx::query_as(
                 "SELECT person_id FROM seat_ledger
@@ -605,7 +604,16 @@ async fn apply_migration(
     sql: &'static str,
     version: i64,
 ) -> Result<(), StoreError> {
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+    // Several processes (workers) may open a new store at once: the version is read inside
+    // the write lock, so each migration runs once.
+    let mut tx = sqlx::Connection::begin_with(&mut *conn, "BEGIN IMMEDIATE").await?;
+    let current: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
+    if current >= version {
+        tx.commit().await?;
+        return Ok(());
+    }
     sqlx::raw_sql(sql).execute(&mut *tx).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "PRAGMA user_version = {version}"

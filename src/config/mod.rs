@@ -67,9 +67,21 @@ pub struct RawPipeline {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SchedulePolicy {
-    /// A cron expression in UTC with seconds first: `sec min hour day-of-month month
-    /// day-of-week [year]`, e.g. `0 0 6 * * Mon-Fri` for 06:00 UTC on weekdays.
+    /// A cron expression with seconds first: `sec min hour day-of-month month day-of-week
+    /// [year]`, e.g. `0 0 6 * * Mon-Fri` for 06:00 on weekdays, in `timezone`.
     pub cron: At<String>,
+    /// The IANA time zone the cron expression is read in (e.g. `Europe/London`, which
+    /// follows daylight saving time). Default: `UTC`.
+    #[serde(default)]
+    pub timezone: Option<At<String>>,
+}
+
+/// A pipeline's schedule, checked: when every client is queued for a sync.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The cron expression, known to parse.
+    pub cron: String,
+    pub timezone: chrono_tz::Tz,
 }
 
 /// A billable product.
@@ -348,8 +360,8 @@ pub struct Pipeline {
     pub invoicing: Invoicing,
     /// The day the run bills for (`--period`); `None` is the day the run plans.
     pub bill_day: Option<chrono::NaiveDate>,
-    /// When `rollcall serve` resyncs every client on its own.
-    pub schedule: Option<cron::Schedule>,
+    /// When workers queue every client for a sync on their own.
+    pub schedule: Option<Schedule>,
     pub target: TargetConfig,
     pub products: Vec<Product>,
     pub clients: Vec<Client>,
@@ -829,17 +841,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
     };
     let schedule = match &raw.schedule {
         None => None,
-        Some(s) => match cron::Schedule::from_str(s.cron.value.trim()) {
-            Ok(schedule) => Some(schedule),
-            Err(e) => {
-                return Err(ConfigErrors(vec![ConfigError::new(
-                    path,
-                    s.cron.pos,
-                    format!("`{}` is not a cron expression: {e}", s.cron.value),
-                    "write six fields, seconds first, in UTC: e.g. `0 0 6 * * Mon-Fri`",
-                )]));
-            }
-        },
+        Some(s) => Some(check_schedule(path, s).map_err(|e| ConfigErrors(vec![e]))?),
     };
     Ok(Pipeline {
         name: raw.name.value,
@@ -1169,4 +1171,31 @@ impl FromStr for Price {
 pub fn schema() -> serde_json::Value {
     let schema = schemars::schema_for!(RawPipeline);
     serde_json::to_value(schema).unwrap_or_default()
+}
+
+fn check_schedule(path: &Path, s: &SchedulePolicy) -> Result<Schedule, ConfigError> {
+    let cron = s.cron.value.trim();
+    if let Err(e) = cron::Schedule::from_str(cron) {
+        return Err(ConfigError::new(
+            path,
+            s.cron.pos,
+            format!("`{}` is not a cron expression: {e}", s.cron.value),
+            "write six fields, seconds first: e.g. `0 0 6 * * Mon-Fri`",
+        ));
+    }
+    let timezone = match &s.timezone {
+        None => chrono_tz::Tz::UTC,
+        Some(tz) => chrono_tz::Tz::from_str(tz.value.trim()).map_err(|_| {
+            ConfigError::new(
+                path,
+                tz.pos,
+                format!("`{}` is not an IANA time zone", tz.value),
+                "write a zone name such as `UTC`, `Europe/London` or `America/New_York`",
+            )
+        })?,
+    };
+    Ok(Schedule {
+        cron: cron.to_owned(),
+        timezone,
+    })
 }

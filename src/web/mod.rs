@@ -9,18 +9,16 @@
 //! Nothing unsigned, forged or stale is ever acted on: it is refused (401), counted in
 //! `/metrics`, and logged without its body.
 //!
-//! Pipelines with a `schedule:` are also resynced at the times their cron expression names.
-//!
-//! This service runs the resyncs itself, in this process. The job queue shared by many
-//! workers (apalis on SQLite or Redis, locks and rate limits shared across machines) is not
-//! built yet; until it is, run one `rollcall serve` per store.
+//! An accepted notification becomes a job on the queue ([`crate::queue`]): the service's own
+//! workers take it (`--workers`), or `rollcall worker` processes elsewhere do, on the same
+//! Redis. The service also ticks the pipelines' schedules.
 
 pub mod signature;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -33,6 +31,8 @@ use serde_json::Value;
 use tracing::{info, warn};
 
 use crate::config::Pipeline;
+use crate::metrics::Metrics;
+use crate::queue::{Queue, SyncJob, Trigger};
 use crate::store::Store;
 
 /// Largest notification body accepted; the vendors' are a few KiB.
@@ -65,92 +65,81 @@ impl Secrets {
     }
 }
 
-/// Where a client's resync stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resync {
-    /// Waiting out the debounce window; notifications now join it.
-    Scheduled,
-    /// Syncing; `again` when a notification arrived meanwhile.
-    Running { again: bool },
-}
-
-/// Counters and gauges for `/metrics`, by metric name and labels.
-#[derive(Debug, Default)]
-struct Metrics {
-    counters: BTreeMap<(String, String), f64>,
-    gauges: BTreeMap<(String, String), f64>,
-}
-
-impl Metrics {
-    fn add(&mut self, name: &str, labels: String, by: f64) {
-        *self.counters.entry((name.to_owned(), labels)).or_default() += by;
-    }
-
-    fn render(&self) -> String {
-        let mut out = String::new();
-        let mut last = "";
-        for (map, kind) in [(&self.counters, "counter"), (&self.gauges, "gauge")] {
-            for ((name, labels), value) in map {
-                if name != last {
-                    out.push_str(&format!("# TYPE {name} {kind}\n"));
-                    last = name;
-                }
-                out.push_str(&format!("{name}{labels} {value}\n"));
-            }
-        }
-        out
-    }
-}
-
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let inner: Vec<String> = pairs
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    format!("{{{}}}", inner.join(","))
-}
-
-/// The running service: the pipelines it serves, the store, and each client's resync.
+/// The running service: the pipelines it serves, where it queues syncs, and which clients are
+/// inside their debounce window.
 pub struct Service {
     pipelines: Vec<Arc<Pipeline>>,
     store: Store,
+    queue: Queue,
     secrets: Secrets,
     debounce: Duration,
-    resyncs: Mutex<HashMap<(usize, String), Resync>>,
-    metrics: Mutex<Metrics>,
+    waiting: Mutex<HashSet<(usize, String)>>,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Service {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Service")
             .field("pipelines", &self.pipelines.len())
+            .field("queue", &self.queue)
             .field("debounce", &self.debounce)
             .finish_non_exhaustive()
     }
 }
 
+/// What `rollcall serve` is made of.
+#[derive(Debug)]
+pub struct ServiceParts {
+    pub pipelines: Vec<Arc<Pipeline>>,
+    pub store: Store,
+    pub queue: Queue,
+    pub secrets: Secrets,
+    /// Notifications for one client within this window make one job.
+    pub debounce: Duration,
+    /// Shared with the process's workers, so `/metrics` shows their jobs too.
+    pub metrics: Arc<Metrics>,
+}
+
 impl Service {
-    pub fn new(
-        pipelines: Vec<Pipeline>,
-        store: Store,
-        secrets: Secrets,
-        debounce: Duration,
-    ) -> Arc<Service> {
+    pub fn new(parts: ServiceParts) -> Arc<Service> {
         Arc::new(Service {
-            pipelines: pipelines.into_iter().map(Arc::new).collect(),
-            store,
-            secrets,
-            debounce,
-            resyncs: Mutex::new(HashMap::new()),
-            metrics: Mutex::new(Metrics::default()),
+            pipelines: parts.pipelines,
+            store: parts.store,
+            queue: parts.queue,
+            secrets: parts.secrets,
+            debounce: parts.debounce,
+            waiting: Mutex::new(HashSet::new()),
+            metrics: parts.metrics,
         })
     }
 
+    /// The service as `rollcall serve` runs it: schedules ticking and, with `workers`, this
+    /// process's own workers taking the jobs (until the process ends).
+    pub async fn start(
+        parts: ServiceParts,
+        workers: Option<crate::queue::worker::WorkerOptions>,
+    ) -> Result<Arc<Service>, crate::queue::locks::LockError> {
+        crate::queue::worker::start_schedules(&parts.pipelines, &parts.queue, &parts.metrics);
+        if let Some(options) = workers {
+            let runner = crate::queue::worker::JobRunner::new(
+                parts.pipelines.clone(),
+                parts.store.clone(),
+                parts.queue.clone(),
+                options,
+                parts.metrics.clone(),
+            )
+            .await?;
+            tokio::spawn(async move {
+                if let Err(e) = crate::queue::worker::run(runner, std::future::pending()).await {
+                    tracing::error!(error = %e, "The service's worker stopped.");
+                }
+            });
+        }
+        Ok(Service::new(parts))
+    }
+
     fn count(&self, name: &str, pairs: &[(&str, &str)]) {
-        self.metrics
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .add(name, labels(pairs), 1.0);
+        self.metrics.count(name, pairs);
     }
 
     fn refused(&self, source: &str, why: &str) -> Response {
@@ -162,101 +151,60 @@ impl Service {
         StatusCode::UNAUTHORIZED.into_response()
     }
 
-    /// Asks for a resync of one client: joins the one already scheduled, or schedules one
-    /// after the sync in progress, or schedules a new one after the debounce window.
-    pub fn request_resync(self: &Arc<Self>, pipeline: usize, client: &str) {
+    /// Asks for a sync of one client: joins the job already waiting out its debounce window,
+    /// or opens a window that ends in one queued job.
+    pub fn request_resync(self: &Arc<Self>, pipeline: usize, client: &str, source: &str) {
         let key = (pipeline, client.to_owned());
-        let mut resyncs = self.resyncs.lock().unwrap_or_else(PoisonError::into_inner);
-        match resyncs.get_mut(&key) {
-            Some(Resync::Scheduled) => {
-                self.count("rollcall_resyncs_coalesced_total", &[("client", client)]);
-            }
-            Some(Resync::Running { again }) => *again = true,
-            None => {
-                resyncs.insert(key.clone(), Resync::Scheduled);
-                let service = self.clone();
-                // The planner's stream of clients is not provably `Send` to the compiler, so a
-                // client's resyncs run on a blocking thread driving this runtime.
-                let runtime = tokio::runtime::Handle::current();
-                tokio::task::spawn_blocking(move || runtime.block_on(service.run_resyncs(key)));
-            }
-        }
-    }
-
-    async fn run_resyncs(self: Arc<Self>, key: (usize, String)) {
-        loop {
-            tokio::time::sleep(self.debounce).await;
-            self.resyncs
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key.clone(), Resync::Running { again: false });
-            self.sync(key.0, &key.1).await;
-            let mut resyncs = self.resyncs.lock().unwrap_or_else(PoisonError::into_inner);
-            if resyncs.get(&key) == Some(&Resync::Running { again: true }) {
-                resyncs.insert(key.clone(), Resync::Scheduled);
-            } else {
-                resyncs.remove(&key);
-                return;
-            }
-        }
-    }
-
-    /// One client's plan and apply, exactly as `rollcall run --client` does it.
-    async fn sync(&self, pipeline: usize, client: &str) {
-        let pipeline = &self.pipelines[pipeline];
-        let started = Instant::now();
-        info!(pipeline = %pipeline.name, client, "Resyncing after a notification.");
-        let outcome = async {
-            let plan = crate::cli::quiet_plan(pipeline, &self.store, Some(client)).await?;
-            let outcomes =
-                crate::cli::apply_now(&self.store, pipeline, &plan, "webhook", false).await?;
-            let mut metrics = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-            for c in &plan.clients {
-                metrics.gauges.insert(
-                    (
-                        "rollcall_seats".into(),
-                        labels(&[("pipeline", &pipeline.name), ("client", &c.client)]),
-                    ),
-                    c.seats_after as f64,
-                );
-            }
-            let exit = crate::cli::plan_exit(&plan).max(crate::cli::outcome_exit(&outcomes));
-            anyhow::Ok(exit)
-        }
-        .await;
-        let name = match outcome {
-            Ok(crate::cli::Exit::Ok) => "done",
-            Ok(crate::cli::Exit::Refused) => "refused",
-            Ok(_) => "failed",
-            Err(e) => {
-                warn!(error = %e, client, "The resync failed.");
-                "failed"
-            }
-        };
-        let mut metrics = self.metrics.lock().unwrap_or_else(PoisonError::into_inner);
-        metrics.add(
-            "rollcall_syncs_total",
-            labels(&[("client", client), ("outcome", name)]),
-            1.0,
-        );
-        metrics.add(
-            "rollcall_sync_seconds_sum",
-            String::new(),
-            started.elapsed().as_secs_f64(),
-        );
-        metrics.add("rollcall_sync_seconds_count", String::new(), 1.0);
-    }
-
-    /// Syncs started or done so far, by outcome label set: for tests and `/metrics`.
-    pub fn syncs(&self) -> f64 {
-        self.metrics
+        let fresh = self
+            .waiting
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .counters
-            .iter()
-            .filter(|((name, _), _)| name == "rollcall_syncs_total")
-            .map(|(_, v)| v)
-            .sum()
+            .insert(key.clone());
+        if !fresh {
+            self.count("rollcall_resyncs_coalesced_total", &[("client", client)]);
+            return;
+        }
+        let service = self.clone();
+        let source = source.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(service.debounce).await;
+            // Out of the window before queuing: a notification from now on asks for the
+            // next sync, which will see its change.
+            service
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+            let job = SyncJob {
+                pipeline: service.pipelines[key.0].name.clone(),
+                client: key.1.clone(),
+                trigger: Trigger::Webhook { source },
+            };
+            match service.queue.push(job, None).await {
+                Ok(()) => {
+                    info!(client = %key.1, "Queued a sync after notifications.");
+                    service.count("rollcall_jobs_queued_total", &[("client", &key.1)]);
+                }
+                Err(e) => {
+                    warn!(client = %key.1, error = %e, "Could not queue a sync.");
+                    service.count("rollcall_jobs_queue_errors_total", &[]);
+                }
+            }
+        });
+    }
+
+    /// Jobs this service has queued after notifications.
+    pub fn jobs_queued(&self) -> f64 {
+        self.metrics.total("rollcall_jobs_queued_total")
+    }
+
+    /// Jobs run by this process's workers, whatever their outcome.
+    pub fn syncs(&self) -> f64 {
+        self.metrics.total("rollcall_jobs_total")
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn find(&self, pipeline: &str, client: &str) -> Option<(usize, String)> {
@@ -285,6 +233,33 @@ pub fn router(service: Arc<Service>) -> Router {
         .with_state(service)
 }
 
+/// A worker's own routes (`rollcall worker --metrics-listen`): liveness, queue readiness, and
+/// its jobs' metrics.
+pub fn worker_router(metrics: Arc<Metrics>, queue: Queue) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let queue = queue.clone();
+                async move {
+                    match queue.ping().await {
+                        Ok(()) => "ready".into_response(),
+                        Err(e) => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            format!("queue unreachable: {e}"),
+                        )
+                            .into_response(),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move { render_metrics(&metrics) }),
+        )
+}
+
 /// Serves until `shutdown` completes.
 pub async fn serve(
     service: Arc<Service>,
@@ -296,35 +271,8 @@ pub async fn serve(
         .await
 }
 
-/// Resyncs every client of each pipeline that has a `schedule:`, at each time it names, for
-/// as long as the service runs. A scheduled resync joins one a notification already asked for.
-pub fn start_schedules(service: &Arc<Service>) {
-    for (index, pipeline) in service.pipelines.iter().enumerate() {
-        let Some(schedule) = pipeline.schedule.clone() else {
-            continue;
-        };
-        let service = service.clone();
-        tokio::spawn(async move {
-            for next in schedule.upcoming(chrono::Utc) {
-                let wait = (next - chrono::Utc::now()).to_std().unwrap_or_default();
-                tokio::time::sleep(wait).await;
-                let pipeline = &service.pipelines[index];
-                info!(pipeline = %pipeline.name, at = %next, "Scheduled resync of every client.");
-                service.count(
-                    "rollcall_scheduled_runs_total",
-                    &[("pipeline", &pipeline.name)],
-                );
-                for c in &pipeline.clients {
-                    service.request_resync(index, &c.name);
-                }
-            }
-        });
-    }
-}
-
-/// Binds `addr`, starts the schedules and serves until Ctrl-C.
+/// Binds `addr` and serves until Ctrl-C.
 pub async fn run(service: Arc<Service>, addr: SocketAddr) -> std::io::Result<()> {
-    start_schedules(&service);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "Listening for notifications.");
     serve(service, listener, async {
@@ -334,23 +282,34 @@ pub async fn run(service: Arc<Service>, addr: SocketAddr) -> std::io::Result<()>
 }
 
 async fn ready(State(service): State<Arc<Service>>) -> Response {
-    match service.store.has_run("readiness-probe").await {
-        Ok(_) => "ready".into_response(),
-        Err(e) => (
+    if let Err(e) = service.store.has_run("readiness-probe").await {
+        return (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("store unreachable: {e}"),
         )
-            .into_response(),
+            .into_response();
     }
+    if let Err(e) = service.queue.ping().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("queue unreachable: {e}"),
+        )
+            .into_response();
+    }
+    "ready".into_response()
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
-    let text = service
-        .metrics
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    render_metrics(&service.metrics)
+}
+
+/// `/metrics` of a registry, in Prometheus's text format.
+pub fn render_metrics(metrics: &Metrics) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+        .into_response()
 }
 
 /// A client's own system (HR, PSA) signed with the client's key.
@@ -380,7 +339,7 @@ async fn generic(
                 "rollcall_webhooks_total",
                 &[("source", "client"), ("outcome", "accepted")],
             );
-            service.request_resync(index, &name);
+            service.request_resync(index, &name, "client");
             StatusCode::ACCEPTED.into_response()
         }
         Err(signature::Refused::Stale) => service.refused("client", "stale"),
@@ -420,7 +379,7 @@ async fn connectwise(
         "rollcall_webhooks_total",
         &[("source", "connectwise"), ("outcome", "accepted")],
     );
-    service.request_resync(index, &name);
+    service.request_resync(index, &name, "connectwise");
     StatusCode::OK.into_response()
 }
 
@@ -466,7 +425,7 @@ async fn xero(State(service): State<Arc<Service>>, headers: HeaderMap, body: Byt
             .map(|t| t.to_lowercase());
         if tenant.is_some_and(|t| tenants.contains(&t)) {
             for c in &pipeline.clients {
-                service.request_resync(i, &c.name);
+                service.request_resync(i, &c.name, "xero");
             }
         }
     }
@@ -532,7 +491,7 @@ async fn graph(
                     .notifying_tenant()
                     .is_some_and(|t| t.eq_ignore_ascii_case(tenant))
                 {
-                    service.request_resync(i, &c.name);
+                    service.request_resync(i, &c.name, "graph");
                 }
             }
         }

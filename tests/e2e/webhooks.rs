@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::Mac;
-use rollcall::web::{Secrets, Service, signature};
+use rollcall::queue::worker::WorkerOptions;
+use rollcall::queue::{Liveness, Queue, QueueLocation};
+use rollcall::web::{Secrets, Service, ServiceParts, signature};
 use rollcall_core::Secret;
 
 use crate::support::{World, people_csv};
@@ -30,7 +32,7 @@ async fn served(debounce: Duration) -> Served {
         xero: Some(Secret::new(XERO_KEY)),
         graph_client_state: Some(Secret::new(CLIENT_STATE)),
     };
-    let service = Service::new(vec![pipeline], world.open_store().await, secrets, debounce);
+    let service = service_with_worker(&world, pipeline, secrets, debounce).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -46,6 +48,30 @@ async fn served(debounce: Duration) -> Served {
         url,
         http: reqwest::Client::new(),
     }
+}
+
+/// The service as `rollcall serve` runs it on one machine: the SQLite queue beside the store
+/// and a worker in the same process.
+async fn service_with_worker(
+    world: &World,
+    pipeline: rollcall::config::Pipeline,
+    secrets: Secrets,
+    debounce: Duration,
+) -> Arc<Service> {
+    let location = QueueLocation::beside(&world.store());
+    let parts = ServiceParts {
+        pipelines: vec![Arc::new(pipeline)],
+        store: world.open_store().await,
+        queue: Queue::open(&location, Liveness::default())
+            .await
+            .expect("queue"),
+        secrets,
+        debounce,
+        metrics: Arc::default(),
+    };
+    Service::start(parts, Some(WorkerOptions::default()))
+        .await
+        .expect("service")
 }
 
 impl Served {
@@ -73,6 +99,18 @@ impl Served {
     async fn settle(&self, debounce: Duration) {
         tokio::time::sleep(debounce + Duration::from_millis(1500)).await;
     }
+
+    /// Waits (up to 30 s) until the service's workers have run `n` syncs, then a little longer
+    /// so that a sync too many would show.
+    async fn synced(&self, n: f64) {
+        for _ in 0..300 {
+            if self.service.syncs() >= n {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +124,8 @@ async fn a_burst_of_fifty_signed_notifications_makes_one_resync_of_that_client()
             reqwest::StatusCode::ACCEPTED
         );
     }
-    s.settle(debounce).await;
+    s.synced(1.0).await;
+    assert_eq!(s.service.jobs_queued(), 1.0, "fifty notifications, one job");
     assert_eq!(s.service.syncs(), 1.0, "fifty notifications, one resync");
     assert!(
         s.world.sandbox.writes() > 0,
@@ -123,7 +162,7 @@ async fn a_burst_of_fifty_signed_notifications_makes_one_resync_of_that_client()
             .await,
         reqwest::StatusCode::ACCEPTED
     );
-    s.settle(debounce).await;
+    s.synced(2.0).await;
     assert_eq!(s.service.syncs(), 2.0);
     assert_eq!(s.world.quantity("M365-BP").await, Some(4));
 }
@@ -166,6 +205,7 @@ async fn forged_stale_unsigned_and_unknown_notifications_are_refused_and_never_s
         .expect("post");
     assert_eq!(huge.status(), reqwest::StatusCode::PAYLOAD_TOO_LARGE);
     s.settle(debounce).await;
+    assert_eq!(s.service.jobs_queued(), 0.0, "nothing refused is queued");
     assert_eq!(s.service.syncs(), 0.0);
     assert_eq!(s.world.sandbox.writes(), 0);
     let metrics = s
@@ -253,13 +293,13 @@ async fn a_pipeline_schedule_resyncs_its_clients_without_a_notification() {
     )
     .expect("write");
     let pipeline = rollcall::config::load(&world.pipeline_path()).unwrap_or_else(|e| panic!("{e}"));
-    let service = Service::new(
-        vec![pipeline],
-        world.open_store().await,
+    let service = service_with_worker(
+        &world,
+        pipeline,
         Secrets::default(),
         Duration::from_millis(100),
-    );
-    rollcall::web::start_schedules(&service);
+    )
+    .await;
     for _ in 0..50 {
         if world.sandbox.writes() > 0 && service.syncs() >= 1.0 {
             break;

@@ -128,6 +128,7 @@ impl ConnectWise {
             )
         })?;
         let mut settings = HttpSettings::new(VENDOR, describe_error);
+        settings.limit_scope = format!("{VENDOR}:{base}:{}", config.company_id);
         settings.retry = retry;
         settings.rate_limit = Some(RateLimit::per_second(per_second));
         Ok(ConnectWise {

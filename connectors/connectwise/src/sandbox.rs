@@ -343,6 +343,15 @@ impl Sandbox {
         Some(id)
     }
 
+    /// Forgets every fault set with [`Sandbox::throttle`], [`Sandbox::fail`] and
+    /// [`Sandbox::drop_response_after_commit`]: the API recovers.
+    pub fn clear_faults(&self) {
+        let mut faults = self.shared.faults();
+        faults.throttles.clear();
+        faults.failures.clear();
+        faults.drops.clear();
+    }
+
     /// Delays every answer by `delay`.
     pub fn latency(&self, delay: Duration) {
         self.shared.faults().latency = delay;

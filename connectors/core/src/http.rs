@@ -100,12 +100,33 @@ impl RateLimit {
     }
 }
 
+/// A request budget kept beyond this process, so that every worker syncing one vendor tenant
+/// shares the vendor's limit instead of each spending all of it (rollcall's queue keeps it in
+/// Redis). Installed once per process with [`share_rate_limits`]; without one, each client
+/// limits itself in memory.
+#[async_trait::async_trait]
+pub trait SharedRateLimiter: Send + Sync + std::fmt::Debug {
+    /// Waits until one more request under `scope` fits `limit`.
+    async fn until_ready(&self, scope: &str, limit: &RateLimit);
+}
+
+static SHARED_LIMITER: std::sync::OnceLock<Arc<dyn SharedRateLimiter>> = std::sync::OnceLock::new();
+
+/// Makes every HTTP client built from now on in this process wait on `limiter` rather than on
+/// its own in-memory budget. `false` when one was installed already (the first one stays).
+pub fn share_rate_limits(limiter: Arc<dyn SharedRateLimiter>) -> bool {
+    SHARED_LIMITER.set(limiter).is_ok()
+}
+
 /// What a connector decides about its HTTP client.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub vendor: &'static str,
     pub retry: RetryPolicy,
     pub rate_limit: Option<RateLimit>,
+    /// Whose budget `rate_limit` is, when shared across processes: the vendor's tenant (a
+    /// ConnectWise company, a QuickBooks realm's connection, a Xero organisation's).
+    pub limit_scope: String,
     /// Requests in flight at once, for vendors that cap concurrency per tenant (QuickBooks 10,
     /// Xero 5); `None` for no cap.
     pub max_concurrent: Option<usize>,
@@ -120,6 +141,7 @@ impl HttpSettings {
             vendor,
             retry: RetryPolicy::default(),
             rate_limit: None,
+            limit_scope: vendor.to_owned(),
             max_concurrent: None,
             timeout: Duration::from_secs(30),
             describe_error,
@@ -222,8 +244,16 @@ impl HttpClient {
             })?),
             None => None,
         };
-        if let Some(limiter) = &self.limiter {
-            limiter.until_ready().await;
+        match (
+            SHARED_LIMITER.get(),
+            &self.settings.rate_limit,
+            &self.limiter,
+        ) {
+            (Some(shared), Some(limit), _) => {
+                shared.until_ready(&self.settings.limit_scope, limit).await;
+            }
+            (_, _, Some(limiter)) => limiter.until_ready().await,
+            _ => {}
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let vendor = self.settings.vendor;

@@ -102,6 +102,7 @@ impl QuickBooks {
             ));
         }
         let mut settings = HttpSettings::new(VENDOR, describe_error);
+        settings.limit_scope = format!("{VENDOR}:{base}:{}", config.connection);
         // Intuit counts each minute on its own: a burst of b at a window's start plus the steady
         // rate must stay within the limit, so the steady rate is the limit less the burst.
         let limit = config.requests_per_minute.max(1);

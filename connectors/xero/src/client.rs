@@ -96,6 +96,7 @@ impl Xero {
             ));
         }
         let mut settings = HttpSettings::new(VENDOR, describe_error);
+        settings.limit_scope = format!("{VENDOR}:{base}:{}", config.connection);
         // Xero counts a rolling minute: a burst of b plus the steady rate must stay within
         // `requests_per_minute`, so the steady rate is that less the burst.
         let limit = config.requests_per_minute.max(1);

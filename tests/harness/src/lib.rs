@@ -9,16 +9,19 @@
 //!   only once a real bind answers, and `Drop` kills it by PID and removes its directory.
 //! - [`data::generate`] writes the directory both servers load, with the facts a test asserts.
 //! - [`TestCa`] issues the certificates for ldaps and StartTLS.
+//! - [`RedisServer`] is an empty `redis-server` for the job queue's many-worker tests.
 //! - [`servers_available`] is cargo's `requires`: a missing server binary skips the test with
 //!   the reason printed, unless `ROLLCALL_REQUIRE_SERVERS=1` (CI), where it fails.
 
 pub mod data;
 mod process;
+mod redis;
 mod samba;
 mod slapd;
 mod tls;
 
 pub use process::{require_servers, servers_available};
+pub use redis::RedisServer;
 pub use samba::SambaDc;
 pub use slapd::Slapd;
 pub use tls::TestCa;

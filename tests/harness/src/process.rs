@@ -23,7 +23,7 @@ pub fn servers_available(test: &str, programs: &[&str]) -> bool {
     }
     let why = format!(
         "{test}: skipped: {} not found (scripts/test installs slapd ldap-utils samba samba-ad-dc \
-         samba-ad-provision samba-dsdb-modules winbind ldb-tools openssl)",
+         samba-ad-provision samba-dsdb-modules winbind ldb-tools openssl redis-server)",
         missing.join(", ")
     );
     if require_servers() {
