@@ -417,6 +417,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
             let store = Store::open(&cli.store).await?;
             let queue = open_queue(&cli.queue, &cli.store, jobs.liveness()).await?;
+            let store = share_tokens(store, &queue);
             let parts = crate::web::ServiceParts {
                 pipelines,
                 store,
@@ -443,6 +444,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             };
             let store = Store::open(&cli.store).await?;
             let queue = open_queue(&cli.queue, &cli.store, jobs.liveness()).await?;
+            let store = share_tokens(store, &queue);
             let metrics = Arc::new(crate::metrics::Metrics::default());
             crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
             if let Some(addr) = metrics_listen {
@@ -559,7 +561,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
+            let mut store = Store::open(&cli.store).await?;
+            // With the queue on Redis, the connection is made for every worker.
+            if cli.queue.as_deref().is_some_and(|q| q.starts_with("redis")) {
+                let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
+                store = share_tokens(store, &queue);
+            }
             struct Print;
             impl crate::connect::ShowConsent for Print {
                 fn show(&self, url: &str) {
@@ -897,6 +904,21 @@ async fn open_queue(
         ));
     }
     Ok(queue)
+}
+
+/// The store as workers on this queue use it: with the queue on Redis, OAuth tokens move to
+/// Redis too, so every worker refreshes them under one lock.
+fn share_tokens(store: Store, queue: &crate::queue::Queue) -> Store {
+    match queue.redis() {
+        Some(conn) => {
+            let local = store.token_vault();
+            store.with_token_vault(Arc::new(crate::queue::vault::RedisVault::new(
+                conn,
+                Some(local),
+            )))
+        }
+        None => store,
+    }
 }
 
 fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<()> {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rollcall_core::oauth::{ConnectApp, TokenVault};
+use rollcall_core::oauth::ConnectApp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -81,7 +81,7 @@ pub async fn connect(
     }
     let http = reqwest::Client::new();
     let tokens = app.finish(&http, &redirect_uri, &query).await?;
-    store.save(&app.connection, &tokens).await?;
+    store.token_vault().save(&app.connection, &tokens).await?;
     Ok(tokens.tenant.unwrap_or_default())
 }
 

@@ -100,10 +100,21 @@ CREATE TABLE oauth_connections (
 "#,
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Store {
     pool: SqlitePool,
     path: PathBuf,
+    /// Where billing systems keep OAuth tokens when not here (Redis, for many machines).
+    tokens: Option<std::sync::Arc<dyn rollcall_core::oauth::TokenVault>>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("shared_tokens", &self.tokens.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// One line of `rollcall history`.
@@ -127,8 +138,29 @@ impl Store {
     /// What billing systems are built with: this store as their OAuth token vault.
     pub fn build_context(&self) -> rollcall_core::BuildContext {
         rollcall_core::BuildContext {
-            tokens: std::sync::Arc::new(self.clone()),
+            tokens: self.token_vault(),
         }
+    }
+
+    /// Where OAuth tokens are kept: this store, unless [`Store::with_token_vault`] moved them.
+    pub fn token_vault(&self) -> std::sync::Arc<dyn rollcall_core::oauth::TokenVault> {
+        match &self.tokens {
+            Some(vault) => vault.clone(),
+            None => {
+                let mut local = self.clone();
+                local.tokens = None;
+                std::sync::Arc::new(local)
+            }
+        }
+    }
+
+    /// This store, with OAuth tokens kept in `vault` instead (shared by every worker).
+    pub fn with_token_vault(
+        mut self,
+        vault: std::sync::Arc<dyn rollcall_core::oauth::TokenVault>,
+    ) -> Store {
+        self.tokens = Some(vault);
+        self
     }
 
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
@@ -155,6 +187,7 @@ impl Store {
         let store = Store {
             pool,
             path: path.to_owned(),
+            tokens: None,
         };
         store.migrate().await?;
         Ok(store)

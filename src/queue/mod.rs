@@ -12,6 +12,7 @@
 
 pub mod limiter;
 pub mod locks;
+pub mod vault;
 pub mod worker;
 
 use std::fmt;

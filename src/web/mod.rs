@@ -417,7 +417,10 @@ async fn xero(State(service): State<Arc<Service>>, headers: HeaderMap, body: Byt
         let Some(app) = pipeline.target.oauth() else {
             continue;
         };
-        let tenant = rollcall_core::oauth::TokenVault::load(&service.store, &app.connection)
+        let tenant = service
+            .store
+            .token_vault()
+            .load(&app.connection)
             .await
             .ok()
             .flatten()

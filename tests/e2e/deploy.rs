@@ -43,39 +43,86 @@ fn strings(v: &Value) -> Vec<String> {
         .collect()
 }
 
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+        .and_then(|e| e["value"].as_str())
+}
+
 #[test]
-fn the_compose_file_runs_a_command_rollcall_understands_on_the_port_it_publishes() {
+fn the_compose_file_runs_web_and_workers_on_one_redis_with_commands_rollcall_understands() {
     let compose = yaml("compose.yaml");
-    let service = &compose["services"]["rollcall"];
-    let port = parses(&strings(&service["command"])).expect("a --listen port");
-    let published = strings(&service["ports"]);
+    let services = &compose["services"];
+    let web = &services["web"];
+    let port = parses(&strings(&web["command"])).expect("a --listen port");
+    let published = strings(&web["ports"]);
     assert!(
         published.contains(&format!("{port}:{port}")),
         "{published:?}"
     );
-    assert_eq!(service["build"]["dockerfile"], "deploy/Dockerfile");
+    let worker = &services["worker"];
+    let command = strings(&worker["command"]);
+    parses(&command);
+    assert_eq!(command[0], "worker");
+    for s in [web, worker] {
+        assert_eq!(s["build"]["dockerfile"], "deploy/Dockerfile");
+        assert_eq!(s["environment"]["ROLLCALL_QUEUE"], "redis://redis:6379");
+        assert_eq!(
+            s["environment"]["ROLLCALL_STORE"],
+            "/var/lib/rollcall/state.db"
+        );
+    }
+    assert!(
+        services["redis"]["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("redis"))
+    );
 }
 
 #[test]
-fn the_kubernetes_manifests_agree_with_serve_and_carry_a_valid_pipeline() {
+fn the_kubernetes_manifests_agree_with_serve_and_worker_and_carry_a_valid_pipeline() {
     let list = yaml("k8s/rollcall.yaml");
     let items = list["items"].as_array().expect("items");
+    let named = |k: &str, name: &str| {
+        items
+            .iter()
+            .find(|i| i["kind"] == k && i["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {k} {name}"))
+    };
     let kind = |k: &str| {
         items
             .iter()
             .find(|i| i["kind"] == k)
             .unwrap_or_else(|| panic!("no {k}"))
     };
-    let container = &kind("Deployment")["spec"]["template"]["spec"]["containers"][0];
-    let port = parses(&strings(&container["args"])).expect("a --listen port");
-    assert_eq!(container["ports"][0]["containerPort"], port);
-    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
-    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
-    assert_eq!(
-        kind("Deployment")["spec"]["replicas"],
-        1,
-        "one store, one replica"
-    );
+    let web = &named("Deployment", "rollcall-web")["spec"]["template"]["spec"]["containers"][0];
+    let port = parses(&strings(&web["args"])).expect("a --listen port");
+    assert_eq!(web["ports"][0]["containerPort"], port);
+    assert_eq!(web["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(web["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let worker =
+        &named("StatefulSet", "rollcall-worker")["spec"]["template"]["spec"]["containers"][0];
+    let args = strings(&worker["args"]);
+    parses(&args);
+    let metrics = args
+        .iter()
+        .position(|a| a == "--metrics-listen")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|l| l.rsplit(':').next())
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("a --metrics-listen port");
+    assert_eq!(worker["ports"][0]["containerPort"], metrics);
+    assert_eq!(worker["readinessProbe"]["httpGet"]["path"], "/readyz");
+    let redis = named("Service", "rollcall-redis");
+    let redis_port = redis["spec"]["ports"][0]["port"].as_u64().expect("port");
+    for c in [web, worker] {
+        assert_eq!(
+            env(c, "ROLLCALL_QUEUE"),
+            Some(format!("redis://rollcall-redis:{redis_port}").as_str())
+        );
+    }
     let secret_keys: Vec<&String> = kind("Secret")["stringData"]
         .as_object()
         .expect("data")
@@ -107,6 +154,7 @@ fn the_systemd_units_and_the_image_run_commands_rollcall_understands() {
     for unit in [
         "systemd/rollcall-serve.service",
         "systemd/rollcall-run@.service",
+        "systemd/rollcall-worker@.service",
     ] {
         let text = deploy(unit);
         let exec = text

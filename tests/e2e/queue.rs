@@ -438,3 +438,81 @@ async fn a_job_that_keeps_failing_is_left_failed_with_its_error_and_retried_by_h
         .expect("rollcall jobs retry");
     assert_eq!(again.status.code(), Some(1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_on_many_machines_refresh_a_rotating_token_once_through_redis() {
+    use rollcall::queue::vault::RedisVault;
+    use rollcall_core::oauth::{MemoryVault, TokenSet, TokenVault};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    if !rollcall_harness::servers_available("oauth on redis", &["redis-server"]) {
+        return;
+    }
+    let redis = RedisServer::start().unwrap_or_else(|e| panic!("{e}"));
+    let tokens = |n: usize| TokenSet {
+        access_token: format!("access-{n}"),
+        refresh_token: format!("refresh-{n}"),
+        expires_at: chrono::Utc::now(),
+        scope: None,
+        tenant: Some("realm-1".into()),
+    };
+    // Connected before the queue moved to Redis: the tokens are in one machine's store.
+    let local = Arc::new(MemoryVault::default());
+    local.save("qbo", &tokens(0)).await.expect("save");
+    let connect = || async {
+        redis::aio::ConnectionManager::new(redis::Client::open(redis.url()).expect("redis url"))
+            .await
+            .expect("redis")
+    };
+    let first = Arc::new(RedisVault::new(connect().await, Some(local.clone())));
+    let second = Arc::new(RedisVault::new(connect().await, None));
+    assert_eq!(
+        first
+            .load("qbo")
+            .await
+            .expect("load")
+            .map(|t| t.access_token),
+        Some("access-0".into()),
+        "copied from the local store"
+    );
+
+    let refreshes = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for vault in [first.clone(), second.clone(), first, second] {
+        let refreshes = refreshes.clone();
+        tasks.push(tokio::spawn(async move {
+            vault
+                .rotate(
+                    "qbo",
+                    "access-0",
+                    Box::new(move |old: TokenSet| {
+                        Box::pin(async move {
+                            assert_eq!(
+                                old.refresh_token, "refresh-0",
+                                "refreshed with a dead token"
+                            );
+                            refreshes.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            Ok(TokenSet {
+                                access_token: "access-1".into(),
+                                refresh_token: "refresh-1".into(),
+                                ..old
+                            })
+                        })
+                    }),
+                )
+                .await
+                .expect("rotate")
+                .access_token
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), "access-1");
+    }
+    assert_eq!(
+        refreshes.load(Ordering::SeqCst),
+        1,
+        "one refresh for everyone"
+    );
+}
