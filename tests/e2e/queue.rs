@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use rollcall::queue::{JobRow, Liveness, Queue, QueueLocation};
 use rollcall_connectwise::{Sandbox, Seed};
 use rollcall_harness::RedisServer;
+use rollcall_harness::fleet::{self, client_id};
 
 /// Where the queue lives for one test.
 enum Backend {
@@ -48,57 +49,21 @@ impl Drop for Fleet {
     }
 }
 
-fn client_id(i: usize) -> String {
-    format!("C{i:04}")
-}
-
-fn people(client: usize, n: usize) -> String {
-    let mut csv = String::from("id,given_name,surname,email,enabled,groups\n");
-    for p in 0..n {
-        csv.push_str(&format!(
-            "c{client}-p{p},Given{p},Sur{client},p{p}@c{client}.example,true,M365 Users\n"
-        ));
-    }
-    csv
-}
-
 async fn fleet(backend: Backend, clients: usize, per_client: usize, schedule: &str) -> Fleet {
     let mut seed = serde_json::to_value(Seed::demo()).expect("seed as json");
-    for i in 0..clients {
-        let id = client_id(i);
-        seed["companies"]
-            .as_array_mut()
-            .expect("companies")
-            .push(serde_json::json!({ "identifier": id, "name": format!("Client {i}") }));
-        seed["agreements"]
-            .as_array_mut()
-            .expect("agreements")
-            .push(serde_json::json!({
-                "name": "Managed Services",
-                "type": { "name": "Managed Services" },
-                "company": { "identifier": id },
-                "agreementStatus": "Active",
-                "startDate": "2025-01-01T00:00:00Z",
-                "noEndingDateFlag": true,
-                "billingCycle": { "name": "Monthly" }
-            }));
-    }
+    fleet::add_clients(&mut seed, clients);
     let seed = Seed::from_json(&seed.to_string()).unwrap_or_else(|e| panic!("{e}"));
     let sandbox = Sandbox::start(seed).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut yaml = format!(
-        "name: fleet\n{schedule}target:\n  connectwise:\n    url: {}\n    company_id: demo\n    public_key: \"${{CW_PUBLIC:-demo-public}}\"\n    private_key: \"${{CW_PRIVATE:-demo-private}}\"\n    client_id: 00000000-0000-4000-8000-000000000000\n    rate_limit_per_second: 400\nproducts:\n  - {{ id: m365, identifier: M365-BP, unit_price: 22.00, seats: \"'M365 Users' in groups\" }}\n  - {{ id: helpdesk, identifier: HELPDESK-USER, unit_price: 35 }}\nclients:\n",
-        sandbox.url()
-    );
-    for i in 0..clients {
-        let id = client_id(i);
-        std::fs::write(dir.path().join(format!("{id}.csv")), people(i, per_client))
-            .expect("people");
-        yaml.push_str(&format!(
-            "  - {{ name: {id}, directory: {{ file: {{ path: {id}.csv }} }}, company: {id}, agreement: Managed Services }}\n"
-        ));
-    }
-    std::fs::write(dir.path().join("fleet.yaml"), yaml).expect("pipeline");
+    fleet::write_pipeline(
+        dir.path(),
+        &sandbox.url(),
+        clients,
+        per_client,
+        schedule,
+        400,
+    )
+    .expect("pipeline");
     let queue = match &backend {
         Backend::Sqlite => dir.path().join("queue.db").display().to_string(),
         Backend::Redis(r) => r.url(),

@@ -14,6 +14,7 @@
 //!   the reason printed, unless `ROLLCALL_REQUIRE_SERVERS=1` (CI), where it fails.
 
 pub mod data;
+pub mod fleet;
 mod process;
 mod redis;
 mod samba;
