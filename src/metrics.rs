@@ -64,8 +64,22 @@ impl Metrics {
         self.series.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The Prometheus text exposition of every series.
+    /// The Prometheus text exposition of every series, and of the vendor API calls this
+    /// process made.
     pub fn render(&self) -> String {
+        for (vendor, calls, throttled) in rollcall_core::http::api_counts() {
+            let mut series = self.lock();
+            let target = labels(&[("target", vendor)]);
+            // Process totals, kept by the HTTP clients: monotonic, so counters.
+            series.counters.insert(
+                ("rollcall_api_requests_total".into(), target.clone()),
+                calls as f64,
+            );
+            series.counters.insert(
+                ("rollcall_api_throttled_total".into(), target),
+                throttled as f64,
+            );
+        }
         let series = self.lock();
         let mut out = String::new();
         for (map, kind) in [(&series.counters, "counter"), (&series.gauges, "gauge")] {

@@ -154,6 +154,11 @@ async fn a_burst_of_fifty_signed_notifications_makes_one_resync_of_that_client()
         metrics.contains(r#"rollcall_seats{pipeline="e2e",client="Acme"}"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"rollcall_api_requests_total{target="connectwise"}"#)
+            && metrics.contains(r#"rollcall_jobs_total{pipeline="e2e",outcome="done"} 1"#),
+        "{metrics}"
+    );
 
     // A later change, a later notification: one more resync, which finds the new person.
     s.world.set_people(&people_csv(7, 4));

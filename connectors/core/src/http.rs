@@ -118,6 +118,33 @@ pub fn share_rate_limits(limiter: Arc<dyn SharedRateLimiter>) -> bool {
     SHARED_LIMITER.set(limiter).is_ok()
 }
 
+/// Requests sent and throttled answers (429, or 503 with Retry-After), per vendor, across
+/// every client in this process: for `/metrics`.
+static API_COUNTS: std::sync::Mutex<std::collections::BTreeMap<&'static str, (u64, u64)>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// `(vendor, requests, throttled)` for every vendor called so far in this process.
+pub fn api_counts() -> Vec<(&'static str, u64, u64)> {
+    API_COUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(v, (calls, throttled))| (*v, *calls, *throttled))
+        .collect()
+}
+
+fn count_api(vendor: &'static str, throttled: bool) {
+    let mut counts = API_COUNTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let entry = counts.entry(vendor).or_default();
+    if throttled {
+        entry.1 += 1;
+    } else {
+        entry.0 += 1;
+    }
+}
+
 /// What a connector decides about its HTTP client.
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
@@ -257,6 +284,7 @@ impl HttpClient {
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
         let vendor = self.settings.vendor;
+        count_api(vendor, false);
         let fail = |kind, message: String| RemoteError::new(vendor, operation, kind, message);
         let response = request.send().await.map_err(|e| {
             // A connect error means nothing was sent; anything later may have reached the server.
@@ -287,6 +315,11 @@ impl HttpClient {
             });
         }
         let message = (self.settings.describe_error)(status, &body);
+        if status.as_u16() == 429
+            || (status.as_u16() == 503 && headers.contains_key(reqwest::header::RETRY_AFTER))
+        {
+            count_api(vendor, true);
+        }
         let kind = match status.as_u16() {
             401 | 403 => RemoteErrorKind::Unauthorized,
             404 => RemoteErrorKind::NotFound,
