@@ -64,6 +64,11 @@ macro_rules! directories {
             pub fn notifying_tenant(&self) -> Option<&str> {
                 match self { $( DirectorySource::$variant(c) => c.notifying_tenant(), )+ }
             }
+
+            /// The subscriptions that make this directory notify rollcall, if it can.
+            pub fn change_notifications(&self) -> Option<Arc<dyn rollcall_core::notify::ChangeNotifications>> {
+                match self { $( DirectorySource::$variant(c) => c.change_notifications(), )+ }
+            }
         }
 
         /// Kinds of directory and the `directory:` section `rollcall init` writes for each.

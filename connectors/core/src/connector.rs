@@ -53,6 +53,12 @@ pub trait DirectoryConfig {
     fn notifying_tenant(&self) -> Option<&str> {
         None
     }
+
+    /// The subscriptions that make this directory notify rollcall of changes; `None` for
+    /// sources that cannot.
+    fn change_notifications(&self) -> Option<Arc<dyn crate::notify::ChangeNotifications>> {
+        None
+    }
 }
 
 /// Reads a whole-number setting and refuses one outside `range`, with `error(value)` as the

@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod invoice;
 pub mod money;
+pub mod notify;
 pub mod oauth;
 pub mod person;
 #[cfg(feature = "sandbox")]
