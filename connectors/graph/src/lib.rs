@@ -29,9 +29,9 @@ pub mod subscriptions;
 pub use client::GraphDirectory;
 pub use config::Config;
 pub use error::ConfigError;
+#[cfg(feature = "sandbox")]
+pub use sandbox::{Sandbox, SandboxError, Seed, run_standalone};
 pub use subscriptions::{
     Ensured, GraphSubscription, SubscriptionAction, SubscriptionOutcome, SubscriptionPlan,
     SubscriptionRequest,
 };
-#[cfg(feature = "sandbox")]
-pub use sandbox::{Sandbox, SandboxError, Seed, run_standalone};

@@ -291,15 +291,15 @@ impl std::fmt::Debug for ChangeSubscription {
             .field("resource", &self.resource)
             .field("change_type", &self.change_type)
             .field("notification_url", &self.notification_url)
-            .field("lifecycle_notification_url", &self.lifecycle_notification_url)
+            .field(
+                "lifecycle_notification_url",
+                &self.lifecycle_notification_url,
+            )
             .field("expiration_date_time", &self.expiration_date_time)
             .field("client_state", &self.client_state.as_ref().map(|_| ".."))
             .finish_non_exhaustive()
     }
 }
-
-/// The `@odata.type` of subscriptions.
-pub const SUBSCRIPTION_TYPE: &str = "#microsoft.graph.subscription";
 
 /// `microsoft.graph.changeNotificationCollection`: what Graph POSTs to a notification or
 /// lifecycle URL. Acknowledge it with 202 at once and do the work afterwards.
@@ -368,7 +368,11 @@ impl ChangeNotification {
 /// `microsoft.graph.resourceData` of a basic notification: the changed object's id and type.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ResourceData {
-    #[serde(rename = "@odata.type", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@odata.type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub odata_type: Option<String>,
     #[serde(rename = "@odata.id", default, skip_serializing_if = "Option::is_none")]
     pub odata_id: Option<String>,

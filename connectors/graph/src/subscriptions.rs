@@ -245,9 +245,10 @@ impl GraphDirectory {
             .await
             .map_err(|error| explain_refusal(error, request))?;
         match created {
-            Created::Sent(reply) => {
-                from_wire(&operation, decode::<ChangeSubscription>(&operation, &reply.body)?)
-            }
+            Created::Sent(reply) => from_wire(
+                &operation,
+                decode::<ChangeSubscription>(&operation, &reply.body)?,
+            ),
             Created::Found(found) => Ok(found),
         }
     }
@@ -330,7 +331,9 @@ impl GraphDirectory {
                     expires = %ensured.expires,
                     "Graph subscription ensured."
                 ),
-                Err(error) => warn!(resource = %resource, %error, "Graph subscription not ensured."),
+                Err(error) => {
+                    warn!(resource = %resource, %error, "Graph subscription not ensured.")
+                }
             }
             outcomes.push(SubscriptionOutcome {
                 resource: resource.clone(),
@@ -355,7 +358,7 @@ impl GraphDirectory {
             .filter(|s| same_target(s, &plan.notification_url, resource))
             .collect();
         // The longest-lived compatible one is kept; the others go.
-        candidates.sort_by(|a, b| b.expiration.cmp(&a.expiration));
+        candidates.sort_by_key(|s| std::cmp::Reverse(s.expiration));
         let keep = candidates
             .iter()
             .position(|s| compatible(s, plan))
@@ -401,7 +404,9 @@ impl GraphDirectory {
                 Ok(_) => removed.push(other.id.clone()),
                 // The live subscription is in place; a leftover only costs duplicate
                 // notifications until the next run deletes it.
-                Err(error) => warn!(id = %other.id, %error, "Could not delete a superseded Graph subscription."),
+                Err(error) => {
+                    warn!(id = %other.id, %error, "Could not delete a superseded Graph subscription.")
+                }
             }
         }
         Ok(Ensured {
@@ -442,7 +447,10 @@ fn compatible(subscription: &GraphSubscription, plan: &SubscriptionPlan) -> bool
             .lifecycle_notification_url
             .as_deref()
             .map(normalize_url)
-            == plan.lifecycle_notification_url.as_deref().map(normalize_url)
+            == plan
+                .lifecycle_notification_url
+                .as_deref()
+                .map(normalize_url)
         && subscription
             .client_state
             .as_ref()
