@@ -711,6 +711,16 @@ impl Sandbox {
         });
     }
 
+    /// The next `n` requests whose path starts with `path_prefix` are carried out, but their
+    /// answers are cut off mid-way: a create that landed though the client never heard so.
+    pub fn lose_answers(&self, path_prefix: &str, n: u32) {
+        self.shared.faults().losses.push(Fault {
+            prefix: normalize_path(path_prefix),
+            remaining: n,
+            value: 0,
+        });
+    }
+
     /// After `pages` more answered requests whose path starts with `path_prefix`, every later
     /// one is cut off mid-answer (the connection drops after the headers and part of the body),
     /// until [`Sandbox::clear_faults`].
@@ -986,6 +996,7 @@ struct Faults {
     throttles: Vec<Fault>,
     failures: Vec<Fault>,
     cuts: Vec<Fault>,
+    losses: Vec<Fault>,
     revocations: Vec<Fault>,
 }
 
@@ -1348,19 +1359,22 @@ async fn inject_faults(
     let response = next.run(request).await;
     let (cut, revoke) = {
         let mut faults = shared.faults();
+        // A lost answer: the request was carried out, its answer never arrives.
+        let lost = take_fault(&mut faults.losses, &path).is_some();
         // A cut fault lets `remaining` answers through, then cuts every later one.
-        let cut = faults
-            .cuts
-            .iter_mut()
-            .find(|f| path.starts_with(&f.prefix))
-            .is_some_and(|f| {
-                if f.remaining > 0 {
-                    f.remaining -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
+        let cut = lost
+            || faults
+                .cuts
+                .iter_mut()
+                .find(|f| path.starts_with(&f.prefix))
+                .is_some_and(|f| {
+                    if f.remaining > 0 {
+                        f.remaining -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
         let revoke = response.status().is_success()
             && faults
                 .revocations
@@ -2029,8 +2043,10 @@ async fn list_skus(
 
 /// How long the validation handshake waits for the receiver, as Graph does.
 const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a notification POST may take before it counts as failed.
-const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a notification POST may take before it counts as failed: Graph expects the
+/// receiver to acknowledge within a few seconds and do its work afterwards. (Graph retries
+/// failed deliveries for a while; the sandbox does not.)
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest a subscription on a directory resource may live, in minutes.
 const MAX_DIRECTORY_MINUTES: i64 = 41_760;
 /// Graph's limit on `clientState`.

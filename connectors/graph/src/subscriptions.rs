@@ -22,6 +22,14 @@
 //!   `lifecycleNotificationUrl`; the answer to each is to run [`GraphDirectory::ensure_subscriptions`]
 //!   (and, for `missed`, a sync).
 //!
+//! **The receiver** (rollcall's webhook) answers two kinds of POST. One with a
+//! `validationToken` query parameter is the handshake: answer 200, `Content-Type: text/plain`,
+//! with the token URL-decoded as the body, within 10 s. Any other carries a
+//! [`crate::model::ChangeNotificationCollection`]: answer 202 at once, drop every notification
+//! whose `clientState` does not match, and only then start the work (a delta sync; a
+//! `lifecycleEvent` calls for `ensure_subscriptions`). Graph gives up on a receiver that is slow
+//! to acknowledge.
+//!
 //! **Keeping them alive.** [`GraphDirectory::ensure_subscriptions`] is meant to run on a
 //! schedule (daily is plenty against a 29-day lifetime): for each resource it finds this
 //! webhook's subscription, leaves it alone while it has more than `renew_before` to live, renews
@@ -235,7 +243,7 @@ impl GraphDirectory {
                         async || {
                             let found = self.subscriptions().await?.into_iter().find(|s| {
                                 same_target(s, &request.notification_url, &request.resource)
-                                    && s.expiration == expiration
+                                    && (s.expiration - expiration).abs() < TimeDelta::seconds(1)
                             });
                             Ok(found)
                         },
@@ -321,7 +329,12 @@ impl GraphDirectory {
     ) -> Result<Vec<SubscriptionOutcome>, RemoteError> {
         let existing = self.subscriptions().await?;
         let mut outcomes = Vec::with_capacity(plan.resources.len());
+        let mut seen = BTreeSet::new();
         for resource in &plan.resources {
+            // `users` and `/users` are one subscription, ensured once.
+            if !seen.insert(normalize_resource(resource)) {
+                continue;
+            }
             let result = self.ensure_one(plan, resource, &existing).await;
             match &result {
                 Ok(ensured) => info!(

@@ -401,6 +401,43 @@ async fn subscription_calls_sign_in_again_after_a_revoked_token_and_retry_thrott
     assert_eq!(sandbox.subscriptions()[0].id, made.id);
 }
 
+#[tokio::test]
+async fn a_create_whose_answer_is_lost_is_adopted_not_repeated() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let receiver = Receiver::start().await;
+    let graph = directory(&sandbox);
+    sandbox.lose_answers("/subscriptions", 1);
+    let made = graph
+        .subscribe(&request(&receiver, "users", TimeDelta::days(1)))
+        .await
+        .expect("the landed create is found");
+    let stored = sandbox.subscriptions();
+    assert_eq!(stored.len(), 1, "created once");
+    assert_eq!(stored[0].id, made.id);
+    assert_eq!(receiver.validations().len(), 1, "validated once");
+}
+
+#[tokio::test]
+async fn subscriptions_need_a_valid_token_like_every_graph_call() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+    let url = format!("{}/v1.0/subscriptions", sandbox.url());
+    for request in [
+        http.get(&url),
+        http.post(&url).json(&serde_json::json!({})),
+        http.patch(format!("{url}/x")).bearer_auth("forged"),
+        http.delete(format!("{url}/x")).bearer_auth("forged"),
+    ] {
+        let answer = request.send().await.expect("answer");
+        assert_eq!(answer.status(), 401);
+        let body: serde_json::Value = answer.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // ensure_subscriptions
 
@@ -560,6 +597,19 @@ async fn ensure_replaces_a_subscription_made_with_another_client_state() {
     let left = sandbox.subscriptions();
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].client_state.as_deref(), Some("rotated-state"));
+}
+
+#[tokio::test]
+async fn a_resource_named_twice_is_subscribed_once() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let receiver = Receiver::start().await;
+    let graph = directory(&sandbox);
+    let outcomes = graph
+        .ensure_subscriptions(&plan(&receiver, &["users", "/Users"]))
+        .await
+        .expect("ensure");
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(sandbox.subscriptions().len(), 1);
 }
 
 #[tokio::test]
