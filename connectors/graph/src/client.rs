@@ -825,7 +825,7 @@ fn needs_resync(error: &RemoteError) -> bool {
 
 /// The HTTP status of a refused call: the core plumbing starts the message with it
 /// (`"410 Gone: …"`).
-pub(crate) fn status_of(error: &RemoteError) -> Option<u16> {
+fn status_of(error: &RemoteError) -> Option<u16> {
     error.message.get(..3)?.parse().ok()
 }
 

@@ -30,6 +30,10 @@
 //! `lifecycleEvent` calls for `ensure_subscriptions`). Graph gives up on a receiver that is slow
 //! to acknowledge.
 //!
+//! **Permissions.** The app permissions the directory read already needs cover `users`
+//! (User.Read.All); Graph's documentation asks for Group.Read.All for `groups` subscriptions.
+//! A missing one is a 403, reported as `Unauthorized`.
+//!
 //! **Keeping them alive.** [`GraphDirectory::ensure_subscriptions`] is meant to run on a
 //! schedule (daily is plenty against a 29-day lifetime): for each resource it finds this
 //! webhook's subscription, leaves it alone while it has more than `renew_before` to live, renews
