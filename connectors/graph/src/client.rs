@@ -99,10 +99,11 @@ impl std::fmt::Debug for GraphDirectory {
     }
 }
 
-struct Client {
-    http: HttpClient,
+pub(crate) struct Client {
+    pub(crate) http: HttpClient,
     token_url: String,
-    graph: String,
+    /// Graph's versioned base, `{graph_url}/v1.0`.
+    pub(crate) graph: String,
     client_id: String,
     secret: Secret,
     group: Option<String>,
@@ -158,6 +159,19 @@ impl GraphDirectory {
     /// Requests sent so far (token requests and retries included).
     pub fn calls(&self) -> u64 {
         self.client.as_ref().map_or(0, |c| c.http.calls())
+    }
+
+    /// The signed-in client, or the configuration mistake that keeps it from being built, as
+    /// the error of the operation that needed it.
+    pub(crate) fn client(&self, operation: &str) -> Result<&Client, RemoteError> {
+        self.client.as_deref().map_err(|error| {
+            RemoteError::new(
+                VENDOR,
+                operation,
+                RemoteErrorKind::Rejected,
+                format!("the Graph connection is misconfigured: {error}"),
+            )
+        })
     }
 }
 
@@ -375,6 +389,25 @@ impl Client {
 
     // -----------------------------------------------------------------------------------------
     // Requests
+
+    /// Runs `attempt` with a bearer token (the `Authorization` header's value); a 401 costs
+    /// one fresh token and one repeat, never more. Writes go through here; retries of
+    /// transient failures are the core plumbing's, inside `attempt`.
+    pub(crate) async fn authorized<R>(
+        &self,
+        mut attempt: impl AsyncFnMut(HeaderValue) -> Result<R, RemoteError>,
+    ) -> Result<R, RemoteError> {
+        let token = self.token().await?;
+        match attempt(token.header.clone()).await {
+            Err(error) if status_of(&error) == Some(401) => {
+                debug!("Graph refused the token; signing in again.");
+                self.forget(token.generation).await;
+                let token = self.token().await?;
+                attempt(token.header.clone()).await
+            }
+            other => other,
+        }
+    }
 
     /// A GET against Graph with a bearer token; a 401 (a token revoked or expired early) costs
     /// one fresh token and one repeat, never more.
@@ -1016,7 +1049,7 @@ pub fn describe_error(status: StatusCode, body: &[u8]) -> String {
     short
 }
 
-fn decode<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, RemoteError> {
+pub(crate) fn decode<T: DeserializeOwned>(operation: &str, body: &[u8]) -> Result<T, RemoteError> {
     serde_json::from_slice(body).map_err(|e| {
         RemoteError::new(
             VENDOR,

@@ -11,6 +11,9 @@
 //! - [`client`]: [`GraphDirectory`], the [`rollcall_core::Directory`] implementation.
 //! - [`model`]: Graph's JSON objects, shared by the client and the sandbox.
 //! - [`skus`]: friendly names for common Microsoft 365 SKU part numbers.
+//! - [`subscriptions`]: change-notification subscriptions (create, renew, delete, and
+//!   [`GraphDirectory::ensure_subscriptions`] to keep them alive), so a change in Entra can
+//!   start a sync instead of waiting for the next scheduled one.
 //! - `sandbox` (feature `sandbox`): a stateful Graph and token endpoint (`Sandbox`, started from
 //!   a `Seed`) that enforces the same contract, for tests and for `rollcall sandbox graph`.
 
@@ -21,9 +24,14 @@ pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod skus;
+pub mod subscriptions;
 
 pub use client::GraphDirectory;
 pub use config::Config;
 pub use error::ConfigError;
 #[cfg(feature = "sandbox")]
 pub use sandbox::{Sandbox, SandboxError, Seed, run_standalone};
+pub use subscriptions::{
+    Ensured, GraphSubscription, SubscriptionAction, SubscriptionOutcome, SubscriptionPlan,
+    SubscriptionRequest,
+};

@@ -250,6 +250,142 @@ pub struct Page<T> {
     pub delta_link: Option<String>,
 }
 
+/// `microsoft.graph.subscription`: a change-notification subscription, as `/subscriptions`
+/// answers and takes it. Dates stay text here (Graph writes up to seven fractional digits);
+/// the client parses them. `clientState` is the shared secret notifications carry back, so
+/// `Debug` does not print it.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeSubscription {
+    #[serde(
+        rename = "@odata.type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub odata_type: Option<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    pub resource: String,
+    /// Comma-separated `created`, `updated`, `deleted`.
+    pub change_type: String,
+    pub notification_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_notification_url: Option<String>,
+    pub expiration_date_time: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_resource_data: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_supported_tls_version: Option<String>,
+}
+
+impl std::fmt::Debug for ChangeSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeSubscription")
+            .field("id", &self.id)
+            .field("resource", &self.resource)
+            .field("change_type", &self.change_type)
+            .field("notification_url", &self.notification_url)
+            .field(
+                "lifecycle_notification_url",
+                &self.lifecycle_notification_url,
+            )
+            .field("expiration_date_time", &self.expiration_date_time)
+            .field("client_state", &self.client_state.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
+}
+
+/// `microsoft.graph.changeNotificationCollection`: what Graph POSTs to a notification or
+/// lifecycle URL. Acknowledge it with 202 at once and do the work afterwards.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeNotificationCollection {
+    pub value: Vec<ChangeNotification>,
+    /// Only with rich notifications (resource data included), which rollcall does not ask for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_tokens: Option<Vec<String>>,
+}
+
+/// `microsoft.graph.changeNotification`: one change (`changeType`, `resource`,
+/// `resourceData`) or one lifecycle event (`lifecycleEvent`). `Debug` hides `clientState`.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ChangeNotification {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub subscription_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_expiration_date_time: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_state: Option<String>,
+    /// `created`, `updated` or `deleted`; absent on lifecycle events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change_type: Option<String>,
+    /// The changed object's path, as Graph writes it (`Users/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_data: Option<ResourceData>,
+    /// `reauthorizationRequired`, `subscriptionRemoved` or `missed`; only on lifecycle events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_event: Option<String>,
+}
+
+impl std::fmt::Debug for ChangeNotification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChangeNotification")
+            .field("subscription_id", &self.subscription_id)
+            .field("change_type", &self.change_type)
+            .field("resource", &self.resource)
+            .field("resource_data", &self.resource_data)
+            .field("lifecycle_event", &self.lifecycle_event)
+            .field("client_state", &self.client_state.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChangeNotification {
+    /// Whether the notification carries this `clientState`, compared in constant time: a
+    /// notification that does not is not from Graph (or not for this subscription) and must be
+    /// ignored.
+    pub fn client_state_matches(&self, expected: &str) -> bool {
+        let Some(got) = self.client_state.as_deref() else {
+            return false;
+        };
+        let (a, b) = (got.as_bytes(), expected.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// `microsoft.graph.resourceData` of a basic notification: the changed object's id and type.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourceData {
+    #[serde(
+        rename = "@odata.type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub odata_type: Option<String>,
+    #[serde(rename = "@odata.id", default, skip_serializing_if = "Option::is_none")]
+    pub odata_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(
+        rename = "organizationId",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub organization_id: Option<String>,
+}
+
 /// The token endpoint's answer to a client-credentials grant.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenResponse {

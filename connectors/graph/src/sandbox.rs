@@ -14,6 +14,25 @@
 //! - `/users/delta` (also `/users/delta()`) with real delta semantics: state is versioned, a
 //!   deltaLink returns exactly the users changed (or `@removed`) since it was issued, and
 //!   [`Sandbox::expire_delta_links`] makes old links answer 410 `syncStateNotFound`;
+//! - `/subscriptions` (change notifications): a create is validated as Graph validates it
+//!   (resource `users`, `groups`, `users/{id}`, `groups/{id}`, `groups/{id}/members`; change
+//!   types `created`/`updated`/`deleted`; an expiry in the future and at most 41,760 minutes
+//!   ahead; `clientState` up to 128 characters), then the validation handshake is made — a POST
+//!   to `notificationUrl?validationToken=…` (and to the lifecycle URL) that must answer 200
+//!   `text/plain` with the token within 10 s ([`Sandbox::set_validation_timeout`]), else 400
+//!   `ValidationError` — and only then is the subscription stored (201). `PATCH` renews within
+//!   the same bounds, `DELETE` answers 204; a lapsed subscription is gone (404, not listed,
+//!   not notified);
+//! - notifications: every change made through the hooks below ([`Sandbox::add_user`],
+//!   [`Sandbox::update_user`], [`Sandbox::delete_user`], licences, groups and members) is POSTed
+//!   as a `changeNotificationCollection` (`subscriptionId`, `clientState`, `changeType`,
+//!   `resource: "Users/{id}"`, `resourceData {id, @odata.type, @odata.id}`, `tenantId`) to each
+//!   matching live subscription, on a task of its own; failures are counted
+//!   ([`Sandbox::notification_failures`]), never fatal. As in Graph, a new user or group is
+//!   reported as `updated`. Lifecycle events are sent on demand
+//!   ([`Sandbox::lifecycle_notification`]), and [`Sandbox::expire_subscription`],
+//!   [`Sandbox::set_subscription_expiry`] and [`Sandbox::remove_subscription`] stand in for time
+//!   passing and for Graph dropping a subscription;
 //! - errors in OData's `{"error":{"code","message","innerError":{"request-id","date"}}}` shape.
 //!
 //! Faults are injected per path prefix, relative to `/v1.0` (`/users`, `/groups`, and
@@ -39,14 +58,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::Config;
 use crate::model::{
-    AssignedLicense, DirectoryObject, GROUP_TYPE, InnerError, LicenseUnitsDetail, MainError,
-    OAuthError, ODataError, OpenIdConfiguration, SKU_TYPE, SubscribedSku, TokenResponse,
-    USER_SELECT, USER_TYPE, User,
+    AssignedLicense, ChangeNotification, ChangeNotificationCollection, ChangeSubscription,
+    DirectoryObject, GROUP_TYPE, InnerError, LicenseUnitsDetail, MainError, OAuthError, ODataError,
+    OpenIdConfiguration, ResourceData, SKU_TYPE, SubscribedSku, TokenResponse, USER_SELECT,
+    USER_TYPE, User,
 };
 
 /// Graph's default page when a request names no `$top`.
@@ -495,6 +516,9 @@ impl Sandbox {
         }
         let id = user.id.clone();
         db.put_user(normalize(user));
+        drop(db);
+        // Graph reports a new user as `updated`, not `created`.
+        self.shared.notify(&[Change::user(&id, "updated")]);
         id
     }
 
@@ -508,6 +532,8 @@ impl Sandbox {
         change(&mut user);
         user.id = id.to_owned();
         db.put_user(normalize(user));
+        drop(db);
+        self.shared.notify(&[Change::user(id, "updated")]);
         true
     }
 
@@ -526,9 +552,14 @@ impl Sandbox {
         db.version += 1;
         let version = db.version;
         db.deleted.insert(id.to_owned(), version);
-        for group in db.groups.values_mut() {
-            group.members.remove(id);
+        let mut changes = vec![Change::user(id, "deleted")];
+        for (group_id, group) in db.groups.iter_mut() {
+            if group.members.remove(id) {
+                changes.push(Change::members(group_id));
+            }
         }
+        drop(db);
+        self.shared.notify(&changes);
         true
     }
 
@@ -584,6 +615,8 @@ impl Sandbox {
                 members: BTreeSet::new(),
             },
         );
+        drop(db);
+        self.shared.notify(&[Change::group(&id)]);
         id
     }
 
@@ -592,21 +625,31 @@ impl Sandbox {
     pub fn add_member(&self, group_id: &str, member_id: &str) -> bool {
         let mut db = self.shared.db();
         let known = db.users.contains_key(member_id) || db.groups.contains_key(member_id);
-        match db.groups.get_mut(group_id) {
+        let added = match db.groups.get_mut(group_id) {
             Some(group) if known => {
                 group.members.insert(member_id.to_owned());
                 true
             }
             _ => false,
+        };
+        drop(db);
+        if added {
+            self.shared.notify(&[Change::members(group_id)]);
         }
+        added
     }
 
     pub fn remove_member(&self, group_id: &str, member_id: &str) -> bool {
-        self.shared
+        let removed = self
+            .shared
             .db()
             .groups
             .get_mut(group_id)
-            .is_some_and(|g| g.members.remove(member_id))
+            .is_some_and(|g| g.members.remove(member_id));
+        if removed {
+            self.shared.notify(&[Change::members(group_id)]);
+        }
+        removed
     }
 
     // --- Tokens and delta state ------------------------------------------------------------------
@@ -658,12 +701,23 @@ impl Sandbox {
         self.fail_with(path_prefix, n, 503);
     }
 
-    /// The next `n` requests whose path starts with `path_prefix` get `status` (a 5xx).
+    /// The next `n` requests whose path starts with `path_prefix` get `status` (a 5xx, or a
+    /// 404 `Request_ResourceNotFound`: an object that vanished between a list and a write).
     pub fn fail_with(&self, path_prefix: &str, n: u32, status: u16) {
         self.shared.faults().failures.push(Fault {
             prefix: normalize_path(path_prefix),
             remaining: n,
             value: u64::from(status),
+        });
+    }
+
+    /// The next `n` requests whose path starts with `path_prefix` are carried out, but their
+    /// answers are cut off mid-way: a create that landed though the client never heard so.
+    pub fn lose_answers(&self, path_prefix: &str, n: u32) {
+        self.shared.faults().losses.push(Fault {
+            prefix: normalize_path(path_prefix),
+            remaining: n,
+            value: 0,
         });
     }
 
@@ -681,6 +735,104 @@ impl Sandbox {
     /// Disarms every injected fault.
     pub fn clear_faults(&self) {
         *self.shared.faults() = Faults::default();
+    }
+
+    // --- Change-notification subscriptions ------------------------------------------------------
+
+    /// Every live (unexpired) subscription, `clientState` included, in id order.
+    pub fn subscriptions(&self) -> Vec<ChangeSubscription> {
+        let now = Utc::now();
+        self.shared
+            .db()
+            .subscriptions
+            .values()
+            .filter(|s| s.expires > now)
+            .map(|s| s.wire.clone())
+            .collect()
+    }
+
+    /// Moves a subscription's expiry, as if time had passed: a subscription set a day from
+    /// expiring is due for renewal. False when there is no such subscription.
+    pub fn set_subscription_expiry(&self, id: &str, expires: DateTime<Utc>) -> bool {
+        match self.shared.db().subscriptions.get_mut(id) {
+            Some(stored) => {
+                stored.set_expiry(expires);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Lets a subscription expire now: it is no longer listed or notified, and renewing it
+    /// answers 404, as Graph does once a subscription has lapsed.
+    pub fn expire_subscription(&self, id: &str) -> bool {
+        self.set_subscription_expiry(id, Utc::now() - TimeDelta::seconds(1))
+    }
+
+    /// Removes a subscription without telling anyone, as when Graph drops one on its side
+    /// (send [`Sandbox::lifecycle_notification`] with `subscriptionRemoved` to tell too).
+    pub fn remove_subscription(&self, id: &str) -> bool {
+        self.shared.db().subscriptions.remove(id).is_some()
+    }
+
+    /// Sends a lifecycle event (`reauthorizationRequired`, `subscriptionRemoved` or `missed`)
+    /// for a subscription to its `lifecycleNotificationUrl` (its `notificationUrl` when it has
+    /// none), and waits for the answer: its status, or why there was none. After
+    /// `subscriptionRemoved` the subscription is gone.
+    pub async fn lifecycle_notification(&self, id: &str, event: &str) -> Result<u16, String> {
+        if !LIFECYCLE_EVENTS.contains(&event) {
+            return Err(format!(
+                "{event:?} is not a lifecycle event; use one of {LIFECYCLE_EVENTS:?}"
+            ));
+        }
+        let (url, body) = {
+            let mut db = self.shared.db();
+            let stored = db
+                .subscriptions
+                .get(id)
+                .ok_or_else(|| format!("no subscription {id}"))?;
+            let wire = &stored.wire;
+            let notification = ChangeNotification {
+                subscription_id: wire.id.clone(),
+                subscription_expiration_date_time: Some(wire.expiration_date_time.clone()),
+                tenant_id: Some(self.shared.tenant_guid.clone()),
+                client_state: wire.client_state.clone(),
+                lifecycle_event: Some(event.to_owned()),
+                ..ChangeNotification::default()
+            };
+            let url = wire
+                .lifecycle_notification_url
+                .clone()
+                .unwrap_or_else(|| wire.notification_url.clone());
+            if event == "subscriptionRemoved" {
+                db.subscriptions.remove(id);
+            }
+            (
+                url,
+                ChangeNotificationCollection {
+                    value: vec![notification],
+                    validation_tokens: None,
+                },
+            )
+        };
+        let delivered = deliver(&self.shared, &url, &body).await;
+        self.shared.count_delivery(delivered.is_ok());
+        delivered
+    }
+
+    /// How long the validation handshake waits for the receiver (Graph: 10 s).
+    pub fn set_validation_timeout(&self, timeout: Duration) {
+        self.shared.db().validation_timeout = timeout;
+    }
+
+    /// Change and lifecycle notifications answered with a 2xx so far.
+    pub fn notifications_delivered(&self) -> u64 {
+        self.shared.delivered.load(Ordering::SeqCst)
+    }
+
+    /// Change and lifecycle notifications that failed so far (refused, unreachable, slow).
+    pub fn notification_failures(&self) -> u64 {
+        self.shared.undelivered.load(Ordering::SeqCst)
     }
 
     // --- Counters --------------------------------------------------------------------------------
@@ -748,6 +900,12 @@ struct Shared {
     faults: Mutex<Faults>,
     log: Mutex<Vec<String>>,
     issued: AtomicU64,
+    /// The tenant's GUID, as notifications carry it (seeds may name the tenant by domain).
+    tenant_guid: String,
+    /// Sends validation requests and notifications to subscribers.
+    notifier: reqwest::Client,
+    delivered: AtomicU64,
+    undelivered: AtomicU64,
 }
 
 struct StoredUser {
@@ -775,6 +933,8 @@ struct Db {
     tokens: HashMap<String, Instant>,
     token_lifetime: Duration,
     next_id: u64,
+    subscriptions: BTreeMap<String, StoredSubscription>,
+    validation_timeout: Duration,
 }
 
 impl Db {
@@ -836,6 +996,7 @@ struct Faults {
     throttles: Vec<Fault>,
     failures: Vec<Fault>,
     cuts: Vec<Fault>,
+    losses: Vec<Fault>,
     revocations: Vec<Fault>,
 }
 
@@ -875,6 +1036,8 @@ impl Shared {
             tokens: HashMap::new(),
             token_lifetime: Duration::from_secs(seed.token_lifetime_secs),
             next_id: 0,
+            subscriptions: BTreeMap::new(),
+            validation_timeout: VALIDATION_TIMEOUT,
         };
         for user in seed.users {
             if user.id.trim().is_empty() {
@@ -921,7 +1084,21 @@ impl Shared {
             }
         }
         db.skus = seed.skus;
+        let notifier = reqwest::Client::builder()
+            .no_proxy()
+            .user_agent("Microsoft-Graph-ChangeTracking-Sandbox")
+            .build()
+            .map_err(|e| SandboxError::Io(std::io::Error::other(e)))?;
+        let tenant_guid = if is_guid(&seed.tenant_id) {
+            seed.tenant_id.to_ascii_lowercase()
+        } else {
+            "00000000-0000-4000-f000-000000000001".to_owned()
+        };
         Ok(Shared {
+            tenant_guid,
+            notifier,
+            delivered: AtomicU64::new(0),
+            undelivered: AtomicU64::new(0),
             base,
             tenant_id: seed.tenant_id,
             client_id: seed.client_id,
@@ -1064,6 +1241,16 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/groups", get(list_groups))
         .route("/groups/{id}/transitiveMembers", get(group_members))
         .route("/subscribedSkus", get(list_skus))
+        .route(
+            "/subscriptions",
+            get(list_subscriptions).post(create_subscription),
+        )
+        .route(
+            "/subscriptions/{id}",
+            get(get_subscription)
+                .patch(renew_subscription)
+                .delete(delete_subscription),
+        )
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(issue_token))
@@ -1157,29 +1344,37 @@ async fn inject_faults(
             .ok()
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        return GraphError::new(
-            status,
-            "serviceNotAvailable",
-            "The service is temporarily unavailable (injected by the sandbox).",
-        )
-        .into_response();
+        let (code, message) = match status.as_u16() {
+            404 => (
+                "Request_ResourceNotFound",
+                "The resource does not exist (injected by the sandbox).",
+            ),
+            _ => (
+                "serviceNotAvailable",
+                "The service is temporarily unavailable (injected by the sandbox).",
+            ),
+        };
+        return GraphError::new(status, code, message).into_response();
     }
     let response = next.run(request).await;
     let (cut, revoke) = {
         let mut faults = shared.faults();
+        // A lost answer: the request was carried out, its answer never arrives.
+        let lost = take_fault(&mut faults.losses, &path).is_some();
         // A cut fault lets `remaining` answers through, then cuts every later one.
-        let cut = faults
-            .cuts
-            .iter_mut()
-            .find(|f| path.starts_with(&f.prefix))
-            .is_some_and(|f| {
-                if f.remaining > 0 {
-                    f.remaining -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
+        let cut = lost
+            || faults
+                .cuts
+                .iter_mut()
+                .find(|f| path.starts_with(&f.prefix))
+                .is_some_and(|f| {
+                    if f.remaining > 0 {
+                        f.remaining -= 1;
+                        false
+                    } else {
+                        true
+                    }
+                });
         let revoke = response.status().is_success()
             && faults
                 .revocations
@@ -1841,4 +2036,496 @@ async fn list_skus(
         "@odata.context": context(&shared, "subscribedSkus", fields.as_deref()),
         "value": value,
     })))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Change-notification subscriptions
+
+/// How long the validation handshake waits for the receiver, as Graph does.
+const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a notification POST may take before it counts as failed: Graph expects the
+/// receiver to acknowledge within a few seconds and do its work afterwards. (Graph retries
+/// failed deliveries for a while; the sandbox does not.)
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a subscription on a directory resource may live, in minutes.
+const MAX_DIRECTORY_MINUTES: i64 = 41_760;
+/// Graph's limit on `clientState`.
+const MAX_CLIENT_STATE: usize = 128;
+const CHANGE_TYPES: &[&str] = &["created", "updated", "deleted"];
+const LIFECYCLE_EVENTS: &[&str] = &["reauthorizationRequired", "subscriptionRemoved", "missed"];
+
+struct StoredSubscription {
+    wire: ChangeSubscription,
+    expires: DateTime<Utc>,
+    /// The resource, normalized: `users`, `groups`, `groups/{id}/members`.
+    target: String,
+    change_types: BTreeSet<String>,
+}
+
+impl StoredSubscription {
+    fn set_expiry(&mut self, expires: DateTime<Utc>) {
+        self.expires = expires;
+        self.wire.expiration_date_time = graph_time(expires);
+    }
+}
+
+fn graph_time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn is_guid(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// A change a subscription may be told about.
+struct Change {
+    /// `Users/{id}` or `Groups/{id}`, as Graph writes notification resources.
+    resource: String,
+    /// The subscription resources it matches (normalized).
+    targets: Vec<String>,
+    change_type: &'static str,
+    odata_type: &'static str,
+    id: String,
+}
+
+impl Change {
+    fn user(id: &str, change_type: &'static str) -> Change {
+        Change {
+            resource: format!("Users/{id}"),
+            targets: vec![
+                "users".to_owned(),
+                format!("users/{}", id.to_ascii_lowercase()),
+            ],
+            change_type,
+            odata_type: "#Microsoft.Graph.User",
+            id: id.to_owned(),
+        }
+    }
+
+    /// A group created or changed (Graph reports new groups as `updated` too).
+    fn group(id: &str) -> Change {
+        Change {
+            resource: format!("Groups/{id}"),
+            targets: vec![
+                "groups".to_owned(),
+                format!("groups/{}", id.to_ascii_lowercase()),
+            ],
+            change_type: "updated",
+            odata_type: "#Microsoft.Graph.Group",
+            id: id.to_owned(),
+        }
+    }
+
+    /// A group's membership changed: the group is `updated`, and its members collection too.
+    fn members(id: &str) -> Change {
+        let mut change = Change::group(id);
+        change
+            .targets
+            .push(format!("groups/{}/members", id.to_ascii_lowercase()));
+        change
+    }
+}
+
+impl Shared {
+    /// Tells every live subscription that matches a change about it, each on a task of its own:
+    /// the change that caused it never waits for a subscriber, and a subscriber that fails is
+    /// counted, not fatal.
+    fn notify(self: &Arc<Shared>, changes: &[Change]) {
+        let now = Utc::now();
+        let mut deliveries: Vec<(String, ChangeNotificationCollection)> = Vec::new();
+        {
+            let db = self.db();
+            for stored in db.subscriptions.values() {
+                if stored.expires <= now {
+                    continue;
+                }
+                let value: Vec<ChangeNotification> = changes
+                    .iter()
+                    .filter(|c| {
+                        c.targets.contains(&stored.target)
+                            && stored.change_types.contains(c.change_type)
+                    })
+                    .map(|c| ChangeNotification {
+                        id: None,
+                        subscription_id: stored.wire.id.clone(),
+                        subscription_expiration_date_time: Some(
+                            stored.wire.expiration_date_time.clone(),
+                        ),
+                        tenant_id: Some(self.tenant_guid.clone()),
+                        client_state: stored.wire.client_state.clone(),
+                        change_type: Some(c.change_type.to_owned()),
+                        resource: Some(c.resource.clone()),
+                        resource_data: Some(ResourceData {
+                            odata_type: Some(c.odata_type.to_owned()),
+                            odata_id: Some(c.resource.clone()),
+                            id: Some(c.id.clone()),
+                            organization_id: Some(self.tenant_guid.clone()),
+                        }),
+                        lifecycle_event: None,
+                    })
+                    .collect();
+                if !value.is_empty() {
+                    deliveries.push((
+                        stored.wire.notification_url.clone(),
+                        ChangeNotificationCollection {
+                            value,
+                            validation_tokens: None,
+                        },
+                    ));
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime to deliver on (a change made outside tokio): counted as failed.
+            self.undelivered
+                .fetch_add(deliveries.len() as u64, Ordering::SeqCst);
+            return;
+        };
+        for (url, body) in deliveries {
+            let shared = self.clone();
+            runtime.spawn(async move {
+                let delivered = deliver(&shared, &url, &body).await;
+                if let Err(error) = &delivered {
+                    tracing::debug!(%url, %error, "Sandbox notification not delivered.");
+                }
+                shared.count_delivery(delivered.is_ok());
+            });
+        }
+    }
+
+    fn count_delivery(&self, ok: bool) {
+        let counter = if ok {
+            &self.delivered
+        } else {
+            &self.undelivered
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// POSTs a notification collection; a 2xx within the delivery timeout is delivered.
+async fn deliver(
+    shared: &Shared,
+    url: &str,
+    body: &ChangeNotificationCollection,
+) -> Result<u16, String> {
+    let response = shared
+        .notifier
+        .post(url)
+        .timeout(DELIVERY_TIMEOUT)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("could not deliver: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(status.as_u16())
+    } else {
+        Err(format!("the receiver answered {status}"))
+    }
+}
+
+/// The validation handshake: POST `url?validationToken=…` and expect, within the timeout, a 200
+/// `text/plain` whose body is the token.
+async fn validate_endpoint(shared: &Shared, url: &str, timeout: Duration) -> Result<(), String> {
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    // Graph's tokens hold spaces and colons, so a receiver that does not URL-decode fails here
+    // as it would against Graph.
+    let token = format!(
+        "Validation: Testing client application reachability for subscription Request-Id: \
+         00000000-0000-4000-8000-{n:012x}"
+    );
+    let mut target = reqwest::Url::parse(url).map_err(|e| format!("{url} is not a URL: {e}"))?;
+    target
+        .query_pairs_mut()
+        .append_pair("validationToken", &token);
+    let response = shared
+        .notifier
+        .post(target)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .timeout(timeout)
+        .body("")
+        .send()
+        .await
+        .map_err(|e| {
+            if e.is_timeout() {
+                format!("{url} did not answer within {} s", timeout.as_secs_f32())
+            } else {
+                format!("{url} could not be reached")
+            }
+        })?;
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let body = response
+        .text()
+        .await
+        .map_err(|_| format!("{url}'s answer was cut off"))?;
+    if status != StatusCode::OK {
+        return Err(format!("{url} answered {status}, not 200 OK"));
+    }
+    if !content_type.starts_with("text/plain") {
+        return Err(format!(
+            "{url} answered with Content-Type {content_type:?}, not text/plain"
+        ));
+    }
+    if body != token {
+        return Err(format!(
+            "{url} did not echo the validation token (the body must be the token, URL-decoded)"
+        ));
+    }
+    Ok(())
+}
+
+fn invalid_request(message: impl Into<String>) -> GraphError {
+    GraphError::new(StatusCode::BAD_REQUEST, "InvalidRequest", message)
+}
+
+/// An expiry within the bounds Graph sets for directory resources.
+fn check_expiry(text: &str) -> Result<DateTime<Utc>, GraphError> {
+    let at = DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|t| t.and_utc())
+        })
+        .map_err(|_| {
+            invalid_request(format!(
+                "The expirationDateTime '{text}' is not a valid date and time."
+            ))
+        })?;
+    let now = Utc::now();
+    if at <= now {
+        return Err(invalid_request(
+            "Subscription expiration can only be in the future.",
+        ));
+    }
+    if at > now + TimeDelta::minutes(MAX_DIRECTORY_MINUTES) {
+        return Err(invalid_request(format!(
+            "Subscription expiration can only be {MAX_DIRECTORY_MINUTES} minutes in the future."
+        )));
+    }
+    Ok(at)
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), GraphError> {
+    match reqwest::Url::parse(url) {
+        // Graph demands https; the sandbox also takes http, for receivers on 127.0.0.1.
+        Ok(parsed) if matches!(parsed.scheme(), "https" | "http") && parsed.host().is_some() => {
+            Ok(())
+        }
+        _ => Err(invalid_request(format!(
+            "The {field} '{url}' is not a valid absolute https URL."
+        ))),
+    }
+}
+
+fn render_subscription(stored: &StoredSubscription) -> Value {
+    serde_json::to_value(&stored.wire).unwrap_or(Value::Null)
+}
+
+async fn list_subscriptions(
+    AxumState(shared): AxumState<Arc<Shared>>,
+) -> Result<Json<Value>, GraphError> {
+    let now = Utc::now();
+    let mut db = shared.db();
+    // Graph deletes lapsed subscriptions.
+    db.subscriptions.retain(|_, s| s.expires > now);
+    let value: Vec<Value> = db.subscriptions.values().map(render_subscription).collect();
+    Ok(Json(serde_json::json!({
+        "@odata.context": format!("{}/v1.0/$metadata#subscriptions", shared.base),
+        "value": value,
+    })))
+}
+
+fn live_subscription<'a>(
+    db: &'a mut Db,
+    id: &str,
+) -> Result<&'a mut StoredSubscription, GraphError> {
+    let now = Utc::now();
+    match db.subscriptions.get_mut(id) {
+        Some(stored) if stored.expires > now => Ok(stored),
+        _ => Err(GraphError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("The object was not found. Subscription '{id}' does not exist or has expired."),
+        )),
+    }
+}
+
+async fn get_subscription(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, GraphError> {
+    let mut db = shared.db();
+    let stored = live_subscription(&mut db, &id)?;
+    let mut value = render_subscription(stored);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "@odata.context".to_owned(),
+            Value::String(format!(
+                "{}/v1.0/$metadata#subscriptions/$entity",
+                shared.base
+            )),
+        );
+    }
+    Ok(Json(value))
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, GraphError> {
+    serde_json::from_slice(body)
+        .map_err(|e| GraphError::bad_request(format!("The request body is not valid: {e}")))
+}
+
+async fn create_subscription(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, GraphError> {
+    let mut wire: ChangeSubscription = parse_body(&body)?;
+    let target = wire
+        .resource
+        .trim()
+        .trim_start_matches('/')
+        .to_ascii_lowercase();
+    let known_resource = match target.split('/').collect::<Vec<_>>().as_slice() {
+        ["users"] | ["groups"] => true,
+        ["users", id] => shared.db().users.keys().any(|u| u.eq_ignore_ascii_case(id)),
+        ["groups", id] | ["groups", id, "members"] => shared
+            .db()
+            .groups
+            .keys()
+            .any(|g| g.eq_ignore_ascii_case(id)),
+        _ => false,
+    };
+    if !known_resource {
+        return Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "ExtensionError",
+            format!(
+                "Operation: Create; Exception: [Status Code: BadRequest; Reason: The resource \
+                 '{}' is not supported or does not exist.]",
+                wire.resource
+            ),
+        ));
+    }
+    let requested: Vec<String> = wire
+        .change_type
+        .split(',')
+        .map(|t| t.trim().to_owned())
+        .collect();
+    let change_types: BTreeSet<String> = requested.iter().cloned().collect();
+    if requested
+        .iter()
+        .any(|t| !CHANGE_TYPES.contains(&t.as_str()))
+        || change_types.len() != requested.len()
+    {
+        return Err(invalid_request(format!(
+            "The changeType '{}' is not valid: name one or more of created, updated, deleted, \
+             separated by commas, each once.",
+            wire.change_type
+        )));
+    }
+    check_url("notificationUrl", &wire.notification_url)?;
+    if let Some(url) = &wire.lifecycle_notification_url {
+        check_url("lifecycleNotificationUrl", url)?;
+    }
+    if wire
+        .client_state
+        .as_ref()
+        .is_some_and(|s| s.chars().count() > MAX_CLIENT_STATE)
+    {
+        return Err(invalid_request(format!(
+            "The clientState may be at most {MAX_CLIENT_STATE} characters."
+        )));
+    }
+    let expires = check_expiry(&wire.expiration_date_time)?;
+    // The handshake, before anything is stored: every URL must echo its token.
+    let timeout = shared.db().validation_timeout;
+    let mut urls = vec![wire.notification_url.clone()];
+    urls.extend(wire.lifecycle_notification_url.clone());
+    for url in &urls {
+        if let Err(reason) = validate_endpoint(&shared, url, timeout).await {
+            return Err(GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "ValidationError",
+                format!(
+                    "Subscription validation request failed. Notification endpoint must respond \
+                     with 200 OK to validation request. ({reason})"
+                ),
+            ));
+        }
+    }
+    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    wire.id = format!("{nanos:08x}-{:04x}-4000-8000-{n:012x}", n & 0xffff);
+    wire.odata_type = None;
+    wire.application_id = Some(shared.client_id.clone());
+    wire.creator_id = Some("00000000-0000-4000-e000-000000000001".to_owned());
+    wire.include_resource_data = Some(false);
+    wire.latest_supported_tls_version = Some("v1_2".to_owned());
+    wire.expiration_date_time = graph_time(expires);
+    let stored = StoredSubscription {
+        wire,
+        expires,
+        target,
+        change_types,
+    };
+    let mut value = render_subscription(&stored);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "@odata.context".to_owned(),
+            Value::String(format!(
+                "{}/v1.0/$metadata#subscriptions/$entity",
+                shared.base
+            )),
+        );
+    }
+    shared
+        .db()
+        .subscriptions
+        .insert(stored.wire.id.clone(), stored);
+    Ok((StatusCode::CREATED, Json(value)).into_response())
+}
+
+/// A renewal: only `expirationDateTime` may change.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Renewal {
+    expiration_date_time: String,
+}
+
+async fn renew_subscription(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, GraphError> {
+    let renewal: Renewal = parse_body(&body)?;
+    let mut db = shared.db();
+    let stored = live_subscription(&mut db, &id)?;
+    let expires = check_expiry(&renewal.expiration_date_time)?;
+    stored.set_expiry(expires);
+    Ok(Json(render_subscription(stored)))
+}
+
+async fn delete_subscription(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, GraphError> {
+    let mut db = shared.db();
+    live_subscription(&mut db, &id)?;
+    db.subscriptions.remove(&id);
+    Ok(StatusCode::NO_CONTENT)
 }
