@@ -30,8 +30,8 @@ async fn run(workers: usize, clients: usize) -> Measured {
     // A vendor's round trip, roughly.
     sandbox.latency(Duration::from_millis(20));
     let dir = tempfile::tempdir().expect("tempdir");
-    let pipeline = fleet::write_pipeline(dir.path(), &sandbox.url(), clients, 2, "", LIMIT)
-        .expect("pipeline");
+    let pipeline =
+        fleet::write_pipeline(dir.path(), &sandbox.url(), clients, 2, "", LIMIT).expect("pipeline");
     let rollcall = || {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
         cmd.env("ROLLCALL_STORE", dir.path().join("state.db"))

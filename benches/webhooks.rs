@@ -55,6 +55,7 @@ async fn bench() {
         secrets,
         debounce: DEBOUNCE,
         metrics: Default::default(),
+        public_url: None,
     };
     let service = Service::start(parts, Some(WorkerOptions::default()))
         .await

@@ -177,6 +177,11 @@ enum Command {
         /// Jobs this process runs at once; 0 leaves them to `rollcall worker` processes.
         #[arg(long, default_value_t = 2)]
         workers: usize,
+        /// The address directories reach this service at (`https://rollcall.example.com`):
+        /// with it, their change subscriptions are created and renewed (`rollcall subscribe`)
+        /// every twelve hours and when Graph asks.
+        #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
+        public_url: Option<String>,
         #[command(flatten)]
         jobs: JobSettings,
     },
@@ -194,6 +199,20 @@ enum Command {
         metrics_listen: Option<SocketAddr>,
         #[command(flatten)]
         jobs: JobSettings,
+    },
+    /// Create or renew the change subscriptions of every directory that can notify (Entra ID),
+    /// pointed at this service's webhooks. `serve --public-url` does it on its own; run this
+    /// to set them up or check them. Needs ROLLCALL_GRAPH_CLIENT_STATE, and the service
+    /// answering at the URL (the subscription's handshake calls it).
+    Subscribe {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The address the service is reached at, as in `serve --public-url`.
+        #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
+        public_url: String,
+        /// Renew subscriptions that expire within this many hours.
+        #[arg(long, default_value_t = 72)]
+        renew_before_hours: u64,
     },
     /// Queue a sync of one client, or of every client of the pipeline.
     Enqueue {
@@ -400,6 +419,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             listen,
             debounce_seconds,
             workers,
+            public_url,
             jobs,
         } => {
             let Some(pipelines) = load_all(&files) else {
@@ -425,6 +445,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 secrets,
                 debounce: std::time::Duration::from_secs(debounce_seconds),
                 metrics: Arc::new(crate::metrics::Metrics::default()),
+                public_url,
             };
             let workers = (workers > 0).then(|| jobs.worker_options(workers));
             let service = crate::web::Service::start(parts, workers).await?;
@@ -468,6 +489,68 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             .await
             .context("the worker stopped")?;
             Ok(Exit::Ok)
+        }
+        Command::Subscribe {
+            files,
+            public_url,
+            renew_before_hours,
+        } => {
+            let Some(pipelines) = load_all(&files) else {
+                return Ok(Exit::Invalid);
+            };
+            let Some(state) = crate::web::Secrets::from_env().graph_client_state else {
+                eprintln!(
+                    "error: ROLLCALL_GRAPH_CLIENT_STATE is not set (hint: the secret every notification must carry; `serve` checks it)"
+                );
+                return Ok(Exit::Invalid);
+            };
+            let results = crate::web::subscribe::ensure_all(
+                &pipelines,
+                &public_url,
+                &state,
+                std::time::Duration::from_secs(renew_before_hours * 3600),
+            )
+            .await;
+            if results.is_empty() {
+                println!("No client's directory can send change notifications.");
+                return Ok(Exit::Ok);
+            }
+            let mut table = comfy_table::Table::new();
+            table.set_header([
+                "pipeline", "client", "resource", "action", "expires", "error",
+            ]);
+            for r in &results {
+                match &r.states {
+                    Ok(states) => {
+                        for s in states {
+                            table.add_row([
+                                r.pipeline.clone(),
+                                r.client.clone(),
+                                s.resource.clone(),
+                                s.action.clone(),
+                                s.expires.map(|e| e.to_rfc3339()).unwrap_or_default(),
+                                s.error.clone().unwrap_or_default(),
+                            ]);
+                        }
+                    }
+                    Err(e) => {
+                        table.add_row([
+                            r.pipeline.clone(),
+                            r.client.clone(),
+                            "*".into(),
+                            "failed".into(),
+                            String::new(),
+                            e.clone(),
+                        ]);
+                    }
+                }
+            }
+            println!("{table}");
+            Ok(if crate::web::subscribe::all_ok(&results) {
+                Exit::Ok
+            } else {
+                Exit::Remote
+            })
         }
         Command::Enqueue { file, client } => {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {

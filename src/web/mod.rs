@@ -14,6 +14,7 @@
 //! Redis. The service also ticks the pipelines' schedules.
 
 pub mod signature;
+pub mod subscribe;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -75,6 +76,13 @@ pub struct Service {
     debounce: Duration,
     waiting: Mutex<HashSet<(usize, String)>>,
     metrics: Arc<Metrics>,
+    /// Where directories reach this service (`--public-url`), for their subscriptions.
+    public_url: Option<String>,
+    /// Wakes the subscription renewal (a lifecycle event asked for it).
+    renew: tokio::sync::Notify,
+    /// Which clients each change subscription (by id) is about, as last ensured: Graph's
+    /// notifications name the tenant by its GUID, which pipelines may not use.
+    subscribed: Mutex<HashMap<String, Vec<(usize, String)>>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -98,6 +106,9 @@ pub struct ServiceParts {
     pub debounce: Duration,
     /// Shared with the process's workers, so `/metrics` shows their jobs too.
     pub metrics: Arc<Metrics>,
+    /// Where directories reach this service: with it (and `ROLLCALL_GRAPH_CLIENT_STATE`), the
+    /// service keeps their change subscriptions alive.
+    pub public_url: Option<String>,
 }
 
 impl Service {
@@ -110,6 +121,9 @@ impl Service {
             debounce: parts.debounce,
             waiting: Mutex::new(HashSet::new()),
             metrics: parts.metrics,
+            public_url: parts.public_url,
+            renew: tokio::sync::Notify::new(),
+            subscribed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -193,6 +207,21 @@ impl Service {
         });
     }
 
+    /// Notes which clients each ensured subscription is about.
+    pub fn remember_subscriptions(&self, results: &[subscribe::Subscribed]) {
+        let mut map = self
+            .subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for r in results {
+            for s in r.states.iter().flatten() {
+                if let Some(id) = &s.id {
+                    map.insert(id.clone(), r.clients.clone());
+                }
+            }
+        }
+    }
+
     /// Jobs this service has queued after notifications.
     pub fn jobs_queued(&self) -> f64 {
         self.metrics.total("rollcall_jobs_queued_total")
@@ -271,10 +300,66 @@ pub async fn serve(
         .await
 }
 
+/// Keeps the directories' change subscriptions alive while the service runs: once it listens
+/// (the subscriptions' handshake calls it back), then every twelve hours, and whenever a
+/// lifecycle event says one needs it.
+pub fn start_subscription_renewal(service: &Arc<Service>) {
+    let (Some(url), Some(state)) = (
+        service.public_url.clone(),
+        service.secrets.graph_client_state.clone(),
+    ) else {
+        return;
+    };
+    let service = service.clone();
+    // The directories' clients are not `Send`: the loop runs on a blocking thread of its own.
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        runtime.block_on(async move {
+            loop {
+                let results = subscribe::ensure_all(
+                    &service.pipelines,
+                    &url,
+                    &state,
+                    subscribe::RENEW_BEFORE,
+                )
+                .await;
+                service.remember_subscriptions(&results);
+                for r in &results {
+                    match &r.states {
+                        Ok(states) => {
+                            for s in states {
+                                service.count(
+                                    "rollcall_subscriptions_total",
+                                    &[("resource", &s.resource), ("action", &s.action)],
+                                );
+                                if let Some(e) = &s.error {
+                                    warn!(client = %r.client, resource = %s.resource, error = %e, "A change subscription could not be kept.");
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            warn!(client = %r.client, error = %e, "Change subscriptions could not be listed.");
+                            service.count(
+                                "rollcall_subscriptions_total",
+                                &[("resource", "*"), ("action", "failed")],
+                            );
+                        }
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(12 * 3600)) => {}
+                    () = service.renew.notified() => {}
+                }
+            }
+        });
+    });
+}
+
 /// Binds `addr` and serves until Ctrl-C.
 pub async fn run(service: Arc<Service>, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "Listening for notifications.");
+    start_subscription_renewal(&service);
     serve(service, listener, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -473,17 +558,42 @@ async fn graph(
         accepted += 1;
         let lifecycle = n.get("lifecycleEvent").and_then(Value::as_str);
         if let Some(event @ ("reauthorizationRequired" | "subscriptionRemoved")) = lifecycle {
-            warn!(
-                event,
-                "Graph subscription needs attention: renew it (subscriptions are not renewed by rollcall yet)."
-            );
+            info!(event, "Graph asks for its subscription to be renewed.");
             service.count("rollcall_graph_lifecycle_total", &[("event", event)]);
+            if service.public_url.is_none() {
+                warn!(
+                    event,
+                    "No --public-url: run `rollcall subscribe` to renew the subscription."
+                );
+            }
+            service.renew.notify_one();
             continue;
+        }
+        // `missed`: changes were dropped, so the tenant's clients are synced like after any.
+        if let Some(event) = lifecycle {
+            service.count("rollcall_graph_lifecycle_total", &[("event", event)]);
         }
         service.count(
             "rollcall_webhooks_total",
             &[("source", "graph"), ("outcome", "accepted")],
         );
+        let by_subscription = n
+            .get("subscriptionId")
+            .and_then(Value::as_str)
+            .and_then(|id| {
+                service
+                    .subscribed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get(id)
+                    .cloned()
+            });
+        if let Some(clients) = by_subscription {
+            for (i, client) in clients {
+                service.request_resync(i, &client, "graph");
+            }
+            continue;
+        }
         let tenant = n
             .get("tenantId")
             .and_then(Value::as_str)

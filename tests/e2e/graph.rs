@@ -206,3 +206,99 @@ async fn purchased_licences_are_billed_from_subscribed_skus() {
     );
     assert_eq!(seats.people.len(), 4);
 }
+
+/// Entra ID tells `rollcall serve` about a change through the subscription `subscribe` made,
+/// and the tenant's clients are synced: no schedule, no hand.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_in_entra_id_reaches_serve_through_its_subscription_and_is_synced() {
+    use rollcall::queue::worker::WorkerOptions;
+    use rollcall::queue::{Liveness, Queue, QueueLocation};
+    use rollcall::web::{Secrets, Service, ServiceParts, subscribe};
+    use rollcall_core::Secret;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const STATE: &str = "client-state-for-tests";
+    let b = both().await;
+    let pipelines = vec![Arc::new(
+        rollcall::config::load(&b._dir.path().join("m365.yaml")).unwrap_or_else(|e| panic!("{e}")),
+    )];
+    let parts = ServiceParts {
+        pipelines: pipelines.clone(),
+        store: b.store.clone(),
+        queue: Queue::open(
+            &QueueLocation::Sqlite(b._dir.path().join("queue.db")),
+            Liveness::default(),
+        )
+        .await
+        .expect("queue"),
+        secrets: Secrets {
+            graph_client_state: Some(Secret::new(STATE)),
+            ..Secrets::default()
+        },
+        debounce: Duration::from_millis(300),
+        metrics: Arc::default(),
+        public_url: None,
+    };
+    let service = Service::start(parts, Some(WorkerOptions::default()))
+        .await
+        .expect("service");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(rollcall::web::serve(
+        service.clone(),
+        listener,
+        std::future::pending(),
+    ));
+
+    // Three clients share one tenant: one subscription on users and one on groups, made
+    // through the handshake against the running service.
+    let results = subscribe::ensure_all(
+        &pipelines,
+        &url,
+        &Secret::new(STATE),
+        subscribe::RENEW_BEFORE,
+    )
+    .await;
+    assert!(subscribe::all_ok(&results), "{results:?}");
+    assert_eq!(results.len(), 1, "one tenant");
+    assert_eq!(results[0].clients.len(), 3);
+    assert_eq!(b.graph.subscriptions().len(), 2);
+    service.remember_subscriptions(&results);
+    let again = subscribe::ensure_all(
+        &pipelines,
+        &url,
+        &Secret::new(STATE),
+        subscribe::RENEW_BEFORE,
+    )
+    .await;
+    let actions: Vec<String> = again[0]
+        .states
+        .as_ref()
+        .expect("listed")
+        .iter()
+        .map(|s| s.action.clone())
+        .collect();
+    assert_eq!(actions, ["fresh", "fresh"], "a second run writes nothing");
+
+    // Ada loses her licence in Entra: Graph notifies, the service syncs the tenant's clients.
+    assert!(b.graph.remove_license(ADA, "SPB"));
+    for _ in 0..300 {
+        if service.syncs() >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        b.graph.notifications_delivered() >= 1,
+        "the sandbox notified the service"
+    );
+    assert_eq!(
+        service.syncs(),
+        3.0,
+        "the tenant's three clients, once each"
+    );
+    assert_eq!(seats(&b, "Acme").await, 3, "Ada's seat is gone");
+}

@@ -68,6 +68,7 @@ async fn service_with_worker(
         secrets,
         debounce,
         metrics: Arc::default(),
+        public_url: None,
     };
     Service::start(parts, Some(WorkerOptions::default()))
         .await

@@ -29,6 +29,8 @@ pub struct NotificationTarget {
 pub struct SubscriptionState {
     /// What is watched (`users`, `groups`).
     pub resource: String,
+    /// The subscription's id: notifications name it (`subscriptionId`).
+    pub id: Option<String>,
     /// What was done: `created`, `recreated`, `renewed`, `fresh` (nothing needed), `failed`.
     pub action: String,
     pub expires: Option<DateTime<Utc>>,
@@ -36,9 +38,13 @@ pub struct SubscriptionState {
     pub error: Option<String>,
 }
 
-/// A directory whose changes can be pushed to rollcall.
-#[async_trait::async_trait]
+/// A directory whose changes can be pushed to rollcall. Its future need not be `Send` (a
+/// vendor client's paging rarely is): run it on the caller's task.
+#[async_trait::async_trait(?Send)]
 pub trait ChangeNotifications: Send + Sync {
+    /// The last part of the webhook path notifications are sent to (`/hooks/{this}`).
+    fn webhook(&self) -> &'static str;
+
     /// Creates, renews or replaces this directory's subscriptions so that they point at
     /// `target` and outlive `target.renew_before`. Writes nothing when all are fresh.
     async fn ensure(

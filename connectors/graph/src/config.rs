@@ -107,6 +107,12 @@ impl DirectoryConfig for Config {
     fn build(&self, _pipeline_dir: &Path) -> Arc<dyn Directory> {
         Arc::new(GraphDirectory::from_config(self))
     }
+
+    fn change_notifications(&self) -> Option<Arc<dyn rollcall_core::notify::ChangeNotifications>> {
+        Some(Arc::new(
+            crate::subscriptions::GraphChangeNotifications::new(GraphDirectory::from_config(self)),
+        ))
+    }
 }
 
 /// The `directory:` body `rollcall init` writes for Graph, commented for a first setup.
