@@ -549,6 +549,70 @@ fn explain_refusal(mut error: RemoteError, request: &SubscriptionRequest) -> Rem
     error
 }
 
+/// What rollcall's engine keeps alive for a Graph directory: one subscription on `users` and
+/// one on `groups` (membership changes move seats too), both to the same webhook.
+pub struct GraphChangeNotifications {
+    directory: GraphDirectory,
+}
+
+impl std::fmt::Debug for GraphChangeNotifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GraphChangeNotifications")
+    }
+}
+
+impl GraphChangeNotifications {
+    pub fn new(directory: GraphDirectory) -> Self {
+        GraphChangeNotifications { directory }
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl rollcall_core::notify::ChangeNotifications for GraphChangeNotifications {
+    fn webhook(&self) -> &'static str {
+        "graph"
+    }
+
+    async fn ensure(
+        &self,
+        target: &rollcall_core::notify::NotificationTarget,
+    ) -> Result<Vec<rollcall_core::notify::SubscriptionState>, RemoteError> {
+        let plan = SubscriptionPlan::new(
+            target.notification_url.clone(),
+            target.lifecycle_url.clone(),
+            target.client_state.clone(),
+            ["users", "groups"],
+            target.renew_before,
+        );
+        let outcomes = self.directory.ensure_subscriptions(&plan).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| match o.result {
+                Ok(ensured) => rollcall_core::notify::SubscriptionState {
+                    resource: o.resource,
+                    id: Some(ensured.id.clone()),
+                    action: match ensured.action {
+                        SubscriptionAction::Created => "created",
+                        SubscriptionAction::Recreated { .. } => "recreated",
+                        SubscriptionAction::Renewed => "renewed",
+                        SubscriptionAction::Fresh => "fresh",
+                    }
+                    .to_owned(),
+                    expires: Some(ensured.expires),
+                    error: None,
+                },
+                Err(e) => rollcall_core::notify::SubscriptionState {
+                    resource: o.resource,
+                    id: None,
+                    action: "failed".into(),
+                    expires: None,
+                    error: Some(e.to_string()),
+                },
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,69 +711,5 @@ mod tests {
             path_segment("0000-abcd-../x"),
             "0000-abcd-%2E%2E%2Fx".to_owned()
         );
-    }
-}
-
-/// What rollcall's engine keeps alive for a Graph directory: one subscription on `users` and
-/// one on `groups` (membership changes move seats too), both to the same webhook.
-pub struct GraphChangeNotifications {
-    directory: GraphDirectory,
-}
-
-impl std::fmt::Debug for GraphChangeNotifications {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("GraphChangeNotifications")
-    }
-}
-
-impl GraphChangeNotifications {
-    pub fn new(directory: GraphDirectory) -> Self {
-        GraphChangeNotifications { directory }
-    }
-}
-
-#[async_trait::async_trait(?Send)]
-impl rollcall_core::notify::ChangeNotifications for GraphChangeNotifications {
-    fn webhook(&self) -> &'static str {
-        "graph"
-    }
-
-    async fn ensure(
-        &self,
-        target: &rollcall_core::notify::NotificationTarget,
-    ) -> Result<Vec<rollcall_core::notify::SubscriptionState>, RemoteError> {
-        let plan = SubscriptionPlan::new(
-            target.notification_url.clone(),
-            target.lifecycle_url.clone(),
-            target.client_state.clone(),
-            ["users", "groups"],
-            target.renew_before,
-        );
-        let outcomes = self.directory.ensure_subscriptions(&plan).await?;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| match o.result {
-                Ok(ensured) => rollcall_core::notify::SubscriptionState {
-                    resource: o.resource,
-                    id: Some(ensured.id.clone()),
-                    action: match ensured.action {
-                        SubscriptionAction::Created => "created",
-                        SubscriptionAction::Recreated { .. } => "recreated",
-                        SubscriptionAction::Renewed => "renewed",
-                        SubscriptionAction::Fresh => "fresh",
-                    }
-                    .to_owned(),
-                    expires: Some(ensured.expires),
-                    error: None,
-                },
-                Err(e) => rollcall_core::notify::SubscriptionState {
-                    resource: o.resource,
-                    id: None,
-                    action: "failed".into(),
-                    expires: None,
-                    error: Some(e.to_string()),
-                },
-            })
-            .collect())
     }
 }
