@@ -289,32 +289,63 @@ pub async fn run(
     )
     .map(|mut maker| tower::retry::backoff::MakeBackoff::make_backoff(&mut maker))
     .map_err(|e| WorkerError::from(std::io::Error::other(e.to_string())))?;
-    let shutdown = async move {
+    // One shutdown for every incarnation of the apalis worker below.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
         shutdown.await;
-        Ok::<(), std::io::Error>(())
-    };
-    info!(worker = %options.name, concurrency = options.concurrency, queue = ?runner.queue, "Worker started.");
-    match runner.queue.clone() {
-        Queue::Sqlite { storage, .. } => {
-            WorkerBuilder::new(options.name.as_str())
-                .backend(storage.poll_with_interval(POLL))
-                .concurrency(options.concurrency.max(1))
-                .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
-                .data(runner)
-                .build(run_job)
-                .run_until(shutdown)
-                .await
+        let _ = stop.send(true);
+    });
+    let mut incarnation = 0u32;
+    loop {
+        // A restarted worker registers under a new name: apalis refuses a name seen alive.
+        let name = if incarnation == 0 {
+            options.name.clone()
+        } else {
+            format!("{}-{incarnation}", options.name)
+        };
+        let mut waiting = stopped.clone();
+        let until = async move {
+            let _ = waiting.wait_for(|s| *s).await;
+            Ok::<(), std::io::Error>(())
+        };
+        info!(worker = %name, concurrency = options.concurrency, queue = ?runner.queue, "Worker started.");
+        let ended = match runner.queue.clone() {
+            Queue::Sqlite { storage, .. } => {
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.poll_with_interval(POLL))
+                    .concurrency(options.concurrency.max(1))
+                    .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
+                    .data(runner.clone())
+                    .build(run_job)
+                    .run_until(until)
+                    .await
+            }
+            Queue::Redis { storage, .. } => {
+                WorkerBuilder::new(name.as_str())
+                    .backend(storage.poll_with_interval(POLL))
+                    .concurrency(options.concurrency.max(1))
+                    .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
+                    .data(runner.clone())
+                    .build(run_job)
+                    .run_until(until)
+                    .await
+            }
+        };
+        if *stopped.borrow() {
+            return ended;
         }
-        Queue::Redis { storage, .. } => {
-            WorkerBuilder::new(options.name.as_str())
-                .backend(storage.poll_with_interval(POLL))
-                .concurrency(options.concurrency.max(1))
-                .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
-                .data(runner)
-                .build(run_job)
-                .run_until(shutdown)
-                .await
+        // The queue dropped this worker (taken for dead after missed heartbeats on an
+        // overloaded machine, or Redis restarted): its jobs went back to the queue, and this
+        // process joins again rather than exiting.
+        match ended {
+            Ok(()) => warn!(worker = %name, "The worker stopped on its own; starting it again."),
+            Err(e) => {
+                warn!(worker = %name, error = %e, "The worker lost the queue; starting it again.")
+            }
         }
+        runner.metrics.count("rollcall_worker_restarts_total", &[]);
+        incarnation += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
