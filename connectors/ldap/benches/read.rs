@@ -96,6 +96,135 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU seconds (user + system) of a process from `/proc/<pid>/stat`: its own, and its waited-for
+/// children's. Clock ticks are 1/100 s on Linux.
+fn cpu_secs(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let tick = |i: usize| f.get(i).copied().unwrap_or(0.0) / 100.0;
+    // utime, stime, cutime, cstime are fields 14–17; `rest` starts at field 3.
+    (tick(11) + tick(12), tick(13) + tick(14))
+}
+
+/// Wall time, the reading client's CPU and slapd's CPU of one run of `f`.
+#[derive(Clone, Copy, Default)]
+struct Run {
+    wall: f64,
+    client_cpu: f64,
+    server_cpu: f64,
+}
+
+fn measure(slapd: &Slapd, child: bool, f: impl FnOnce()) -> Run {
+    let server = slapd.pid().map(|p| p.to_string()).unwrap_or_default();
+    let pick = |(own, children): (f64, f64)| if child { children } else { own };
+    let (c0, s0) = (pick(cpu_secs("self")), cpu_secs(&server).0);
+    let t = Instant::now();
+    f();
+    let wall = t.elapsed().as_secs_f64();
+    Run {
+        wall,
+        client_cpu: pick(cpu_secs("self")) - c0,
+        server_cpu: cpu_secs(&server).0 - s0,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// ldapsearch and rollcall's two reads in turn, `rounds` times, so a change in the machine's
+/// load hits all three alike: the ratios compare runs made moments apart.
+fn interleaved(slapd: &Slapd, rt: &tokio::runtime::Runtime, n: usize, rounds: usize) {
+    let names = [
+        "ldapsearch -E pr=1000/noprompt",
+        "rollcall read_each (streamed)",
+        "rollcall read (Vec<Person>, nested groups)",
+    ];
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); names.len()];
+    // `ROLLCALL_BENCH_ONLY=1` (or 0, 2): that read alone, e.g. to count its instructions with
+    // `perf stat` whatever else the machine is doing.
+    if let Some(only) = std::env::var("ROLLCALL_BENCH_ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        for _ in 0..rounds {
+            match only {
+                0 => ldapsearch(slapd),
+                1 => rt.block_on(async {
+                    LdapDirectory::new(config(slapd, false))
+                        .read_each(&mut |_p| {})
+                        .await
+                        .expect("read");
+                }),
+                _ => rt.block_on(async {
+                    LdapDirectory::new(config(slapd, true))
+                        .read(None)
+                        .await
+                        .expect("read");
+                }),
+            }
+        }
+        return;
+    }
+    for _ in 0..rounds {
+        runs[0].push(measure(slapd, true, || ldapsearch(slapd)));
+        runs[1].push(measure(slapd, false, || {
+            rt.block_on(async {
+                let mut count = 0usize;
+                LdapDirectory::new(config(slapd, false))
+                    .read_each(&mut |_p| count += 1)
+                    .await
+                    .expect("read");
+                assert_eq!(count, n);
+            })
+        }));
+        runs[2].push(measure(slapd, false, || {
+            rt.block_on(async {
+                let read = LdapDirectory::new(config(slapd, true))
+                    .read(None)
+                    .await
+                    .expect("read");
+                assert_eq!(read.people.len(), n);
+            })
+        }));
+    }
+    eprintln!(
+        "{n} users, {rounds} interleaved rounds: wall median [min–max], ratio of medians to ldapsearch (median of per-round ratios), CPU medians"
+    );
+    let base = median(runs[0].iter().map(|r| r.wall).collect());
+    for (i, name) in names.iter().enumerate() {
+        let walls: Vec<f64> = runs[i].iter().map(|r| r.wall).collect();
+        let (lo, hi) = walls
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &w| (lo.min(w), hi.max(w)));
+        let per_round = median(
+            runs[i]
+                .iter()
+                .zip(&runs[0])
+                .map(|(r, b)| r.wall / b.wall)
+                .collect(),
+        );
+        let m = median(walls);
+        eprintln!(
+            "  {name:44} {m:.3} s [{lo:.3}–{hi:.3}]  {:.2}× ({per_round:.2}×)  client CPU {:.2} s, slapd CPU {:.2} s",
+            m / base,
+            median(runs[i].iter().map(|r| r.client_cpu).collect()),
+            median(runs[i].iter().map(|r| r.server_cpu).collect()),
+        );
+    }
+}
+
 fn bench(c: &mut Criterion) {
     if !rollcall_harness::servers_available("bench read", Slapd::PROGRAMS) {
         return;
@@ -136,6 +265,19 @@ fn bench(c: &mut Criterion) {
         after_stream.saturating_sub(before) / 1024,
         after_collect.saturating_sub(after_stream) / 1024,
     );
+
+    let rounds = std::env::var("ROLLCALL_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if std::env::args().any(|a| a == "--bench") {
+            11
+        } else {
+            1
+        });
+    interleaved(&slapd, &rt, n, rounds);
+    if std::env::var_os("ROLLCALL_BENCH_NO_CRITERION").is_some() {
+        return;
+    }
 
     let mut g = c.benchmark_group(format!("ldap read {n} users"));
     g.sample_size(10).measurement_time(Duration::from_secs(20));

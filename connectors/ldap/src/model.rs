@@ -5,9 +5,10 @@
 //! [`rollcall_core::ad`], shared with the LDIF reader, so a person read live and the same person
 //! read from an export get the same id and the same enabled state.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use ldap3::asn1::StructureTag;
 use rollcall_core::Person;
 use rollcall_core::ad::{self, UserAccountControl};
 
@@ -61,42 +62,183 @@ pub(crate) fn person_attributes(extra: &[String]) -> Vec<String> {
     attrs
 }
 
-/// One entry as returned, with text and binary values together: ldap3 files an attribute under
-/// `bin_attrs` only when some value is not UTF-8, so an objectGUID whose 16 bytes happen to be
-/// valid UTF-8 arrives as text (CRATES.md pitfall 9). Lookups ignore the case of names, as LDAP does.
+/// One entry as returned, with text and binary values together: an attribute is binary when
+/// some value is not UTF-8, as ldap3's `SearchEntry` files it, so an objectGUID whose 16 bytes
+/// happen to be valid UTF-8 arrives as text (CRATES.md pitfall 9). Lookups ignore the case of
+/// names, as LDAP does.
+///
+/// Decoded straight from the wire entry ([`Entry::decode`]): values are moved, not copied, and
+/// the dozen or so attributes of a person are a short list, searched in order, not a hash map.
 pub(crate) struct Entry {
     pub dn: String,
-    pub attrs: HashMap<String, Vec<String>>,
-    pub bin_attrs: HashMap<String, Vec<Vec<u8>>>,
+    attrs: Vec<(String, Values)>,
+}
+
+/// An attribute's values: all text, or (if any value is not UTF-8) all bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Values {
+    Text(Vec<String>),
+    /// In ldap3's order: the values that are not UTF-8 first, then those that are.
+    Binary(Vec<Vec<u8>>),
+}
+
+impl Values {
+    /// Sorts raw values into text or binary, as ldap3's `SearchEntry::construct` does. Text
+    /// values keep their buffers (the common case costs no allocation).
+    fn from_raw(raw: Vec<Vec<u8>>) -> Values {
+        if raw.iter().all(|v| std::str::from_utf8(v).is_ok()) {
+            return Values::Text(
+                raw.into_iter()
+                    .filter_map(|v| String::from_utf8(v).ok())
+                    .collect(),
+            );
+        }
+        let (text, mut binary): (Vec<Vec<u8>>, Vec<Vec<u8>>) = raw
+            .into_iter()
+            .partition(|v| std::str::from_utf8(v).is_ok());
+        binary.extend(text);
+        Values::Binary(binary)
+    }
 }
 
 impl Entry {
-    fn key<'a, V>(map: &'a HashMap<String, V>, name: &str) -> Option<&'a V> {
-        map.get(name).or_else(|| {
-            map.iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v)
-        })
+    /// An entry from its parts, as the tests and the ranged-attribute reads build one.
+    #[cfg(test)]
+    pub fn new(
+        dn: impl Into<String>,
+        text: Vec<(String, Vec<String>)>,
+        binary: Vec<(String, Vec<Vec<u8>>)>,
+    ) -> Entry {
+        let attrs = text
+            .into_iter()
+            .map(|(k, v)| (k, Values::Text(v)))
+            .chain(binary.into_iter().map(|(k, v)| (k, Values::Binary(v))))
+            .collect();
+        Entry {
+            dn: dn.into(),
+            attrs,
+        }
+    }
+
+    /// Decodes a SearchResultEntry (`[APPLICATION 4] { objectName, attributes }`) as ldap3
+    /// parsed it, taking its buffers over rather than copying them. `None` if it is malformed.
+    pub fn decode(tag: StructureTag) -> Option<Entry> {
+        if tag.id != 4 {
+            return None;
+        }
+        let mut parts = tag.expect_constructed()?.into_iter();
+        let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
+        let list = parts.next()?.expect_constructed()?;
+        let mut attrs = Vec::with_capacity(list.len());
+        for a in list {
+            let mut pair = a.expect_constructed()?.into_iter();
+            let name = String::from_utf8(pair.next()?.expect_primitive()?).ok()?;
+            let raw = pair
+                .next()?
+                .expect_constructed()?
+                .into_iter()
+                .map(|v| v.expect_primitive())
+                .collect::<Option<Vec<Vec<u8>>>>()?;
+            attrs.push((name, Values::from_raw(raw)));
+        }
+        Some(Entry { dn, attrs })
+    }
+
+    fn find(&self, name: &str) -> Option<&Values> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// The attribute names as the server wrote them.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.attrs.iter().map(|(k, _)| k.as_str())
     }
 
     /// The first text value of `name`.
     pub fn text(&self, name: &str) -> Option<&str> {
-        Self::key(&self.attrs, name)
-            .and_then(|v| v.first())
-            .map(String::as_str)
+        self.texts(name).first().map(String::as_str)
     }
 
-    /// Every text value of `name`.
+    /// Every text value of `name` (none if its values are binary).
     pub fn texts(&self, name: &str) -> &[String] {
-        Self::key(&self.attrs, name).map_or(&[], Vec::as_slice)
+        match self.find(name) {
+            Some(Values::Text(v)) => v,
+            _ => &[],
+        }
     }
 
-    /// The first value of `name` as bytes, wherever ldap3 filed it.
+    /// Every binary value of `name` (none if its values are all text).
+    fn binaries(&self, name: &str) -> &[Vec<u8>] {
+        match self.find(name) {
+            Some(Values::Binary(v)) => v,
+            _ => &[],
+        }
+    }
+
+    /// The first value of `name` as bytes, whichever way it was filed.
     pub fn bytes(&self, name: &str) -> Option<&[u8]> {
-        Self::key(&self.bin_attrs, name)
-            .and_then(|v| v.first())
-            .map(Vec::as_slice)
-            .or_else(|| self.text(name).map(str::as_bytes))
+        match self.find(name)? {
+            Values::Binary(v) => v.first().map(Vec::as_slice),
+            Values::Text(v) => v.first().map(String::as_bytes),
+        }
+    }
+
+    /// Removes every attribute whose name `pick` accepts, with its values (text and binary
+    /// alike, as text where they are UTF-8), in the order the server sent them.
+    pub fn take_where(&mut self, mut pick: impl FnMut(&str) -> bool) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.attrs.len() {
+            if pick(&self.attrs[i].0) {
+                let (k, v) = self.attrs.remove(i);
+                let texts = match v {
+                    Values::Text(t) => t,
+                    // ldap3 kept binary values apart, out of reach of text lookups.
+                    Values::Binary(_) => Vec::new(),
+                };
+                out.push((k, texts));
+            } else {
+                i += 1;
+            }
+        }
+        out
+    }
+
+    /// Sets `name`'s text values, replacing any it had.
+    pub fn set_texts(&mut self, name: &str, values: Vec<String>) {
+        self.attrs.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.attrs.push((name.to_owned(), Values::Text(values)));
+    }
+
+    /// Moves out `name`'s first text value.
+    fn take_first(&mut self, name: &str) -> Option<String> {
+        let slot = self
+            .attrs
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        match &mut slot.1 {
+            Values::Text(v) if !v.is_empty() => Some(v.swap_remove(0)),
+            _ => None,
+        }
+    }
+
+    /// Moves out `name`'s text values joined with "; ", leaving none.
+    fn take_joined(&mut self, name: &str) -> Option<String> {
+        let slot = self
+            .attrs
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
+        match &mut slot.1 {
+            Values::Text(v) if v.len() == 1 => v.pop(),
+            Values::Text(v) if !v.is_empty() => {
+                let joined = v.join("; ");
+                v.clear();
+                Some(joined)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -109,9 +251,10 @@ pub(crate) enum Skip {
     NoId(String),
 }
 
-/// Maps an entry to a person, with `groups` already worked out by the caller.
+/// Maps an entry to a person, with `groups` already worked out by the caller. Values the person
+/// keeps are moved out of `entry`; when the entry is skipped, nothing was taken from it.
 pub(crate) fn person(
-    entry: &Entry,
+    entry: &mut Entry,
     extra: &[String],
     groups: Vec<String>,
     now: DateTime<Utc>,
@@ -147,17 +290,21 @@ pub(crate) fn person(
         !uac.is_some_and(UserAccountControl::is_disabled) && expires.is_none_or(|at| at > now);
 
     let mut attributes = BTreeMap::new();
-    attributes.insert("dn".to_owned(), entry.dn.clone());
-    for name in PLAIN
-        .iter()
-        .copied()
-        .chain(extra.iter().map(String::as_str))
-    {
-        let values = entry.texts(name);
-        if !values.is_empty() {
-            attributes.insert(name.to_owned(), values.join("; "));
-        } else if let Some(bytes) = binary_text(entry, name) {
-            attributes.insert(name.to_owned(), bytes);
+    attributes.insert("dn".to_owned(), std::mem::take(&mut entry.dn));
+    for name in PLAIN {
+        // Moved out unless the pipeline's own attributes name it again (read below).
+        let value = if extra.iter().any(|e| e.eq_ignore_ascii_case(name)) {
+            joined(entry, name)
+        } else {
+            entry.take_joined(name).or_else(|| binary_text(entry, name))
+        };
+        if let Some(v) = value {
+            attributes.insert((*name).to_owned(), v);
+        }
+    }
+    for name in extra {
+        if let Some(v) = joined(entry, name) {
+            attributes.insert(name.clone(), v);
         }
     }
     if let Some(uac) = uac {
@@ -169,28 +316,25 @@ pub(crate) fn person(
     if let Some(at) = expires {
         attributes.insert("accountExpiresAt".to_owned(), at.to_rfc3339());
     }
-    let text = |name: &str| {
-        entry
-            .text(name)
-            .map(str::trim)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let opt = |name: &str| {
-        entry
-            .text(name)
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(str::to_owned)
+    let opt = |entry: &mut Entry, name: &str| {
+        let v = entry.take_first(name)?;
+        let t = v.trim();
+        if t.is_empty() {
+            None
+        } else if t.len() == v.len() {
+            Some(v)
+        } else {
+            Some(t.to_owned())
+        }
     };
     Ok(Person {
         id,
-        username: text(SAM_ACCOUNT_NAME),
-        given_name: text(GIVEN_NAME),
-        surname: text(SURNAME),
-        display_name: text(DISPLAY_NAME),
-        email: opt(MAIL),
-        upn: opt(UPN),
+        username: opt(entry, SAM_ACCOUNT_NAME).unwrap_or_default(),
+        given_name: opt(entry, GIVEN_NAME).unwrap_or_default(),
+        surname: opt(entry, SURNAME).unwrap_or_default(),
+        display_name: opt(entry, DISPLAY_NAME).unwrap_or_default(),
+        email: opt(entry, MAIL),
+        upn: opt(entry, UPN),
         enabled,
         groups,
         licenses: Vec::new(),
@@ -198,9 +342,19 @@ pub(crate) fn person(
     })
 }
 
+/// `name`'s text values joined with "; ", else its binary value as AD's tools print it.
+fn joined(entry: &Entry, name: &str) -> Option<String> {
+    let values = entry.texts(name);
+    if values.is_empty() {
+        binary_text(entry, name)
+    } else {
+        Some(values.join("; "))
+    }
+}
+
 /// Binary values of extra attributes (objectSid and the like) as AD's tools print them.
 fn binary_text(entry: &Entry, name: &str) -> Option<String> {
-    let bytes = Entry::key(&entry.bin_attrs, name)?.first()?;
+    let bytes = entry.binaries(name).first()?;
     if name.eq_ignore_ascii_case("objectSid") {
         return ad::sid_to_string(bytes);
     }
@@ -211,8 +365,20 @@ fn binary_text(entry: &Entry, name: &str) -> Option<String> {
 /// (slapd lowercases `cn=…,ou=…`; AD keeps the case written), and `member` values may differ in
 /// case and spacing from the entry's own DN.
 pub(crate) fn dn_key(dn: &str) -> String {
-    let mut out = String::with_capacity(dn.len());
-    let mut chars = dn.trim().chars().peekable();
+    let mut out = String::new();
+    dn_key_into(dn, &mut out);
+    out
+}
+
+/// [`dn_key`] into a buffer (cleared first), so a loop over many DNs can reuse one.
+pub(crate) fn dn_key_into(dn: &str, out: &mut String) {
+    out.clear();
+    let dn = dn.trim();
+    if dn.is_ascii() {
+        return ascii_dn_key(dn, out);
+    }
+    out.reserve(dn.len());
+    let mut chars = dn.chars().peekable();
     let mut escaped = false;
     while let Some(c) = chars.next() {
         if escaped {
@@ -237,7 +403,39 @@ pub(crate) fn dn_key(dn: &str) -> String {
             c => out.extend(c.to_lowercase()),
         }
     }
-    out
+}
+
+/// [`dn_key`] of an ASCII DN (nearly all of them), byte by byte.
+fn ascii_dn_key(dn: &str, out: &mut String) {
+    let bytes = dn.as_bytes();
+    out.reserve(bytes.len());
+    let mut i = 0;
+    let mut escaped = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        i += 1;
+        if escaped {
+            out.push(char::from(b.to_ascii_lowercase()));
+            escaped = false;
+            continue;
+        }
+        match b {
+            b'\\' => {
+                out.push('\\');
+                escaped = true;
+            }
+            b',' | b'=' | b'+' => {
+                while out.ends_with(' ') {
+                    out.pop();
+                }
+                out.push(char::from(b));
+                while bytes.get(i) == Some(&b' ') {
+                    i += 1;
+                }
+            }
+            b => out.push(char::from(b.to_ascii_lowercase())),
+        }
+    }
 }
 
 /// Whether `dn` is `ancestor` or lies below it.
@@ -291,17 +489,16 @@ mod tests {
     use super::*;
 
     fn entry(attrs: &[(&str, &[&str])], bin: &[(&str, Vec<u8>)]) -> Entry {
-        Entry {
-            dn: "CN=Zoë Müller,OU=Staff,DC=example,DC=test".into(),
-            attrs: attrs
+        Entry::new(
+            "CN=Zoë Müller,OU=Staff,DC=example,DC=test",
+            attrs
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.iter().map(|s| (*s).to_owned()).collect()))
                 .collect(),
-            bin_attrs: bin
-                .iter()
+            bin.iter()
                 .map(|(k, v)| ((*k).to_owned(), vec![v.clone()]))
                 .collect(),
-        }
+        )
     }
 
     const GUID: [u8; 16] = [
@@ -311,7 +508,7 @@ mod tests {
 
     #[test]
     fn an_ad_user_becomes_a_person() {
-        let e = entry(
+        let mut e = entry(
             &[
                 ("sAMAccountName", &["zmuller"]),
                 ("givenName", &["Zoë"]),
@@ -323,7 +520,7 @@ mod tests {
             ],
             &[("objectGUID", GUID.to_vec())],
         );
-        let p = person(&e, &[], vec!["Staff".into()], Utc::now()).expect("person");
+        let p = person(&mut e, &[], vec!["Staff".into()], Utc::now()).expect("person");
         assert_eq!(p.id, "35918bc9-196d-40ea-9779-889d79b753f0");
         assert_eq!(p.username, "zmuller");
         assert_eq!(p.display_name, "Zoë Müller");
@@ -339,8 +536,8 @@ mod tests {
     #[test]
     fn a_guid_that_is_valid_utf8_is_read_from_text() {
         // 16 ASCII bytes: ldap3 files these under `attrs`, not `bin_attrs`.
-        let e = entry(&[("objectGUID", &["ABCDEFGHIJKLMNOP"])], &[]);
-        let p = person(&e, &[], vec![], Utc::now()).expect("person");
+        let mut e = entry(&[("objectGUID", &["ABCDEFGHIJKLMNOP"])], &[]);
+        let p = person(&mut e, &[], vec![], Utc::now()).expect("person");
         assert_eq!(p.id, "44434241-4645-4847-494a-4b4c4d4e4f50");
     }
 
@@ -348,29 +545,29 @@ mod tests {
     fn disabled_expired_and_machine_accounts() {
         let now = Utc::now();
         let g = || ("objectGUID", GUID.to_vec());
-        let disabled = entry(&[("userAccountControl", &["514"])], &[g()]);
-        assert!(!person(&disabled, &[], vec![], now).expect("p").enabled);
+        let mut disabled = entry(&[("userAccountControl", &["514"])], &[g()]);
+        assert!(!person(&mut disabled, &[], vec![], now).expect("p").enabled);
         // 2024-01-01: in the past.
-        let expired = entry(
+        let mut expired = entry(
             &[
                 ("userAccountControl", &["512"]),
                 ("accountExpires", &["133485408000000000"]),
             ],
             &[g()],
         );
-        let p = person(&expired, &[], vec![], now).expect("p");
+        let p = person(&mut expired, &[], vec![], now).expect("p");
         assert!(!p.enabled);
         assert_eq!(
             p.attributes["accountExpiresAt"],
             "2024-01-01T00:00:00+00:00"
         );
-        let never = entry(&[("accountExpires", &["0"])], &[g()]);
-        assert!(person(&never, &[], vec![], now).expect("p").enabled);
-        let machine = entry(&[("userAccountControl", &["4096"])], &[g()]);
-        assert_eq!(person(&machine, &[], vec![], now), Err(Skip::Machine));
-        let no_guid = entry(&[], &[]);
+        let mut never = entry(&[("accountExpires", &["0"])], &[g()]);
+        assert!(person(&mut never, &[], vec![], now).expect("p").enabled);
+        let mut machine = entry(&[("userAccountControl", &["4096"])], &[g()]);
+        assert_eq!(person(&mut machine, &[], vec![], now), Err(Skip::Machine));
+        let mut no_guid = entry(&[], &[]);
         assert!(matches!(
-            person(&no_guid, &[], vec![], now),
+            person(&mut no_guid, &[], vec![], now),
             Err(Skip::NoId(_))
         ));
     }
@@ -382,6 +579,15 @@ mod tests {
             dn_key("cn=ann lee,ou=staff,dc=example,dc=test")
         );
         assert_ne!(dn_key("CN=a\\,b,DC=x"), dn_key("CN=a,b,DC=x"));
+        // Non-ASCII DNs take the char-by-char path, with the same rules.
+        assert_eq!(
+            dn_key(" CN=Zoë Müller , OU=Staff,DC=X "),
+            "cn=zoë müller,ou=staff,dc=x"
+        );
+        assert_eq!(dn_key("CN=ÄB\\, C,DC=x"), "cn=äb\\, c,dc=x");
+        let mut buf = String::from("left over");
+        dn_key_into("CN=A ,DC=B", &mut buf);
+        assert_eq!(buf, "cn=a,dc=b");
         let staff = dn_key("OU=Staff,DC=x");
         assert!(is_under(&dn_key("CN=a,OU=Staff,DC=x"), &staff));
         assert!(is_under(&staff, &staff));
