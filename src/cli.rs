@@ -557,21 +557,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 return Ok(Exit::Invalid);
             };
             let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
-            let mut queued = 0;
-            for c in &pipeline.clients {
-                if client
-                    .as_deref()
-                    .is_some_and(|want| pipeline.client(want).map(|x| &x.name) != Some(&c.name))
-                {
-                    continue;
-                }
+            // `load_for` has checked that the client exists.
+            let names: Vec<String> = match client.as_deref().and_then(|c| pipeline.client(c)) {
+                Some(one) => vec![one.name.clone()],
+                None => pipeline.clients.iter().map(|c| c.name.clone()).collect(),
+            };
+            let queued = names.len();
+            for name in names {
                 let job = crate::queue::SyncJob {
                     pipeline: pipeline.name.clone(),
-                    client: c.name.clone(),
+                    client: name,
                     trigger: crate::queue::Trigger::Manual,
                 };
                 queue.push(job, None).await?;
-                queued += 1;
             }
             println!(
                 "Queued {queued} sync job(s) on {}.",

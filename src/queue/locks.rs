@@ -300,10 +300,6 @@ impl HeldLease {
         })
     }
 
-    pub fn lease(&self) -> &Lease {
-        &self.lease
-    }
-
     /// Extends the lease; `false` (and lost for good) when another holder has it now or
     /// the lock store cannot be reached.
     pub async fn still_held(&self) -> bool {

@@ -309,27 +309,22 @@ pub async fn run(
             Ok::<(), std::io::Error>(())
         };
         info!(worker = %name, concurrency = options.concurrency, queue = ?runner.queue, "Worker started.");
+        // The two backends are different types behind one builder chain.
+        macro_rules! run_on {
+            ($storage:expr) => {
+                WorkerBuilder::new(name.as_str())
+                    .backend($storage.poll_with_interval(POLL))
+                    .concurrency(options.concurrency.max(1))
+                    .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
+                    .data(runner.clone())
+                    .build(run_job)
+                    .run_until(until)
+                    .await
+            };
+        }
         let ended = match runner.queue.clone() {
-            Queue::Sqlite { storage, .. } => {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.poll_with_interval(POLL))
-                    .concurrency(options.concurrency.max(1))
-                    .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
-                    .data(runner.clone())
-                    .build(run_job)
-                    .run_until(until)
-                    .await
-            }
-            Queue::Redis { storage, .. } => {
-                WorkerBuilder::new(name.as_str())
-                    .backend(storage.poll_with_interval(POLL))
-                    .concurrency(options.concurrency.max(1))
-                    .retry(RetryPolicy::retries(retries).with_backoff(backoff.clone()))
-                    .data(runner.clone())
-                    .build(run_job)
-                    .run_until(until)
-                    .await
-            }
+            Queue::Sqlite { storage, .. } => run_on!(storage),
+            Queue::Redis { storage, .. } => run_on!(storage),
         };
         if *stopped.borrow() {
             return ended;
