@@ -13,13 +13,13 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use ldap3::controls::{Control, ControlType, PagedResults};
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, ResultEntry, SearchEntry};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, LdapResult, SearchEntry};
 use rollcall_core::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Person};
 
 use crate::config::{Config, NestedGroups, Scope};
 use crate::error::{AdBindCode, LdapError};
 use crate::model::{self, Entry};
+use crate::wire::{self, Endpoint, Item, Wire};
 
 /// `supportedCapabilities` value by which AD (and Samba) say they are Active Directory, and so
 /// support LDAP_MATCHING_RULE_IN_CHAIN and ranged retrieval.
@@ -56,7 +56,8 @@ enum Cut {
 /// What a search asks for, besides its base.
 #[derive(Clone, Copy)]
 struct Query<'a> {
-    scope: ldap3::Scope,
+    /// As the protocol numbers it: 1 one level, 2 subtree.
+    scope: i64,
     filter: &'a str,
     attrs: &'a [String],
 }
@@ -220,17 +221,47 @@ impl LdapDirectory {
                     "TLS certificate verification is OFF (`insecure_skip_verify: true`): anyone on the network path can read the bind password."
                 );
             }
-            if let Some(config) =
-                crate::tls::client_config(c.ca_file.as_deref(), c.insecure_skip_verify)?
-            {
-                settings = settings.set_config(config);
-            }
+            settings = settings.set_config(crate::tls::client_config(
+                c.ca_file.as_deref(),
+                c.insecure_skip_verify,
+            )?);
         } else {
             tracing::warn!(server = %self.server(), "Binding over plain LDAP (`allow_plaintext: true`): the password crosses the network unencrypted.");
         }
         LdapConnAsync::with_settings(settings, url)
             .await
             .map_err(|e| self.connect_error(e))
+    }
+
+    /// Opens and binds the wire that carries the paged searches, with the settings and account
+    /// ldap3's connection has just been opened with.
+    async fn open_wire(&self) -> Result<Wire, LdapError> {
+        let c = &self.config;
+        let endpoint = Endpoint::parse(&c.url).map_err(|detail| LdapError::InvalidUrl {
+            url: c.url.trim().to_owned(),
+            detail,
+        })?;
+        let tls = if endpoint.ldaps || c.starttls {
+            Some(crate::tls::client_config(
+                c.ca_file.as_deref(),
+                c.insecure_skip_verify,
+            )?)
+        } else {
+            None
+        };
+        let server = self.server();
+        let mut wire = Wire::open(wire::Opening {
+            server: &server,
+            endpoint: &endpoint,
+            starttls: c.starttls && !endpoint.ldaps,
+            tls,
+            connect_timeout: Duration::from_secs(c.connect_timeout_secs.max(1)),
+            op_timeout: self.op_timeout(),
+        })
+        .await?;
+        let res = wire.bind(&c.bind_dn, c.password.expose()).await?;
+        self.bind_answer(res.rc, &res.text)?;
+        Ok(wire)
     }
 
     /// Binds with the configured account.
@@ -252,26 +283,38 @@ impl LdapDirectory {
             .simple_bind(&c.bind_dn, c.password.expose())
             .await
             .map_err(|e| self.wire_error(e, "binding"))?;
-        match res.rc {
-            0 => Ok(ldap),
+        self.bind_answer(res.rc, &res.text)?;
+        Ok(ldap)
+    }
+
+    /// What a bind's result code means, worded for the operator: the same on both connections.
+    fn bind_answer(&self, rc: u32, text: &str) -> Result<(), LdapError> {
+        let c = &self.config;
+        match rc {
+            0 => Ok(()),
             49 => Err(LdapError::BadCredentials {
                 server: self.server(),
                 bind_dn: c.bind_dn.clone(),
-                code: AdBindCode::from_diagnostic(&res.text),
-                diagnostic: diagnostic(&res, "invalid credentials"),
+                code: AdBindCode::from_diagnostic(text),
+                diagnostic: diagnostic(text, "invalid credentials"),
             }),
             // strongerAuthRequired, confidentialityRequired: AD and Samba refuse simple binds
             // without TLS when signing is required (CONTRACTS.md).
             8 | 13 => Err(LdapError::StrongAuthRequired {
                 server: self.server(),
-                diagnostic: diagnostic(&res, "transport encryption required"),
+                diagnostic: diagnostic(text, "transport encryption required"),
             }),
             50 => Err(LdapError::InsufficientAccess {
                 bind_dn: c.bind_dn.clone(),
                 dn: c.bind_dn.clone(),
-                diagnostic: diagnostic(&res, "insufficient access"),
+                diagnostic: diagnostic(text, "insufficient access"),
             }),
-            rc => Err(self.protocol(rc, &res, "the bind")),
+            rc => Err(LdapError::Protocol {
+                server: self.server(),
+                during: "the bind".to_owned(),
+                rc,
+                text: diagnostic(text, "no diagnostic"),
+            }),
         }
     }
 
@@ -280,7 +323,7 @@ impl LdapDirectory {
             server: self.server(),
             during: during.to_owned(),
             rc,
-            text: diagnostic(res, "no diagnostic"),
+            text: diagnostic(&res.text, "no diagnostic"),
         }
     }
 
@@ -324,7 +367,10 @@ impl LdapDirectory {
             // StartTLS refused by the server.
             ldap3::LdapError::LdapResult { result } => LdapError::Tls {
                 server,
-                detail: format!("StartTLS refused: {}", diagnostic(&result, "no diagnostic")),
+                detail: format!(
+                    "StartTLS refused: {}",
+                    diagnostic(&result.text, "no diagnostic")
+                ),
             },
             other => LdapError::Unreachable {
                 server,
@@ -379,11 +425,12 @@ impl LdapDirectory {
         }
     }
 
-    /// One paged search, handing each entry to `on_entry`. Page size bounds what is in memory:
-    /// ldap3 queues one page's entries, and each is dropped once handled.
+    /// One paged search on the wire, handing each entry to `on_entry` as it is decoded. Page
+    /// size bounds what is in memory: the wire buffers part of a page, and each entry is
+    /// dropped once handled.
     async fn paged_search(
         &self,
-        ldap: &mut Ldap,
+        wire: &mut Wire,
         base: &str,
         query: Query<'_>,
         tally: &mut Tally,
@@ -394,8 +441,6 @@ impl LdapDirectory {
             filter,
             attrs,
         } = query;
-        let mut cookie = Vec::new();
-        let mut seen = 0usize;
         let during = format!("reading {base}");
         let lost = |seen: usize, e: LdapError| {
             if seen == 0 {
@@ -404,54 +449,76 @@ impl LdapDirectory {
                 (seen, Cut::Incomplete(e))
             }
         };
+        let Some(filter) = wire::compile_filter(filter) else {
+            return Err(lost(
+                0,
+                LdapError::Protocol {
+                    server: self.server(),
+                    during,
+                    rc: 87,
+                    text: "the filter is not valid LDAP filter syntax (check `filter`)".to_owned(),
+                },
+            ));
+        };
+        let search = wire::Search {
+            base,
+            scope,
+            filter: &filter,
+            attrs,
+        };
+        let size = i32::try_from(self.config.page_size.max(1)).unwrap_or(1000);
+        let mut cookie = Vec::new();
+        let mut seen = 0usize;
         loop {
-            let control = PagedResults {
-                size: i32::try_from(self.config.page_size.max(1)).unwrap_or(1000),
-                cookie: std::mem::take(&mut cookie),
-            };
-            let mut stream = match ldap
-                .with_controls(control)
-                .with_timeout(self.op_timeout())
-                .streaming_search(base, scope, filter, attrs.to_vec())
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => return Err(lost(seen, self.wire_error(e, &during))),
-            };
-            loop {
-                match stream.next().await {
-                    Ok(Some(re)) => {
-                        if re.is_intermediate() {
-                            continue;
-                        }
-                        if re.is_ref() {
-                            if let Some(cut) = self.continuation(base, re, &mut tally.warnings) {
-                                let _ = stream.finish().await;
-                                return Err((seen, Cut::Incomplete(cut)));
+            let mut stopped: Option<Cut> = None;
+            let warnings = &mut tally.warnings;
+            let page = wire
+                .search_page(&search, Some((size, &cookie)), &mut |item| match item {
+                    Item::Entry(bytes) => match Entry::from_wire(bytes) {
+                        Ok(e) => {
+                            seen += 1;
+                            match on_entry(e) {
+                                Ok(()) => true,
+                                Err(e) => {
+                                    stopped = Some(Cut::Incomplete(e));
+                                    false
+                                }
                             }
-                            continue;
                         }
-                        let Some(e) = Entry::decode(re.0) else {
-                            let _ = stream.finish().await;
-                            let cut = LdapError::Protocol {
+                        Err(m) => {
+                            let e = LdapError::Protocol {
                                 server: self.server(),
-                                during,
+                                during: during.clone(),
                                 rc: 2,
-                                text: "a search entry that is not valid LDAP".to_owned(),
+                                text: format!("a search entry that is not valid LDAP: {m}"),
                             };
-                            return Err(lost(seen, cut));
-                        };
-                        seen += 1;
-                        if let Err(e) = on_entry(e) {
-                            let _ = stream.finish().await;
-                            return Err((seen, Cut::Incomplete(e)));
+                            stopped = Some(lost(seen, e).1);
+                            false
                         }
-                    }
-                    Ok(None) => break,
-                    Err(e) => return Err(lost(seen, self.wire_error(e, &during))),
+                    },
+                    Item::Reference(urls) => match self.continuation(base, &urls, warnings) {
+                        Some(cut) => {
+                            stopped = Some(Cut::Incomplete(cut));
+                            false
+                        }
+                        None => true,
+                    },
+                })
+                .await;
+            let res = match (page, stopped) {
+                (Ok(Some(res)), None) => res,
+                (_, Some(cut)) => return Err((seen, cut)),
+                // Only a handler that stopped abandons a search, and it says why.
+                (Ok(None), None) => {
+                    let e = LdapError::ConnectionLost {
+                        server: self.server(),
+                        during,
+                        detail: "the search was abandoned".to_owned(),
+                    };
+                    return Err(lost(seen, e));
                 }
-            }
-            let res = stream.finish().await;
+                (Err(e), None) => return Err(lost(seen, e)),
+            };
             tally.pages += 1;
             match res.rc {
                 0 => {}
@@ -496,34 +563,24 @@ impl LdapDirectory {
                     let cut = LdapError::InsufficientAccess {
                         bind_dn: self.config.bind_dn.clone(),
                         dn: base.to_owned(),
-                        diagnostic: diagnostic(&res, "insufficient access"),
+                        diagnostic: diagnostic(&res.text, "insufficient access"),
                     };
                     return Err(lost(seen, cut));
                 }
-                // "user cancelled": ldap3's own code for a stream that ended without a result,
-                // i.e. the connection went away between the last entry and the result.
-                88 | 80 => {
-                    let cut = LdapError::ConnectionLost {
+                // unavailable, unwillingToPerform, other: the server gave up on this search.
+                rc => {
+                    let cut = LdapError::Protocol {
                         server: self.server(),
-                        during,
-                        detail: diagnostic(&res, "the search ended without a result"),
+                        during: during.clone(),
+                        rc,
+                        text: diagnostic(&res.text, "no diagnostic"),
                     };
                     return Err(lost(seen, cut));
                 }
-                rc => return Err(lost(seen, self.protocol(rc, &res, &during))),
             }
-            cookie = res
-                .ctrls
-                .iter()
-                .find_map(|c| match c {
-                    Control(Some(ControlType::PagedResults), raw) => {
-                        Some(raw.parse::<PagedResults>().cookie)
-                    }
-                    _ => None,
-                })
-                .unwrap_or_default();
-            if cookie.is_empty() {
-                return Ok(seen);
+            match res.cookie {
+                Some(c) if !c.is_empty() => cookie = c,
+                _ => return Ok(seen),
             }
         }
     }
@@ -534,10 +591,9 @@ impl LdapDirectory {
     fn continuation(
         &self,
         base: &str,
-        re: ResultEntry,
+        urls: &[String],
         warnings: &mut Vec<String>,
     ) -> Option<LdapError> {
-        let urls = ldap3::parse_refs(re.0);
         let elsewhere: Vec<&String> = urls
             .iter()
             .filter(|u| {
@@ -660,6 +716,7 @@ impl LdapDirectory {
     async fn read_groups(
         &self,
         ldap: &mut Ldap,
+        wire: &mut Wire,
         mode: NestedGroups,
         ad: bool,
         tally: &mut Tally,
@@ -687,7 +744,7 @@ impl LdapDirectory {
             let mut found: Vec<Entry> = Vec::new();
             let result = self
                 .paged_search(
-                    ldap,
+                    wire,
                     &base,
                     Query {
                         scope,
@@ -751,7 +808,7 @@ impl LdapDirectory {
                     let mut members = Vec::new();
                     let r = self
                         .paged_search(
-                            ldap,
+                            wire,
                             &base,
                             Query {
                                 scope,
@@ -779,10 +836,11 @@ impl LdapDirectory {
         Ok(groups)
     }
 
-    fn scope(&self) -> ldap3::Scope {
+    /// The search scope as the protocol numbers it.
+    fn scope(&self) -> i64 {
         match self.config.scope {
-            Scope::Subtree => ldap3::Scope::Subtree,
-            Scope::OneLevel => ldap3::Scope::OneLevel,
+            Scope::OneLevel => 1,
+            Scope::Subtree => 2,
         }
     }
 
@@ -793,18 +851,25 @@ impl LdapDirectory {
         &self,
         on_person: &mut (dyn FnMut(Person) + Send),
     ) -> Result<ReadSummary, LdapError> {
-        // The connection runs as a task of its own (on a runtime worker, which also polls the
-        // socket), so ldap3 parses the next entries while this task maps the last ones. Driving
-        // it inside this task instead was tried: cheaper per entry at 20,000 users, but 1.7×
-        // the CPU at 100,000, every catch-up with the socket costing a park and an unpark of the
-        // thread that called `block_on`.
+        // Two connections: ldap3's opens first, so a wrong password, CA or port is worded by
+        // the checks that have always worded it, and it serves the root DSE and ranged
+        // attributes; the wire then carries the paged searches, decoded in this task as whole
+        // socket reads (of up to 256 KiB) arrive, so a wake-up hands over dozens of entries.
         let ldap = self.connect().await?;
-        self.read_bound(ldap, on_person).await
+        let wire = match self.open_wire().await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = tokio::time::timeout(UNBIND_GRACE, ldap.clone().unbind()).await;
+                return Err(e);
+            }
+        };
+        self.read_bound(ldap, wire, on_person).await
     }
 
     async fn read_bound(
         &self,
         mut ldap: Ldap,
+        mut wire: Wire,
         on_person: &mut (dyn FnMut(Person) + Send),
     ) -> Result<ReadSummary, LdapError> {
         let mut tally = Tally::default();
@@ -814,7 +879,10 @@ impl LdapDirectory {
             NestedGroups::Auto => NestedGroups::Client,
             m => m,
         };
-        let mut groups = match self.read_groups(&mut ldap, mode, ad, &mut tally).await {
+        let mut groups = match self
+            .read_groups(&mut ldap, &mut wire, mode, ad, &mut tally)
+            .await
+        {
             Ok(g) => g,
             Err(Cut::Fatal(e) | Cut::Incomplete(e)) => return Err(e),
         };
@@ -857,7 +925,7 @@ impl LdapDirectory {
             };
             let result = self
                 .paged_search(
-                    &mut ldap,
+                    &mut wire,
                     &base,
                     Query {
                         scope: self.scope(),
@@ -902,7 +970,8 @@ impl LdapDirectory {
             match result {
                 Ok(_) => {}
                 Err((_, Cut::Fatal(e))) if people == 0 && cut.is_none() => {
-                    let _ = ldap.unbind().await;
+                    let _ = tokio::time::timeout(UNBIND_GRACE, wire.unbind()).await;
+                    let _ = tokio::time::timeout(UNBIND_GRACE, ldap.unbind()).await;
                     return Err(e);
                 }
                 Err((_, Cut::Fatal(e) | Cut::Incomplete(e))) => {
@@ -912,6 +981,7 @@ impl LdapDirectory {
             }
         }
         // Best effort: the server closes the connection anyway.
+        let _ = tokio::time::timeout(UNBIND_GRACE, wire.unbind()).await;
         let _ = tokio::time::timeout(UNBIND_GRACE, ldap.unbind()).await;
         let completeness = match (&cut, skipped.first()) {
             (Some(e), _) => Completeness::Incomplete {
@@ -939,8 +1009,8 @@ impl LdapDirectory {
     }
 }
 
-fn diagnostic(res: &LdapResult, fallback: &str) -> String {
-    let t = res.text.trim().trim_end_matches('\0').trim();
+fn diagnostic(text: &str, fallback: &str) -> String {
+    let t = text.trim().trim_end_matches('\0').trim();
     if t.is_empty() {
         fallback.to_owned()
     } else {

@@ -18,11 +18,13 @@
 //! - [`LdapDirectory::read_each`] streams people page by page, for callers that need not hold
 //!   the whole directory; [`Directory::read`](rollcall_core::Directory::read) collects them.
 
+mod ber;
 mod client;
 mod config;
 mod error;
 mod model;
 mod tls;
+mod wire;
 
 pub use client::{LdapDirectory, ReadSummary};
 pub use config::{Config, DEFAULT_FILTER, NestedGroups, Scope};

@@ -7,8 +7,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::ber::{self, Malformed, Reader, Tag};
 use chrono::{DateTime, Utc};
-use ldap3::asn1::StructureTag;
 use rollcall_core::Person;
 use rollcall_core::ad::{self, UserAccountControl};
 
@@ -67,7 +67,7 @@ pub(crate) fn person_attributes(extra: &[String]) -> Vec<String> {
 /// happen to be valid UTF-8 arrives as text (CRATES.md pitfall 9). Lookups ignore the case of
 /// names, as LDAP does.
 ///
-/// Decoded straight from the wire entry ([`Entry::decode`]): values are moved, not copied, and
+/// Decoded straight from the read buffer ([`Entry::from_wire`]): values are copied once, and
 /// the dozen or so attributes of a person are a short list, searched in order, not a hash map.
 pub(crate) struct Entry {
     pub dn: String,
@@ -120,28 +120,62 @@ impl Entry {
         }
     }
 
-    /// Decodes a SearchResultEntry (`[APPLICATION 4] { objectName, attributes }`) as ldap3
-    /// parsed it, taking its buffers over rather than copying them. `None` if it is malformed.
-    pub fn decode(tag: StructureTag) -> Option<Entry> {
-        if tag.id != 4 {
-            return None;
+    /// Decodes a SearchResultEntry's contents (`objectName`, `attributes`) where they lie in
+    /// the read buffer: each name and value is copied once, into the buffer the entry keeps.
+    pub fn from_wire(contents: &[u8]) -> Result<Entry, Malformed> {
+        let text = |b: &[u8], what: &'static str| {
+            std::str::from_utf8(b)
+                .map(str::to_owned)
+                .map_err(|_| Malformed(what))
+        };
+        let string = Tag::universal(ber::OCTET_STRING);
+        let mut r = Reader::new(contents);
+        let dn = text(
+            r.expect(string, "an entry without a DN")?,
+            "a DN that is not UTF-8",
+        )?;
+        let mut list = Reader::new(r.expect(
+            Tag::universal(ber::SEQUENCE),
+            "an entry without its attribute list",
+        )?);
+        let mut attrs = Vec::with_capacity(24);
+        while !list.is_empty() {
+            let mut pair = Reader::new(list.expect(
+                Tag::universal(ber::SEQUENCE),
+                "an attribute that is not a SEQUENCE",
+            )?);
+            let name = text(
+                pair.expect(string, "an attribute without a name")?,
+                "an attribute name that is not UTF-8",
+            )?;
+            let values = pair.expect(Tag::universal(ber::SET), "an attribute without values")?;
+            let mut all_text = true;
+            let mut count = 0;
+            let mut scan = Reader::new(values);
+            while !scan.is_empty() {
+                let v = scan.expect(string, "a value that is not an OCTET STRING")?;
+                all_text &= std::str::from_utf8(v).is_ok();
+                count += 1;
+            }
+            let mut read = Reader::new(values);
+            let values = if all_text {
+                let mut out = Vec::with_capacity(count);
+                while !read.is_empty() {
+                    let v = read.next()?.1;
+                    // Checked above; a lossy copy would never change anything.
+                    out.push(String::from_utf8_lossy(v).into_owned());
+                }
+                Values::Text(out)
+            } else {
+                let mut raw = Vec::with_capacity(count);
+                while !read.is_empty() {
+                    raw.push(read.next()?.1.to_vec());
+                }
+                Values::from_raw(raw)
+            };
+            attrs.push((name, values));
         }
-        let mut parts = tag.expect_constructed()?.into_iter();
-        let dn = String::from_utf8(parts.next()?.expect_primitive()?).ok()?;
-        let list = parts.next()?.expect_constructed()?;
-        let mut attrs = Vec::with_capacity(list.len());
-        for a in list {
-            let mut pair = a.expect_constructed()?.into_iter();
-            let name = String::from_utf8(pair.next()?.expect_primitive()?).ok()?;
-            let raw = pair
-                .next()?
-                .expect_constructed()?
-                .into_iter()
-                .map(|v| v.expect_primitive())
-                .collect::<Option<Vec<Vec<u8>>>>()?;
-            attrs.push((name, Values::from_raw(raw)));
-        }
-        Some(Entry { dn, attrs })
+        Ok(Entry { dn, attrs })
     }
 
     fn find(&self, name: &str) -> Option<&Values> {
@@ -505,6 +539,60 @@ mod tests {
         0xC9, 0x8B, 0x91, 0x35, 0x6D, 0x19, 0xEA, 0x40, 0x97, 0x79, 0x88, 0x9D, 0x79, 0xB7, 0x53,
         0xF0,
     ];
+
+    /// A SearchResultEntry's contents as a server writes them.
+    fn wire_entry(dn: &str, attrs: &[(&str, &[&[u8]])]) -> Vec<u8> {
+        use crate::ber::Writer;
+        let mut w = Writer::default();
+        w.octets(dn.as_bytes());
+        let list = w.mark();
+        for (name, values) in attrs {
+            let pair = w.mark();
+            w.octets(name.as_bytes());
+            let set = w.mark();
+            for v in *values {
+                w.octets(v);
+            }
+            w.wrap(set, Tag::universal(ber::SET));
+            w.wrap(pair, Tag::universal(ber::SEQUENCE));
+        }
+        w.wrap(list, Tag::universal(ber::SEQUENCE));
+        w.buf
+    }
+
+    #[test]
+    fn an_entry_is_decoded_from_the_wire_with_text_and_binary_values() {
+        let bytes = wire_entry(
+            "CN=Zoë Müller,OU=Staff,DC=example,DC=test",
+            &[
+                ("objectGUID", &[&GUID]),
+                ("sAMAccountName", &[b"zmuller"]),
+                ("memberOf", &[b"CN=A,DC=x", b"CN=B,DC=x"]),
+                ("mail", &[]),
+            ],
+        );
+        let e = Entry::from_wire(&bytes).unwrap();
+        assert_eq!(e.dn, "CN=Zoë Müller,OU=Staff,DC=example,DC=test");
+        assert_eq!(e.bytes("objectguid"), Some(&GUID[..]));
+        assert_eq!(e.text("SAMACCOUNTNAME"), Some("zmuller"));
+        assert_eq!(e.texts("memberOf"), ["CN=A,DC=x", "CN=B,DC=x"]);
+        assert!(e.texts("mail").is_empty());
+        let names: Vec<&str> = e.names().collect();
+        assert_eq!(names, ["objectGUID", "sAMAccountName", "memberOf", "mail"]);
+    }
+
+    #[test]
+    fn a_malformed_wire_entry_is_an_error_at_every_cut() {
+        let bytes = wire_entry("CN=x", &[("cn", &[b"x"]), ("sn", &[b"y"])]);
+        assert!(Entry::from_wire(&bytes).is_ok());
+        for cut in 0..bytes.len() {
+            assert!(Entry::from_wire(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        // A DN that is not UTF-8.
+        let mut bad = wire_entry("ab", &[]);
+        bad[2] = 0xff;
+        assert!(Entry::from_wire(&bad).is_err());
+    }
 
     #[test]
     fn an_ad_user_becomes_a_person() {

@@ -4,8 +4,8 @@
 //! rollcall links exactly one rustls crypto provider, aws-lc-rs (CRATES.md pitfall 1); every
 //! config here is built on it explicitly, so nothing depends on which provider happens to be
 //! installed process-wide. Domains with a private CA (AD Certificate Services) are the rule
-//! among an MSP's clients, hence `ca_file` (pitfall 10: ldap3 otherwise trusts only the OS
-//! store and fails with `UnknownIssuer`).
+//! among an MSP's clients, hence `ca_file` (pitfall 10: the OS store alone fails with
+//! `UnknownIssuer`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,18 +22,13 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Installs aws-lc-rs as the process's provider, for code paths that build their own config
-/// (ldap3's default one). Already installed, by us or by `main`, is fine.
-pub(crate) fn install_provider() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-}
-
 /// The client config for one server: trusting `ca_file` when given, the OS roots when not, or
-/// nothing at all when verification is switched off.
+/// nothing at all when verification is switched off. Both of a read's connections (ldap3's and
+/// the wire's) use the same one.
 pub(crate) fn client_config(
     ca_file: Option<&Path>,
     insecure_skip_verify: bool,
-) -> Result<Option<Arc<ClientConfig>>, LdapError> {
+) -> Result<Arc<ClientConfig>, LdapError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| LdapError::CaFile {
@@ -45,12 +40,19 @@ pub(crate) fn client_config(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnything(provider())))
             .with_no_client_auth();
-        return Ok(Some(Arc::new(config)));
+        return Ok(Arc::new(config));
     }
     let Some(path) = ca_file else {
-        // ldap3 builds its own config from the OS trust store.
-        install_provider();
-        return Ok(None);
+        // The OS trust store, as ldap3 would load it; certificates it cannot parse are skipped
+        // (a verification failure then names the issuer that was not found).
+        let mut roots = RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = roots.add(cert);
+        }
+        return Ok(Arc::new(
+            builder.with_root_certificates(roots).with_no_client_auth(),
+        ));
     };
     let ca_error = |detail: String| LdapError::CaFile {
         path: path.display().to_string(),
@@ -69,9 +71,9 @@ pub(crate) fn client_config(
             "no PEM certificate in the file (expected -----BEGIN CERTIFICATE-----)".to_owned(),
         ));
     }
-    Ok(Some(Arc::new(
+    Ok(Arc::new(
         builder.with_root_certificates(roots).with_no_client_auth(),
-    )))
+    ))
 }
 
 /// `insecure_skip_verify`: accepts any certificate but still checks the handshake signatures, so
