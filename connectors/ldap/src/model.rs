@@ -138,7 +138,15 @@ impl Entry {
             Tag::universal(ber::SEQUENCE),
             "an entry without its attribute list",
         )?);
-        let mut attrs = Vec::with_capacity(24);
+        // Sized exactly: a guess too large (past 1 KiB) costs glibc a consolidation of its
+        // small free chunks on every entry.
+        let mut count = 0;
+        let mut scan = list;
+        while !scan.is_empty() {
+            scan.next()?;
+            count += 1;
+        }
+        let mut attrs = Vec::with_capacity(count);
         while !list.is_empty() {
             let mut pair = Reader::new(list.expect(
                 Tag::universal(ber::SEQUENCE),
@@ -148,30 +156,35 @@ impl Entry {
                 pair.expect(string, "an attribute without a name")?,
                 "an attribute name that is not UTF-8",
             )?;
-            let values = pair.expect(Tag::universal(ber::SET), "an attribute without values")?;
-            let mut all_text = true;
-            let mut count = 0;
-            let mut scan = Reader::new(values);
-            while !scan.is_empty() {
-                let v = scan.expect(string, "a value that is not an OCTET STRING")?;
-                all_text &= std::str::from_utf8(v).is_ok();
-                count += 1;
-            }
-            let mut read = Reader::new(values);
-            let values = if all_text {
-                let mut out = Vec::with_capacity(count);
-                while !read.is_empty() {
-                    let v = read.next()?.1;
-                    // Checked above; a lossy copy would never change anything.
-                    out.push(String::from_utf8_lossy(v).into_owned());
+            let set = pair.expect(Tag::universal(ber::SET), "an attribute without values")?;
+            // Nearly every attribute is text: each value is checked and copied in one pass, and
+            // only an attribute with a value that is not UTF-8 is read again as bytes.
+            let mut texts = Vec::with_capacity(1);
+            let mut values = Reader::new(set);
+            let mut binary = false;
+            while !values.is_empty() {
+                let v = values.expect(string, "a value that is not an OCTET STRING")?;
+                match std::str::from_utf8(v) {
+                    Ok(t) => texts.push(t.to_owned()),
+                    Err(_) => {
+                        binary = true;
+                        break;
+                    }
                 }
-                Values::Text(out)
-            } else {
-                let mut raw = Vec::with_capacity(count);
-                while !read.is_empty() {
-                    raw.push(read.next()?.1.to_vec());
+            }
+            let values = if binary {
+                let mut raw = Vec::new();
+                let mut values = Reader::new(set);
+                while !values.is_empty() {
+                    raw.push(
+                        values
+                            .expect(string, "a value that is not an OCTET STRING")?
+                            .to_vec(),
+                    );
                 }
                 Values::from_raw(raw)
+            } else {
+                Values::Text(texts)
             };
             attrs.push((name, values));
         }

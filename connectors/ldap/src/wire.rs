@@ -669,28 +669,198 @@ mod tests {
         assert!(Endpoint::parse("ldap://").is_err());
     }
 
-    /// A SearchResultDone with a paged-results cookie, as slapd writes one.
-    fn done(rc: i64, text: &str, cookie: &[u8]) -> Vec<u8> {
+    /// An LDAPResult-shaped answer (`op`) to request `id`, with a paged-results cookie when
+    /// `cookie` is given, as slapd writes one.
+    fn result_message(id: i64, op: u32, rc: i64, text: &str, cookie: Option<&[u8]>) -> Vec<u8> {
         let mut w = Writer::default();
-        w.integer(7);
+        w.integer(id);
         let d = w.mark();
         w.enumerated(rc);
         w.octets(b"");
         w.octets(text.as_bytes());
-        w.wrap(d, Tag::application(op::SEARCH_DONE, true));
-        let c = w.mark();
-        let one = w.mark();
-        w.octets(PAGED_RESULTS.as_bytes());
-        let mut v = Writer::default();
-        let m = v.mark();
-        v.integer(0);
-        v.octets(cookie);
-        v.wrap(m, Tag::universal(ber::SEQUENCE));
-        w.octets(&v.buf);
-        w.wrap(one, Tag::universal(ber::SEQUENCE));
-        w.wrap(c, Tag::context(0, true));
+        w.wrap(d, Tag::application(op, true));
+        if let Some(cookie) = cookie {
+            let c = w.mark();
+            let one = w.mark();
+            w.octets(PAGED_RESULTS.as_bytes());
+            let mut v = Writer::default();
+            let m = v.mark();
+            v.integer(0);
+            v.octets(cookie);
+            v.wrap(m, Tag::universal(ber::SEQUENCE));
+            w.octets(&v.buf);
+            w.wrap(one, Tag::universal(ber::SEQUENCE));
+            w.wrap(c, Tag::context(0, true));
+        }
         w.wrap(0, Tag::universal(ber::SEQUENCE));
         w.buf
+    }
+
+    fn done(rc: i64, text: &str, cookie: &[u8]) -> Vec<u8> {
+        result_message(7, op::SEARCH_DONE, rc, text, Some(cookie))
+    }
+
+    /// A SearchResultEntry for request `id` with one `cn` value.
+    fn entry_message(id: i64, dn: &str) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.integer(id);
+        let e = w.mark();
+        w.octets(dn.as_bytes());
+        let list = w.mark();
+        let pair = w.mark();
+        w.octets(b"cn");
+        let set = w.mark();
+        w.octets(dn.as_bytes());
+        w.wrap(set, Tag::universal(ber::SET));
+        w.wrap(pair, Tag::universal(ber::SEQUENCE));
+        w.wrap(list, Tag::universal(ber::SEQUENCE));
+        w.wrap(e, Tag::application(op::SEARCH_ENTRY, true));
+        w.wrap(0, Tag::universal(ber::SEQUENCE));
+        w.buf
+    }
+
+    fn reference_message(id: i64, url: &str) -> Vec<u8> {
+        let mut w = Writer::default();
+        w.integer(id);
+        let r = w.mark();
+        w.octets(url.as_bytes());
+        w.wrap(r, Tag::application(op::SEARCH_REFERENCE, true));
+        w.wrap(0, Tag::universal(ber::SEQUENCE));
+        w.buf
+    }
+
+    /// A server that plays a script over loopback: after each request it reads, it writes the
+    /// next answer one byte at a time (so messages arrive split across reads), then hangs up.
+    async fn scripted(answers: Vec<Vec<u8>>) -> Wire {
+        use tokio::io::AsyncReadExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let _ = s.set_nodelay(true);
+            let mut request = vec![0u8; 4096];
+            for answer in answers {
+                if s.read(&mut request).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                for b in answer {
+                    if s.write_all(&[b]).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let endpoint = Endpoint::parse(&format!("ldap://127.0.0.1:{port}")).unwrap();
+        let mut wire = Wire::open(Opening {
+            server: "ldap://test",
+            endpoint: &endpoint,
+            starttls: false,
+            tls: None,
+            connect_timeout: Duration::from_secs(5),
+            op_timeout: Duration::from_secs(5),
+        })
+        .await
+        .unwrap();
+        let bound = wire.bind("cn=reader", "pw").await.unwrap();
+        assert_eq!(bound.rc, 0);
+        wire
+    }
+
+    fn bind_ok() -> Vec<u8> {
+        result_message(1, op::BIND_RESPONSE, 0, "", None)
+    }
+
+    /// One page of a subtree search of `dc=x`: what the handler saw, and how the page ended.
+    async fn one_page(wire: &mut Wire) -> (Vec<String>, Result<Option<Outcome>, LdapError>) {
+        let filter = compile_filter("(objectClass=*)").unwrap();
+        let attrs = ["cn".to_owned()];
+        let search = Search {
+            base: "dc=x",
+            scope: 2,
+            filter: &filter,
+            attrs: &attrs,
+        };
+        let mut seen = Vec::new();
+        let res = wire
+            .search_page(&search, Some((100, b"")), &mut |item| {
+                seen.push(match item {
+                    Item::Entry(bytes) => crate::model::Entry::from_wire(bytes).unwrap().dn,
+                    Item::Reference(urls) => format!("ref {}", urls.join(" ")),
+                });
+                true
+            })
+            .await;
+        (seen, res)
+    }
+
+    #[tokio::test]
+    async fn a_page_split_across_reads_is_read_whole_and_in_order() {
+        let page = [
+            entry_message(2, "cn=a,dc=x"),
+            reference_message(2, "ldap://other/dc=y"),
+            entry_message(2, "cn=b,dc=x"),
+            result_message(2, op::SEARCH_DONE, 0, "", Some(b"next")),
+        ]
+        .concat();
+        let mut wire = scripted(vec![bind_ok(), page]).await;
+        let (seen, res) = one_page(&mut wire).await;
+        assert_eq!(seen, ["cn=a,dc=x", "ref ldap://other/dc=y", "cn=b,dc=x"]);
+        let outcome = res.unwrap().unwrap();
+        assert_eq!(outcome.rc, 0);
+        assert_eq!(outcome.cookie.as_deref(), Some(&b"next"[..]));
+    }
+
+    #[tokio::test]
+    async fn answers_to_an_abandoned_request_are_skipped() {
+        let page = [
+            entry_message(1, "cn=stale,dc=x"),
+            entry_message(2, "cn=a,dc=x"),
+            result_message(2, op::SEARCH_DONE, 0, "", Some(b"")),
+        ]
+        .concat();
+        let mut wire = scripted(vec![bind_ok(), page]).await;
+        let (seen, res) = one_page(&mut wire).await;
+        assert_eq!(seen, ["cn=a,dc=x"]);
+        assert_eq!(res.unwrap().unwrap().cookie.as_deref(), Some(&b""[..]));
+    }
+
+    #[tokio::test]
+    async fn a_notice_of_disconnection_mid_page_is_a_lost_connection() {
+        let page = [
+            entry_message(2, "cn=a,dc=x"),
+            result_message(0, op::EXTENDED_RESPONSE, 52, "server shutting down", None),
+        ]
+        .concat();
+        let mut wire = scripted(vec![bind_ok(), page]).await;
+        let (seen, res) = one_page(&mut wire).await;
+        assert_eq!(seen, ["cn=a,dc=x"]);
+        let err = res.unwrap_err();
+        assert!(matches!(err, LdapError::ConnectionLost { .. }), "{err:?}");
+        assert!(err.to_string().contains("server shutting down"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_hang_up_mid_page_is_a_lost_connection() {
+        let page = [entry_message(2, "cn=a,dc=x"), vec![0x30, 0x40, 0x02]].concat();
+        let mut wire = scripted(vec![bind_ok(), page]).await;
+        let (seen, res) = one_page(&mut wire).await;
+        assert_eq!(seen, ["cn=a,dc=x"]);
+        let err = res.unwrap_err();
+        assert!(err.to_string().contains("closed the connection"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn garbage_is_a_protocol_error_that_says_what_was_wrong() {
+        let page = [
+            entry_message(2, "cn=a,dc=x"),
+            vec![0x30, 0x80, 0x02, 0x01, 0x02],
+        ]
+        .concat();
+        let mut wire = scripted(vec![bind_ok(), page]).await;
+        let (_, res) = one_page(&mut wire).await;
+        let err = res.unwrap_err();
+        assert!(matches!(err, LdapError::Protocol { .. }), "{err:?}");
+        assert!(err.to_string().contains("indefinite length"), "{err}");
     }
 
     #[test]
