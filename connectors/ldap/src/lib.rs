@@ -17,6 +17,10 @@
 //! - [`Config`] is the pipeline's `directory: { ldap: … }` section; it builds an [`LdapDirectory`].
 //! - [`LdapDirectory::read_each`] streams people page by page, for callers that need not hold
 //!   the whole directory; [`Directory::read`](rollcall_core::Directory::read) collects them.
+//! - Inside, ldap3 opens and binds the first connection (its errors are the ones worded here)
+//!   and does the small operations; the paged searches, where nearly all the bytes are, run on
+//!   a connection of this crate's own (`wire`), whose answers are decoded in place (`ber`), so
+//!   the read keeps up with `ldapsearch` on the same server (BENCHMARKS.md).
 
 mod ber;
 mod client;
