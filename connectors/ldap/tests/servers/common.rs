@@ -8,8 +8,11 @@ use rollcall_ldap::{Config, LdapDirectory};
 pub fn config(url: &str, bind_dn: &str, password: &str, base: &str) -> Config {
     let mut c = Config::new(url, bind_dn, Secret::new(password));
     c.base_dns = vec![base.to_owned()];
-    c.operation_timeout_secs = 20;
-    c.connect_timeout_secs = 5;
+    // Generous: Samba's DC serves one request at a time (`-M single`) and a read opens two
+    // connections, so under a busy CI a TLS handshake can wait behind another test's search.
+    // No test here depends on a timeout firing.
+    c.operation_timeout_secs = 60;
+    c.connect_timeout_secs = 20;
     c
 }
 
