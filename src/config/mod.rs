@@ -401,6 +401,18 @@ impl Client {
     pub fn invoiced_customer(&self) -> &str {
         self.bill_to.as_deref().unwrap_or(&self.account.company)
     }
+
+    /// What a sync of this client writes that no other sync may write at the same moment: the
+    /// client's own records, or — for sites invoiced together — their parent's invoice, which
+    /// every sister site's sync rewrites. Workers hold one lease per scope, so sister sites are
+    /// applied one after another even on different machines: an accounting target's invoice
+    /// may carry no concurrency token that would catch two writers otherwise.
+    pub fn write_scope(&self) -> String {
+        match &self.bill_to {
+            Some(parent) => format!("invoice of {}", parent.trim().to_lowercase()),
+            None => format!("client {}", self.name),
+        }
+    }
 }
 
 impl Pipeline {

@@ -2,9 +2,10 @@
 //! under the client's lock.
 //!
 //! apalis drives the loop (fetching, heartbeats, giving a dead worker's jobs to another,
-//! retries with backoff). Each job takes its client's lease first and checks it before every
-//! write, so two workers never write for one client at once, and a worker that lost its lease
-//! stops. A job killed half way is simply run again: the plan is made from what the billing
+//! retries with backoff). Each job takes its client's lease first (sister sites invoiced to one
+//! `bill_to` share one, [`Client::write_scope`](crate::config::Client::write_scope)) and checks
+//! it before every write, so two workers never write for one client — or one shared invoice —
+//! at once, and a worker that lost its lease stops. A job killed half way is simply run again: the plan is made from what the billing
 //! system holds now, so what the first attempt wrote is not written twice.
 //!
 //! Every worker also ticks the pipelines' schedules; a tick's jobs carry an idempotency key
@@ -187,15 +188,14 @@ impl JobRunner {
             .iter()
             .find(|p| p.name == job.pipeline)
             .ok_or_else(|| JobError::UnknownPipeline(job.pipeline.clone()))?;
-        let client = pipeline
+        let found = pipeline
             .client(&job.client)
             .ok_or_else(|| JobError::UnknownClient {
                 pipeline: job.pipeline.clone(),
                 client: job.client.clone(),
-            })?
-            .name
-            .clone();
-        let key = format!("{}/{client}", pipeline.name);
+            })?;
+        let client = found.name.clone();
+        let key = lease_key(pipeline, found);
         let deadline = Instant::now() + self.options.lock_wait;
         let lease = loop {
             if let Some(lease) = self
@@ -251,6 +251,11 @@ impl JobRunner {
             _ => JobOutcome::Done,
         })
     }
+}
+
+/// The lease a sync of `client` holds: one per pipeline and write scope.
+pub fn lease_key(pipeline: &Pipeline, client: &crate::config::Client) -> String {
+    format!("{}/{}", pipeline.name, client.write_scope())
 }
 
 /// The apalis handler: the sync runs on a blocking thread driving this runtime, because the

@@ -175,6 +175,37 @@ fn lines(invoice: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+#[tokio::test]
+async fn sister_sites_share_one_lease_since_they_rewrite_one_invoice() {
+    let b = Books::new().await;
+    let key = |name: &str| {
+        rollcall::queue::worker::lease_key(&b.pipeline, b.pipeline.client(name).expect(name))
+    };
+    assert_eq!(key("Acme HQ"), key("Acme Branch"));
+    assert_ne!(key("Acme HQ"), key("Globex"));
+    // Sister sites on two machines wait for each other.
+    use rollcall::queue::locks::{ClientLocks as _, SqliteLocks};
+    let pool = sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect("sqlite::memory:")
+        .await
+        .expect("in-memory sqlite");
+    let locks = SqliteLocks::new(pool).await.expect("lock table");
+    let ttl = std::time::Duration::from_secs(30);
+    let held = locks.try_acquire(&key("Acme HQ"), "a", ttl).await.unwrap();
+    assert!(held.is_some());
+    let sister = locks
+        .try_acquire(&key("Acme Branch"), "b", ttl)
+        .await
+        .unwrap();
+    assert!(
+        sister.is_none(),
+        "a sister site's sync must wait for the shared invoice"
+    );
+    let other = locks.try_acquire(&key("Globex"), "b", ttl).await.unwrap();
+    assert!(other.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_run_creates_customer_and_invoices_and_a_second_run_writes_nothing() {
     let b = Books::new().await;
