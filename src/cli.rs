@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -148,6 +149,9 @@ enum Command {
         /// Do not ask for confirmation.
         #[arg(long, short)]
         yes: bool,
+        /// How long to wait for a client a worker is syncing.
+        #[arg(long, default_value_t = 60)]
+        lock_wait_seconds: u64,
     },
     /// Approve rollcall's access to the pipeline's accounting system (QuickBooks, Xero): prints
     /// the consent page's address, waits for the redirect on a loopback port, and keeps the
@@ -246,6 +250,9 @@ enum Command {
         client: Option<String>,
         #[arg(long)]
         allow_drop: bool,
+        /// How long to wait for a client a worker is syncing.
+        #[arg(long, default_value_t = 60)]
+        lock_wait_seconds: u64,
     },
     /// Run the pipeline's test cases (its `tests:` and a sibling NAME.tests.yaml): people in,
     /// expected seats, contacts and invoice lines out. Exits 1 when a case fails.
@@ -705,6 +712,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             client,
             allow_drop,
             yes,
+            lock_wait_seconds,
         } => {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
@@ -742,7 +750,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
             // A plan confirmed at a prompt may have waited: check nothing moved meanwhile.
             let verify = saved || !yes;
-            let outcomes = apply_now(&store, &pipeline, &plan, "apply", verify).await?;
+            let mut store = store;
+            let hand = Hand {
+                queue: &cli.queue,
+                store_path: &cli.store,
+                pipeline: &pipeline,
+                client: client.as_deref(),
+                wait: Duration::from_secs(lock_wait_seconds),
+            };
+            let Some(outcomes) = hand
+                .run(&mut store, async |store| {
+                    apply_now(store, &pipeline, &plan, "apply", verify).await
+                })
+                .await?
+            else {
+                return Ok(Exit::Remote);
+            };
             print!("{}", report::outcome_text(&outcomes));
             print_report_path(&store);
             Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
@@ -751,14 +774,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             file,
             client,
             allow_drop,
+            lock_wait_seconds,
         } => {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
-            let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
-            print!("{}", report::plan_text_styled(&plan, colour()));
-            let outcomes = apply_now(&store, &pipeline, &plan, "run", false).await?;
+            let mut store = Store::open(&cli.store).await?;
+            let hand = Hand {
+                queue: &cli.queue,
+                store_path: &cli.store,
+                pipeline: &pipeline,
+                client: client.as_deref(),
+                wait: Duration::from_secs(lock_wait_seconds),
+            };
+            let Some((plan, outcomes)) = hand
+                .run(&mut store, async |store| {
+                    let plan = make_plan(&pipeline, store, client.as_deref(), allow_drop).await?;
+                    print!("{}", report::plan_text_styled(&plan, colour()));
+                    let outcomes = apply_now(store, &pipeline, &plan, "run", false).await?;
+                    anyhow::Ok((plan, outcomes))
+                })
+                .await?
+            else {
+                return Ok(Exit::Remote);
+            };
             if !plan.is_empty() {
                 print!("{}", report::outcome_text(&outcomes));
             }
@@ -967,6 +1006,69 @@ fn queue_location(
         Some(q) => q.parse()?,
         None => crate::queue::QueueLocation::beside(store),
     })
+}
+
+/// A plan-and-apply started by hand (`rollcall run`, `rollcall apply`), which takes its
+/// clients' leases as a worker would (invariant 12).
+struct Hand<'a> {
+    queue: &'a Option<String>,
+    store_path: &'a Path,
+    pipeline: &'a Pipeline,
+    client: Option<&'a str>,
+    /// How long to wait for a client a worker is syncing.
+    wait: Duration,
+}
+
+impl Hand<'_> {
+    /// Runs `work` under the leases, every write checked against them; `store` becomes the
+    /// store as workers on that queue use it. `Ok(None)` when a worker kept a client past the
+    /// wait (the error is printed). No queue file beside the store means no worker has ever
+    /// run there: nothing to lock, and no file is created.
+    async fn run<T>(
+        &self,
+        store: &mut Store,
+        work: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
+    ) -> anyhow::Result<Option<T>> {
+        use crate::queue::locks::{LeaseSet, LeaseSetError};
+        let location = queue_location(self.queue, self.store_path)?;
+        if let crate::queue::QueueLocation::Sqlite(path) = &location
+            && !path.exists()
+        {
+            return work(store).await.map(Some);
+        }
+        let queue = open_queue(
+            self.queue,
+            self.store_path,
+            crate::queue::Liveness::default(),
+        )
+        .await?;
+        let keys = self
+            .pipeline
+            .clients
+            .iter()
+            .filter(|c| {
+                self.client
+                    .is_none_or(|name| self.pipeline.client(name).is_some_and(|f| f.name == c.name))
+            })
+            .map(|c| crate::queue::worker::lease_key(self.pipeline, c))
+            .collect();
+        let holder = format!("rollcall by hand (pid {})", std::process::id());
+        let ttl = crate::queue::worker::WorkerOptions::default().lock_ttl;
+        let set = match LeaseSet::acquire(queue.locks().await?, keys, &holder, ttl, self.wait).await
+        {
+            Ok(set) => Arc::new(set),
+            Err(e @ LeaseSetError::Busy { .. }) => {
+                eprintln!("error: {e}");
+                return Ok(None);
+            }
+            Err(LeaseSetError::Lock(e)) => return Err(e.into()),
+        };
+        *store = share_tokens(store.clone(), &queue);
+        let fence: Arc<dyn crate::apply::WriteFence> = set.clone();
+        let result = crate::apply::fenced(fence, work(store)).await;
+        set.release().await;
+        result.map(Some)
+    }
 }
 
 /// Opens the queue; on Redis, vendor rate limits are then shared by every worker.

@@ -336,6 +336,92 @@ impl HeldLease {
     }
 }
 
+/// Every lease a run started by hand (`rollcall run`, `rollcall apply`) needs, held together:
+/// such a run takes its clients' leases as a worker would, so a sync started at a terminal
+/// never writes for a client, or a shared invoice, while a worker does.
+#[derive(Debug)]
+pub struct LeaseSet {
+    held: Vec<Arc<HeldLease>>,
+    keep_alive: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Why a hand-started run could not take its leases.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseSetError {
+    #[error(
+        "`{key}` is being synced by a worker and was not free within {waited_secs} s \
+         (try again when it is done, or give it longer with --lock-wait-seconds)"
+    )]
+    Busy { key: String, waited_secs: u64 },
+    #[error(transparent)]
+    Lock(#[from] LockError),
+}
+
+impl LeaseSet {
+    /// Takes a lease on every key (in sorted order, so two runs by hand cannot each hold what
+    /// the other waits for), waiting up to `wait` for each one a worker holds.
+    pub async fn acquire(
+        locks: Arc<dyn ClientLocks>,
+        mut keys: Vec<String>,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LeaseSet, LeaseSetError> {
+        keys.sort();
+        keys.dedup();
+        let mut set = LeaseSet {
+            held: Vec::new(),
+            keep_alive: Vec::new(),
+        };
+        for key in keys {
+            let deadline = tokio::time::Instant::now() + wait;
+            let lease = loop {
+                match locks.try_acquire(&key, holder, ttl).await {
+                    Ok(Some(lease)) => break lease,
+                    Ok(None) if tokio::time::Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Ok(None) => {
+                        set.release().await;
+                        return Err(LeaseSetError::Busy {
+                            key,
+                            waited_secs: wait.as_secs(),
+                        });
+                    }
+                    Err(e) => {
+                        set.release().await;
+                        return Err(e.into());
+                    }
+                }
+            };
+            let held = HeldLease::new(locks.clone(), lease, ttl);
+            set.keep_alive.push(held.keep_alive());
+            set.held.push(held);
+        }
+        Ok(set)
+    }
+
+    /// Gives every lease up.
+    pub async fn release(&self) {
+        for k in &self.keep_alive {
+            k.abort();
+        }
+        for h in &self.held {
+            h.release().await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::apply::WriteFence for LeaseSet {
+    async fn check(&self) -> Result<(), String> {
+        for h in &self.held {
+            crate::apply::WriteFence::check(h.as_ref()).await?;
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::apply::WriteFence for HeldLease {
     async fn check(&self) -> Result<(), String> {

@@ -18,6 +18,7 @@ pub mod worker;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
@@ -432,6 +433,14 @@ impl Queue {
             Queue::Sqlite { .. } => None,
             Queue::Redis { conn, .. } => Some(conn.clone()),
         }
+    }
+
+    /// The client leases kept beside this queue (a table in its SQLite file, keys in Redis).
+    pub async fn locks(&self) -> Result<Arc<dyn locks::ClientLocks>, locks::LockError> {
+        Ok(match self {
+            Queue::Sqlite { pool, .. } => Arc::new(locks::SqliteLocks::new(pool.clone()).await?),
+            Queue::Redis { conn, .. } => Arc::new(locks::RedisLocks::new(conn.clone())),
+        })
     }
 }
 

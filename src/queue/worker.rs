@@ -20,7 +20,7 @@ use apalis::prelude::*;
 use futures::StreamExt;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::locks::{ClientLocks, HeldLease, RedisLocks, SqliteLocks};
+use super::locks::{ClientLocks, HeldLease};
 use super::{Queue, SyncJob, Trigger};
 use crate::config::Pipeline;
 use crate::metrics::Metrics;
@@ -128,10 +128,7 @@ impl JobRunner {
         options: WorkerOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<JobRunner>, super::locks::LockError> {
-        let locks: Arc<dyn ClientLocks> = match &queue {
-            Queue::Sqlite { pool, .. } => Arc::new(SqliteLocks::new(pool.clone()).await?),
-            Queue::Redis { conn, .. } => Arc::new(RedisLocks::new(conn.clone())),
-        };
+        let locks = queue.locks().await?;
         Ok(Arc::new(JobRunner {
             pipelines,
             store,

@@ -481,3 +481,65 @@ async fn workers_on_many_machines_refresh_a_rotating_token_once_through_redis() 
         "one refresh for everyone"
     );
 }
+
+/// `rollcall run` by hand while a worker holds one client: that client waits (and, past
+/// `--lock-wait-seconds`, is refused with nothing written); another client goes ahead; once
+/// the worker lets go, the hand run writes once.
+async fn a_run_by_hand_waits_for_the_worker_holding_its_client(backend: Backend) {
+    let fleet = fleet(backend, 2, 2, "").await;
+    let queue = fleet.open_queue().await;
+    let pipeline = rollcall::config::load(&fleet.pipeline()).unwrap_or_else(|e| panic!("{e}"));
+    let busy = pipeline.client(&client_id(0)).expect("client 0");
+    let locks = queue.locks().await.expect("locks");
+    let key = rollcall::queue::worker::lease_key(&pipeline, busy);
+    let lease = locks
+        .try_acquire(&key, "worker-elsewhere", Duration::from_secs(60))
+        .await
+        .expect("lock store")
+        .expect("free");
+    let run = |client: &str| {
+        fleet
+            .rollcall()
+            .args(["run", &fleet.pipeline().display().to_string()])
+            .args(["--client", client, "--lock-wait-seconds", "1"])
+            .output()
+            .expect("rollcall run")
+    };
+
+    let refused = run(&client_id(0));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("is being synced by a worker"), "{stderr}");
+    assert_eq!(fleet.sandbox.writes(), 0);
+
+    let other = run(&client_id(1));
+    assert!(
+        other.status.success(),
+        "{}",
+        String::from_utf8_lossy(&other.stderr)
+    );
+    let written = fleet.sandbox.writes();
+    assert!(written > 0);
+
+    locks.release(&lease).await.expect("release");
+    let after = run(&client_id(0));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert_written_once(&fleet.sandbox, 2, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_by_hand_waits_for_the_worker_holding_its_client_on_sqlite() {
+    a_run_by_hand_waits_for_the_worker_holding_its_client(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_by_hand_waits_for_the_worker_holding_its_client_on_redis() {
+    let Some(backend) = Backend::redis("a run by hand on redis") else {
+        return;
+    };
+    a_run_by_hand_waits_for_the_worker_holding_its_client(backend).await;
+}
