@@ -442,9 +442,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Invalid);
             }
-            let store = Store::open(&cli.store).await?;
-            let queue = open_queue(&cli.queue, &cli.store, jobs.liveness()).await?;
-            let store = share_tokens(store, &queue);
+            let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
             let parts = crate::web::ServiceParts {
                 pipelines,
                 store,
@@ -470,9 +468,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipelines) = load_all(&files) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
-            let queue = open_queue(&cli.queue, &cli.store, jobs.liveness()).await?;
-            let store = share_tokens(store, &queue);
+            let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
             let metrics = Arc::new(crate::metrics::Metrics::default());
             crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
             if let Some(addr) = metrics_listen {
@@ -1042,16 +1038,11 @@ impl Hand<'_> {
             crate::queue::Liveness::default(),
         )
         .await?;
-        let keys = self
-            .pipeline
-            .clients
-            .iter()
-            .filter(|c| {
-                self.client
-                    .is_none_or(|name| self.pipeline.client(name).is_some_and(|f| f.name == c.name))
-            })
-            .map(|c| crate::queue::worker::lease_key(self.pipeline, c))
-            .collect();
+        let key = |c| crate::queue::worker::lease_key(self.pipeline, c);
+        let keys = match self.client {
+            Some(name) => self.pipeline.client(name).into_iter().map(key).collect(),
+            None => self.pipeline.clients.iter().map(key).collect(),
+        };
         let holder = format!("rollcall by hand (pid {})", std::process::id());
         let ttl = crate::queue::worker::WorkerOptions::default().lock_ttl;
         let set = match LeaseSet::acquire(queue.locks().await?, keys, &holder, ttl, self.wait).await
@@ -1087,6 +1078,17 @@ async fn open_queue(
         ));
     }
     Ok(queue)
+}
+
+/// The store and the queue, as workers use them together (tokens shared through the queue).
+async fn open_shared(
+    queue: &Option<String>,
+    store: &Path,
+    liveness: crate::queue::Liveness,
+) -> anyhow::Result<(Store, crate::queue::Queue)> {
+    let local = Store::open(store).await?;
+    let queue = open_queue(queue, store, liveness).await?;
+    Ok((share_tokens(local, &queue), queue))
 }
 
 /// The store as workers on this queue use it: with the queue on Redis, OAuth tokens move to

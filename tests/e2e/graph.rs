@@ -243,15 +243,7 @@ async fn a_change_in_entra_id_reaches_serve_through_its_subscription_and_is_sync
     let service = Service::start(parts, Some(WorkerOptions::default()))
         .await
         .expect("service");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(rollcall::web::serve(
-        service.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    let url = crate::support::serve_on_loopback(&service).await;
 
     // Three clients share one tenant: one subscription on users and one on groups, made
     // through the handshake against the running service.

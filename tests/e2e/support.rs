@@ -210,3 +210,17 @@ pub async fn connect_through_cli(pipeline: &Path, store: &Path) -> (String, Stri
     );
     (consent, back)
 }
+
+/// Serves `service` on a free loopback port until the test ends; its base URL.
+pub async fn serve_on_loopback(service: &std::sync::Arc<rollcall::web::Service>) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(rollcall::web::serve(
+        service.clone(),
+        listener,
+        std::future::pending(),
+    ));
+    url
+}

@@ -33,15 +33,7 @@ async fn served(debounce: Duration) -> Served {
         graph_client_state: Some(Secret::new(CLIENT_STATE)),
     };
     let service = service_with_worker(&world, pipeline, secrets, debounce).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(rollcall::web::serve(
-        service.clone(),
-        listener,
-        std::future::pending(),
-    ));
+    let url = crate::support::serve_on_loopback(&service).await;
     Served {
         world,
         service,

@@ -2335,6 +2335,18 @@ fn render_subscription(stored: &StoredSubscription) -> Value {
     serde_json::to_value(&stored.wire).unwrap_or(Value::Null)
 }
 
+/// One subscription as Graph answers a GET or a create: with its `@odata.context`.
+fn subscription_entity(base: &str, stored: &StoredSubscription) -> Value {
+    let mut value = render_subscription(stored);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "@odata.context".to_owned(),
+            Value::String(format!("{base}/v1.0/$metadata#subscriptions/$entity")),
+        );
+    }
+    value
+}
+
 async fn list_subscriptions(
     AxumState(shared): AxumState<Arc<Shared>>,
 ) -> Result<Json<Value>, GraphError> {
@@ -2370,16 +2382,7 @@ async fn get_subscription(
 ) -> Result<Json<Value>, GraphError> {
     let mut db = shared.db();
     let stored = live_subscription(&mut db, &id)?;
-    let mut value = render_subscription(stored);
-    if let Value::Object(map) = &mut value {
-        map.insert(
-            "@odata.context".to_owned(),
-            Value::String(format!(
-                "{}/v1.0/$metadata#subscriptions/$entity",
-                shared.base
-            )),
-        );
-    }
+    let value = subscription_entity(&shared.base, stored);
     Ok(Json(value))
 }
 
@@ -2483,16 +2486,7 @@ async fn create_subscription(
         target,
         change_types,
     };
-    let mut value = render_subscription(&stored);
-    if let Value::Object(map) = &mut value {
-        map.insert(
-            "@odata.context".to_owned(),
-            Value::String(format!(
-                "{}/v1.0/$metadata#subscriptions/$entity",
-                shared.base
-            )),
-        );
-    }
+    let value = subscription_entity(&shared.base, &stored);
     shared
         .db()
         .subscriptions
