@@ -264,6 +264,16 @@ const CASES: &[Case] = &[
         ],
     },
     Case {
+        name: "an LDAP base DN split by YAML at its commas",
+        from: "    directory: { file: { path: acme.csv } }\n",
+        to: "    directory:\n      ldap:\n        url: ldaps://dc1.acme.local\n        bind_dn: svc@acme.local\n        password: ${ROLLCALL_TEST_LDAP:-x}\n        base_dns: [OU=Staff,DC=acme,DC=local]\n",
+        expect: &[
+            "p.yaml:26:",
+            "read as 3 separate ones",
+            "[\"OU=Staff,DC=acme,DC=local\"]",
+        ],
+    },
+    Case {
         name: "unknown counting mode",
         from: "    unit_price: 35\n",
         to: "    unit_price: 35\n    count: devices\n",

@@ -54,6 +54,23 @@ clients:
     )
 }
 
+/// Whether the one client's directory read was complete (`None`: no read was made).
+fn read_complete(plan: &rollcall::run::PipelinePlan) -> Option<bool> {
+    plan.clients[0]
+        .completeness
+        .as_ref()
+        .map(|c| c.is_complete())
+}
+
+fn assert_none_failed(outcomes: &[rollcall::apply::ClientOutcome]) {
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| !matches!(o.state, OutcomeState::Failed { .. })),
+        "{outcomes:?}"
+    );
+}
+
 /// A TCP relay in front of slapd that, once armed, kills the server after `cut_after` bytes
 /// of answers have passed on one connection: the server dies mid-paging at the same point on
 /// every run, which a timer could not promise.
@@ -125,14 +142,7 @@ async fn an_ldap_pipeline_bills_disables_and_never_lowers_on_a_cut_read() {
 
     // First run: everyone enabled is billed.
     let plan = w.plan(false).await;
-    assert!(
-        plan.clients[0]
-            .completeness
-            .as_ref()
-            .is_some_and(|c| c.is_complete()),
-        "{:?}",
-        plan.clients[0]
-    );
+    assert_eq!(read_complete(&plan), Some(true), "{:?}", plan.clients[0]);
     w.apply(&plan, false).await;
     let helpdesk = d.enabled() as u32;
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(helpdesk));
@@ -173,11 +183,9 @@ async fn an_ldap_pipeline_bills_disables_and_never_lowers_on_a_cut_read() {
     let writes = w.sandbox.write_requests();
     let plan = w.plan(true).await;
     let client = &plan.clients[0];
-    assert!(
-        client
-            .completeness
-            .as_ref()
-            .is_some_and(|c| !c.is_complete()),
+    assert_eq!(
+        read_complete(&plan),
+        Some(false),
         "a read cut short must be incomplete: {client:?}"
     );
     assert!(
@@ -195,14 +203,71 @@ async fn an_ldap_pipeline_bills_disables_and_never_lowers_on_a_cut_read() {
         .filter(|c| matches!(c.change.kind(), "deactivate_contact" | "update_addition"))
         .count();
     assert_eq!(lowering, 0, "{:?}", plan.changes);
-    let outcomes = w.apply(&plan, false).await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| !matches!(o.state, OutcomeState::Failed { .. })),
-        "{outcomes:?}"
-    );
+    assert_none_failed(&w.apply(&plan, false).await);
     assert_eq!(w.sandbox.write_requests(), writes, "nothing written");
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(helpdesk - 1));
     assert_eq!(w.quantity("M365-BP").await, Some(m365 - 1));
+}
+
+/// `mappings/examples/active-directory.yaml` itself, pointed at a lab directory over ldaps with
+/// its CA: what the README's walk-through shows is what is tested, seat for seat.
+#[tokio::test]
+async fn the_active_directory_example_bills_a_lab_directory_over_ldaps() {
+    if !rollcall_harness::servers_available("e2e ldap example", Slapd::PROGRAMS) {
+        return;
+    }
+    let slapd = Slapd::start(USERS).expect("slapd");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/mappings/examples/active-directory.yaml"
+    ))
+    .expect("example");
+    let ca = slapd.ca_file().display().to_string();
+    let yaml = example
+        .replace("http://127.0.0.1:8421/v4_6_release/apis/3.0", "SANDBOX_URL")
+        .replace(
+            "client_id: 00000000-0000-4000-8000-000000000000",
+            "client_id: 00000000-0000-4000-8000-000000000000\n    rate_limit_per_second: 200",
+        )
+        .replace("ldaps://127.0.0.1:6636", &slapd.ldaps_url())
+        .replace("/tmp/rollcall-lab/ca.pem", &ca);
+    let settings: Vec<&str> = yaml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect();
+    for lab in ["8421", "6636", "/tmp/rollcall-lab"] {
+        assert!(
+            !settings.iter().any(|l| l.contains(lab)),
+            "the example moved away from {lab}"
+        );
+    }
+    let w = World::with_pipeline(&yaml, "").await;
+
+    // What the generator put there, worked out from its own facts: enabled people outside the
+    // contractors' OU, in Billable through two levels of nesting, and Sales among them.
+    let d = slapd.directory();
+    let billed = |u: &&data::User| u.enabled && !u.dn.ends_with(data::CONTRACTORS);
+    let everyone = d.users.iter().filter(billed).count() as u32;
+    let in_group = |g: &str| {
+        d.users
+            .iter()
+            .filter(billed)
+            .filter(|u| u.groups.iter().any(|x| x == g))
+            .count() as u32
+    };
+    let (billable, sales) = (in_group("Billable"), in_group("GRP-Sales"));
+    assert!(
+        sales > 0 && sales < billable && billable <= everyone,
+        "{sales} {billable} {everyone}"
+    );
+
+    let plan = w.plan(false).await;
+    assert_eq!(read_complete(&plan), Some(true), "{:?}", plan.clients[0]);
+    assert_none_failed(&w.apply(&plan, false).await);
+    assert_eq!(w.quantity("HELPDESK-USER").await, Some(billable));
+    assert_eq!(w.quantity("M365-E3").await, Some(sales));
+    assert_eq!(w.quantity("SEC-AWARE").await, Some(everyone));
+    let writes = w.sandbox.write_requests();
+    assert!(w.plan(false).await.is_empty(), "a resync plans nothing");
+    assert_eq!(w.sandbox.write_requests(), writes);
 }

@@ -855,6 +855,15 @@ impl LdapDirectory {
         // the checks that have always worded it, and it serves the root DSE and ranged
         // attributes; the wire then carries the paged searches, decoded in this task as whole
         // socket reads (of up to 256 KiB) arrive, so a wake-up hands over dozens of entries.
+        // A pipeline cannot name no base (its reader refuses it), but code can: reading nobody
+        // must be an error, never a complete read of no one.
+        if self.config.base_dns.is_empty() {
+            return Err(LdapError::NoSuchBase {
+                server: self.server(),
+                base_dn: "(none: `base_dns` is empty)".to_owned(),
+                matched: String::new(),
+            });
+        }
         let ldap = self.connect().await?;
         let wire = match self.open_wire().await {
             Ok(w) => w,

@@ -52,12 +52,14 @@ pub struct Config {
     pub password: Secret,
 
     /// Where people are searched, e.g. `OU=Staff,DC=acme,DC=local`. Several bases are read in
-    /// turn; a person found under two is counted once.
+    /// turn; a person found under two is counted once. In a `[ ]` list, quote each DN: YAML
+    /// splits an unquoted one at its commas.
+    #[serde(deserialize_with = "base_dn_list")]
     pub base_dns: Vec<String>,
 
     /// Where groups are searched to work out nested membership. Defaults to `base_dns`; set it
     /// when groups live elsewhere (`OU=Groups,DC=acme,DC=local`, or the domain root).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "dn_list")]
     pub group_base_dns: Vec<String>,
 
     /// `subtree` (the base and everything below, the default) or `one_level` (entries directly
@@ -73,7 +75,7 @@ pub struct Config {
 
     /// OUs whose people are skipped, by DN (`OU=Disabled Users,OU=Staff,DC=acme,DC=local`);
     /// everything below them is skipped too.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "dn_list")]
     pub exclude_ous: Vec<String>,
 
     /// Further attributes to read into each person's attributes, for the pipeline's rules
@@ -152,6 +154,58 @@ pub enum NestedGroups {
     Client,
 }
 
+/// Reads a list of DNs, refusing what cannot be one at its line and column: a DN list slip
+/// otherwise shows up only at run time, as a base that "does not exist" or an OU never excluded.
+fn dn_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    let dns = <Vec<String> as serde::Deserialize>::deserialize(deserializer)?;
+    check_dns(&dns).map_err(serde::de::Error::custom)?;
+    Ok(dns)
+}
+
+/// [`dn_list`], which must name at least one base: no base would read nobody, and a read of
+/// nobody must never look complete.
+fn base_dn_list<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<String>, D::Error> {
+    let dns = dn_list(deserializer)?;
+    if dns.is_empty() {
+        return Err(serde::de::Error::custom(
+            "`base_dns` names no DN: give at least one, e.g. [\"OU=Staff,DC=acme,DC=local\"]",
+        ));
+    }
+    Ok(dns)
+}
+
+/// Why `dns` cannot be a list of DNs, if it cannot.
+fn check_dns(dns: &[String]) -> Result<(), String> {
+    // `[OU=Staff,DC=acme,DC=local]` is three strings to YAML: a flow sequence splits at commas.
+    // Several one-component "DNs", one of them a bare `DC=`, are that slip, not a real list.
+    let single = |dn: &String| !dn.contains(',');
+    if dns.len() > 1
+        && dns.iter().all(single)
+        && dns[1..]
+            .iter()
+            .any(|dn| dn.trim_start().to_ascii_lowercase().starts_with("dc="))
+    {
+        return Err(format!(
+            "these DNs were read as {} separate ones ({}): in a [ ] list YAML splits at commas, so \
+             quote each DN: [\"{}\"], or write one per line after `- `",
+            dns.len(),
+            dns.join(" | "),
+            dns.join(",")
+        ));
+    }
+    for dn in dns {
+        let component = dn.split(',').next().unwrap_or_default();
+        if dn.trim().is_empty() || !component.contains('=') {
+            return Err(format!(
+                "`{dn}` is not a DN: write it as `OU=Staff,DC=acme,DC=local`"
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn default_filter() -> String {
     DEFAULT_FILTER.to_owned()
 }
@@ -228,10 +282,40 @@ mod tests {
     }
 
     #[test]
+    fn dn_lists_split_by_yaml_or_empty_are_refused() {
+        let with = |field: &str, value: serde_json::Value| {
+            let mut yaml = serde_json::json!({
+                "url": "ldaps://dc1", "bind_dn": "a", "password": "${X:-x}",
+                "base_dns": ["OU=Staff,DC=acme,DC=local"],
+            });
+            yaml[field] = value;
+            serde_json::from_value::<Config>(yaml).map_err(|e| e.to_string())
+        };
+        let split = serde_json::json!(["OU=Staff", "DC=acme", "DC=local"]);
+        for field in ["base_dns", "group_base_dns", "exclude_ous"] {
+            let err = with(field, split.clone()).unwrap_err();
+            assert!(
+                err.contains("read as 3 separate ones")
+                    && err.contains("OU=Staff,DC=acme,DC=local"),
+                "{field}: {err}"
+            );
+            let err = with(field, serde_json::json!(["Staff"])).unwrap_err();
+            assert!(err.contains("`Staff` is not a DN"), "{field}: {err}");
+        }
+        let err = with("base_dns", serde_json::json!([])).unwrap_err();
+        assert!(err.contains("names no DN"), "{err}");
+        // Two whole DNs, and a single-label domain, are lists a pipeline may mean.
+        let two = serde_json::json!(["OU=Staff,DC=acme,DC=local", "OU=Sales,DC=acme,DC=local"]);
+        assert_eq!(with("base_dns", two).expect("two bases").base_dns.len(), 2);
+        assert!(with("base_dns", serde_json::json!(["DC=acme"])).is_ok());
+        assert!(with("group_base_dns", serde_json::json!([])).is_ok());
+    }
+
+    #[test]
     fn unknown_fields_are_refused() {
         let yaml = serde_json::json!({
-            "url": "ldaps://dc1", "bind_dn": "a", "password": "${X:-x}", "base_dns": [],
-            "pasword": "oops",
+            "url": "ldaps://dc1", "bind_dn": "a", "password": "${X:-x}",
+            "base_dns": ["DC=acme,DC=local"], "pasword": "oops",
         });
         let err = serde_json::from_value::<Config>(yaml)
             .unwrap_err()

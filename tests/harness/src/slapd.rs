@@ -48,6 +48,12 @@ impl Slapd {
     }
 
     pub fn start_with(directory: Directory) -> Result<Slapd, String> {
+        Self::start_on(directory, None)
+    }
+
+    /// As [`Slapd::start_with`], on the given (ldap, ldaps) ports when `ports` is set, for a lab
+    /// whose pipeline names a fixed URL; otherwise on free ports.
+    pub fn start_on(directory: Directory, ports: Option<(u16, u16)>) -> Result<Slapd, String> {
         let dir = tempfile::Builder::new()
             .prefix("rollcall-slapd-")
             .tempdir()
@@ -75,18 +81,19 @@ impl Slapd {
             ca,
             directory,
         };
-        slapd.launch()?;
+        slapd.launch(ports)?;
         Ok(slapd)
     }
 
-    fn launch(&mut self) -> Result<(), String> {
+    fn launch(&mut self, fixed: Option<(u16, u16)>) -> Result<(), String> {
         let d = self.dir.path().to_owned();
         let log = d.join("slapd.log");
         // Ports are picked free and then handed to slapd; retry if another process took one
-        // in between.
+        // in between. Fixed ports get one try: they are either free or not.
         let mut last = String::new();
-        for _ in 0..5 {
-            let (port, tls_port) = (free_port(), free_port());
+        let tries = if fixed.is_some() { 1 } else { 5 };
+        for _ in 0..tries {
+            let (port, tls_port) = fixed.unwrap_or_else(|| (free_port(), free_port()));
             // -d 0: stay in the foreground, so the PID is slapd's own.
             let args: Vec<String> = vec![
                 "-d".into(),
