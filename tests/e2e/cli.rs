@@ -252,6 +252,44 @@ fn every_example_pipeline_passes_its_tests() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
+/// A new connector's one registration line brings `rollcall init --source/--target` with it, so
+/// each must bring a starter that is valid once its secrets are set, never an empty `{}`.
+#[test]
+fn every_registered_connector_writes_a_starter_that_validates() {
+    use rollcall::config::connectors::{DIRECTORY_STARTERS, TARGET_STARTERS};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kinds = DIRECTORY_STARTERS
+        .iter()
+        .map(|(k, _)| ("--source", *k))
+        .chain(TARGET_STARTERS.iter().map(|(k, _)| ("--target", *k)));
+    for (flag, kind) in kinds {
+        let file = dir.path().join(format!("{kind}.yaml"));
+        let path = file.to_str().expect("path");
+        let o = Command::new(rollcall_bin())
+            .args(["init", path, flag, kind])
+            .output()
+            .expect("rollcall");
+        assert_eq!(o.status.code(), Some(0), "{kind}: {}", text(&o));
+        let written = std::fs::read_to_string(&file).expect("starter");
+        assert!(
+            !written.contains(": {}"),
+            "{kind} has no starter of its own:\n{written}"
+        );
+        // Every secret reference the starter makes, set as an operator would.
+        let secrets: Vec<&str> = written
+            .split("${")
+            .skip(1)
+            .filter_map(|rest| rest.split(['}', ':']).next())
+            .collect();
+        let o = Command::new(rollcall_bin())
+            .args(["validate", path])
+            .envs(secrets.iter().map(|name| (*name, "set-by-test")))
+            .output()
+            .expect("rollcall");
+        assert_eq!(o.status.code(), Some(0), "{kind}: {}", text(&o));
+    }
+}
+
 #[test]
 fn init_writes_a_starter_that_validates_and_passes_its_tests() {
     let dir = tempfile::tempdir().expect("tempdir");

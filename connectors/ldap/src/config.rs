@@ -253,12 +253,26 @@ impl Config {
 }
 
 impl DirectoryConfig for Config {
+    const STARTER: &'static str = STARTER;
+
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory> {
         let mut config = self.clone();
         config.ca_file = self.ca_file.as_ref().map(|p| pipeline_dir.join(p));
         Arc::new(LdapDirectory::new(config))
     }
 }
+
+/// The `directory:` body `rollcall init` writes for a domain controller, commented for a first
+/// setup.
+const STARTER: &str = r#"ldap:
+        url: ldaps://dc1.acme.local   # or ldap://dc1.acme.local (389) with starttls: true
+        # ca_file: acme-ca.pem   # the domain's own CA (PEM), relative to this file
+        bind_dn: svc-rollcall@acme.local   # a read-only account: a UPN, a DN or DOMAIN\user
+        password: ${ACME_LDAP_PASSWORD}   # a reference, never the value
+        base_dns: ["OU=Staff,DC=acme,DC=local"]   # quoted: YAML splits [ ] lists at commas
+        # group_base_dns: ["OU=Groups,DC=acme,DC=local"]   # where groups live, if elsewhere
+        # exclude_ous: ["OU=Disabled Users,OU=Staff,DC=acme,DC=local"]
+"#;
 
 #[cfg(test)]
 mod tests {
