@@ -73,6 +73,8 @@ struct Tally {
 #[derive(Default)]
 struct Groups {
     names: Vec<String>,
+    /// Each group's DN key, by index (the inverse of `index`).
+    keys: Vec<String>,
     /// DN key of a member (person or group) → the groups it is in directly (or, from in-chain
     /// searches, transitively).
     parents: HashMap<String, Vec<u32>>,
@@ -80,11 +82,13 @@ struct Groups {
     index: HashMap<String, u32>,
     /// Whether `parents` already holds transitive membership (in-chain): no expansion here.
     transitive: bool,
-    /// Memo of each group's ancestors, so deep nesting is walked once per group.
-    ancestors: HashMap<u32, Vec<u32>>,
+    /// Memo of each group's ancestors, by index, so deep nesting is walked once per group.
+    ancestors: Vec<Option<Vec<u32>>>,
     /// Memo of each `memberOf` value as the server wrote it (every member of a group carries
     /// the same string): the group it names, so its DN key is worked out once, not per person.
     resolved: HashMap<String, Resolved>,
+    /// The group indexes of the person being worked out; kept to spare an allocation each.
+    scratch: Vec<u32>,
 }
 
 /// A `memberOf` value, resolved.
@@ -95,14 +99,27 @@ enum Resolved {
 }
 
 impl Groups {
+    /// Adds a group found under `group_base_dns`, unless its DN key is known already.
+    fn add(&mut self, key: String, name: String) -> Option<u32> {
+        if self.index.contains_key(&key) {
+            return None;
+        }
+        let idx = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.names.push(name);
+        self.keys.push(key.clone());
+        self.index.insert(key, idx);
+        Some(idx)
+    }
+
     /// The names of every group a person is in, nesting included; cycles (which AD allows) end
     /// the walk instead of looping. `dn_key` is `None` when no group lists members (nothing
     /// would be found under it).
     fn of(&mut self, dn_key: Option<&str>, member_of: &[String]) -> Vec<String> {
-        let mut direct: Vec<u32> = dn_key
-            .and_then(|k| self.parents.get(k))
-            .cloned()
-            .unwrap_or_default();
+        let mut all = std::mem::take(&mut self.scratch);
+        all.clear();
+        if let Some(direct) = dn_key.and_then(|k| self.parents.get(k)) {
+            all.extend_from_slice(direct);
+        }
         let mut outside: Vec<String> = Vec::new();
         for dn in member_of {
             if !self.resolved.contains_key(dn.as_str()) {
@@ -112,52 +129,57 @@ impl Groups {
                 };
                 self.resolved.insert(dn.clone(), r);
             }
-            match &self.resolved[dn.as_str()] {
-                Resolved::Group(g) => direct.push(*g),
-                Resolved::Outside(name) => outside.push(name.clone()),
+            match self.resolved.get(dn.as_str()) {
+                Some(Resolved::Group(g)) => all.push(*g),
+                Some(Resolved::Outside(name)) => outside.push(name.clone()),
+                None => {}
             }
         }
-        let mut all = direct.clone();
         if !self.transitive {
-            for g in direct {
-                self.walk_ancestors(g);
-                all.extend_from_slice(&self.ancestors[&g]);
+            for i in 0..all.len() {
+                let g = all[i];
+                let ancestors = self.ancestors_of(g);
+                all.extend_from_slice(ancestors);
             }
         }
         all.sort_unstable();
         all.dedup();
-        let mut names: Vec<String> = all
-            .iter()
-            .map(|&g| self.names[g as usize].clone())
-            .collect();
+        let mut names: Vec<String> = Vec::with_capacity(all.len() + outside.len());
+        names.extend(all.iter().map(|&g| self.names[g as usize].clone()));
         for o in outside {
             if !names.contains(&o) {
                 names.push(o);
             }
         }
         names.sort();
+        self.scratch = all;
         names
     }
 
-    /// Fills the memo of `group`'s ancestors.
-    fn walk_ancestors(&mut self, group: u32) {
-        if self.ancestors.contains_key(&group) {
-            return;
+    /// Every group `group` is in through nesting, walked once and remembered.
+    fn ancestors_of(&mut self, group: u32) -> &[u32] {
+        let at = group as usize;
+        if self.ancestors.len() <= at {
+            self.ancestors.resize(self.names.len().max(at + 1), None);
         }
-        let keys: HashMap<u32, &String> = self.index.iter().map(|(k, &v)| (v, k)).collect();
-        let mut seen = HashSet::from([group]);
-        let mut stack = vec![group];
-        let mut out = Vec::new();
-        while let Some(g) = stack.pop() {
-            let Some(key) = keys.get(&g) else { continue };
-            for &p in self.parents.get(*key).map_or(&[][..], Vec::as_slice) {
-                if seen.insert(p) {
-                    out.push(p);
-                    stack.push(p);
+        if self.ancestors[at].is_none() {
+            let mut seen = HashSet::from([group]);
+            let mut stack = vec![group];
+            let mut out = Vec::new();
+            while let Some(g) = stack.pop() {
+                let Some(key) = self.keys.get(g as usize) else {
+                    continue;
+                };
+                for &p in self.parents.get(key).map_or(&[][..], Vec::as_slice) {
+                    if seen.insert(p) {
+                        out.push(p);
+                        stack.push(p);
+                    }
                 }
             }
+            self.ancestors[at] = Some(out);
         }
-        self.ancestors.insert(group, out);
+        self.ancestors[at].as_deref().unwrap_or_default()
     }
 }
 
@@ -764,15 +786,10 @@ impl LdapDirectory {
                 });
             }
             for mut e in found {
-                let key = model::dn_key(&e.dn);
-                if groups.index.contains_key(&key) {
+                let name = model::group_name(&e.dn, e.text(model::CN));
+                let Some(idx) = groups.add(model::dn_key(&e.dn), name) else {
                     continue;
-                }
-                let idx = u32::try_from(groups.names.len()).unwrap_or(u32::MAX);
-                groups
-                    .names
-                    .push(model::group_name(&e.dn, e.text(model::CN)));
-                groups.index.insert(key, idx);
+                };
                 if mode == NestedGroups::Client {
                     let members = self
                         .all_values(ldap, &mut e, model::MEMBER)
@@ -794,11 +811,10 @@ impl LdapDirectory {
         }
         if mode == NestedGroups::InChain {
             groups.transitive = true;
-            let names: Vec<(u32, String)> =
-                groups.index.iter().map(|(k, &v)| (v, k.clone())).collect();
             // The group DNs as the server wrote them are needed for the filter; keys are
             // lowercased, which AD's DN matching ignores anyway.
-            for (idx, key) in names {
+            for (idx, key) in groups.keys.clone().into_iter().enumerate() {
+                let idx = u32::try_from(idx).unwrap_or(u32::MAX);
                 let filter = format!(
                     "(&{}(memberOf:{IN_CHAIN}:={}))",
                     self.config.filter,

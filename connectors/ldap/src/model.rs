@@ -5,6 +5,7 @@
 //! [`rollcall_core::ad`], shared with the LDIF reader, so a person read live and the same person
 //! read from an export get the same id and the same enabled state.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::ber::{self, Malformed, Reader, Tag};
@@ -39,21 +40,11 @@ const PLAIN: &[&str] = &[
 
 /// The attributes a people search asks for: the ones mapped to fields, then the pipeline's.
 pub(crate) fn person_attributes(extra: &[String]) -> Vec<String> {
-    let mut attrs: Vec<String> = [
-        OBJECT_GUID,
-        ENTRY_UUID,
-        SAM_ACCOUNT_NAME,
-        UPN,
-        MAIL,
-        GIVEN_NAME,
-        SURNAME,
-        DISPLAY_NAME,
-        MEMBER_OF,
-    ]
-    .iter()
-    .chain(PLAIN)
-    .map(|s| (*s).to_owned())
-    .collect();
+    let mut attrs: Vec<String> = MAPPED
+        .iter()
+        .chain(PLAIN)
+        .map(|s| (*s).to_owned())
+        .collect();
     for e in extra {
         if !attrs.iter().any(|a| a.eq_ignore_ascii_case(e)) {
             attrs.push(e.clone());
@@ -71,18 +62,57 @@ pub(crate) fn person_attributes(extra: &[String]) -> Vec<String> {
 /// the dozen or so attributes of a person are a short list, searched in order, not a hash map.
 pub(crate) struct Entry {
     pub dn: String,
-    attrs: Vec<(String, Values)>,
+    /// Names as the server wrote them; those rollcall asks for are not copied for every entry
+    /// (see [`attribute_name`]).
+    attrs: Vec<(Cow<'static, str>, Values)>,
+}
+
+/// Read into a person's own fields.
+const MAPPED: &[&str] = &[
+    OBJECT_GUID,
+    ENTRY_UUID,
+    SAM_ACCOUNT_NAME,
+    UPN,
+    MAIL,
+    GIVEN_NAME,
+    SURNAME,
+    DISPLAY_NAME,
+    MEMBER_OF,
+];
+
+/// `name` as a static string when a people or group search asks for it by that spelling, so
+/// that the name the server sends with every entry is recognised rather than allocated once per
+/// attribute per entry.
+fn attribute_name(name: &str) -> Cow<'static, str> {
+    let known = MAPPED.iter().chain(PLAIN).chain(&[MEMBER, CN]);
+    match known.into_iter().find(|k| **k == name) {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(name.to_owned()),
+    }
 }
 
 /// An attribute's values: all text, or (if any value is not UTF-8) all bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Values {
+    /// One text value, as nearly every attribute of a person has: no list to allocate.
+    One(String),
     Text(Vec<String>),
     /// In ldap3's order: the values that are not UTF-8 first, then those that are.
     Binary(Vec<Vec<u8>>),
 }
 
 impl Values {
+    /// Moves out a single value, leaving no values behind (as taking from a list does).
+    fn take_one(&mut self) -> Option<String> {
+        match std::mem::replace(self, Values::Text(Vec::new())) {
+            Values::One(v) => Some(v),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
     /// Sorts raw values into text or binary, as ldap3's `SearchEntry::construct` does. Text
     /// values keep their buffers (the common case costs no allocation).
     fn from_raw(raw: Vec<Vec<u8>>) -> Values {
@@ -111,8 +141,12 @@ impl Entry {
     ) -> Entry {
         let attrs = text
             .into_iter()
-            .map(|(k, v)| (k, Values::Text(v)))
-            .chain(binary.into_iter().map(|(k, v)| (k, Values::Binary(v))))
+            .map(|(k, v)| (Cow::Owned(k), Values::Text(v)))
+            .chain(
+                binary
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k), Values::Binary(v))),
+            )
             .collect();
         Entry {
             dn: dn.into(),
@@ -152,20 +186,27 @@ impl Entry {
                 Tag::universal(ber::SEQUENCE),
                 "an attribute that is not a SEQUENCE",
             )?);
-            let name = text(
-                pair.expect(string, "an attribute without a name")?,
-                "an attribute name that is not UTF-8",
-            )?;
+            let name = std::str::from_utf8(pair.expect(string, "an attribute without a name")?)
+                .map(attribute_name)
+                .map_err(|_| Malformed("an attribute name that is not UTF-8"))?;
             let set = pair.expect(Tag::universal(ber::SET), "an attribute without values")?;
             // Nearly every attribute is text: each value is checked and copied in one pass, and
             // only an attribute with a value that is not UTF-8 is read again as bytes.
-            let mut texts = Vec::with_capacity(1);
+            // A single value needs no list; a second one starts one.
+            let mut one: Option<String> = None;
+            let mut texts: Vec<String> = Vec::new();
             let mut values = Reader::new(set);
             let mut binary = false;
             while !values.is_empty() {
                 let v = values.expect(string, "a value that is not an OCTET STRING")?;
                 match std::str::from_utf8(v) {
-                    Ok(t) => texts.push(t.to_owned()),
+                    Ok(t) => match one.take() {
+                        None if texts.is_empty() => one = Some(t.to_owned()),
+                        first => {
+                            texts.extend(first);
+                            texts.push(t.to_owned());
+                        }
+                    },
                     Err(_) => {
                         binary = true;
                         break;
@@ -183,6 +224,8 @@ impl Entry {
                     );
                 }
                 Values::from_raw(raw)
+            } else if let Some(v) = one {
+                Values::One(v)
             } else {
                 Values::Text(texts)
             };
@@ -200,7 +243,7 @@ impl Entry {
 
     /// The attribute names as the server wrote them.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.attrs.iter().map(|(k, _)| k.as_str())
+        self.attrs.iter().map(|(k, _)| k.as_ref())
     }
 
     /// The first text value of `name`.
@@ -212,6 +255,7 @@ impl Entry {
     pub fn texts(&self, name: &str) -> &[String] {
         match self.find(name) {
             Some(Values::Text(v)) => v,
+            Some(Values::One(v)) => std::slice::from_ref(v),
             _ => &[],
         }
     }
@@ -229,6 +273,7 @@ impl Entry {
         match self.find(name)? {
             Values::Binary(v) => v.first().map(Vec::as_slice),
             Values::Text(v) => v.first().map(String::as_bytes),
+            Values::One(v) => Some(v.as_bytes()),
         }
     }
 
@@ -242,10 +287,11 @@ impl Entry {
                 let (k, v) = self.attrs.remove(i);
                 let texts = match v {
                     Values::Text(t) => t,
+                    Values::One(t) => vec![t],
                     // ldap3 kept binary values apart, out of reach of text lookups.
                     Values::Binary(_) => Vec::new(),
                 };
-                out.push((k, texts));
+                out.push((k.into_owned(), texts));
             } else {
                 i += 1;
             }
@@ -256,7 +302,8 @@ impl Entry {
     /// Sets `name`'s text values, replacing any it had.
     pub fn set_texts(&mut self, name: &str, values: Vec<String>) {
         self.attrs.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-        self.attrs.push((name.to_owned(), Values::Text(values)));
+        self.attrs
+            .push((attribute_name(name), Values::Text(values)));
     }
 
     /// Moves out `name`'s first text value.
@@ -267,6 +314,7 @@ impl Entry {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
         match &mut slot.1 {
             Values::Text(v) if !v.is_empty() => Some(v.swap_remove(0)),
+            Values::One(_) => slot.1.take_one(),
             _ => None,
         }
     }
@@ -278,6 +326,7 @@ impl Entry {
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))?;
         match &mut slot.1 {
+            Values::One(_) => slot.1.take_one(),
             Values::Text(v) if v.len() == 1 => v.pop(),
             Values::Text(v) if !v.is_empty() => {
                 let joined = v.join("; ");
@@ -421,6 +470,41 @@ pub(crate) fn dn_key(dn: &str) -> String {
 pub(crate) fn dn_key_into(dn: &str, out: &mut String) {
     out.clear();
     let dn = dn.trim();
+    // Servers write DNs without spaces around separators: the key is then the DN lowercased,
+    // which is most of a read's DNs done without a character-by-character walk.
+    let spaced = dn.as_bytes().windows(2).any(|w| {
+        matches!(
+            (w[0], w[1]),
+            (b',' | b'=' | b'+', b' ') | (b' ', b',' | b'=' | b'+')
+        )
+    });
+    if !spaced {
+        out.push_str(dn);
+        out.make_ascii_lowercase();
+        // Names such as Müller or Nguyễn have no capitals beyond ASCII; one that has (Ä, Ω) is
+        // lowercased character by character.
+        let unicode_capitals = !dn.is_ascii()
+            && dn
+                .chars()
+                .any(|c| !c.is_ascii() && !c.to_lowercase().eq(std::iter::once(c)));
+        if unicode_capitals {
+            out.clear();
+            for c in dn.chars() {
+                if c.is_ascii() {
+                    out.push(c.to_ascii_lowercase());
+                } else {
+                    out.extend(c.to_lowercase());
+                }
+            }
+        }
+        return;
+    }
+    walked_dn_key(dn, out);
+}
+
+/// [`dn_key_into`] of a trimmed DN that may have spaces around separators, walked character
+/// by character.
+fn walked_dn_key(dn: &str, out: &mut String) {
     if dn.is_ascii() {
         return ascii_dn_key(dn, out);
     }
@@ -447,6 +531,8 @@ pub(crate) fn dn_key_into(dn: &str, out: &mut String) {
                     chars.next();
                 }
             }
+            // Most of a non-ASCII DN is still ASCII: only the rest needs Unicode's tables.
+            c if c.is_ascii() => out.push(c.to_ascii_lowercase()),
             c => out.extend(c.to_lowercase()),
         }
     }
@@ -512,11 +598,13 @@ pub(crate) struct Range {
 /// Parses the range option of `description` if it names `attribute`: `Some` for
 /// `member;range=0-1499`, `None` for `member` or another attribute.
 pub(crate) fn parse_range(description: &str, attribute: &str) -> Option<Range> {
-    let mut parts = description.split(';');
-    if !parts.next()?.eq_ignore_ascii_case(attribute) {
-        return None;
-    }
-    let range = parts.find_map(|p| {
+    // Asked of every attribute of every entry: most are not `attribute;…` at all, which the
+    // prefix tells without splitting anything.
+    let options = description
+        .get(..attribute.len())
+        .filter(|name| name.eq_ignore_ascii_case(attribute))
+        .and_then(|_| description[attribute.len()..].strip_prefix(';'))?;
+    let range = options.split(';').find_map(|p| {
         p.get(..6)
             .filter(|k| k.eq_ignore_ascii_case("range="))
             .map(|_| &p[6..])
@@ -592,6 +680,22 @@ mod tests {
         assert!(e.texts("mail").is_empty());
         let names: Vec<&str> = e.names().collect();
         assert_eq!(names, ["objectGUID", "sAMAccountName", "memberOf", "mail"]);
+        // Taking a value leaves none behind, whether the attribute held one value or several.
+        let mut e = e;
+        assert_eq!(e.take_first("samaccountname").as_deref(), Some("zmuller"));
+        assert_eq!(e.take_first("sAMAccountName"), None);
+        assert!(e.texts("sAMAccountName").is_empty());
+        assert_eq!(
+            e.take_joined("memberOf").as_deref(),
+            Some("CN=A,DC=x; CN=B,DC=x")
+        );
+        assert_eq!(e.take_joined("memberOf"), None);
+        // An attribute rollcall does not know by name keeps the server's spelling.
+        let other = Entry::from_wire(&wire_entry("CN=x", &[("extensionAttribute1", &[b"7"])]));
+        assert_eq!(
+            other.unwrap().names().collect::<Vec<_>>(),
+            ["extensionAttribute1"]
+        );
     }
 
     #[test]
@@ -690,6 +794,19 @@ mod tests {
         dn_key_into("CN=A ,DC=B", &mut buf);
         assert_eq!(buf, "cn=a,dc=b");
         let staff = dn_key("OU=Staff,DC=x");
+        // The lowercasing shortcut for DNs written without spaces agrees with the full walk.
+        for dn in [
+            "CN=Zoë Nguyễn u000004,OU=Sales,OU=Staff,DC=example,DC=test",
+            "CN=Smith\\, John,OU=IT,DC=Acme,DC=Local",
+            "CN=ΑΘΗΝΑ+UID=7,DC=X",
+            "cn=already lower,dc=x",
+            "CN=İstanbul Ofis,DC=X",
+            "CN=ǅemal Müller,DC=X",
+        ] {
+            let mut walked = String::new();
+            walked_dn_key(dn, &mut walked);
+            assert_eq!(dn_key(dn), walked, "{dn}");
+        }
         assert!(is_under(&dn_key("CN=a,OU=Staff,DC=x"), &staff));
         assert!(is_under(&staff, &staff));
         assert!(!is_under(&dn_key("CN=a,OU=NotStaff,DC=x"), &staff));
@@ -714,5 +831,14 @@ mod tests {
         assert_eq!(parse_range("member", "member"), None);
         assert_eq!(parse_range("memberOf;range=0-1", "member"), None);
         assert_eq!(parse_range("member;range=x-1", "member"), None);
+        assert_eq!(parse_range("memberX;range=0-1", "member"), None);
+        assert_eq!(parse_range("mé;range=0-1", "member"), None);
+        assert_eq!(
+            parse_range("member;x-tag;range=0-5", "member"),
+            Some(Range {
+                low: 0,
+                high: Some(5)
+            })
+        );
     }
 }
