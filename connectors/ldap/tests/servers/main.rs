@@ -6,4 +6,5 @@
 
 mod common;
 mod samba;
+mod silent;
 mod slapd;
