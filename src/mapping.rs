@@ -88,9 +88,20 @@ impl Predicate {
         match self.program.execute(&vars.context) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("yields {other:?}, not true or false")),
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(missing_key_hint(e.to_string())),
         }
     }
+}
+
+/// CEL's "No such key: title", said of a person whose directory did not return that attribute
+/// (LDAP leaves empty attributes out), with how to write the rule so it holds for everyone.
+fn missing_key_hint(message: String) -> String {
+    let Some(key) = message.strip_prefix("No such key: ").map(str::trim) else {
+        return message;
+    };
+    format!(
+        "{message}: this person has no `{key}` (write `'{key}' in attributes && …` to test for it first)"
+    )
 }
 
 /// `groups.exists(g, g == 'x')` binds `g`; CEL reports it as a variable reference.
@@ -792,6 +803,28 @@ fn contact_fields(
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn a_rule_on_an_attribute_a_person_lacks_says_how_to_guard_it() {
+        let rule = super::Predicate::compile("attributes.department == 'Sales'").expect("rule");
+        let without = Person {
+            id: "p1".to_owned(),
+            ..Person::default()
+        };
+        let err = rule
+            .eval(&super::PersonVars::new(&without))
+            .expect_err("no department");
+        assert!(
+            err.contains("No such key: department")
+                && err.contains("'department' in attributes && …"),
+            "{err}"
+        );
+        let guarded = super::Predicate::compile(
+            "'department' in attributes && attributes.department == 'Sales'",
+        )
+        .expect("rule");
+        assert_eq!(guarded.eval(&super::PersonVars::new(&without)), Ok(false));
+    }
 
     use proptest::prelude::*;
     use rollcall_core::{DirectoryRead, License, Person};
