@@ -804,6 +804,11 @@ fn contact_fields(
 mod tests {
     use std::path::Path;
 
+    use proptest::prelude::*;
+    use rollcall_core::{DirectoryRead, License, Person};
+
+    use crate::config;
+
     #[test]
     fn a_rule_on_an_attribute_a_person_lacks_says_how_to_guard_it() {
         let rule = super::Predicate::compile("attributes.department == 'Sales'").expect("rule");
@@ -825,11 +830,6 @@ mod tests {
         .expect("rule");
         assert_eq!(guarded.eval(&super::PersonVars::new(&without)), Ok(false));
     }
-
-    use proptest::prelude::*;
-    use rollcall_core::{DirectoryRead, License, Person};
-
-    use crate::config;
 
     const PIPELINE: &str = r#"name: t
 target: { connectwise: { url: "http://127.0.0.1:9", company_id: x, public_key: "${A:-a}", private_key: "${B:-b}", client_id: c } }

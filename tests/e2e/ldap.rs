@@ -246,16 +246,12 @@ async fn the_active_directory_example_bills_a_lab_directory_over_ldaps() {
     // What the generator put there, worked out from its own facts: enabled people outside the
     // contractors' OU, in Billable through two levels of nesting, and Sales among them.
     let d = slapd.directory();
-    let billed = |u: &&data::User| u.enabled && !u.dn.ends_with(data::CONTRACTORS);
-    let everyone = d.users.iter().filter(billed).count() as u32;
-    let in_group = |g: &str| {
-        d.users
-            .iter()
-            .filter(billed)
-            .filter(|u| u.groups.iter().any(|x| x == g))
-            .count() as u32
-    };
-    let (billable, sales) = (in_group("Billable"), in_group("GRP-Sales"));
+    let count = |group| d.billed(group) as u32;
+    let (everyone, billable, sales) = (
+        count(None),
+        count(Some("Billable")),
+        count(Some("GRP-Sales")),
+    );
     assert!(
         sales > 0 && sales < billable && billable <= everyone,
         "{sales} {billable} {everyone}"

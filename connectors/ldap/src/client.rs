@@ -129,10 +129,9 @@ impl Groups {
                 };
                 self.resolved.insert(dn.clone(), r);
             }
-            match self.resolved.get(dn.as_str()) {
-                Some(Resolved::Group(g)) => all.push(*g),
-                Some(Resolved::Outside(name)) => outside.push(name.clone()),
-                None => {}
+            match &self.resolved[dn.as_str()] {
+                Resolved::Group(g) => all.push(*g),
+                Resolved::Outside(name) => outside.push(name.clone()),
             }
         }
         if !self.transitive {
@@ -867,10 +866,6 @@ impl LdapDirectory {
         &self,
         on_person: &mut (dyn FnMut(Person) + Send),
     ) -> Result<ReadSummary, LdapError> {
-        // Two connections: ldap3's opens first, so a wrong password, CA or port is worded by
-        // the checks that have always worded it, and it serves the root DSE and ranged
-        // attributes; the wire then carries the paged searches, decoded in this task as whole
-        // socket reads (of up to 256 KiB) arrive, so a wake-up hands over dozens of entries.
         // A pipeline cannot name no base (its reader refuses it), but code can: reading nobody
         // must be an error, never a complete read of no one.
         if self.config.base_dns.is_empty() {
@@ -880,6 +875,10 @@ impl LdapDirectory {
                 matched: String::new(),
             });
         }
+        // Two connections: ldap3's opens first, so a wrong password, CA or port is worded by
+        // the checks that have always worded it, and it serves the root DSE and ranged
+        // attributes; the wire then carries the paged searches, decoded in this task as whole
+        // socket reads (of up to 256 KiB) arrive, so a wake-up hands over dozens of entries.
         let ldap = self.connect().await?;
         let wire = match self.open_wire().await {
             Ok(w) => w,

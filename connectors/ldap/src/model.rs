@@ -84,8 +84,8 @@ const MAPPED: &[&str] = &[
 /// that the name the server sends with every entry is recognised rather than allocated once per
 /// attribute per entry.
 fn attribute_name(name: &str) -> Cow<'static, str> {
-    let known = MAPPED.iter().chain(PLAIN).chain(&[MEMBER, CN]);
-    match known.into_iter().find(|k| **k == name) {
+    let mut known = MAPPED.iter().chain(PLAIN).chain(&[MEMBER, CN]);
+    match known.find(|k| **k == name) {
         Some(k) => Cow::Borrowed(k),
         None => Cow::Owned(name.to_owned()),
     }
@@ -104,13 +104,10 @@ pub(crate) enum Values {
 impl Values {
     /// Moves out a single value, leaving no values behind (as taking from a list does).
     fn take_one(&mut self) -> Option<String> {
-        match std::mem::replace(self, Values::Text(Vec::new())) {
-            Values::One(v) => Some(v),
-            other => {
-                *self = other;
-                None
-            }
-        }
+        let Values::One(v) = self else { return None };
+        let v = std::mem::take(v);
+        *self = Values::Text(Vec::new());
+        Some(v)
     }
 
     /// Sorts raw values into text or binary, as ldap3's `SearchEntry::construct` does. Text
@@ -478,32 +475,22 @@ pub(crate) fn dn_key_into(dn: &str, out: &mut String) {
             (b',' | b'=' | b'+', b' ') | (b' ', b',' | b'=' | b'+')
         )
     });
-    if !spaced {
+    // Names such as Müller or Nguyễn have no capitals beyond ASCII; one that has (Ä, Ω) needs
+    // Unicode's tables.
+    let unicode_capitals = !dn.is_ascii()
+        && dn
+            .chars()
+            .any(|c| !c.is_ascii() && !c.to_lowercase().eq(std::iter::once(c)));
+    if !spaced && !unicode_capitals {
         out.push_str(dn);
         out.make_ascii_lowercase();
-        // Names such as Müller or Nguyễn have no capitals beyond ASCII; one that has (Ä, Ω) is
-        // lowercased character by character.
-        let unicode_capitals = !dn.is_ascii()
-            && dn
-                .chars()
-                .any(|c| !c.is_ascii() && !c.to_lowercase().eq(std::iter::once(c)));
-        if unicode_capitals {
-            out.clear();
-            for c in dn.chars() {
-                if c.is_ascii() {
-                    out.push(c.to_ascii_lowercase());
-                } else {
-                    out.extend(c.to_lowercase());
-                }
-            }
-        }
         return;
     }
     walked_dn_key(dn, out);
 }
 
-/// [`dn_key_into`] of a trimmed DN that may have spaces around separators, walked character
-/// by character.
+/// [`dn_key_into`] of a trimmed DN with spaces around separators or capitals beyond ASCII,
+/// walked character by character.
 fn walked_dn_key(dn: &str, out: &mut String) {
     if dn.is_ascii() {
         return ascii_dn_key(dn, out);
@@ -797,7 +784,7 @@ mod tests {
         // The lowercasing shortcut for DNs written without spaces agrees with the full walk.
         for dn in [
             "CN=Zoë Nguyễn u000004,OU=Sales,OU=Staff,DC=example,DC=test",
-            "CN=Smith\\, John,OU=IT,DC=Acme,DC=Local",
+            "CN=Smith\\,John,OU=IT,DC=Acme,DC=Local",
             "CN=ΑΘΗΝΑ+UID=7,DC=X",
             "cn=already lower,dc=x",
             "CN=İstanbul Ofis,DC=X",

@@ -87,6 +87,16 @@ impl Directory {
             .count()
     }
 
+    /// The people a pipeline bills when it counts enabled accounts and leaves [`CONTRACTORS`]
+    /// out, in `group` (nesting included) when one is named.
+    pub fn billed(&self, group: Option<&str>) -> usize {
+        self.users
+            .iter()
+            .filter(|u| u.enabled && !u.dn.ends_with(CONTRACTORS))
+            .filter(|u| group.is_none_or(|g| u.groups.iter().any(|x| x == g)))
+            .count()
+    }
+
     pub fn in_group(&self, group: &str) -> usize {
         self.users
             .iter()

@@ -86,20 +86,7 @@ async fn main() {
         std::process::exit(1);
     }
     let d = server.directory();
-    let billable = d
-        .users
-        .iter()
-        .filter(|u| u.enabled && !u.dn.ends_with(data::CONTRACTORS))
-        .count();
-    let sales = d
-        .users
-        .iter()
-        .filter(|u| {
-            u.enabled
-                && !u.dn.ends_with(data::CONTRACTORS)
-                && u.groups.iter().any(|g| g == "GRP-Sales")
-        })
-        .count();
+    let (billable, sales) = (d.billed(None), d.billed(Some("GRP-Sales")));
     println!(
         "lab directory up: OpenLDAP slapd with {} generated people (pid {})
   url       {}  (or {} with starttls: true)
