@@ -947,13 +947,12 @@ async fn value_report(
     output: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
     use crate::report::value_report::{self, ValueReportError};
-    let Some(pipeline) = load_for(inv.bill_day, &file, Some(&client)) else {
+    let Some((pipeline, store)) = one_client(inv, &file, &client).await? else {
         return Ok(Exit::Invalid);
     };
-    let Some(c) = pipeline.client(&client) else {
-        return Ok(Exit::Invalid);
-    };
-    let store = Store::open(&inv.store).await?;
+    let c = pipeline
+        .client(&client)
+        .context("the client was checked on loading")?;
     let billing = pipeline
         .target
         .build(&store.build_context())
@@ -1025,13 +1024,12 @@ async fn explain(
     person: Option<String>,
     product: Option<String>,
 ) -> anyhow::Result<Exit> {
-    let Some(pipeline) = load_for(inv.bill_day, &file, Some(&client)) else {
+    let Some((pipeline, store)) = one_client(inv, &file, &client).await? else {
         return Ok(Exit::Invalid);
     };
-    let Some(c) = pipeline.client(&client) else {
-        return Ok(Exit::Invalid);
-    };
-    let store = Store::open(&inv.store).await?;
+    let c = pipeline
+        .client(&client)
+        .context("the client was checked on loading")?;
     let answer = match (person, product) {
         (Some(p), _) => crate::explain::person(&pipeline, c, &store, &p).await,
         (None, Some(x)) => crate::explain::product(&pipeline, c, &store, &x).await,
@@ -1264,6 +1262,19 @@ fn validate(bill_day: Option<chrono::NaiveDate>, file: &Path) -> Exit {
         }
         None => Exit::Invalid,
     }
+}
+
+/// What a command about one client starts from: its pipeline (the client checked to be in
+/// it, or `None` with what is wrong printed) and the store.
+async fn one_client(
+    inv: &Invocation,
+    file: &Path,
+    client: &str,
+) -> anyhow::Result<Option<(Pipeline, Store)>> {
+    let Some(pipeline) = load_for(inv.bill_day, file, Some(client)) else {
+        return Ok(None);
+    };
+    Ok(Some((pipeline, Store::open(&inv.store).await?)))
 }
 
 /// Loads a pipeline and checks `--client`, printing what is wrong; `None` means exit 1.
