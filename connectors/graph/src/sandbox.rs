@@ -1236,7 +1236,7 @@ fn oauth_error(status: StatusCode, error: &str, code: u64, description: String) 
 fn router(shared: Arc<Shared>) -> Router {
     let graph = Router::new()
         .route("/users", get(list_users))
-        .route("/users/{id}", get(get_user))
+        .route("/users/{id}", get(get_user).patch(patch_user))
         .route("/users/{id}/transitiveMemberOf", get(user_groups))
         .route("/groups", get(list_groups))
         .route("/groups/{id}/transitiveMembers", get(group_members))
@@ -1694,10 +1694,13 @@ fn context(shared: &Shared, set: &str, fields: Option<&[String]>) -> String {
 async fn list_users(
     AxumState(shared): AxumState<Arc<Shared>>,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(params): Params,
 ) -> Result<Json<Value>, GraphError> {
     let fields = select(&params, USER_SELECT, "user")?;
     let top = page_size(&params, &HeaderMap::new())?;
+    let filter = user_filter(&params, &headers)?;
+    let counted = param(&params, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true"));
     let context = context(&shared, "users", fields.as_deref());
     let db = shared.db();
     let render = |id: &str| {
@@ -1705,15 +1708,161 @@ async fn list_users(
             .get(id)
             .map_or(Value::Null, |s| render_user(&s.user, fields.as_deref()))
     };
-    page_of(
-        &shared,
-        &uri,
-        &params,
-        context,
-        db.users.keys().cloned(),
-        render,
-        top,
-    )
+    let keys: Vec<String> = db
+        .users
+        .iter()
+        .filter(|(_, s)| {
+            let full = serde_json::to_value(&s.user).unwrap_or_default();
+            filter.iter().all(|c| c.holds(&full))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let count = keys.len();
+    let Json(mut page) = page_of(&shared, &uri, &params, context, keys, render, top)?;
+    if counted && let Value::Object(map) = &mut page {
+        map.insert("@odata.count".to_owned(), Value::from(count));
+    }
+    Ok(Json(page))
+}
+
+/// One clause of a users `$filter`: `prop eq 'v'` (or `true`/`false`), `startsWith(prop,'v')`,
+/// `endsWith(prop,'v')`; clauses are joined by `and`.
+enum UserClause {
+    Eq(String, Value),
+    StartsWith(String, String),
+    EndsWith(String, String),
+}
+
+impl UserClause {
+    fn holds(&self, user: &Value) -> bool {
+        let text = |p: &str| user.get(p).and_then(Value::as_str).map(str::to_lowercase);
+        match self {
+            UserClause::Eq(p, v) => match (user.get(p), v) {
+                (Some(Value::String(a)), Value::String(b)) => a.eq_ignore_ascii_case(b),
+                (Some(a), b) => a == b,
+                (None, _) => false,
+            },
+            UserClause::StartsWith(p, v) => {
+                text(p).is_some_and(|t| t.starts_with(&v.to_lowercase()))
+            }
+            UserClause::EndsWith(p, v) => text(p).is_some_and(|t| t.ends_with(&v.to_lowercase())),
+        }
+    }
+}
+
+/// Parses `$filter` on users. `endsWith` and `$count` are advanced queries: Graph answers them
+/// only with `ConsistencyLevel: eventual`, and refuses them otherwise.
+fn user_filter(
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Vec<UserClause>, GraphError> {
+    let eventual = headers
+        .get("ConsistencyLevel")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("eventual"));
+    let unsupported = || {
+        GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "Unsupported Query. Advanced queries need the ConsistencyLevel header set to \
+             'eventual' and $count=true.",
+        )
+    };
+    if param(params, "$count").is_some() && !eventual {
+        return Err(unsupported());
+    }
+    let Some(filter) = param(params, "$filter") else {
+        return Ok(Vec::new());
+    };
+    let property = |p: &str| {
+        USER_SELECT
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(p.trim()))
+            .map(|k| (*k).to_owned())
+            .ok_or_else(|| {
+                GraphError::bad_request(format!(
+                    "Could not find a property named '{}' on type 'microsoft.graph.user'.",
+                    p.trim()
+                ))
+            })
+    };
+    let quoted = |v: &str| -> Result<String, GraphError> {
+        v.trim()
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .map(|v| v.replace("''", "'"))
+            .ok_or_else(|| GraphError::bad_request(format!("Invalid filter value {v}.")))
+    };
+    let mut clauses = Vec::new();
+    for part in filter.split(" and ").map(str::trim) {
+        let call = |name: &str| {
+            part.get(..name.len())
+                .filter(|p| p.eq_ignore_ascii_case(name))
+                .and_then(|_| part[name.len()..].strip_suffix(')'))
+                .and_then(|args| args.split_once(','))
+        };
+        if let Some((p, v)) = call("startsWith(") {
+            clauses.push(UserClause::StartsWith(property(p)?, quoted(v)?));
+        } else if let Some((p, v)) = call("endsWith(") {
+            if !eventual {
+                return Err(unsupported());
+            }
+            clauses.push(UserClause::EndsWith(property(p)?, quoted(v)?));
+        } else if let Some((p, v)) = part.split_once(" eq ") {
+            let value = match v.trim() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                other => Value::String(quoted(other)?),
+            };
+            clauses.push(UserClause::Eq(property(p)?, value));
+        } else {
+            return Err(GraphError::bad_request(format!(
+                "Invalid filter clause: '{part}' is not a filter this sandbox understands."
+            )));
+        }
+    }
+    Ok(clauses)
+}
+
+/// `PATCH /users/{id}`: an application with `User.ReadWrite.All` changes a user. The change
+/// reaches the next delta round and the subscriptions, as one made by an admin does.
+async fn patch_user(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, GraphError> {
+    let change: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        GraphError::bad_request(format!("The request body is not a JSON object: {e}"))
+    })?;
+    let mut db = shared.db();
+    let stored = db
+        .users
+        .get(&id)
+        .ok_or_else(|| GraphError::not_found(&id))?;
+    let Value::Object(mut user) = serde_json::to_value(&stored.user).unwrap_or_default() else {
+        return Err(GraphError::not_found(&id));
+    };
+    for (key, value) in change {
+        if key == "@odata.type" {
+            continue;
+        }
+        let Some(name) = USER_SELECT
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(&key) && **k != "id")
+        else {
+            return Err(GraphError::bad_request(format!(
+                "Property '{key}' does not exist as a declared property or extension property, or \
+                 cannot be written."
+            )));
+        };
+        user.insert((*name).to_owned(), value);
+    }
+    let user: User = serde_json::from_value(Value::Object(user))
+        .map_err(|e| GraphError::bad_request(format!("Invalid property value: {e}")))?;
+    db.put_user(normalize(user));
+    drop(db);
+    shared.notify(&[Change::user(&id, "updated")]);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn get_user(
@@ -2522,4 +2671,54 @@ async fn delete_subscription(
     live_subscription(&mut db, &id)?;
     db.subscriptions.remove(&id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(filter: &str) -> Vec<(String, String)> {
+        vec![("$filter".to_owned(), filter.to_owned())]
+    }
+
+    fn eventual() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("ConsistencyLevel", HeaderValue::from_static("eventual"));
+        h
+    }
+
+    #[test]
+    fn user_filters_parse_what_the_sdks_send_and_refuse_the_rest() {
+        let user = serde_json::json!({ "mail": "Ada@Acme.example", "accountEnabled": true, "jobTitle": "O'Neil" });
+        let holds = |filter: &str, headers: &HeaderMap| {
+            user_filter(&params(filter), headers).map(|cs| cs.iter().all(|c| c.holds(&user)))
+        };
+        assert!(matches!(
+            holds("endsWith(mail,'@acme.example')", &eventual()),
+            Ok(true)
+        ));
+        assert!(matches!(
+            holds(
+                "startsWith(mail,'ada') and accountEnabled eq true",
+                &HeaderMap::new()
+            ),
+            Ok(true)
+        ));
+        assert!(
+            matches!(holds("jobTitle eq 'O''Neil'", &HeaderMap::new()), Ok(true)),
+            "'' escapes '"
+        );
+        assert!(matches!(
+            holds("accountEnabled eq false", &HeaderMap::new()),
+            Ok(false)
+        ));
+        // Advanced queries without ConsistencyLevel, unknown properties, odd forms: 400.
+        assert!(holds("endsWith(mail,'@acme.example')", &HeaderMap::new()).is_err());
+        assert!(holds("noSuch eq 'x'", &HeaderMap::new()).is_err());
+        assert!(holds("mail eq unquoted", &HeaderMap::new()).is_err());
+        assert!(holds("mail gt 'a'", &HeaderMap::new()).is_err());
+        let counted = vec![("$count".to_owned(), "true".to_owned())];
+        assert!(user_filter(&counted, &HeaderMap::new()).is_err());
+        assert!(user_filter(&counted, &eventual()).is_ok());
+    }
 }

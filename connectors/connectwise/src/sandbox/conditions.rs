@@ -113,6 +113,23 @@ impl Expr {
         out
     }
 
+    /// Reads `alias` as `path` everywhere: ConnectWise takes `lastUpdated` in conditions for
+    /// the `_info/lastUpdated` every object carries.
+    pub fn alias(&mut self, alias: &str, path: &[&str]) {
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.alias(alias, path);
+                b.alias(alias, path);
+            }
+            Expr::Not(a) => a.alias(alias, path),
+            Expr::Compare { path: p, .. } => {
+                if p.len() == 1 && p[0].eq_ignore_ascii_case(alias) {
+                    *p = path.iter().map(|s| (*s).to_owned()).collect();
+                }
+            }
+        }
+    }
+
     fn collect_paths(&self, out: &mut Vec<String>) {
         match self {
             Expr::And(a, b) | Expr::Or(a, b) => {
