@@ -25,7 +25,7 @@ from msgraph.generated.users.users_request_builder import UsersRequestBuilder
 from msgraph_core import GraphClientFactory
 from msgraph_core.tasks.page_iterator import PageIterator
 
-from common import Suite, base_url, same
+from common import REDIRECT, Suite, base_url, consent, same
 
 TENANT = "demo.onmicrosoft.com"
 CLIENT_ID = "00000000-0000-4000-8000-000000000001"
@@ -77,6 +77,22 @@ async def main():
             validate_authority=False, instance_discovery=False, http_client=LoopbackSession())
         refused = wrong.acquire_token_for_client(scopes=["https://graph.microsoft.com/.default"])
         same(refused.get("error"), "invalid_client", "wrong secret")
+
+    with suite.step("authorization code with refresh, through msal"):
+        flow = app.initiate_auth_code_flow(["User.Read.All"], redirect_uri=REDIRECT)
+        _, query = consent(flow["auth_uri"].replace(f"https://{host}", url, 1))
+        same(query.get("state"), flow["state"], "state echoed")
+        tokens = app.acquire_token_by_auth_code_flow(flow, query)
+        assert "access_token" in tokens and "refresh_token" in tokens, tokens
+        assert "offline_access" in tokens.get("scope", ""), tokens.get("scope")
+        again = app.acquire_token_by_refresh_token(tokens["refresh_token"], ["User.Read.All"])
+        assert "access_token" in again, again
+        assert again["refresh_token"] != tokens["refresh_token"], "a new refresh token comes back"
+        spent = app.acquire_token_by_auth_code_flow(flow, query)
+        assert "error" in spent, "an authorization code works once"
+        delegated = httpx.get(f"{url}/v1.0/users?$top=1",
+                              headers={"Authorization": f"Bearer {again['access_token']}"})
+        same(delegated.status_code, 200, "the refreshed token reaches Graph")
 
     adapter = GraphRequestAdapter(BaseBearerTokenAuthenticationProvider(MsalTokens()),
                                   client=GraphClientFactory.create_with_default_middleware(client=httpx.AsyncClient()))

@@ -7,6 +7,11 @@
 //!
 //! - the client-credentials token endpoint (`/{tenant}/oauth2/v2.0/token`, secret in the form or
 //!   as HTTP Basic), its OpenID discovery document, and OAuth error bodies (`invalid_client` …);
+//!   the delegated grants too (`/authorize` approves at once; codes work once; refresh tokens
+//!   come back new with every refresh), as Microsoft's own libraries use them;
+//! - `$filter` on users (`eq`, `startsWith`, and `endsWith` and `$count` only with
+//!   `ConsistencyLevel: eventual`), and `PATCH /users/{id}`, a change that reaches delta and
+//!   subscriptions like an admin's;
 //! - a Bearer token on every Graph call, checked against the tokens issued and their lifetime
 //!   (401 `InvalidAuthenticationToken` otherwise);
 //! - `$select` (unknown properties refused), `$top` (1–999) and `$skiptoken` paging with
@@ -662,7 +667,9 @@ impl Sandbox {
     /// Every token issued so far stops working now, as when an admin revokes the app's
     /// sessions; clients get 401 `InvalidAuthenticationToken` until they sign in again.
     pub fn revoke_tokens(&self) {
-        self.shared.db().tokens.clear();
+        let mut db = self.shared.db();
+        db.tokens.clear();
+        db.refresh_tokens.clear();
     }
 
     /// After the next `n` answered requests whose path starts with `path_prefix`, every token
@@ -931,6 +938,10 @@ struct Db {
     skus: Vec<SubscribedSku>,
     /// Access tokens issued and when each expires.
     tokens: HashMap<String, Instant>,
+    /// Authorization codes (used once) and refresh tokens of the delegated grants, with the
+    /// scope consented to.
+    codes: HashMap<String, String>,
+    refresh_tokens: HashMap<String, String>,
     token_lifetime: Duration,
     next_id: u64,
     subscriptions: BTreeMap<String, StoredSubscription>,
@@ -1034,6 +1045,8 @@ impl Shared {
             groups: BTreeMap::new(),
             skus: Vec::new(),
             tokens: HashMap::new(),
+            codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
             token_lifetime: Duration::from_secs(seed.token_lifetime_secs),
             next_id: 0,
             subscriptions: BTreeMap::new(),
@@ -1254,6 +1267,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(issue_token))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
@@ -1457,7 +1471,14 @@ async fn issue_token(
             ),
         );
     }
-    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+    let grant = form
+        .get("grant_type")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !matches!(
+        grant,
+        "client_credentials" | "authorization_code" | "refresh_token"
+    ) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -1465,9 +1486,10 @@ async fn issue_token(
             "The app requested an unsupported grant type.".to_owned(),
         );
     }
-    if !form
-        .get("scope")
-        .is_some_and(|s| s.split(' ').any(|s| s.ends_with("/.default")))
+    if grant == "client_credentials"
+        && !form
+            .get("scope")
+            .is_some_and(|s| s.split(' ').any(|s| s.ends_with("/.default")))
     {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1521,18 +1543,10 @@ async fn issue_token(
             ),
         );
     }
-    let n = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let access_token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.sandbox-{n}-{nanos:08x}.");
-    let lifetime = {
-        let mut db = shared.db();
-        let lifetime = db.token_lifetime;
-        db.tokens
-            .insert(access_token.clone(), Instant::now() + lifetime);
-        lifetime
-    };
+    if grant != "client_credentials" {
+        return delegated_token(&shared, grant, &form);
+    }
+    let (access_token, lifetime) = new_access_token(&shared);
     Json(TokenResponse {
         token_type: "Bearer".to_owned(),
         expires_in: lifetime.as_secs(),
@@ -1540,6 +1554,112 @@ async fn issue_token(
         access_token,
     })
     .into_response()
+}
+
+/// A token unlike any issued before it (the issue count and the clock's nanos).
+fn fresh_token(shared: &Shared, kind: &str) -> String {
+    let n = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("sandbox-{kind}-{n}-{nanos:08x}")
+}
+
+/// A fresh access token, recorded with its expiry, and its lifetime.
+fn new_access_token(shared: &Shared) -> (String, Duration) {
+    let access_token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.{}.",
+        fresh_token(shared, "access")
+    );
+    let mut db = shared.db();
+    let lifetime = db.token_lifetime;
+    db.tokens
+        .insert(access_token.clone(), Instant::now() + lifetime);
+    (access_token, lifetime)
+}
+
+/// `GET /{tenant}/oauth2/v2.0/authorize`: a user's consent to delegated permissions,
+/// approved at once, redirecting with a code (and the `state` the app sent).
+async fn authorize(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let refuse = |code: u64, message: &str| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            code,
+            message.to_owned(),
+        )
+    };
+    if !tenant.eq_ignore_ascii_case(&shared.tenant_id) {
+        return refuse(90002, "Tenant not found.");
+    }
+    if param(&params, "client_id") != Some(shared.client_id.as_str()) {
+        return refuse(700016, "The application was not found in the directory.");
+    }
+    if param(&params, "response_type") != Some("code") {
+        return refuse(900144, "The request must have response_type=code.");
+    }
+    let Some(mut redirect) =
+        param(&params, "redirect_uri").and_then(|r| reqwest::Url::parse(r).ok())
+    else {
+        return refuse(
+            900144,
+            "The request must have a redirect_uri that is a URL.",
+        );
+    };
+    let code = fresh_token(&shared, "code");
+    let scope = param(&params, "scope").unwrap_or_default().to_owned();
+    shared.db().codes.insert(code.clone(), scope);
+    redirect.query_pairs_mut().append_pair("code", &code);
+    if let Some(state) = param(&params, "state") {
+        redirect.query_pairs_mut().append_pair("state", state);
+    }
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, redirect.to_string())],
+    )
+        .into_response()
+}
+
+/// The delegated grants: an authorization code (used once) or a refresh token. Each answer
+/// carries a new refresh token when `offline_access` was consented to; as at Entra, a refresh
+/// token stays valid after use until it is revoked, and the app keeps the newest.
+fn delegated_token(shared: &Shared, grant: &str, form: &HashMap<String, String>) -> Response {
+    let given = |key: &str| form.get(key).map(String::as_str).unwrap_or_default();
+    let scope = {
+        let mut db = shared.db();
+        if grant == "authorization_code" {
+            db.codes.remove(given("code"))
+        } else {
+            db.refresh_tokens.get(given("refresh_token")).cloned()
+        }
+    };
+    let Some(scope) = scope else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            if grant == "authorization_code" {
+                70008
+            } else {
+                700082
+            },
+            format!("The provided {grant} is invalid, spent or expired."),
+        );
+    };
+    let (access_token, lifetime) = new_access_token(shared);
+    let mut answer = serde_json::json!({
+        "token_type": "Bearer", "scope": scope, "expires_in": lifetime.as_secs(),
+        "ext_expires_in": lifetime.as_secs(), "access_token": access_token,
+    });
+    if scope.split(' ').any(|s| s == "offline_access") {
+        let refresh = fresh_token(shared, "refresh");
+        shared.db().refresh_tokens.insert(refresh.clone(), scope);
+        answer["refresh_token"] = Value::String(refresh);
+    }
+    Json(answer).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------

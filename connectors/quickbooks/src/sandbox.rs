@@ -2,8 +2,10 @@
 //!
 //! It follows the contract a client (rollcall's, or Intuit's own SDKs) depends on: OAuth
 //! discovery, consent, tokens that expire and refresh tokens that rotate, the query language
-//! subset clients send (`select * from X where F = 'v' [and …] STARTPOSITION n MAXRESULTS m`, by
-//! GET or by `POST /query` with `application/text`), `SyncToken` optimistic concurrency (5010),
+//! subset clients send (`select *|count(*) from X where F = 'v' [and …] ORDERBY f [DESC]
+//! STARTPOSITION n MAXRESULTS m`, by GET or by `POST /query` with `application/text`; an empty
+//! answer is an empty `QueryResponse`), change data capture (`/cdc`), `SyncToken` optimistic
+//! concurrency (5010),
 //! `requestid` replay, `minorversion`, the fault bodies, 500 requests a minute and 10 at once per
 //! company (429 `ThrottleExceeded`). Money and quantities are accepted as JSON numbers or strings.
 //!

@@ -1,9 +1,11 @@
 //! A stateful stand-in for Xero's Accounting API and identity server, for tests and demos.
 //!
 //! It follows what clients (rollcall's, or Xero's own SDKs) depend on: case-insensitive paths,
-//! `/connections`, consent and single-use refresh tokens (client auth by Basic or form),
-//! `xero-tenant-id` on every call, `Contacts` and `Invoices` with `page`/`pageSize`, `where`
-//! (`==`, `!=`, and `DateTime(y,m,d)` comparisons joined by `&&`) and `IDs`, `Idempotency-Key`
+//! `/connections`, consent (the scope granted is the scope asked for) and single-use refresh
+//! tokens (client auth by Basic or form), the client-credentials grant of custom connections,
+//! `xero-tenant-id` on every call, `Contacts` and `Invoices` with `page`/`pageSize` and Xero's
+//! `pagination` metadata, `where` (`==`, `!=`, `StartsWith`/`EndsWith`/`Contains`, and
+//! `DateTime(y,m,d)` comparisons joined by `&&`), `order`, `IDs` and `If-Modified-Since`, `Idempotency-Key`
 //! replay, invoice status rules (a paid, voided or deleted invoice refuses edits), dates in
 //! Microsoft JSON form with ISO `…String` twins, Xero's error bodies, and its limits per
 //! organisation — 60 calls a minute, 5 at once, 5,000 a day — with the `X-MinLimit-Remaining`,

@@ -16,6 +16,7 @@
 //!             | path ["not"] "in" "(" scalar ("," scalar)* ")"
 //! scalar     := string | number | true | false | null | "[" date "]"
 //! path       := name ("/" name)*          e.g. company/identifier, _info/lastUpdated
+//!                                          (`lastUpdated` and `dateEntered` alone read `_info`)
 //! string     := "…" with \" and \\ escapes
 //! ```
 //!
