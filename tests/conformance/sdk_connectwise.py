@@ -94,6 +94,12 @@ with suite.step("childConditions on communication items"):
     found = client.company.contacts.get(params={"childConditions": 'communicationItems/value="conf4@acme.test"'})
     same([c.first_name for c in found], ["Conf4"], "by email")
 
+with suite.step("quotes and bidi text survive conditions"):
+    odd = client.company.contacts.post(data={"firstName": 'Zoë "Q" \u202eX', "lastName": "Ormance",
+                                             "company": {"id": acme.id}})
+    found = client.company.contacts.get(params={"conditions": 'firstName="Zoë \\"Q\\" \u202eX"'})
+    same([c.id for c in found], [odd.id], "found by its odd name")
+
 with suite.step("a bad condition is a 400 in ConnectWise's shape"):
     try:
         client.company.contacts.get(params={"conditions": "firstName =="})

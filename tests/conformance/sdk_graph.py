@@ -167,6 +167,17 @@ async def main():
         quiet = await graph.users.delta.with_url(again.odata_delta_link).get()
         same(quiet.value, [], "nothing changed since")
 
+    with suite.step("odd text round-trips; an unknown property is refused"):
+        odd = User()
+        odd.job_title = "Ops \u202eLead\u202c \u0007 \"quoted\" 🧾"
+        await graph.users.by_user_id(user_ids[2]).patch(odd)
+        back = await graph.users.by_user_id(user_ids[2]).get()
+        same(back.job_title, odd.job_title, "jobTitle with bidi, control and emoji")
+        answer = httpx.patch(f"{url}/v1.0/users/{user_ids[2]}", json={"noSuchProperty": 1},
+                             headers={"Authorization": f"Bearer {await MsalTokens().get_authorization_token(url)}"})
+        same(answer.status_code, 400, "unknown property")
+        same(answer.json()["error"]["code"], "BadRequest", "OData error code")
+
     with suite.step("a user that is not there: 404 in OData's error shape"):
         try:
             await graph.users.by_user_id("00000000-0000-4000-a000-999999999999").get()

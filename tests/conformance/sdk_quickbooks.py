@@ -170,6 +170,20 @@ with suite.step("validation errors name the problem"):
     except (ValidationException, QuickbooksException) as e:
         assert 2000 <= e.error_code < 10000, e.error_code
 
+with suite.step("quotes, ampersands and bidi text in names survive the query language"):
+    odd = Customer()
+    odd.DisplayName = "O'Brien & Søn \u202e\"Ltd\""
+    odd.save(qb=qb)
+    found = Customer.filter(DisplayName=odd.DisplayName, qb=qb)
+    same([c.DisplayName for c in found], [odd.DisplayName], "found by its odd name")
+
+with suite.step("change data capture without changedSince is refused"):
+    try:
+        qb.change_data_capture("Customer", "yesterday")
+        raise AssertionError("a changedSince that is not a date was accepted")
+    except ValidationException as e:
+        same(e.error_code, 2020, "error code")
+
 with suite.step("change data capture returns what changed since"):
     time.sleep(1.1)
     mark = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)

@@ -102,6 +102,16 @@ with suite.step("where and IDs filters"):
     found = accounting.get_contacts(tenant, i_ds=[created[0].contact_id, created[1].contact_id]).contacts
     same(sorted(c.name for c in found), ["Conformance 000", "Conformance 001"], "IDs")
 
+with suite.step("quotes and bidi text in a where filter; a bad If-Modified-Since is refused"):
+    odd = accounting.create_contacts(tenant, Contacts(contacts=[Contact(name='Acme "Q" \u202eLtd')])).contacts[0]
+    found = accounting.get_contacts(tenant, where='Name=="Acme \\"Q\\" \u202eLtd"').contacts
+    same([c.contact_id for c in found], [odd.contact_id], "found by its odd name")
+    answer = requests.get(f"{url}/api.xro/2.0/Contacts", timeout=10, headers={
+        "Authorization": f"Bearer {stored['access_token']}", "xero-tenant-id": tenant,
+        "If-Modified-Since": "last tuesday", "Accept": "application/json"})
+    same(answer.status_code, 400, "a bad If-Modified-Since")
+    same(answer.json()["Type"], "ValidationException", "error type")
+
 with suite.step("If-Modified-Since returns only what changed"):
     assert created, "needs the contacts"
     import time
