@@ -351,6 +351,10 @@ struct Invocation {
     bill_day: Option<chrono::NaiveDate>,
     /// `--quiet`: progress bars are for a person watching, never for scripts.
     quiet: bool,
+    /// `--store`.
+    store: PathBuf,
+    /// `--queue`.
+    queue: Option<String>,
 }
 
 impl Invocation {
@@ -406,6 +410,8 @@ pub fn main() -> ExitCode {
         run_id: uuid::Uuid::now_v7().to_string(),
         bill_day,
         quiet: cli.quiet,
+        store: cli.store.clone(),
+        queue: cli.queue.clone(),
     };
     let span = tracing::info_span!("run", run = %invocation.run_id);
     let command = tracing::Instrument::instrument(dispatch(cli, invocation), span);
@@ -435,6 +441,8 @@ fn init_logging(format: LogFormat, quiet: bool) {
     }
 }
 
+/// The table of commands: each is one function below, which calls the engine or a query and
+/// prints.
 async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
     let day = inv.bill_day;
     match cli.command {
@@ -447,287 +455,43 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
             public_url,
             jobs,
         } => {
-            let Some(pipelines) = load_all(day, &files) else {
-                return Ok(Exit::Invalid);
-            };
-            let secrets = crate::web::Secrets::from_env();
-            if secrets.generic.is_none()
-                && secrets.xero.is_none()
-                && secrets.graph_client_state.is_none()
-            {
-                eprintln!(
-                    "error: no webhook secret is set, so every notification would be refused (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE)"
-                );
-                return Ok(Exit::Invalid);
-            }
-            let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
-            let parts = crate::web::ServiceParts {
-                pipelines,
-                store,
-                queue,
-                secrets,
-                debounce: std::time::Duration::from_secs(debounce_seconds),
-                metrics: Arc::new(crate::metrics::Metrics::default()),
+            serve(
+                &inv,
+                files,
+                listen,
+                debounce_seconds,
+                workers,
                 public_url,
-            };
-            let workers = (workers > 0).then(|| jobs.worker_options(workers));
-            let service = crate::web::Service::start(parts, workers).await?;
-            crate::web::run(service, listen)
-                .await
-                .with_context(|| format!("cannot serve on {listen}"))?;
-            Ok(Exit::Ok)
+                jobs,
+            )
+            .await
         }
         Command::Worker {
             files,
             concurrency,
             metrics_listen,
             jobs,
-        } => {
-            let Some(pipelines) = load_all(day, &files) else {
-                return Ok(Exit::Invalid);
-            };
-            let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
-            let metrics = Arc::new(crate::metrics::Metrics::default());
-            crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
-            if let Some(addr) = metrics_listen {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {addr}"))?;
-                let router = crate::web::worker_router(metrics.clone(), queue.clone());
-                tokio::spawn(async move { axum::serve(listener, router).await });
-            }
-            let runner = crate::queue::worker::JobRunner::new(
-                pipelines,
-                store,
-                queue,
-                jobs.worker_options(concurrency),
-                metrics,
-            )
-            .await?;
-            crate::queue::worker::run(runner, async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .context("the worker stopped")?;
-            Ok(Exit::Ok)
-        }
+        } => worker(&inv, files, concurrency, metrics_listen, jobs).await,
         Command::Subscribe {
             files,
             public_url,
             renew_before_hours,
-        } => {
-            let Some(pipelines) = load_all(day, &files) else {
-                return Ok(Exit::Invalid);
-            };
-            let Some(state) = crate::web::Secrets::from_env().graph_client_state else {
-                eprintln!(
-                    "error: ROLLCALL_GRAPH_CLIENT_STATE is not set (hint: the secret every notification must carry; `serve` checks it)"
-                );
-                return Ok(Exit::Invalid);
-            };
-            let results = crate::web::subscribe::ensure_all(
-                &pipelines,
-                &public_url,
-                &state,
-                std::time::Duration::from_secs(renew_before_hours * 3600),
-            )
-            .await;
-            if results.is_empty() {
-                println!("No client's directory can send change notifications.");
-                return Ok(Exit::Ok);
-            }
-            let mut table = comfy_table::Table::new();
-            table.set_header([
-                "pipeline", "client", "resource", "action", "expires", "error",
-            ]);
-            for r in &results {
-                match &r.states {
-                    Ok(states) => {
-                        for s in states {
-                            table.add_row([
-                                r.pipeline.clone(),
-                                r.client.clone(),
-                                s.resource.clone(),
-                                s.action.clone(),
-                                s.expires.map(|e| e.to_rfc3339()).unwrap_or_default(),
-                                s.error.clone().unwrap_or_default(),
-                            ]);
-                        }
-                    }
-                    Err(e) => {
-                        table.add_row([
-                            r.pipeline.clone(),
-                            r.client.clone(),
-                            "*".into(),
-                            "failed".into(),
-                            String::new(),
-                            e.clone(),
-                        ]);
-                    }
-                }
-            }
-            println!("{table}");
-            Ok(if crate::web::subscribe::all_ok(&results) {
-                Exit::Ok
-            } else {
-                Exit::Remote
-            })
-        }
-        Command::Enqueue { file, client } => {
-            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
-                return Ok(Exit::Invalid);
-            };
-            let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
-            // `load_for` has checked that the client exists.
-            let names: Vec<String> = match client.as_deref().and_then(|c| pipeline.client(c)) {
-                Some(one) => vec![one.name.clone()],
-                None => pipeline.clients.iter().map(|c| c.name.clone()).collect(),
-            };
-            let queued = names.len();
-            for name in names {
-                let job = crate::queue::SyncJob {
-                    pipeline: pipeline.name.clone(),
-                    client: name,
-                    trigger: crate::queue::Trigger::Manual,
-                };
-                queue.push(job, None).await?;
-            }
-            println!(
-                "Queued {queued} sync job(s) on {}.",
-                queue_location(&cli.queue, &cli.store)?
-            );
-            Ok(Exit::Ok)
-        }
+        } => subscribe(&inv, files, public_url, renew_before_hours).await,
+        Command::Enqueue { file, client } => enqueue(&inv, file, client).await,
         Command::Jobs {
             action,
             failed,
             limit,
             output,
-        } => {
-            let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
-            match action {
-                Some(JobsAction::Retry { id }) => match queue.retry(&id).await {
-                    Ok(job) => {
-                        println!(
-                            "Queued {} / {} again ({}).",
-                            job.pipeline, job.client, job.trigger
-                        );
-                        Ok(Exit::Ok)
-                    }
-                    Err(
-                        e @ (crate::queue::QueueError::NoSuchJob(_)
-                        | crate::queue::QueueError::NotFailed { .. }),
-                    ) => {
-                        eprintln!("error: {e}");
-                        Ok(Exit::Invalid)
-                    }
-                    Err(e) => Err(e.into()),
-                },
-                None => {
-                    let rows = queue.list(failed, limit).await?;
-                    print_jobs(&rows, output)?;
-                    Ok(Exit::Ok)
-                }
-            }
-        }
-        Command::WebhookKey { file, client } => {
-            let Some(pipeline) = load_for(day, &file, Some(&client)) else {
-                return Ok(Exit::Invalid);
-            };
-            let Some(secret) = crate::web::Secrets::from_env().generic else {
-                eprintln!(
-                    "error: ROLLCALL_WEBHOOK_SECRET is not set (hint: the service's secret, the same one `rollcall serve` runs with)"
-                );
-                return Ok(Exit::Invalid);
-            };
-            let name = pipeline
-                .client(&client)
-                .map(|c| c.name.clone())
-                .unwrap_or(client);
-            println!(
-                "POST /hooks/clients/{}/{} with header X-Rollcall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">\nkey: {}",
-                pipeline.name,
-                name,
-                crate::web::signature::client_key(secret.expose(), &pipeline.name, &name)
-            );
-            Ok(Exit::Ok)
-        }
-        Command::Connect { file, port, wait } => {
-            let Some(pipeline) = load(day, &file) else {
-                return Ok(Exit::Invalid);
-            };
-            let Some(app) = pipeline.target.oauth() else {
-                eprintln!(
-                    "error: the `{}` target signs in with the keys in its section; there is nothing to connect (hint: `connect` is for accounting systems that use OAuth: quickbooks, xero)",
-                    pipeline.target.kind()
-                );
-                return Ok(Exit::Invalid);
-            };
-            let mut store = Store::open(&cli.store).await?;
-            // With the queue on Redis, the connection is made for every worker.
-            if cli.queue.as_deref().is_some_and(|q| q.starts_with("redis")) {
-                let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
-                store = share_tokens(store, &queue);
-            }
-            struct Print;
-            impl crate::connect::ShowConsent for Print {
-                fn show(&self, url: &str) {
-                    println!("Open this address in a browser and approve access:\n\n  {url}\n");
-                    println!("Waiting for the consent…");
-                    let _ = std::io::stdout().flush();
-                }
-            }
-            match crate::connect::connect(
-                &app,
-                &store,
-                port,
-                std::time::Duration::from_secs(wait),
-                &Print,
-            )
-            .await
-            {
-                Ok(tenant) => {
-                    println!(
-                        "Connected `{}` (organisation {tenant}). Its tokens are kept in {} and refreshed as they rotate.",
-                        app.connection,
-                        cli.store.display()
-                    );
-                    Ok(Exit::Ok)
-                }
-                Err(e) => {
-                    eprintln!("error: connect: {e}");
-                    Ok(match e {
-                        crate::connect::ConnectError::Remote(_) => Exit::Remote,
-                        _ => Exit::Invalid,
-                    })
-                }
-            }
-        }
+        } => jobs(&inv, action, failed, limit, output).await,
+        Command::WebhookKey { file, client } => webhook_key(&inv, file, client).await,
+        Command::Connect { file, port, wait } => connect(&inv, file, port, wait).await,
         Command::Plan {
             file,
             client,
             output,
             allow_drop,
-        } => {
-            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
-                return Ok(Exit::Invalid);
-            };
-            let engine = Engine::new(Store::open(&cli.store).await?).await?;
-            let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
-            let options = Options {
-                allow_drop,
-                progress: Bars::show(&bars),
-                ..Options::default()
-            };
-            let plan = engine.plan(&pipeline, client.as_deref(), &options).await;
-            Bars::finish(bars);
-            let plan = plan?;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-                Output::Table => print!("{}", report::plan_text_styled(&plan, colour())),
-            }
-            Ok(Exit::of_plan(&plan))
-        }
+        } => plan(&inv, file, client, output, allow_drop).await,
         Command::Apply {
             file,
             plan,
@@ -735,88 +499,18 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
             allow_drop,
             yes,
             lock_wait_seconds,
-        } => {
-            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
-                return Ok(Exit::Invalid);
-            };
-            let engine = hand_engine(&cli.queue, &cli.store).await?;
-            if plan.is_some() && allow_drop {
-                eprintln!(
-                    "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
-                     not to applying a saved plan (hint: make the plan again with --allow-drop)"
-                );
-                return Ok(Exit::Invalid);
-            }
-            let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
-            let options = inv.by_hand("apply", allow_drop, lock_wait_seconds, &bars);
-            let (plan, saved) = match plan {
-                Some(path) => match read_saved_plan(&path, &pipeline, client.as_deref()) {
-                    Ok(p) => (p, true),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return Ok(Exit::Invalid);
-                    }
-                },
-                // Without a prompt, the plan is made under the leases, as `run` makes it.
-                None if yes => {
-                    let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
-                    Bars::finish(bars);
-                    return print_synced(synced, true, true);
-                }
-                None => (
-                    engine.plan(&pipeline, client.as_deref(), &options).await?,
-                    false,
-                ),
-            };
-            print!("{}", report::plan_text_styled(&plan, colour()));
-            // An empty plan is still applied: it records the run and refreshes the seat
-            // ledger, which the grace period counts from.
-            if !plan.is_empty() && !yes && !confirm(&plan)? {
-                return Ok(if std::io::stdin().is_terminal() {
-                    Exit::Ok
-                } else {
-                    Exit::Invalid
-                });
-            }
-            // A saved plan, or one confirmed at a prompt, may have waited: under the leases,
-            // each client's billing state is read again and must be the one planned from.
-            let options = Options {
-                verify: saved || !yes,
-                ..options
-            };
-            let synced = engine.apply(&pipeline, plan, &options).await;
-            Bars::finish(bars);
-            print_synced(synced, false, true)
-        }
+        } => apply(&inv, file, plan, client, allow_drop, yes, lock_wait_seconds).await,
         Command::Run {
             file,
             client,
             allow_drop,
             lock_wait_seconds,
-        } => {
-            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
-                return Ok(Exit::Invalid);
-            };
-            let engine = hand_engine(&cli.queue, &cli.store).await?;
-            let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
-            let options = inv.by_hand("run", allow_drop, lock_wait_seconds, &bars);
-            let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
-            Bars::finish(bars);
-            print_synced(synced, true, false)
-        }
+        } => run(&inv, file, client, allow_drop, lock_wait_seconds).await,
         Command::History {
             client,
             limit,
             output,
-        } => {
-            let store = Store::open(&cli.store).await?;
-            let rows = store.history(client.as_deref(), limit).await?;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
-                Output::Table => print!("{}", report::history_text(&rows)),
-            }
-            Ok(Exit::Ok)
-        }
+        } => history(&inv, client, limit, output).await,
         Command::Test { files } => Ok(test(day, &files)),
         Command::ValueReport {
             file,
@@ -825,78 +519,13 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
             to,
             format,
             output,
-        } => {
-            use crate::report::value_report::{self, ValueReportError};
-            let Some(pipeline) = load_for(day, &file, Some(&client)) else {
-                return Ok(Exit::Invalid);
-            };
-            let Some(c) = pipeline.client(&client) else {
-                return Ok(Exit::Invalid);
-            };
-            let store = Store::open(&cli.store).await?;
-            let billing = pipeline
-                .target
-                .build(&store.build_context())
-                .context("cannot set up the billing system's client")?;
-            let report = match value_report::build(&pipeline, c, &store, billing.as_ref(), from, to)
-                .await
-            {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return Ok(match e {
-                        ValueReportError::Remote(_) | ValueReportError::Store(_) => Exit::Remote,
-                        ValueReportError::NoServiceDesk(_) | ValueReportError::Period { .. } => {
-                            Exit::Invalid
-                        }
-                    });
-                }
-            };
-            let text = match format {
-                ReportFormat::Html => value_report::html(&report, value_report::TEMPLATE)
-                    .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
-                ReportFormat::Csv => value_report::csv(&report),
-                ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
-            };
-            match output {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
-            }
-            Ok(Exit::Ok)
-        }
+        } => value_report(&inv, file, client, from, to, format, output).await,
         Command::Report {
             run_id,
             format,
             template,
             output,
-        } => {
-            let store = Store::open(&cli.store).await?;
-            let template = match template {
-                Some(path) => match std::fs::read_to_string(&path) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        eprintln!("error: cannot read the template {}: {e}", path.display());
-                        return Ok(Exit::Invalid);
-                    }
-                },
-                None => None,
-            };
-            match render_report(&store, &run_id, format, template.as_deref()).await {
-                Ok(text) => {
-                    match output {
-                        Some(path) => std::fs::write(&path, text)
-                            .with_context(|| format!("cannot write {}", path.display()))?,
-                        None => print!("{text}"),
-                    }
-                    Ok(Exit::Ok)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(Exit::Invalid)
-                }
-            }
-        }
+        } => report(&inv, run_id, format, template, output).await,
         Command::Init {
             file,
             source,
@@ -907,62 +536,547 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
             client,
             person,
             product,
-        } => {
-            let Some(pipeline) = load_for(day, &file, Some(&client)) else {
-                return Ok(Exit::Invalid);
-            };
-            let Some(c) = pipeline.client(&client) else {
-                return Ok(Exit::Invalid);
-            };
-            let store = Store::open(&cli.store).await?;
-            let answer = match (person, product) {
-                (Some(p), _) => crate::explain::person(&pipeline, c, &store, &p).await,
-                (None, Some(x)) => crate::explain::product(&pipeline, c, &store, &x).await,
-                (None, None) => unreachable!("clap requires --person or --product"),
-            };
-            match answer {
-                Ok(text) => {
-                    print!("{text}");
-                    Ok(Exit::Ok)
-                }
-                Err(e @ crate::explain::ExplainError::Directory(_)) => {
-                    eprintln!("error: {e}");
-                    Ok(Exit::Remote)
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    Ok(Exit::Invalid)
+        } => explain(&inv, file, client, person, product).await,
+        Command::Schema { format } => schema(format),
+        Command::Sandbox { kind, port, seed } => sandbox(kind, port, seed).await,
+        Command::Demo => demo::run().await,
+    }
+}
+
+async fn serve(
+    inv: &Invocation,
+    files: Vec<PathBuf>,
+    listen: SocketAddr,
+    debounce_seconds: u64,
+    workers: usize,
+    public_url: Option<String>,
+    jobs: JobSettings,
+) -> anyhow::Result<Exit> {
+    let Some(pipelines) = load_all(inv.bill_day, &files) else {
+        return Ok(Exit::Invalid);
+    };
+    let secrets = crate::web::Secrets::from_env();
+    if secrets.generic.is_none() && secrets.xero.is_none() && secrets.graph_client_state.is_none() {
+        eprintln!(
+            "error: no webhook secret is set, so every notification would be refused (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE)"
+        );
+        return Ok(Exit::Invalid);
+    }
+    let (store, queue) = open_shared(&inv.queue, &inv.store, jobs.liveness()).await?;
+    let parts = crate::web::ServiceParts {
+        pipelines,
+        store,
+        queue,
+        secrets,
+        debounce: std::time::Duration::from_secs(debounce_seconds),
+        metrics: Arc::new(crate::metrics::Metrics::default()),
+        public_url,
+    };
+    let workers = (workers > 0).then(|| jobs.worker_options(workers));
+    let service = crate::web::Service::start(parts, workers).await?;
+    crate::web::run(service, listen)
+        .await
+        .with_context(|| format!("cannot serve on {listen}"))?;
+    Ok(Exit::Ok)
+}
+
+async fn worker(
+    inv: &Invocation,
+    files: Vec<PathBuf>,
+    concurrency: usize,
+    metrics_listen: Option<SocketAddr>,
+    jobs: JobSettings,
+) -> anyhow::Result<Exit> {
+    let Some(pipelines) = load_all(inv.bill_day, &files) else {
+        return Ok(Exit::Invalid);
+    };
+    let (store, queue) = open_shared(&inv.queue, &inv.store, jobs.liveness()).await?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
+    if let Some(addr) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot serve metrics on {addr}"))?;
+        let router = crate::web::worker_router(metrics.clone(), queue.clone());
+        tokio::spawn(async move { axum::serve(listener, router).await });
+    }
+    let runner = crate::queue::worker::JobRunner::new(
+        pipelines,
+        store,
+        queue,
+        jobs.worker_options(concurrency),
+        metrics,
+    )
+    .await?;
+    crate::queue::worker::run(runner, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .context("the worker stopped")?;
+    Ok(Exit::Ok)
+}
+
+async fn subscribe(
+    inv: &Invocation,
+    files: Vec<PathBuf>,
+    public_url: String,
+    renew_before_hours: u64,
+) -> anyhow::Result<Exit> {
+    let Some(pipelines) = load_all(inv.bill_day, &files) else {
+        return Ok(Exit::Invalid);
+    };
+    let Some(state) = crate::web::Secrets::from_env().graph_client_state else {
+        eprintln!(
+            "error: ROLLCALL_GRAPH_CLIENT_STATE is not set (hint: the secret every notification must carry; `serve` checks it)"
+        );
+        return Ok(Exit::Invalid);
+    };
+    let results = crate::web::subscribe::ensure_all(
+        &pipelines,
+        &public_url,
+        &state,
+        std::time::Duration::from_secs(renew_before_hours * 3600),
+    )
+    .await;
+    if results.is_empty() {
+        println!("No client's directory can send change notifications.");
+        return Ok(Exit::Ok);
+    }
+    let mut table = comfy_table::Table::new();
+    table.set_header([
+        "pipeline", "client", "resource", "action", "expires", "error",
+    ]);
+    for r in &results {
+        match &r.states {
+            Ok(states) => {
+                for s in states {
+                    table.add_row([
+                        r.pipeline.clone(),
+                        r.client.clone(),
+                        s.resource.clone(),
+                        s.action.clone(),
+                        s.expires.map(|e| e.to_rfc3339()).unwrap_or_default(),
+                        s.error.clone().unwrap_or_default(),
+                    ]);
                 }
             }
+            Err(e) => {
+                table.add_row([
+                    r.pipeline.clone(),
+                    r.client.clone(),
+                    "*".into(),
+                    "failed".into(),
+                    String::new(),
+                    e.clone(),
+                ]);
+            }
         }
-        Command::Schema { format } => {
-            match format {
-                SchemaFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&config::schema())?)
+    }
+    println!("{table}");
+    Ok(if crate::web::subscribe::all_ok(&results) {
+        Exit::Ok
+    } else {
+        Exit::Remote
+    })
+}
+
+async fn enqueue(inv: &Invocation, file: PathBuf, client: Option<String>) -> anyhow::Result<Exit> {
+    let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
+        return Ok(Exit::Invalid);
+    };
+    let queue = open_queue(&inv.queue, &inv.store, Default::default()).await?;
+    // `load_for` has checked that the client exists.
+    let names: Vec<String> = match client.as_deref().and_then(|c| pipeline.client(c)) {
+        Some(one) => vec![one.name.clone()],
+        None => pipeline.clients.iter().map(|c| c.name.clone()).collect(),
+    };
+    let queued = names.len();
+    for name in names {
+        let job = crate::queue::SyncJob {
+            pipeline: pipeline.name.clone(),
+            client: name,
+            trigger: crate::queue::Trigger::Manual,
+        };
+        queue.push(job, None).await?;
+    }
+    println!(
+        "Queued {queued} sync job(s) on {}.",
+        queue_location(&inv.queue, &inv.store)?
+    );
+    Ok(Exit::Ok)
+}
+
+async fn jobs(
+    inv: &Invocation,
+    action: Option<JobsAction>,
+    failed: bool,
+    limit: u32,
+    output: Output,
+) -> anyhow::Result<Exit> {
+    let queue = open_queue(&inv.queue, &inv.store, Default::default()).await?;
+    match action {
+        Some(JobsAction::Retry { id }) => match queue.retry(&id).await {
+            Ok(job) => {
+                println!(
+                    "Queued {} / {} again ({}).",
+                    job.pipeline, job.client, job.trigger
+                );
+                Ok(Exit::Ok)
+            }
+            Err(
+                e @ (crate::queue::QueueError::NoSuchJob(_)
+                | crate::queue::QueueError::NotFailed { .. }),
+            ) => {
+                eprintln!("error: {e}");
+                Ok(Exit::Invalid)
+            }
+            Err(e) => Err(e.into()),
+        },
+        None => {
+            let rows = queue.list(failed, limit).await?;
+            print_jobs(&rows, output)?;
+            Ok(Exit::Ok)
+        }
+    }
+}
+
+async fn webhook_key(inv: &Invocation, file: PathBuf, client: String) -> anyhow::Result<Exit> {
+    let Some(pipeline) = load_for(inv.bill_day, &file, Some(&client)) else {
+        return Ok(Exit::Invalid);
+    };
+    let Some(secret) = crate::web::Secrets::from_env().generic else {
+        eprintln!(
+            "error: ROLLCALL_WEBHOOK_SECRET is not set (hint: the service's secret, the same one `rollcall serve` runs with)"
+        );
+        return Ok(Exit::Invalid);
+    };
+    let name = pipeline
+        .client(&client)
+        .map(|c| c.name.clone())
+        .unwrap_or(client);
+    println!(
+        "POST /hooks/clients/{}/{} with header X-Rollcall-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">\nkey: {}",
+        pipeline.name,
+        name,
+        crate::web::signature::client_key(secret.expose(), &pipeline.name, &name)
+    );
+    Ok(Exit::Ok)
+}
+
+async fn connect(inv: &Invocation, file: PathBuf, port: u16, wait: u64) -> anyhow::Result<Exit> {
+    let Some(pipeline) = load(inv.bill_day, &file) else {
+        return Ok(Exit::Invalid);
+    };
+    let Some(app) = pipeline.target.oauth() else {
+        eprintln!(
+            "error: the `{}` target signs in with the keys in its section; there is nothing to connect (hint: `connect` is for accounting systems that use OAuth: quickbooks, xero)",
+            pipeline.target.kind()
+        );
+        return Ok(Exit::Invalid);
+    };
+    let mut store = Store::open(&inv.store).await?;
+    // With the queue on Redis, the connection is made for every worker.
+    if inv.queue.as_deref().is_some_and(|q| q.starts_with("redis")) {
+        let queue = open_queue(&inv.queue, &inv.store, Default::default()).await?;
+        store = share_tokens(store, &queue);
+    }
+    struct Print;
+    impl crate::connect::ShowConsent for Print {
+        fn show(&self, url: &str) {
+            println!("Open this address in a browser and approve access:\n\n  {url}\n");
+            println!("Waiting for the consent…");
+            let _ = std::io::stdout().flush();
+        }
+    }
+    match crate::connect::connect(
+        &app,
+        &store,
+        port,
+        std::time::Duration::from_secs(wait),
+        &Print,
+    )
+    .await
+    {
+        Ok(tenant) => {
+            println!(
+                "Connected `{}` (organisation {tenant}). Its tokens are kept in {} and refreshed as they rotate.",
+                app.connection,
+                inv.store.display()
+            );
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprintln!("error: connect: {e}");
+            Ok(match e {
+                crate::connect::ConnectError::Remote(_) => Exit::Remote,
+                _ => Exit::Invalid,
+            })
+        }
+    }
+}
+
+async fn plan(
+    inv: &Invocation,
+    file: PathBuf,
+    client: Option<String>,
+    output: Output,
+    allow_drop: bool,
+) -> anyhow::Result<Exit> {
+    let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
+        return Ok(Exit::Invalid);
+    };
+    let engine = Engine::new(Store::open(&inv.store).await?).await?;
+    let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
+    let options = Options {
+        allow_drop,
+        progress: Bars::show(&bars),
+        ..Options::default()
+    };
+    let plan = engine.plan(&pipeline, client.as_deref(), &options).await;
+    Bars::finish(bars);
+    let plan = plan?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        Output::Table => print!("{}", report::plan_text_styled(&plan, colour())),
+    }
+    Ok(Exit::of_plan(&plan))
+}
+
+async fn apply(
+    inv: &Invocation,
+    file: PathBuf,
+    plan: Option<PathBuf>,
+    client: Option<String>,
+    allow_drop: bool,
+    yes: bool,
+    lock_wait_seconds: u64,
+) -> anyhow::Result<Exit> {
+    let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
+        return Ok(Exit::Invalid);
+    };
+    let engine = hand_engine(&inv.queue, &inv.store).await?;
+    if plan.is_some() && allow_drop {
+        eprintln!(
+            "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
+             not to applying a saved plan (hint: make the plan again with --allow-drop)"
+        );
+        return Ok(Exit::Invalid);
+    }
+    let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
+    let options = inv.by_hand("apply", allow_drop, lock_wait_seconds, &bars);
+    let (plan, saved) = match plan {
+        Some(path) => match read_saved_plan(&path, &pipeline, client.as_deref()) {
+            Ok(p) => (p, true),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(Exit::Invalid);
+            }
+        },
+        // Without a prompt, the plan is made under the leases, as `run` makes it.
+        None if yes => {
+            let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
+            Bars::finish(bars);
+            return print_synced(synced, true, true);
+        }
+        None => (
+            engine.plan(&pipeline, client.as_deref(), &options).await?,
+            false,
+        ),
+    };
+    print!("{}", report::plan_text_styled(&plan, colour()));
+    // An empty plan is still applied: it records the run and refreshes the seat
+    // ledger, which the grace period counts from.
+    if !plan.is_empty() && !yes && !confirm(&plan)? {
+        return Ok(if std::io::stdin().is_terminal() {
+            Exit::Ok
+        } else {
+            Exit::Invalid
+        });
+    }
+    // A saved plan, or one confirmed at a prompt, may have waited: under the leases,
+    // each client's billing state is read again and must be the one planned from.
+    let options = Options {
+        verify: saved || !yes,
+        ..options
+    };
+    let synced = engine.apply(&pipeline, plan, &options).await;
+    Bars::finish(bars);
+    print_synced(synced, false, true)
+}
+
+async fn run(
+    inv: &Invocation,
+    file: PathBuf,
+    client: Option<String>,
+    allow_drop: bool,
+    lock_wait_seconds: u64,
+) -> anyhow::Result<Exit> {
+    let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
+        return Ok(Exit::Invalid);
+    };
+    let engine = hand_engine(&inv.queue, &inv.store).await?;
+    let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
+    let options = inv.by_hand("run", allow_drop, lock_wait_seconds, &bars);
+    let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
+    Bars::finish(bars);
+    print_synced(synced, true, false)
+}
+
+async fn history(
+    inv: &Invocation,
+    client: Option<String>,
+    limit: u32,
+    output: Output,
+) -> anyhow::Result<Exit> {
+    let store = Store::open(&inv.store).await?;
+    let rows = store.history(client.as_deref(), limit).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Table => print!("{}", report::history_text(&rows)),
+    }
+    Ok(Exit::Ok)
+}
+
+async fn value_report(
+    inv: &Invocation,
+    file: PathBuf,
+    client: String,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+    format: ReportFormat,
+    output: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    use crate::report::value_report::{self, ValueReportError};
+    let Some((pipeline, store)) = one_client(inv, &file, &client).await? else {
+        return Ok(Exit::Invalid);
+    };
+    let c = pipeline
+        .client(&client)
+        .context("the client was checked on loading")?;
+    let billing = pipeline
+        .target
+        .build(&store.build_context())
+        .context("cannot set up the billing system's client")?;
+    let report = match value_report::build(&pipeline, c, &store, billing.as_ref(), from, to).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(match e {
+                ValueReportError::Remote(_) | ValueReportError::Store(_) => Exit::Remote,
+                ValueReportError::NoServiceDesk(_) | ValueReportError::Period { .. } => {
+                    Exit::Invalid
                 }
-                SchemaFormat::Markdown => {
-                    print!("{}", config::reference::markdown(&config::schema()))
-                }
+            });
+        }
+    };
+    let text = match format {
+        ReportFormat::Html => value_report::html(&report, value_report::TEMPLATE)
+            .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
+        ReportFormat::Csv => value_report::csv(&report),
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+    };
+    match output {
+        Some(path) => std::fs::write(&path, text)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(Exit::Ok)
+}
+
+async fn report(
+    inv: &Invocation,
+    run_id: String,
+    format: ReportFormat,
+    template: Option<PathBuf>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    let store = Store::open(&inv.store).await?;
+    let template = match template {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("error: cannot read the template {}: {e}", path.display());
+                return Ok(Exit::Invalid);
+            }
+        },
+        None => None,
+    };
+    match render_report(&store, &run_id, format, template.as_deref()).await {
+        Ok(text) => {
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
             }
             Ok(Exit::Ok)
         }
-        Command::Sandbox { kind, port, seed } => {
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            match config::connectors::run_sandbox(&kind, addr, seed.as_deref()) {
-                Some(fut) => {
-                    fut.await.map_err(|e| anyhow::anyhow!(e))?;
-                    Ok(Exit::Ok)
-                }
-                None => {
-                    eprintln!(
-                        "error: no sandbox named `{kind}` (hint: one of {})",
-                        config::connectors::SANDBOXES.join(", ")
-                    );
-                    Ok(Exit::Invalid)
-                }
-            }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Invalid)
         }
-        Command::Demo => demo::run().await,
+    }
+}
+
+async fn explain(
+    inv: &Invocation,
+    file: PathBuf,
+    client: String,
+    person: Option<String>,
+    product: Option<String>,
+) -> anyhow::Result<Exit> {
+    let Some((pipeline, store)) = one_client(inv, &file, &client).await? else {
+        return Ok(Exit::Invalid);
+    };
+    let c = pipeline
+        .client(&client)
+        .context("the client was checked on loading")?;
+    let answer = match (person, product) {
+        (Some(p), _) => crate::explain::person(&pipeline, c, &store, &p).await,
+        (None, Some(x)) => crate::explain::product(&pipeline, c, &store, &x).await,
+        (None, None) => unreachable!("clap requires --person or --product"),
+    };
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            Ok(Exit::Ok)
+        }
+        Err(e @ crate::explain::ExplainError::Directory(_)) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Remote)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Invalid)
+        }
+    }
+}
+
+fn schema(format: SchemaFormat) -> anyhow::Result<Exit> {
+    match format {
+        SchemaFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&config::schema())?)
+        }
+        SchemaFormat::Markdown => {
+            print!("{}", config::reference::markdown(&config::schema()))
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn sandbox(kind: String, port: u16, seed: Option<PathBuf>) -> anyhow::Result<Exit> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    match config::connectors::run_sandbox(&kind, addr, seed.as_deref()) {
+        Some(fut) => {
+            fut.await.map_err(|e| anyhow::anyhow!(e))?;
+            Ok(Exit::Ok)
+        }
+        None => {
+            eprintln!(
+                "error: no sandbox named `{kind}` (hint: one of {})",
+                config::connectors::SANDBOXES.join(", ")
+            );
+            Ok(Exit::Invalid)
+        }
     }
 }
 
@@ -1148,6 +1262,19 @@ fn validate(bill_day: Option<chrono::NaiveDate>, file: &Path) -> Exit {
         }
         None => Exit::Invalid,
     }
+}
+
+/// What a command about one client starts from: its pipeline (the client checked to be in
+/// it, or `None` with what is wrong printed) and the store.
+async fn one_client(
+    inv: &Invocation,
+    file: &Path,
+    client: &str,
+) -> anyhow::Result<Option<(Pipeline, Store)>> {
+    let Some(pipeline) = load_for(inv.bill_day, file, Some(client)) else {
+        return Ok(None);
+    };
+    Ok(Some((pipeline, Store::open(&inv.store).await?)))
 }
 
 /// Loads a pipeline and checks `--client`, printing what is wrong; `None` means exit 1.
