@@ -11,59 +11,17 @@
 //! `cargo bench --bench sync`
 
 use std::hint::black_box;
-use std::path::Path;
 
 use chrono::Utc;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rollcall::config::{self, Pipeline};
+use rollcall::config;
 use rollcall::mapping::desired_state;
-use rollcall::plan::guard::{self, GuardPolicy};
-use rollcall::plan::{self, Desired};
-use rollcall_core::{
-    AccountRef, ActualAddition, ActualContact, ClientState, DirectoryRead, License, Person,
-};
+use rollcall::plan::Desired;
+use rollcall_core::{AccountRef, ActualAddition, ActualContact, ClientState, DirectoryRead};
 
-const PIPELINE: &str = r#"name: bench
-target: { connectwise: { url: "http://127.0.0.1:9", company_id: x, public_key: "${X:-x}", private_key: "${Y:-y}", client_id: z } }
-defaults:
-  counted: "enabled && !('Service Accounts' in groups)"
-products:
-  - { id: helpdesk, identifier: HELPDESK-USER, unit_price: 35.00 }
-  - { id: m365, identifier: M365-BP, unit_price: 22.00, seats: "'M365 Users' in groups" }
-  - { id: e3, identifier: M365-E3, unit_price: 36.00, seats: "'SPE_E3' in licenses" }
-clients:
-  - { name: bench, directory: { file: { path: x.csv } }, company: X, agreement: A }
-"#;
+mod common;
 
-fn person(client: usize, i: usize) -> Person {
-    let mut groups = vec!["Staff".to_owned()];
-    if !i.is_multiple_of(3) {
-        groups.push("M365 Users".into());
-    }
-    if i % 50 == 49 {
-        groups.push("Service Accounts".into());
-    }
-    Person {
-        id: format!("{client:04}-{i:06}"),
-        username: format!("user{i}"),
-        given_name: format!("Given{i}"),
-        surname: format!("Sur{i}"),
-        display_name: format!("Given{i} Sur{i}"),
-        email: Some(format!("user{i}@client{client}.example")),
-        upn: Some(format!("user{i}@client{client}.local")),
-        enabled: !i.is_multiple_of(17),
-        groups,
-        licenses: if i.is_multiple_of(4) {
-            vec![License {
-                sku: "SPE_E3".into(),
-                name: "Microsoft 365 E3".into(),
-            }]
-        } else {
-            vec![]
-        },
-        attributes: [("title".to_owned(), "Engineer".to_owned())].into(),
-    }
-}
+use common::{PIPELINE, csv_export, map_and_plan, nothing_billed, person, pipeline};
 
 /// The billing state a perfect apply of `desired` leaves behind.
 fn state_matching(desired: &Desired) -> ClientState {
@@ -97,32 +55,6 @@ fn state_matching(desired: &Desired) -> ClientState {
     }
 }
 
-fn pipeline() -> Pipeline {
-    config::load_str(PIPELINE, Path::new("bench.yaml")).expect("bench pipeline")
-}
-
-fn map_and_plan(p: &Pipeline, read: &DirectoryRead, actual: &ClientState) -> usize {
-    let client = &p.clients[0];
-    let desired = desired_state(
-        &client.name,
-        &client.rules,
-        &p.templates,
-        p.currency,
-        None,
-        read,
-        &rollcall::mapping::Grace::default(),
-    )
-    .expect("map");
-    let planned = plan::plan(&desired, actual);
-    let policy = GuardPolicy {
-        max_seat_drop_percent: 50,
-        allow_drop: false,
-    };
-    guard::check(&client.name, planned, &desired, actual, policy)
-        .changes
-        .len()
-}
-
 /// The full sizes under `cargo bench`; a fiftieth under `cargo test --all-targets`, which only
 /// checks that each benchmark still runs (in a debug build the full sizes take minutes).
 fn size(full: usize) -> usize {
@@ -139,15 +71,7 @@ fn plan_1000_clients(c: &mut Criterion) {
     let reads: Vec<DirectoryRead> = (0..size(1000))
         .map(|k| DirectoryRead::complete((0..100).map(|i| person(k, i)).collect()))
         .collect();
-    let empty = ClientState {
-        account: AccountRef {
-            company_id: "1".into(),
-            agreement_id: None,
-        },
-        invoice: None,
-        contacts: vec![],
-        additions: vec![],
-    };
+    let empty = nothing_billed();
     let matching: Vec<ClientState> = reads
         .iter()
         .map(|r| {
@@ -200,31 +124,7 @@ fn plan_1000_clients(c: &mut Criterion) {
 }
 
 fn pull_100k_from_csv(c: &mut Criterion) {
-    let mut csv = String::from(
-        "ObjectGUID,SamAccountName,GivenName,Surname,DisplayName,EmailAddress,UserPrincipalName,Enabled,MemberOf,Title\n",
-    );
-    for i in 0..size(100_000) {
-        let p = person(0, i);
-        let member_of: Vec<String> = p
-            .groups
-            .iter()
-            .map(|g| format!("CN={g},OU=Groups,DC=acme,DC=local"))
-            .collect();
-        csv.push_str(&format!(
-            "{:08x}-0000-4000-8000-{:012x},{},{},{},\"{}\",{},{},{},\"{}\",Engineer\n",
-            i,
-            i,
-            p.username,
-            p.given_name,
-            p.surname,
-            p.display_name,
-            p.email.unwrap_or_default(),
-            p.upn.unwrap_or_default(),
-            if p.enabled { "True" } else { "False" },
-            member_of.join(";")
-        ));
-    }
-    let bytes = csv.into_bytes();
+    let bytes = csv_export(size(100_000));
     let p = pipeline();
     let client = &p.clients[0];
     let now = Utc::now();

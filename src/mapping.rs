@@ -5,8 +5,11 @@
 //! the people behind its seats — which the planner compares with the billing system.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use cel::common::types::{CelBool, CelList, CelMap, CelMapKey as MapKey, CelString};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Program, Value};
 use handlebars::Handlebars;
 use rollcall_core::{AdditionFields, ContactFields, Currency, DirectoryRead, Person, round_money};
@@ -58,6 +61,7 @@ impl Predicate {
     /// boolean for a typical person.
     pub fn compile(source: &str) -> Result<Predicate, String> {
         let program = Program::compile(source).map_err(|e| one_line(&e.to_string()))?;
+        regexes::precompile(program.expression())?;
         let references = program.references();
         let unknown: Vec<&str> = references
             .variables()
@@ -85,7 +89,9 @@ impl Predicate {
 
     /// True when the person matches.
     pub fn eval(&self, vars: &PersonVars) -> Result<bool, String> {
-        match self.program.execute(&vars.context) {
+        let mut context = Context::with_env(Arc::clone(&CEL_ENV));
+        context.set_variable_resolver(vars);
+        match self.program.execute(&context) {
             Ok(Value::Bool(b)) => Ok(b),
             Ok(other) => Err(format!("yields {other:?}, not true or false")),
             Err(e) => Err(missing_key_hint(e.to_string())),
@@ -117,47 +123,212 @@ fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// A person's fields bound as CEL variables, built once per person and shared by every rule.
-pub struct PersonVars {
-    context: Context<'static, 'static>,
+/// A person's fields as CEL variables, shared by every rule evaluated on them.
+///
+/// Each variable is made when a rule first reads it, borrowing the person's text rather than
+/// copying it: binding all thirteen up front, as copies, cost more than the rules themselves.
+pub struct PersonVars<'p> {
+    person: &'p Person,
+    name: OnceLock<CelString<'static>>,
+    groups: OnceLock<Box<dyn Val + 'p>>,
+    licenses: OnceLock<Box<dyn Val + 'p>>,
+    license_names: OnceLock<Box<dyn Val + 'p>>,
+    attributes: OnceLock<Box<dyn Val + 'p>>,
 }
 
-/// CEL's standard environment, built once: building it per person would cost more than every
-/// predicate evaluated on them.
+/// CEL's standard environment with rollcall's `matches`, built once: building it per person
+/// would cost more than every predicate evaluated on them.
 static CEL_ENV: std::sync::LazyLock<Arc<cel::Env>> =
-    std::sync::LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+    std::sync::LazyLock::new(|| Arc::new(regexes::with_matches(cel::Env::stdlib())));
 
-impl PersonVars {
-    pub fn new(p: &Person) -> Self {
-        let mut context = Context::with_env(Arc::clone(&CEL_ENV));
-        context.add_variable_from_value("id", p.id.clone());
-        context.add_variable_from_value("username", p.username.clone());
-        context.add_variable_from_value("given_name", p.given_name.clone());
-        context.add_variable_from_value("surname", p.surname.clone());
-        context.add_variable_from_value("display_name", p.display_name.clone());
-        context.add_variable_from_value("name", p.billing_name());
-        context.add_variable_from_value("email", p.email.clone().unwrap_or_default());
-        context.add_variable_from_value("upn", p.upn.clone().unwrap_or_default());
-        context.add_variable_from_value("enabled", Value::Bool(p.enabled));
-        context.add_variable_from_value("groups", p.groups.clone());
-        context.add_variable_from_value(
-            "licenses",
-            p.licenses.iter().map(|l| l.sku.clone()).collect::<Vec<_>>(),
+/// CEL's `matches`, with each pattern compiled once.
+///
+/// The cel crate's own `matches` compiles its pattern on every call; the built-in exclusions
+/// call it three times per person, and that was three quarters of a plan's CPU (issue 18). Here
+/// a pattern written as a literal is compiled when its predicate is (so a bad one is an error at
+/// validation, with the predicate's position), and every call looks the compiled regex up by
+/// its text. A pattern computed per person (`name.matches(attributes.pattern)`) is compiled on
+/// first use and kept too, up to a bound, so a directory cannot grow the cache without limit.
+mod regexes {
+    use std::collections::HashMap;
+    use std::sync::{Arc, LazyLock, RwLock};
+
+    use cel::ExecutionError;
+    use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+    use cel::common::types::{CelBool, CelString};
+    use regex::Regex;
+
+    /// Patterns computed per person that are kept; past this, they are compiled per call.
+    pub(super) const MAX_COMPUTED: usize = 1024;
+
+    static COMPILED: LazyLock<RwLock<HashMap<Box<str>, Arc<Regex>>>> =
+        LazyLock::new(Default::default);
+
+    pub(super) fn with_matches(mut env: cel::Env) -> cel::Env {
+        // The stdlib's `matches` is compiled out (the `regex` feature is off), so these are the
+        // only overloads of the name: a clash is a programming error caught by every test.
+        cel::add_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>, id = "matches")
+            .expect("`matches` is declared once");
+        cel::add_member_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>)
+            .expect("`string.matches` is declared once");
+        env
+    }
+
+    fn matches(text: &CelString<'_>, pattern: &CelString<'_>) -> Result<CelBool, ExecutionError> {
+        let regex =
+            regex(pattern.inner(), false).map_err(|message| ExecutionError::FunctionError {
+                function: "matches".to_owned(),
+                message,
+            })?;
+        Ok(CelBool::from(regex.is_match(text.inner())))
+    }
+
+    /// The compiled `pattern`, compiling and keeping it when new. `constant`: written in a
+    /// predicate, so always kept.
+    fn regex(pattern: &str, constant: bool) -> Result<Arc<Regex>, String> {
+        let cache = COMPILED.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(regex) = cache.get(pattern) {
+            return Ok(Arc::clone(regex));
+        }
+        let full = cache.len() >= MAX_COMPUTED;
+        drop(cache);
+        let regex = Arc::new(
+            Regex::new(pattern).map_err(|e| format!("'{pattern}' is not a valid regex: {e}"))?,
         );
-        context.add_variable_from_value(
-            "license_names",
-            p.licenses
-                .iter()
-                .map(|l| l.name.clone())
-                .collect::<Vec<_>>(),
-        );
-        let attributes: HashMap<String, String> = p
-            .attributes
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        context.add_variable_from_value("attributes", attributes);
-        PersonVars { context }
+        if constant || !full {
+            COMPILED
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(pattern.into())
+                .or_insert_with(|| Arc::clone(&regex));
+        }
+        Ok(regex)
+    }
+
+    /// Compiles every literal pattern `matches` is called with in `expr`.
+    pub(super) fn precompile(expr: &IdedExpr) -> Result<(), String> {
+        let mut result = Ok(());
+        visit(expr, &mut |e| {
+            if let Expr::Call(call) = &e.expr
+                && call.func_name == "matches"
+                && let Some(IdedExpr {
+                    expr: Expr::Literal(cel::common::ast::LiteralValue::String(p)),
+                    ..
+                }) = call.args.last()
+                && result.is_ok()
+            {
+                result = regex(p.inner(), true).map(|_| ());
+            }
+        });
+        result
+    }
+
+    fn visit(e: &IdedExpr, f: &mut impl FnMut(&IdedExpr)) {
+        f(e);
+        match &e.expr {
+            Expr::Call(call) => {
+                call.target.iter().for_each(|t| visit(t, f));
+                call.args.iter().for_each(|a| visit(a, f));
+            }
+            Expr::Comprehension(c) => {
+                for part in [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ] {
+                    visit(part, f);
+                }
+            }
+            Expr::List(list) => list.elements.iter().for_each(|x| visit(x, f)),
+            Expr::Map(map) => map.entries.iter().for_each(|x| visit_entry(&x.expr, f)),
+            Expr::Struct(s) => s.entries.iter().for_each(|x| visit_entry(&x.expr, f)),
+            Expr::Select(s) => visit(&s.operand, f),
+            Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => {}
+        }
+    }
+
+    fn visit_entry(entry: &EntryExpr, f: &mut impl FnMut(&IdedExpr)) {
+        match entry {
+            EntryExpr::StructField(field) => visit(&field.value, f),
+            EntryExpr::MapEntry(m) => {
+                visit(&m.key, f);
+                visit(&m.value, f);
+            }
+        }
+    }
+}
+
+impl<'p> PersonVars<'p> {
+    pub fn new(person: &'p Person) -> Self {
+        PersonVars {
+            person,
+            name: OnceLock::new(),
+            groups: OnceLock::new(),
+            licenses: OnceLock::new(),
+            license_names: OnceLock::new(),
+            attributes: OnceLock::new(),
+        }
+    }
+}
+
+/// A list of the texts `items` yields, borrowed.
+fn text_list<'p>(items: impl Iterator<Item = &'p str>) -> Box<dyn Val + 'p> {
+    let items: Vec<Box<dyn Val + 'p>> = items
+        .map(|s| Box::new(CelString::from(s)) as Box<dyn Val + 'p>)
+        .collect();
+    Box::new(CelList::from(items))
+}
+
+impl VariableResolver for PersonVars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let p = self.person;
+        let text = |s: &'b str| CowVal::owned(CelString::from(s));
+        Some(match variable {
+            "id" => text(&p.id),
+            "username" => text(&p.username),
+            "given_name" => text(&p.given_name),
+            "surname" => text(&p.surname),
+            "display_name" => text(&p.display_name),
+            "email" => text(p.email.as_deref().unwrap_or_default()),
+            "upn" => text(p.upn.as_deref().unwrap_or_default()),
+            "enabled" => CowVal::owned(CelBool::from(p.enabled)),
+            "name" => CowVal::Borrowed(self.name.get_or_init(|| CelString::from(p.billing_name()))),
+            "groups" => CowVal::Borrowed(
+                self.groups
+                    .get_or_init(|| text_list(p.groups.iter().map(String::as_str)))
+                    .as_ref(),
+            ),
+            "licenses" => CowVal::Borrowed(
+                self.licenses
+                    .get_or_init(|| text_list(p.licenses.iter().map(|l| l.sku.as_str())))
+                    .as_ref(),
+            ),
+            "license_names" => CowVal::Borrowed(
+                self.license_names
+                    .get_or_init(|| text_list(p.licenses.iter().map(|l| l.name.as_str())))
+                    .as_ref(),
+            ),
+            "attributes" => CowVal::Borrowed(
+                self.attributes
+                    .get_or_init(|| {
+                        let map: HashMap<MapKey<'_>, Box<dyn Val + '_>> = p
+                            .attributes
+                            .iter()
+                            .map(|(k, v)| {
+                                (
+                                    MapKey::String(CelString::from(k.as_str())),
+                                    Box::new(CelString::from(v.as_str())) as Box<dyn Val>,
+                                )
+                            })
+                            .collect();
+                        Box::new(CelMap::from(map))
+                    })
+                    .as_ref(),
+            ),
+            _ => return None,
+        })
     }
 }
 
@@ -245,7 +416,7 @@ impl TemplateSet {
                 "PRODUCT",
                 1,
                 Decimal::ONE,
-                &[sample_person()],
+                &[&sample_person()],
                 true,
             ),
         };
@@ -261,9 +432,11 @@ impl TemplateSet {
             })
     }
 
-    fn render(&self, name: &str, data: &serde_json::Value) -> Result<String, String> {
+    /// Renders over `data`, which a template set may render several templates over: handlebars'
+    /// own `render` copies its data for every template, and a contact has three.
+    fn render(&self, name: &str, data: &handlebars::Context) -> Result<String, String> {
         self.registry
-            .render(name, data)
+            .render_with_context(name, data)
             .map(|s| s.trim().to_owned())
             .map_err(|e| one_line(&e.to_string()))
     }
@@ -293,17 +466,17 @@ fn person_json(p: &Person) -> serde_json::Value {
     v
 }
 
-fn line_json(
+fn line_json<P: std::ops::Deref<Target = Person>>(
     product: &str,
     identifier: &str,
     quantity: usize,
     unit_price: Decimal,
-    people: &[Person],
+    people: &[P],
     with_people: bool,
 ) -> serde_json::Value {
-    let names: Vec<String> = people.iter().map(Person::billing_name).collect();
+    let names: Vec<String> = people.iter().map(|p| p.billing_name()).collect();
     let people: Vec<serde_json::Value> = if with_people {
-        people.iter().map(person_json).collect()
+        people.iter().map(|p| person_json(p)).collect()
     } else {
         Vec::new()
     };
@@ -548,10 +721,15 @@ pub fn desired_state(
                 )
             })
             .collect();
-        let mut people: Vec<Person> = people
+        // Borrowed: a copy of every holder of every product was most of a plan's memory.
+        let mut people: Vec<std::borrow::Cow<'_, Person>> = people
             .into_iter()
-            .cloned()
-            .chain(in_grace.into_iter().map(|(p, _)| p))
+            .map(std::borrow::Cow::Borrowed)
+            .chain(
+                in_grace
+                    .into_iter()
+                    .map(|(p, _)| std::borrow::Cow::Owned(p)),
+            )
             .collect();
         people.sort_by_cached_key(|p| p.billing_name().to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
@@ -563,18 +741,17 @@ pub fn desired_state(
             &people,
             templates.uses_people.contains(&seat.description),
         );
-        let invoice_description =
-            templates
-                .render(&seat.description, &data)
-                .map_err(|e| MappingError {
-                    client: client.to_owned(),
-                    person: "-".into(),
-                    rule: format!("description of {}", seat.product),
-                    message: e,
-                })?;
+        let invoice_description = templates
+            .render(&seat.description, &handlebars::Context::from(data))
+            .map_err(|e| MappingError {
+                client: client.to_owned(),
+                person: "-".into(),
+                rule: format!("description of {}", seat.product),
+                message: e,
+            })?;
         let invoice_description = match text_limit {
             Some(limit) => {
-                let names: Vec<String> = people.iter().map(Person::billing_name).collect();
+                let names: Vec<String> = people.iter().map(|p| p.billing_name()).collect();
                 shorten_list(invoice_description, limit, &names)
             }
             None => invoice_description,
@@ -782,7 +959,7 @@ fn contact_fields(
     templates: &TemplateSet,
     p: &Person,
 ) -> Result<ContactFields, String> {
-    let data = person_json(p);
+    let data = handlebars::Context::from(person_json(p));
     let render = |name: &Option<String>| -> Result<Option<String>, String> {
         match name {
             Some(n) => templates
@@ -829,6 +1006,96 @@ mod tests {
         )
         .expect("rule");
         assert_eq!(guarded.eval(&super::PersonVars::new(&without)), Ok(false));
+    }
+
+    fn holds(rule: &str, p: &Person) -> Result<bool, String> {
+        super::Predicate::compile(rule)?.eval(&super::PersonVars::new(p))
+    }
+
+    #[test]
+    fn matches_compiles_a_literal_pattern_once_at_validation_and_refuses_a_bad_one() {
+        let err = super::Predicate::compile("username.matches('^(svc')").expect_err("bad regex");
+        assert!(err.contains("'^(svc' is not a valid regex"), "{err}");
+        // A pattern too large to compile is refused the same way, not a panic at run time.
+        let huge = format!("username.matches('{}')", "(a{1000}){1000}");
+        assert!(super::Predicate::compile(&huge).is_err());
+        let who = |username: &str| Person {
+            id: "p1".to_owned(),
+            username: username.to_owned(),
+            display_name: "\u{202e}Test user".to_owned(),
+            ..Person::default()
+        };
+        let rule = "username.matches('^(?i)(svc|srv|service)[-_.]')";
+        assert_eq!(holds(rule, &who("SVC-backup")), Ok(true));
+        assert_eq!(holds(rule, &who("svcbackup")), Ok(false));
+        assert_eq!(
+            holds(rule, &who("\u{202e}svc-x")),
+            Ok(false),
+            "a bidi mark is a character"
+        );
+        assert_eq!(
+            holds("matches(username, '^a')", &who("ada")),
+            Ok(true),
+            "the global form"
+        );
+        assert_eq!(
+            holds("display_name.matches('^(?i)test[ _-]')", &who("x")),
+            Ok(false),
+            "anchored at the start, which the bidi mark holds"
+        );
+    }
+
+    #[test]
+    fn matches_with_a_pattern_computed_per_person_compiles_it_then_and_says_when_it_is_bad() {
+        let mut p = Person {
+            id: "p1".to_owned(),
+            username: "ada".to_owned(),
+            ..Person::default()
+        };
+        let rule = "'pattern' in attributes && username.matches(attributes.pattern)";
+        p.attributes.insert("pattern".into(), "^a.a$".into());
+        assert_eq!(holds(rule, &p), Ok(true));
+        p.attributes.insert("pattern".into(), "^b".into());
+        assert_eq!(holds(rule, &p), Ok(false));
+        p.attributes.insert("pattern".into(), "[".into());
+        let err = holds(rule, &p).expect_err("bad regex from the directory");
+        assert!(err.contains("'[' is not a valid regex"), "{err}");
+        // Many distinct patterns (one per person) stay correct past the cache's bound.
+        for i in 0..(super::regexes::MAX_COMPUTED + 10) {
+            p.attributes
+                .insert("pattern".into(), format!("^ada$|^x{i}$"));
+            assert_eq!(holds(rule, &p), Ok(true), "{i}");
+        }
+    }
+
+    #[test]
+    fn every_variable_reads_the_person_it_is_made_for() {
+        let p = Person {
+            id: "p1".to_owned(),
+            username: "ada".to_owned(),
+            given_name: "Ada".to_owned(),
+            surname: "Lovelace".to_owned(),
+            email: Some("ada@x".to_owned()),
+            enabled: true,
+            groups: vec!["Staff".to_owned(), "Ünïcode grp".to_owned()],
+            licenses: vec![License {
+                sku: "SPB".to_owned(),
+                name: "Business Premium".to_owned(),
+            }],
+            attributes: [("title".to_owned(), "CEO".to_owned())].into(),
+            ..Person::default()
+        };
+        for rule in [
+            "id == 'p1' && username == 'ada' && given_name == 'Ada' && surname == 'Lovelace'",
+            "name == 'Ada Lovelace' && display_name == '' && email == 'ada@x' && upn == ''",
+            "enabled && 'Ünïcode grp' in groups && size(groups) == 2",
+            "'SPB' in licenses && license_names == ['Business Premium']",
+            "attributes.title == 'CEO' && !('department' in attributes)",
+            "groups.exists(g, g.startsWith('Staff')) && groups.all(g, size(g) > 0)",
+        ] {
+            assert_eq!(holds(rule, &p), Ok(true), "{rule}");
+        }
+        assert_eq!(holds("'Staff' in groups", &Person::default()), Ok(false));
     }
 
     const PIPELINE: &str = r#"name: t

@@ -22,6 +22,8 @@
 //!   a connection of this crate's own (`wire`), whose answers are decoded in place (`ber`), so
 //!   the read keeps up with `ldapsearch` on the same server (BENCHMARKS.md).
 
+#[doc(hidden)]
+pub mod bench;
 mod ber;
 mod client;
 mod config;
