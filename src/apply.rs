@@ -209,7 +209,13 @@ async fn record_seats(
         .is_some_and(|c| c.is_complete())
     {
         store
-            .record_seats(&plan.pipeline, &client.client, run_id, &client.seats)
+            .record_seats(
+                &plan.pipeline,
+                &client.client,
+                run_id,
+                client.planned_at.unwrap_or_else(chrono::Utc::now),
+                &client.seats,
+            )
             .await?;
     }
     Ok(())

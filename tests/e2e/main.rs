@@ -7,6 +7,7 @@ mod deploy;
 mod graph;
 mod invoices;
 mod ldap;
+mod periods;
 mod queue;
 mod report;
 mod support;
