@@ -17,6 +17,7 @@ const PRODUCTS: &str = r#"invoice:
 products:
   - id: m365
     identifier: M365-BP
+    name: M365
     unit_price: 22.00
     seats: "'M365 Users' in groups"
 clients:
