@@ -174,21 +174,24 @@ pub fn product_lines(
     (lines, None)
 }
 
+/// First and last day of an unbroken stretch of days a seat was held.
+type Stretch = (NaiveDate, NaiveDate);
+
 /// Each person's unbroken stretches of days holding the product's seat within the period, by
 /// person id, with the name to print; people who held it no day of the period are left out.
 fn days_held(
     addition: &DesiredAddition,
     period: BillingPeriod,
     proration: &Proration,
-) -> BTreeMap<String, (String, Vec<(NaiveDate, NaiveDate)>)> {
+) -> BTreeMap<String, (String, Vec<Stretch>)> {
     let ledger = proration
         .tenures
         .get(&addition.product)
         .map(Vec::as_slice)
         .unwrap_or_default();
     let holds_now = |id: &str| addition.people.iter().any(|h| h.person_id == id);
-    let mut spans: BTreeMap<String, (String, NaiveDate, Vec<(NaiveDate, NaiveDate)>)> =
-        BTreeMap::new();
+    // Per person id: the name of their newest span, when it began, and every span's days.
+    let mut spans: BTreeMap<String, (String, NaiveDate, Vec<Stretch>)> = BTreeMap::new();
     let mut add = |id: &str, name: &str, from: NaiveDate, to: NaiveDate| {
         let entry = spans
             .entry(id.to_owned())
@@ -233,7 +236,7 @@ fn days_held(
             .find(|h| h.person_id == id)
             .map_or(name, |h| h.name.clone());
         held.sort();
-        let mut stretches: Vec<(NaiveDate, NaiveDate)> = Vec::new();
+        let mut stretches: Vec<Stretch> = Vec::new();
         for (from, to) in held {
             let (from, to) = (from.max(period.start), to.min(period.end));
             if from > to {

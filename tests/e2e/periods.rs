@@ -124,19 +124,7 @@ impl World {
     }
 
     async fn sync(&self) -> PipelinePlan {
-        let plan = self.plan().await;
-        let outcomes = rollcall::cli::apply_now(&self.store, &self.pipeline, &plan, "test", false)
-            .await
-            .expect("apply");
-        for o in &outcomes {
-            assert_eq!(
-                o.state,
-                rollcall::apply::OutcomeState::Done,
-                "{o:?}\n{}",
-                rollcall::report::plan_text(&plan)
-            );
-        }
-        plan
+        crate::support::plan_and_apply(&self.pipeline, &self.store).await
     }
 
     /// Planning again, nothing having changed, plans nothing.
