@@ -118,7 +118,7 @@ impl World {
     }
 
     async fn plan(&self) -> PipelinePlan {
-        rollcall::cli::make_plan(&self.pipeline, &self.store, None, false)
+        rollcall::engine::plan(&self.pipeline, &self.store, None, false)
             .await
             .expect("plan")
     }

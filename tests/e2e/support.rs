@@ -91,7 +91,7 @@ impl World {
     }
 
     pub async fn plan(&self, allow_drop: bool) -> PipelinePlan {
-        rollcall::cli::make_plan(&self.pipeline, &self.open_store().await, None, allow_drop)
+        rollcall::engine::plan(&self.pipeline, &self.open_store().await, None, allow_drop)
             .await
             .expect("plan")
     }
@@ -101,7 +101,7 @@ impl World {
         plan: &PipelinePlan,
         verify: bool,
     ) -> Vec<rollcall::apply::ClientOutcome> {
-        rollcall::cli::apply_now(
+        rollcall::engine::apply(
             &self.open_store().await,
             &self.pipeline,
             plan,
@@ -149,10 +149,10 @@ impl World {
 
 /// Plans every client and applies the plan, each client required to end done; the plan.
 pub async fn plan_and_apply(pipeline: &Pipeline, store: &rollcall::store::Store) -> PipelinePlan {
-    let plan = rollcall::cli::make_plan(pipeline, store, None, false)
+    let plan = rollcall::engine::plan(pipeline, store, None, false)
         .await
         .expect("plan");
-    let outcomes = rollcall::cli::apply_now(store, pipeline, &plan, "test", false)
+    let outcomes = rollcall::engine::apply(store, pipeline, &plan, "test", false)
         .await
         .expect("apply");
     for o in &outcomes {
