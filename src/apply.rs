@@ -228,7 +228,13 @@ async fn record_seats(
             })
             .collect();
         store
-            .record_seats(&plan.pipeline, &client.client, run_id, &seats)
+            .record_seats(
+                &plan.pipeline,
+                &client.client,
+                run_id,
+                client.planned_at.unwrap_or_else(chrono::Utc::now),
+                &seats,
+            )
             .await?;
     }
     Ok(())

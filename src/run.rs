@@ -96,6 +96,11 @@ pub struct ClientPlan {
     pub shadow: bool,
     #[serde(default)]
     pub failure: Option<ClientFailure>,
+    /// The moment the plan was made: what the seat ledger records applying it, so the days
+    /// the plan prorated are the days the ledger then says (a plan applied after midnight
+    /// bills what it showed).
+    #[serde(default)]
+    pub planned_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -152,6 +157,7 @@ impl ClientPlan {
             excluded: Vec::new(),
             shadow: client.shadow,
             failure: None,
+            planned_at: None,
         }
     }
 
@@ -400,61 +406,37 @@ pub async fn plan_pipeline(
     plan
 }
 
-/// The day a run bills: `--period`'s, else today.
+/// The day a run bills: `--period`'s, else today in the pipeline's zone.
 fn bill_today(pipeline: &Pipeline) -> chrono::NaiveDate {
     pipeline
         .bill_day
-        .unwrap_or_else(|| chrono::Local::now().date_naive())
+        .unwrap_or_else(|| plan::proration::day_of(pipeline.planned_at(), pipeline.zone()))
 }
 
-/// The seat ledger as days held per product, for proration. A seat that ended at a run on some
-/// day was last held the day before; `today` is when a seat not yet in the ledger starts; seats
-/// the client's first run found count from before any period.
-fn tenures(
-    spans: Vec<crate::store::SeatSpan>,
-    today: chrono::NaiveDate,
-) -> plan::proration::Proration {
-    let day = |text: &str| {
+/// The seat ledger as the proration reads it. A moment that does not parse is taken as the
+/// client's first run for `since` and as not given up for `until`: a damaged row may bill a
+/// seat longer, never shorter.
+fn held(spans: Vec<crate::store::SeatSpan>) -> Vec<plan::proration::Held> {
+    let moment = |text: &str| {
         chrono::DateTime::parse_from_rfc3339(text)
             .ok()
-            .map(|t| t.with_timezone(&chrono::Utc).date_naive())
+            .map(|t| t.with_timezone(&chrono::Utc))
     };
-    let mut tenures: std::collections::BTreeMap<String, Vec<plan::proration::Tenure>> =
-        Default::default();
-    // Whoever rollcall's first run for the client found was already there: their seats are
-    // as old as the client's billing, not as the day rollcall met them.
-    let first_run = spans.iter().map(|s| s.since.clone()).min();
-    for span in spans {
-        let Some(from) = day(&span.since) else {
-            continue;
-        };
-        let from = if Some(&span.since) == first_run.as_ref() {
-            chrono::NaiveDate::MIN
-        } else {
-            from
-        };
-        let to = match span.until.as_deref() {
-            Some(until) => match day(until).and_then(|d| d.pred_opt()) {
-                Some(last) => Some(last),
-                None => continue,
-            },
-            None => None,
-        };
-        tenures
-            .entry(span.product)
-            .or_default()
-            .push(plan::proration::Tenure {
-                person_id: span.person_id,
-                name: span.person_name,
-                from,
-                to,
-            });
-    }
-    plan::proration::Proration {
-        // Before the first run there is no ledger: everyone found then is billed whole.
-        today: (!tenures.is_empty()).then_some(today),
-        tenures,
-    }
+    let first_run = spans
+        .iter()
+        .filter_map(|s| moment(&s.since))
+        .min()
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+    spans
+        .into_iter()
+        .map(|span| plan::proration::Held {
+            since: moment(&span.since).unwrap_or(first_run),
+            until: span.until.as_deref().and_then(moment),
+            product: span.product,
+            person_id: span.person_id,
+            name: span.person_name,
+        })
+        .collect()
 }
 
 /// Where each client is billed for this run: as its pipeline entry says, plus, for billing
@@ -500,6 +482,8 @@ async fn plan_client(
     progress: &dyn Progress,
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
+    let now = pipeline.planned_at();
+    out.planned_at = Some(now);
     out.account = account.clone();
     progress.phase(&client.name, "reading the directory");
     let directory = client.directory.build(pipeline.dir());
@@ -547,7 +531,7 @@ async fn plan_client(
     let grace = if client.rules.grace_days > 0 {
         match store.held_seats(&pipeline.name, &client.name).await {
             Ok(held) => mapping::Grace {
-                now: chrono::Utc::now(),
+                now,
                 held: held
                     .into_iter()
                     .map(|(product, seats)| {
@@ -573,7 +557,7 @@ async fn plan_client(
         }
     } else {
         mapping::Grace {
-            now: chrono::Utc::now(),
+            now,
             held: Default::default(),
         }
     };
@@ -597,17 +581,16 @@ async fn plan_client(
         desired.contacts = None;
     }
     let proration = match &account.invoice {
-        Some(target) if pipeline.invoicing.prorate => {
+        Some(_) if pipeline.invoicing.prorate => {
             match store
                 .seat_history(&pipeline.name, &client.name, None, None)
                 .await
             {
-                // A newcomer's seat starts today, as the ledger will record it when applied.
-                Ok(spans) => Some(tenures(
-                    spans,
-                    chrono::Utc::now()
-                        .date_naive()
-                        .clamp(target.period.start, target.period.end),
+                // This run's changes count from the moment the ledger will record for them.
+                Ok(spans) => Some(plan::proration::Proration::from_ledger(
+                    &held(spans),
+                    now,
+                    pipeline.zone(),
                 )),
                 Err(e) => {
                     return out.failed(
@@ -804,6 +787,7 @@ mod tests {
             excluded: vec![],
             shadow: false,
             failure: None,
+            planned_at: None,
         };
         assert!(client.may_apply());
         assert!(

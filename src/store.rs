@@ -483,17 +483,20 @@ pub struct SeatSpan {
 }
 
 impl Store {
-    /// Brings the ledger up to what a client was just billed: new holders open a span, people
-    /// who no longer hold a seat close theirs, the rest are marked seen. One transaction, so a
-    /// crash leaves the ledger as it was before the run, never half-updated.
+    /// Brings the ledger up to what a client was just billed, as of `at` (the moment the plan
+    /// was made, whose proration counted its changes from then): new holders open a span,
+    /// people who no longer hold a seat close theirs, the rest are marked seen. One
+    /// transaction, so a crash leaves the ledger as it was before the run, never half-updated.
+    /// An older plan applied late never ends a span before it began nor moves `last_seen` back.
     pub async fn record_seats(
         &self,
         pipeline: &str,
         client: &str,
         run_id: &str,
+        at: DateTime<Utc>,
         seats: &[LedgerSeats<'_>],
     ) -> Result<(), StoreError> {
-        let at = now();
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         // Read then written in one transaction: taken with the write lock from the start, or
         // another process's write in between would fail it (SQLITE_BUSY_SNAPSHOT).
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -513,7 +516,7 @@ impl Store {
                 product.people.iter().map(|h| h.person_id).collect();
             for gone in open.iter().filter(|id| !holding.contains(id.as_str())) {
                 sqlx::query(
-                    "UPDATE seat_ledger SET until = ?
+                    "UPDATE seat_ledger SET until = max(since, ?)
                      WHERE pipeline = ? AND client = ? AND product = ? AND person_id = ? AND until IS NULL",
                 )
                 .bind(&at)
@@ -532,7 +535,7 @@ impl Store {
                 }
                 if open.contains(h.person_id) {
                     sqlx::query(
-                        "UPDATE seat_ledger SET last_seen = ?, person_name = ?, evidence = ?, rule = ?, contact_key = ?
+                        "UPDATE seat_ledger SET last_seen = max(last_seen, ?), person_name = ?, evidence = ?, rule = ?, contact_key = ?
                          WHERE pipeline = ? AND client = ? AND product = ? AND person_id = ? AND until IS NULL",
                     )
                     .bind(&at)
@@ -547,10 +550,13 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 } else {
+                    // The same plan applied again opens the same span: it is reopened.
                     sqlx::query(
                         "INSERT INTO seat_ledger
                          (pipeline, client, product, person_id, person_name, rule, evidence, since, last_seen, run_id, contact_key)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         ON CONFLICT (pipeline, client, product, person_id, since)
+                         DO UPDATE SET until = NULL, last_seen = max(last_seen, excluded.last_seen)",
                     )
                     .bind(pipeline)
                     .bind(client)
@@ -841,6 +847,83 @@ mod tests {
         // Reopening runs no migration twice.
         drop(store);
         Store::open(&dir.path().join("s.db")).await.expect("reopen");
+    }
+
+    #[tokio::test]
+    async fn the_ledger_records_the_plans_moment_and_a_late_old_plan_never_runs_it_backwards() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(&dir.path().join("s.db")).await.expect("open");
+        let at = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .expect("moment")
+                .with_timezone(&Utc)
+        };
+        let evidence = std::collections::BTreeMap::new();
+        let record = |t: &'static str, ids: &'static [&'static str]| {
+            let (store, evidence) = (store.clone(), &evidence);
+            async move {
+                let seats = [LedgerSeats {
+                    product: "m365",
+                    rule: "true",
+                    people: ids
+                        .iter()
+                        .map(|id| LedgerHolder {
+                            person_id: id,
+                            name: id,
+                            evidence,
+                            contact: None,
+                            by_grace: false,
+                        })
+                        .collect(),
+                }];
+                store
+                    .record_seats("p", "acme", "run", at(t), &seats)
+                    .await
+                    .expect("record")
+            }
+        };
+        record("2026-11-03T09:00:00Z", &["ada"]).await;
+        record("2026-11-17T09:00:00Z", &["ada", "grace"]).await;
+        let spans = || async {
+            let history = store
+                .seat_history("p", "acme", None, None)
+                .await
+                .expect("history");
+            let mut spans: Vec<(String, String, String, Option<String>)> = history
+                .into_iter()
+                .map(|s| (s.person_id, s.since, s.last_seen, s.until))
+                .collect();
+            spans.sort();
+            spans
+        };
+        let (third, seventeenth) = (
+            "2026-11-03T09:00:00.000000Z".to_owned(),
+            "2026-11-17T09:00:00.000000Z".to_owned(),
+        );
+        // A plan made on the 10th, applied after the 17th's: grace's span ends no earlier
+        // than it began, and ada's last sighting stays the 17th.
+        record("2026-11-10T09:00:00Z", &["ada"]).await;
+        assert_eq!(
+            spans().await,
+            [
+                ("ada".into(), third.clone(), seventeenth.clone(), None),
+                (
+                    "grace".into(),
+                    seventeenth.clone(),
+                    seventeenth.clone(),
+                    Some(seventeenth.clone())
+                ),
+            ]
+        );
+        // The 17th's plan applied once more: grace's span is reopened, not written twice.
+        record("2026-11-17T09:00:00Z", &["ada", "grace"]).await;
+        assert_eq!(
+            spans().await,
+            [
+                ("ada".into(), third.clone(), seventeenth.clone(), None),
+                ("grace".into(), seventeenth.clone(), seventeenth, None),
+            ]
+        );
     }
 
     #[tokio::test]

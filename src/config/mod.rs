@@ -360,6 +360,9 @@ pub struct Pipeline {
     pub invoicing: Invoicing,
     /// The day the run bills for (`--period`); `None` is the day the run plans.
     pub bill_day: Option<chrono::NaiveDate>,
+    /// The moment the run plans as of; `None` is the clock's. The CLI never sets it: tests do,
+    /// to plan on the days a scenario needs.
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
     /// When workers queue every client for a sync on their own.
     pub schedule: Option<Schedule>,
     pub target: TargetConfig,
@@ -416,6 +419,19 @@ impl Client {
 }
 
 impl Pipeline {
+    /// The zone the pipeline's days are counted in: its schedule's, else UTC. A billing
+    /// period's days, and the day a seat was taken or given up, are days here.
+    pub fn zone(&self) -> chrono_tz::Tz {
+        self.schedule
+            .as_ref()
+            .map_or(chrono_tz::Tz::UTC, |s| s.timezone)
+    }
+
+    /// The moment a run plans as of: [`Pipeline::as_of`], else now.
+    pub fn planned_at(&self) -> chrono::DateTime<chrono::Utc> {
+        self.as_of.unwrap_or_else(chrono::Utc::now)
+    }
+
     /// The folder the pipeline file lives in; relative paths in it are resolved from here.
     pub fn dir(&self) -> &Path {
         self.file
@@ -861,6 +877,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
         currency: raw.currency,
         invoicing,
         bill_day: None,
+        as_of: None,
         schedule,
         target: raw.target,
         products,

@@ -858,3 +858,251 @@ mod invoices {
         }
     }
 }
+
+mod periods {
+    //! Proration over any period: runs on arbitrary days and hours, each billing the month
+    //! before, of or after its own, with people taking and giving up the seat between runs.
+    //! Every plan applied leaves nothing to plan; at the end every period resynced later plans
+    //! nothing; and every invoice's money is what a day count says, in integer cents.
+    use super::proration::{Held, Proration};
+    use super::*;
+    use crate::config::invoice::{InvoicePolicy, Invoicing, month_of};
+    use chrono::{DateTime, Months, NaiveDate, TimeZone, Utc};
+    use chrono_tz::Tz;
+    use rollcall_core::{BillingPeriod, Currency, round_money};
+    use rust_decimal::prelude::ToPrimitive;
+
+    const PEOPLE: [&str; 5] = ["ada", "bob", "cy", "di", "ed"];
+
+    /// A run: when (minutes after the previous one), who holds the seat (a bit per person),
+    /// and which month it bills beside its own (−1, 0, +1).
+    type Run = (i64, u8, i32);
+
+    fn period_of(now: DateTime<Utc>, zone: Tz, offset: i32) -> BillingPeriod {
+        let own = month_of(now.with_timezone(&zone).date_naive()).start;
+        let start = if offset < 0 {
+            own - Months::new(offset.unsigned_abs())
+        } else {
+            own + Months::new(offset.unsigned_abs())
+        };
+        month_of(start)
+    }
+
+    fn invoiced(
+        period: BillingPeriod,
+        holders: u8,
+        price_cents: i64,
+        proration: Proration,
+    ) -> Desired {
+        let people: Vec<SeatHolder> = PEOPLE
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| holders & (1 << i) != 0)
+            .map(|(_, p)| SeatHolder {
+                person_id: (*p).into(),
+                name: (*p).into(),
+                evidence: Default::default(),
+                grace_until: None,
+                contact: None,
+            })
+            .collect();
+        let fields = AdditionFields {
+            quantity: people.len() as u32,
+            unit_price: Decimal::new(price_cents, 2),
+            invoice_description: "M365".into(),
+        };
+        let mut d = desired(&[], &[("M365", fields)]);
+        d.contacts = None;
+        d.additions.get_mut("M365").expect("product").people = people;
+        let invoicing = Invoicing::from_policy(&InvoicePolicy::default()).expect("policy");
+        d.invoice = Some(DesiredInvoice {
+            target: invoicing.target(period.start, "Acme", None, None),
+            customer: "Acme".into(),
+            email: None,
+            proration: Some(proration),
+            text_limit: None,
+        });
+        d
+    }
+
+    /// What the store's `record_seats` does with a client's applied plan.
+    fn record(ledger: &mut Vec<Held>, now: DateTime<Utc>, holders: u8) {
+        for (i, p) in PEOPLE.iter().enumerate() {
+            let holds = holders & (1 << i) != 0;
+            let open = ledger
+                .iter_mut()
+                .find(|h| h.person_id == *p && h.until.is_none());
+            match (open, holds) {
+                (Some(span), false) => span.until = Some(now),
+                (None, true) => ledger.push(Held {
+                    product: "m365".into(),
+                    person_id: (*p).into(),
+                    name: (*p).into(),
+                    since: now,
+                    until: None,
+                }),
+                _ => {}
+            }
+        }
+    }
+
+    /// The invoice's money in cents, each line rounded once as the accounting systems do.
+    fn cents(state: &ClientState) -> i64 {
+        state.invoice.as_ref().map_or(0, |i| {
+            i.fields
+                .lines
+                .iter()
+                .map(|l| {
+                    let amount = round_money(l.quantity * l.unit_price, Currency::Usd);
+                    (amount * Decimal::ONE_HUNDRED).to_i64().expect("cents")
+                })
+                .sum()
+        })
+    }
+
+    /// The reference: who held the seat on each day of the period, by the last run on or
+    /// before that day (before the first run that found anyone: that run's holders, who were
+    /// already there), each unbroken stretch short of the whole period billed
+    /// `days ÷ period days` rounded to ten-thousandths, times the price, rounded to the cent;
+    /// halves away from zero. Integers only.
+    fn reference_cents(
+        runs: &[(DateTime<Utc>, u8)],
+        zone: Tz,
+        period: BillingPeriod,
+        price_cents: i64,
+    ) -> i64 {
+        let runs: Vec<(NaiveDate, u8)> = runs
+            .iter()
+            .skip_while(|(_, h)| *h == 0)
+            .map(|(t, h)| (t.with_timezone(&zone).date_naive(), *h))
+            .collect();
+        let Some(first) = runs.first() else {
+            return 0;
+        };
+        let period_days = (period.end - period.start).num_days() + 1;
+        let holders_on = |day: NaiveDate| {
+            runs.iter()
+                .rev()
+                .find(|(d, _)| *d <= day)
+                .unwrap_or(first)
+                .1
+        };
+        let mut total = 0;
+        for i in 0..PEOPLE.len() {
+            let mut stretches: Vec<i64> = Vec::new();
+            let mut held_yesterday = false;
+            for day in period.start.iter_days().take_while(|d| *d <= period.end) {
+                let held = holders_on(day) & (1 << i) != 0;
+                if held && held_yesterday {
+                    *stretches.last_mut().expect("stretch") += 1;
+                } else if held {
+                    stretches.push(1);
+                }
+                held_yesterday = held;
+            }
+            if stretches == [period_days] {
+                total += price_cents;
+                continue;
+            }
+            for days in stretches {
+                let ten_thousandths = (days * 20_000 + period_days) / (2 * period_days);
+                total += (ten_thousandths * price_cents * 2 + 10_000) / 20_000;
+            }
+        }
+        total
+    }
+
+    fn scenario() -> impl Strategy<Value = (DateTime<Utc>, Tz, i64, Vec<Run>, i64)> {
+        let starts = prop::sample::select(vec![
+            (2026, 11, 1),
+            (2026, 12, 20),
+            (2028, 1, 25),
+            (2028, 2, 27),
+            (2027, 2, 1),
+            (2027, 3, 30),
+        ]);
+        let zones = prop::sample::select(vec![
+            Tz::UTC,
+            Tz::Pacific__Auckland,
+            Tz::America__Los_Angeles,
+            Tz::Asia__Kolkata,
+        ]);
+        // Runs from minutes to three weeks apart, so some share a day and some a period.
+        let run = (
+            prop_oneof![0..600i64, 0..30_240i64],
+            0..32u8,
+            prop::sample::select(vec![-1, 0, 1]),
+        );
+        (
+            starts,
+            0..24 * 60i64,
+            zones,
+            1..100_000i64,
+            prop::collection::vec(run, 1..8),
+            0..90 * 24 * 60i64,
+        )
+            .prop_map(|((y, m, d), minute, zone, price, runs, later)| {
+                let start = Utc
+                    .with_ymd_and_hms(y, m, d, 0, 0, 0)
+                    .single()
+                    .expect("start")
+                    + chrono::Duration::minutes(minute);
+                (start, zone, price, runs, later)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_period_resyncs_to_a_fixed_point_and_bills_the_days_held(
+            (start, zone, price, runs, later) in scenario(),
+        ) {
+            let mut ledger: Vec<Held> = Vec::new();
+            // Each period's invoice, and the last run that billed it.
+            let mut invoices: BTreeMap<NaiveDate, (BillingPeriod, ClientState, usize)> = BTreeMap::new();
+            let mut history: Vec<(DateTime<Utc>, u8)> = Vec::new();
+            let mut now = start;
+            let empty = ClientState {
+                account: AccountRef { company_id: "C1".into(), agreement_id: None },
+                contacts: vec![],
+                additions: vec![],
+                invoice: None,
+            };
+            for (gap, holders, offset) in &runs {
+                // Runs are never at the same moment: the ledger keys spans by their start.
+                now += chrono::Duration::minutes(gap + 1);
+                let period = period_of(now, zone, *offset);
+                let d = invoiced(period, *holders, price, Proration::from_ledger(&ledger, now, zone));
+                let (_, state, last) = invoices.entry(period.start).or_insert((period, empty.clone(), 0));
+                *last = history.len();
+                let planned = plan(&d, state);
+                *state = after(state.clone(), &planned.changes);
+                let again = plan(&d, state);
+                prop_assert!(again.changes.is_empty(), "planned again at {now}: {:?}", again.changes);
+                history.push((now, *holders));
+                record(&mut ledger, now, *holders);
+                let reference = reference_cents(&history, zone, period, price);
+                prop_assert_eq!(cents(state), reference, "{} at {}: {:?}", period, now, state.invoice);
+            }
+            // Later, nobody having changed: a period billed after the last change plans
+            // nothing; every period, and one before the ledger began, ends as the day count
+            // says, and stays so on any later day.
+            let holders = history.last().expect("a run").1;
+            let before = period_of(start, zone, -2);
+            invoices.entry(before.start).or_insert((before, empty.clone(), usize::MAX));
+            for resync in [now + chrono::Duration::minutes(later), now + chrono::Duration::days(200)] {
+                for (period, state, last) in invoices.values_mut() {
+                    let d = invoiced(*period, holders, price, Proration::from_ledger(&ledger, resync, zone));
+                    let planned = plan(&d, state);
+                    let changed_since = history.get(*last..).is_none_or(|h| h.iter().any(|(_, held)| *held != holders));
+                    if !changed_since {
+                        prop_assert!(planned.changes.is_empty(), "{} resynced at {resync}: {:?}", period, planned.changes);
+                    }
+                    *state = after(state.clone(), &planned.changes);
+                    *last = history.len() - 1;
+                    prop_assert!(plan(&d, state).changes.is_empty());
+                    prop_assert_eq!(cents(state), reference_cents(&history, zone, *period, price), "{}", period);
+                }
+            }
+        }
+    }
+}

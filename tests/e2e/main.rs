@@ -8,6 +8,7 @@ mod graph;
 mod invoices;
 mod ldap;
 mod leases;
+mod periods;
 mod queue;
 mod report;
 mod support;

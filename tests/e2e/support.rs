@@ -147,6 +147,25 @@ impl World {
     }
 }
 
+/// Plans every client and applies the plan, each client required to end done; the plan.
+pub async fn plan_and_apply(pipeline: &Pipeline, store: &rollcall::store::Store) -> PipelinePlan {
+    let plan = rollcall::engine::plan(pipeline, store, None, false)
+        .await
+        .expect("plan");
+    let outcomes = rollcall::engine::apply(store, pipeline, &plan, "test", false)
+        .await
+        .expect("apply");
+    for o in &outcomes {
+        assert_eq!(
+            o.state,
+            rollcall::apply::OutcomeState::Done,
+            "{o:?}\n{}",
+            rollcall::report::plan_text(&plan)
+        );
+    }
+    plan
+}
+
 pub fn rollcall_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
 }

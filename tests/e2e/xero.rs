@@ -55,21 +55,7 @@ async fn both() -> Both {
 }
 
 async fn sync(b: &Both) -> rollcall::run::PipelinePlan {
-    let plan = engine::plan(&b.pipeline, &b.store, None, false)
-        .await
-        .expect("plan");
-    let outcomes = rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
-        .await
-        .expect("apply");
-    for o in &outcomes {
-        assert_eq!(
-            o.state,
-            rollcall::apply::OutcomeState::Done,
-            "{o:?}\n{}",
-            rollcall::report::plan_text(&plan)
-        );
-    }
-    plan
+    crate::support::plan_and_apply(&b.pipeline, &b.store).await
 }
 
 fn invoice(b: &Both, customer: &str) -> serde_json::Value {
