@@ -20,6 +20,7 @@ pub mod directory;
 pub mod error;
 pub mod http;
 pub mod invoice;
+pub mod limits;
 pub mod money;
 pub mod notify;
 pub mod oauth;
@@ -39,6 +40,7 @@ pub use error::{RemoteError, RemoteErrorKind};
 pub use invoice::{
     ActualInvoice, BillingPeriod, InvoiceFields, InvoiceLine, InvoiceStatus, InvoiceTarget,
 };
+pub use limits::{FieldLimits, fit_text, text_length};
 pub use money::{Currency, json_decimal, json_number, round_money};
 pub use person::{License, Person};
 pub use secret::Secret;
