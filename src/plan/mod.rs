@@ -123,13 +123,7 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
     let mut out = Planned::default();
     // The mark on the object itself counts as much as the store's record, so a lost or new
     // store does not freeze billing.
-    let ours_contact = |c: &ActualContact| {
-        c.marked
-            || desired
-                .ownership
-                .as_ref()
-                .is_none_or(|o| o.contacts.contains(&c.id))
-    };
+    let ours_contact = |c: &ActualContact| ours_contact(desired, c);
     let ours_addition = |a: &ActualAddition| ours_addition(desired, a);
     let mut cancellations = Vec::new();
     let mut deactivations = Vec::new();
@@ -403,8 +397,17 @@ fn index_additions<'a>(
     by_product
 }
 
-/// Whether rollcall may change an addition: it carries rollcall's mark, or the store records
-/// it as made or adopted, or the client adopts everything.
+/// Whether rollcall may change a contact: it carries rollcall's mark, or the store records it
+/// as made or adopted, or the client adopts everything.
+fn ours_contact(desired: &Desired, c: &ActualContact) -> bool {
+    c.marked
+        || desired
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.contacts.contains(&c.id))
+}
+
+/// Whether rollcall may change an addition, as [`ours_contact`].
 fn ours_addition(desired: &Desired, a: &ActualAddition) -> bool {
     a.marked
         || desired
