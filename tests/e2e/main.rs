@@ -7,6 +7,7 @@ mod deploy;
 mod graph;
 mod invoices;
 mod ldap;
+mod leases;
 mod limits;
 mod queue;
 mod report;

@@ -36,6 +36,7 @@ mod client;
 mod config;
 mod csv_export;
 mod error;
+mod groups;
 mod ldif;
 mod model;
 mod read;
