@@ -40,6 +40,7 @@ fn state_matching(desired: &Desired) -> ClientState {
                 id: i.to_string(),
                 fields: f.clone(),
                 active: true,
+                marked: true,
             })
             .collect(),
         additions: desired
@@ -50,6 +51,7 @@ fn state_matching(desired: &Desired) -> ClientState {
                 id: i.to_string(),
                 product: id.clone(),
                 fields: a.fields.clone(),
+                marked: true,
             })
             .collect(),
     }

@@ -2,7 +2,10 @@
 //!
 //! Retries, rate limits and reconcile-before-retry live in the connectors' HTTP plumbing; this
 //! module decides order and bookkeeping. A client whose change fails stops there (later
-//! changes may depend on it) and the other clients go on. A saved plan is applied only to a
+//! changes may depend on it) and the other clients go on — except a contact's change: one
+//! person's contact is not what the seats, the other contacts or the invoice depend on (seats
+//! are counted from the directory), so it is reported and skipped and the client's billing
+//! is still written. A saved plan is applied only to a
 //! billing state that still matches the one it was made from.
 
 use std::sync::Arc;
@@ -158,6 +161,7 @@ async fn apply_client(
     }
     // A customer made by this plan is where the changes after it are written.
     let mut account = account.clone();
+    let mut skipped: Vec<(String, RemoteError)> = Vec::new();
     for change in changes {
         if let Ok(fence) = FENCE.try_with(Arc::clone)
             && let Err(why) = fence.check().await
@@ -185,6 +189,11 @@ async fn apply_client(
             }
             Err(e) => {
                 store.record_failed(run_id, *seq, &e.to_string()).await?;
+                if stands_alone(change) {
+                    warn!(kind = change.kind(), subject = %change.subject(), error = %e, "A contact change failed; it is skipped and the client's other changes go on.");
+                    skipped.push((change.subject(), e));
+                    continue;
+                }
                 warn!(kind = change.kind(), subject = %change.subject(), error = %e, "A change failed; the client's remaining changes are not sent.");
                 outcome.state = failed(&e);
                 return Ok(outcome);
@@ -192,7 +201,35 @@ async fn apply_client(
         }
     }
     record_seats(plan, client, store, run_id).await?;
+    if let Some((_, first)) = skipped.first() {
+        let people: Vec<String> = skipped
+            .iter()
+            .map(|(subject, e)| format!("{subject}: {e}"))
+            .collect();
+        outcome.state = OutcomeState::Failed {
+            error: format!(
+                "{} contact change(s) failed and were skipped; the client's other changes were written: {}",
+                skipped.len(),
+                people.join("; ")
+            ),
+            hint: first.hint().to_owned(),
+        };
+    }
     Ok(outcome)
+}
+
+/// A change nothing after it depends on: a contact's. Seats, additions and invoices are
+/// counted from the directory, not from contacts, and contacts are independent of each
+/// other, so a failed one is skipped rather than stopping the client.
+fn stands_alone(change: &rollcall_core::Change) -> bool {
+    use rollcall_core::Change;
+    matches!(
+        change,
+        Change::CreateContact { .. }
+            | Change::UpdateContact { .. }
+            | Change::ReactivateContact { .. }
+            | Change::DeactivateContact { .. }
+    )
 }
 
 /// After a client's bill is what the plan said, the ledger says who holds its seats. A read

@@ -580,6 +580,8 @@ async fn plan_client(
     if !billing.manages_contacts() {
         desired.contacts = None;
     }
+    out.notes
+        .extend(plan::fit::fit(&mut desired, &billing.field_limits()));
     let proration = match &account.invoice {
         Some(_) if pipeline.invoicing.prorate => {
             match store

@@ -133,7 +133,7 @@ pub fn check(
     // or only minimums, must not lose every contact to one bad read either.
     let reason = reason.or_else(|| {
         let ours = |c: &&rollcall_core::ActualContact| {
-            c.active && desired.ownership.as_ref().is_none_or(|o| o.contacts.contains(&c.id))
+            c.active && super::ours_contact(desired, c)
         };
         let active = actual.contacts.iter().filter(ours).count() as u64;
         let leaving = changes.iter().filter(|c| matches!(c, Change::DeactivateContact { .. })).count() as u64;

@@ -4,6 +4,7 @@
 //! a plan can be shown to a person, saved, reviewed, and applied later exactly. Guards
 //! ([`guard`]) then decide whether a plan may be applied at all.
 
+pub mod fit;
 pub mod guard;
 pub mod proration;
 
@@ -120,18 +121,10 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
         return plan_invoice(desired, invoice, actual);
     }
     let mut out = Planned::default();
-    let ours_contact = |c: &ActualContact| {
-        desired
-            .ownership
-            .as_ref()
-            .is_none_or(|o| o.contacts.contains(&c.id))
-    };
-    let ours_addition = |a: &ActualAddition| {
-        desired
-            .ownership
-            .as_ref()
-            .is_none_or(|o| o.additions.contains(&a.id))
-    };
+    // The mark on the object itself counts as much as the store's record, so a lost or new
+    // store does not freeze billing.
+    let ours_contact = |c: &ActualContact| ours_contact(desired, c);
+    let ours_addition = |a: &ActualAddition| ours_addition(desired, a);
     let mut cancellations = Vec::new();
     let mut deactivations = Vec::new();
 
@@ -404,6 +397,25 @@ fn index_additions<'a>(
     by_product
 }
 
+/// Whether rollcall may change a contact: it carries rollcall's mark, or the store records it
+/// as made or adopted, or the client adopts everything.
+fn ours_contact(desired: &Desired, c: &ActualContact) -> bool {
+    c.marked
+        || desired
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.contacts.contains(&c.id))
+}
+
+/// Whether rollcall may change an addition, as [`ours_contact`].
+fn ours_addition(desired: &Desired, a: &ActualAddition) -> bool {
+    a.marked
+        || desired
+            .ownership
+            .as_ref()
+            .is_none_or(|o| o.additions.contains(&a.id))
+}
+
 /// Ids compare as numbers when both are numbers (ConnectWise), else as text.
 fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
@@ -431,12 +443,7 @@ pub fn seats_by_product(desired: &Desired, actual: &ClientState) -> BTreeMap<Str
             .collect();
     }
     let mut notes = Vec::new();
-    let ours = |a: &ActualAddition| {
-        desired
-            .ownership
-            .as_ref()
-            .is_none_or(|o| o.additions.contains(&a.id))
-    };
+    let ours = |a: &ActualAddition| ours_addition(desired, a);
     let index = index_additions(&actual.additions, &ours, &mut notes);
     desired
         .additions

@@ -72,6 +72,7 @@ fn actual(
                 id: (*id).into(),
                 fields: f.clone(),
                 active: *active,
+                marked: false,
             })
             .collect(),
         additions: additions
@@ -80,6 +81,7 @@ fn actual(
                 id: (*id).into(),
                 product: (*product).into(),
                 fields: f.clone(),
+                marked: false,
             })
             .collect(),
     }
@@ -394,6 +396,7 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                 id: fresh(),
                 fields: after.clone(),
                 active: true,
+                marked: true,
             }),
             Change::UpdateContact { id, after, .. }
             | Change::ReactivateContact { id, after, .. } => {
@@ -417,6 +420,7 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                 id: fresh(),
                 product: product.clone(),
                 fields: after.clone(),
+                marked: true,
             }),
             Change::UpdateAddition { id, after, .. } => {
                 state
@@ -543,6 +547,7 @@ mod arb {
                         id: i.to_string(),
                         fields,
                         active,
+                        marked: false,
                     })
                     .collect(),
                 additions: additions
@@ -552,6 +557,7 @@ mod arb {
                         id: (100 + i).to_string(),
                         product: p.to_owned(),
                         fields,
+                        marked: false,
                     })
                     .collect(),
             })

@@ -8,6 +8,7 @@ mod graph;
 mod invoices;
 mod ldap;
 mod leases;
+mod limits;
 mod periods;
 mod queue;
 mod report;

@@ -166,6 +166,29 @@ pub async fn plan_and_apply(pipeline: &Pipeline, store: &rollcall::store::Store)
     plan
 }
 
+impl World {
+    /// Writes `body` to ConnectWise as a person at the MSP would (a POST to `path`, under
+    /// ACME's company or agreement), not through rollcall: the object carries no mark of
+    /// rollcall's. Returns the new object's id.
+    pub async fn by_hand(&self, path: &str, body: serde_json::Value) -> i64 {
+        let keys = self.sandbox.credentials();
+        let reply = reqwest::Client::new()
+            .post(format!("{}/{path}", self.sandbox.url()))
+            .basic_auth(
+                format!("{}+{}", keys.company_id, keys.public_key),
+                Some(&keys.private_key),
+            )
+            .header("clientId", &keys.client_id)
+            .json(&body)
+            .send()
+            .await
+            .expect("by hand");
+        assert!(reply.status().is_success(), "{path}: {}", reply.status());
+        let made: serde_json::Value = reply.json().await.expect("json");
+        made["id"].as_i64().expect("id")
+    }
+}
+
 pub fn rollcall_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
 }

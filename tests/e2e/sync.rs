@@ -371,43 +371,27 @@ async fn a_weekend_lock_out_does_not_churn_the_bill_within_the_grace_period() {
 #[tokio::test]
 async fn what_people_made_by_hand_is_never_changed_unless_adopted() {
     let w = World::new(&people_csv(2, 2)).await;
-    // Before rollcall: the MSP keeps a vendor contact and an M365 addition by hand.
-    let billing = w
-        .pipeline
-        .target
-        .build(&rollcall_core::BuildContext::in_memory())
-        .expect("client");
-    let account = w.state().await.account;
-    let by_hand = |quantity| rollcall_core::AdditionFields {
-        quantity,
-        unit_price: "20.00".parse().expect("price"),
-        invoice_description: "kept by hand".into(),
-    };
-    billing
-        .apply(
-            &account,
-            &rollcall_core::Change::CreateContact {
-                key: rollcall_core::ContactKey("kim@vendor.example".into()),
-                after: rollcall_core::ContactFields {
-                    first_name: "Kim".into(),
-                    last_name: "Vendor".into(),
-                    email: Some("kim@vendor.example".into()),
-                    ..Default::default()
-                },
-            },
-        )
-        .await
-        .expect("contact by hand");
-    billing
-        .apply(
-            &account,
-            &rollcall_core::Change::CreateAddition {
-                product: "M365-BP".into(),
-                after: by_hand(9),
-            },
-        )
-        .await
-        .expect("addition by hand");
+    // Before rollcall: the MSP keeps a vendor contact and an M365 addition by hand (straight
+    // in ConnectWise, so they carry no mark of rollcall's).
+    let state = w.state().await;
+    let company: i64 = state.account.company_id.parse().expect("company id");
+    let agreement = state.account.agreement_id.clone().expect("agreement");
+    w.by_hand(
+        "company/contacts",
+        serde_json::json!({
+            "firstName": "Kim", "lastName": "Vendor", "company": { "id": company },
+            "communicationItems": [{ "type": { "name": "Email" }, "value": "kim@vendor.example" }],
+        }),
+    )
+    .await;
+    w.by_hand(
+        &format!("finance/agreements/{agreement}/additions"),
+        serde_json::json!({
+            "product": { "identifier": "M365-BP" }, "quantity": 9, "unitPrice": 20.00,
+            "billCustomer": "Billable", "invoiceDescription": "kept by hand",
+        }),
+    )
+    .await;
 
     let plan = w.plan(false).await;
     let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();

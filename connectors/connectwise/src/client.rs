@@ -548,6 +548,7 @@ impl ConnectWise {
             bill_customer: Some(BillCustomer::Billable),
             effective_date: Some(today()),
             invoice_description: Some(after.invoice_description.clone()),
+            description: Some(crate::model::MARK.to_owned()),
             ..Addition::default()
         };
         let path = format!("finance/agreements/{agreement_id}/additions");
@@ -679,6 +680,7 @@ impl BillingSystem for ConnectWise {
                 id: c.id.to_string(),
                 fields: contact_fields(c),
                 active: !c.inactive_flag,
+                marked: c.integrator_tags.iter().any(|t| t == crate::model::MARK),
             })
             .collect();
         let mut additions = Vec::new();
@@ -711,8 +713,8 @@ impl BillingSystem for ConnectWise {
         })
     }
 
-    fn invoice_text_limit(&self) -> Option<usize> {
-        Some(crate::model::INVOICE_DESCRIPTION_MAX)
+    fn field_limits(&self) -> rollcall_core::FieldLimits {
+        crate::model::LIMITS
     }
 
     fn service_desk(&self) -> Option<&dyn ServiceDesk> {
@@ -951,6 +953,7 @@ fn new_contact(company_id: i64, fields: &ContactFields) -> Contact {
         company: Some(Reference::id(company_id)),
         title: fields.title.clone().filter(|t| !t.trim().is_empty()),
         communication_items: items,
+        integrator_tags: vec![crate::model::MARK.to_owned()],
         ..Contact::default()
     }
 }
@@ -994,6 +997,7 @@ fn actual_addition(addition: &Addition, product: &str) -> Result<ActualAddition,
             unit_price: addition.unit_price.unwrap_or(Decimal::ZERO),
             invoice_description: addition.invoice_description.clone().unwrap_or_default(),
         },
+        marked: addition.description.as_deref() == Some(crate::model::MARK),
     })
 }
 

@@ -90,6 +90,10 @@ pub struct Contact {
     pub inactive_flag: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communication_items: Vec<CommunicationItem>,
+    /// Tags an integration puts on the contacts it makes; people do not see or edit them in
+    /// ConnectWise's screens, so rollcall's mark ([`MARK`]) lives here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub integrator_tags: Vec<String>,
     #[serde(rename = "_info", default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Info>,
 }
@@ -350,8 +354,29 @@ pub struct Ticket {
     pub info: Option<Info>,
 }
 
-/// The longest `invoiceDescription` ConnectWise stores on an addition (characters).
+/// What ConnectWise stores in the fields rollcall writes (docs/limits.md): one table, read by
+/// the client to fit values and by the sandbox to refuse longer ones as ConnectWise does.
+pub const LIMITS: rollcall_core::FieldLimits = rollcall_core::FieldLimits {
+    contact_first_name: Some(30),
+    contact_last_name: Some(30),
+    contact_title: Some(50),
+    contact_email: Some(COMMUNICATION_VALUE_MAX),
+    contact_phone: Some(COMMUNICATION_VALUE_MAX),
+    line_description: Some(INVOICE_DESCRIPTION_MAX),
+    // Companies are the MSP's to make; rollcall only finds them.
+    customer_name: None,
+};
+
+/// The longest `invoiceDescription` ConnectWise stores on an addition.
 pub const INVOICE_DESCRIPTION_MAX: usize = 6000;
+
+/// The longest `value` of a communication item (an email address, a phone number).
+pub const COMMUNICATION_VALUE_MAX: usize = 250;
+
+/// rollcall's mark on what it makes: the integrator tag on a contact, and the `description`
+/// of an addition (the internal text; clients read `invoiceDescription`). A store that lost
+/// its records still knows these objects as rollcall's, and never takes one without it.
+pub const MARK: &str = "rollcall";
 
 #[cfg(test)]
 mod tests {

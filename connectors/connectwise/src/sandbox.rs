@@ -39,7 +39,7 @@ use serde_json::{Map, Value};
 use crate::config::{Config, MAX_PAGE_SIZE};
 use crate::model::{
     Addition, Agreement, AgreementStatus, CatalogItem, CommunicationType, Company, CompanyInfo,
-    Contact, Count, ErrorResponse, Info, PatchOperation, Reference, SystemInfo, Ticket,
+    Contact, Count, ErrorResponse, Info, LIMITS, PatchOperation, Reference, SystemInfo, Ticket,
     ValidationError,
 };
 use conditions::Expr;
@@ -1691,10 +1691,10 @@ fn too_long(
     kind: Kind,
     field: &str,
     value: Option<&str>,
-    max: usize,
+    max: Option<usize>,
 ) {
-    if let Some(value) = value
-        && value.chars().count() > max
+    if let (Some(value), Some(max)) = (value, max)
+        && rollcall_core::text_length(value) > max
     {
         errors.push(field_error(
             kind,
@@ -1731,7 +1731,7 @@ fn normalize_contact(
         kind,
         "firstName",
         Some(&contact.first_name),
-        30,
+        LIMITS.contact_first_name,
     );
     contact.last_name = non_empty(contact.last_name);
     too_long(
@@ -1739,10 +1739,16 @@ fn normalize_contact(
         kind,
         "lastName",
         contact.last_name.as_deref(),
-        60,
+        LIMITS.contact_last_name,
     );
     contact.title = non_empty(contact.title);
-    too_long(&mut errors, kind, "title", contact.title.as_deref(), 50);
+    too_long(
+        &mut errors,
+        kind,
+        "title",
+        contact.title.as_deref(),
+        LIMITS.contact_title,
+    );
     match resolve_company(state, contact.company.as_ref()) {
         Ok(company) => contact.company = Some(company),
         Err(error) => errors.push(error),
@@ -1805,6 +1811,13 @@ fn normalize_contact(
                 format!("{value:?} is not an email address"),
             ));
         }
+        too_long(
+            &mut errors,
+            kind,
+            &format!("{field}.value"),
+            Some(value),
+            Some(crate::model::COMMUNICATION_VALUE_MAX),
+        );
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -1898,7 +1911,7 @@ fn normalize_addition(
         kind,
         "invoiceDescription",
         addition.invoice_description.as_deref(),
-        crate::model::INVOICE_DESCRIPTION_MAX,
+        LIMITS.line_description,
     );
     for (field, value) in [
         ("effectiveDate", &addition.effective_date),

@@ -245,11 +245,13 @@ async fn reads_contacts_and_only_the_billed_open_additions() {
                 id: "1".to_owned(),
                 fields: fields("Bob", "Smith", Some("bob@acme.test")),
                 active: true,
+                marked: false,
             },
             ActualContact {
                 id: "2".to_owned(),
                 fields: fields("Carol", "Jones", Some("carol@acme.test")),
                 active: true,
+                marked: false,
             },
         ]
     );
@@ -260,11 +262,13 @@ async fn reads_contacts_and_only_the_billed_open_additions() {
                 id: "1".to_owned(),
                 product: "M365-BP".to_owned(),
                 fields: seats(3, "22.00", "M365-BP seats"),
+                marked: false,
             },
             ActualAddition {
                 id: "2".to_owned(),
                 product: "SEC-AWARE".to_owned(),
                 fields: seats(3, "3.50", "SEC-AWARE seats"),
+                marked: false,
             },
         ]
     );
@@ -349,6 +353,7 @@ async fn every_change_round_trips() {
                 id: bob.id.clone(),
                 fields: bob_after,
                 active: true,
+                marked: false,
             },
             ActualContact {
                 active: false,
@@ -358,6 +363,7 @@ async fn every_change_round_trips() {
                 id: ann_id.clone(),
                 fields: ann,
                 active: true,
+                marked: true,
             },
         ]
     );
@@ -372,6 +378,7 @@ async fn every_change_round_trips() {
                 id: helpdesk_id.clone(),
                 product: "HELPDESK-USER".to_owned(),
                 fields: helpdesk,
+                marked: true,
             },
         ]
     );
@@ -940,4 +947,99 @@ async fn latency_rate_limits_and_shutdown() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn the_sandbox_enforces_the_limits_table_counting_utf16() {
+    use rollcall_connectwise::model::LIMITS;
+    let sandbox = Sandbox::start(acme_seed()).await;
+    let first_max = LIMITS.contact_first_name.expect("a first-name limit");
+    let post = |first: String, email: String| {
+        raw(&sandbox, reqwest::Method::POST, "company/contacts").json(&serde_json::json!({
+            "firstName": first, "lastName": "Ng", "company": {"identifier": "ACME"},
+            "communicationItems": [{"type": {"name": "Email"}, "value": email}],
+        }))
+    };
+    // At the limit it is stored; one over is ConnectWise's 400 naming the field.
+    let fits = post("a".repeat(first_max), "a@acme.test".into())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(fits.status(), 201);
+    for (first, email, field) in [
+        (
+            "a".repeat(first_max + 1),
+            "b@acme.test".to_owned(),
+            "firstName",
+        ),
+        // Each emoji is two UTF-16 units: half the limit in emoji plus one is over.
+        (
+            "😀".repeat(first_max / 2 + 1),
+            "c@acme.test".to_owned(),
+            "firstName",
+        ),
+        (
+            "Dee".to_owned(),
+            format!("{}@acme.test", "d".repeat(250)),
+            "communicationItems[0].value",
+        ),
+    ] {
+        let response = post(first, email).send().await.expect("send");
+        assert_eq!(response.status(), 400);
+        let body = error_body(response).await;
+        assert_eq!(body.errors[0].field, field, "{body:?}");
+        assert!(body.errors[0].message.contains("longer than"), "{body:?}");
+    }
+}
+
+#[tokio::test]
+async fn what_the_client_makes_carries_rollcalls_mark_and_nothing_else_does() {
+    let sandbox = Sandbox::start(acme_seed()).await;
+    let cw = client(&sandbox);
+    let acme = cw.read(&account("ACME"), &products()).await.expect("read");
+    assert!(
+        acme.contacts.iter().all(|c| !c.marked) && acme.additions.iter().all(|a| !a.marked),
+        "seeded (hand-made) objects are not marked"
+    );
+    let made = fields("Ann", "Lee", Some("ann@acme.test"));
+    cw.apply(
+        &acme.account,
+        &Change::CreateContact {
+            key: made.key(),
+            after: made,
+        },
+    )
+    .await
+    .expect("contact");
+    cw.apply(
+        &acme.account,
+        &Change::CreateAddition {
+            product: "HELPDESK-USER".to_owned(),
+            after: seats(1, "35.00", "Helpdesk"),
+        },
+    )
+    .await
+    .expect("addition");
+    let after = cw.read(&account("ACME"), &products()).await.expect("read");
+    let marked: Vec<(bool, String)> = after
+        .contacts
+        .iter()
+        .map(|c| (c.marked, c.fields.first_name.clone()))
+        .filter(|(m, _)| *m)
+        .collect();
+    assert_eq!(marked, [(true, "Ann".to_owned())]);
+    let marked: Vec<&str> = after
+        .additions
+        .iter()
+        .filter(|a| a.marked)
+        .map(|a| a.product.as_str())
+        .collect();
+    assert_eq!(marked, ["HELPDESK-USER"]);
+    // The client's invoice text is untouched by the mark.
+    assert!(
+        after
+            .additions
+            .iter()
+            .any(|a| a.fields.invoice_description == "Helpdesk")
+    );
 }

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::RemoteError;
 use crate::invoice::{ActualInvoice, InvoiceFields, InvoiceTarget};
+use crate::limits::FieldLimits;
 
 /// Where one client is billed, as the pipeline names it: the billing system's company (or
 /// customer) and, for PSAs, the agreement that carries the seats; for accounting systems, the
@@ -89,6 +90,10 @@ pub struct ActualContact {
     pub id: String,
     pub fields: ContactFields,
     pub active: bool,
+    /// The contact carries rollcall's mark (a tag written when rollcall made it), so it is
+    /// known as rollcall's even by a store that lost its records.
+    #[serde(default)]
+    pub marked: bool,
 }
 
 /// An addition as the billing system holds it. Cancelled additions are not reported.
@@ -98,6 +103,9 @@ pub struct ActualAddition {
     /// The product's identifier in the billing system's catalogue.
     pub product: String,
     pub fields: AdditionFields,
+    /// The addition carries rollcall's mark, as [`ActualContact::marked`].
+    #[serde(default)]
+    pub marked: bool,
 }
 
 /// Everything the billing system holds for one client that rollcall compares against.
@@ -276,10 +284,17 @@ pub trait BillingSystem: Send + Sync + std::fmt::Debug {
         true
     }
 
-    /// The longest invoice text the system accepts, in characters. The engine shortens longer
-    /// text (a long list of names) before planning, so the plan shows what will be written.
+    /// The longest value the system stores in each field rollcall writes, from the vendor's
+    /// own description. The planner fits values to these before anything is sent.
+    fn field_limits(&self) -> FieldLimits {
+        FieldLimits::default()
+    }
+
+    /// The longest invoice text the system accepts ([`FieldLimits::line_description`]). The
+    /// engine shortens longer text (a long list of names) before planning, so the plan shows
+    /// what will be written.
     fn invoice_text_limit(&self) -> Option<usize> {
-        None
+        self.field_limits().line_description
     }
 
     /// Called once per run before the clients are read, with every account the run will read:

@@ -21,6 +21,7 @@ pub mod error;
 pub mod groups;
 pub mod http;
 pub mod invoice;
+pub mod limits;
 pub mod money;
 pub mod notify;
 pub mod oauth;
@@ -40,6 +41,7 @@ pub use error::{RemoteError, RemoteErrorKind};
 pub use invoice::{
     ActualInvoice, BillingPeriod, InvoiceFields, InvoiceLine, InvoiceStatus, InvoiceTarget,
 };
+pub use limits::{FieldLimits, fit_text, text_length};
 pub use money::{Currency, json_decimal, json_number, round_money};
 pub use person::{License, Person};
 pub use secret::Secret;

@@ -30,8 +30,6 @@ use crate::model::{self, STALE_OBJECT, quoted, rows, sales_line, text};
 
 pub const VENDOR: &str = "QuickBooks Online";
 
-/// QuickBooks' longest line description.
-const DESCRIPTION_LIMIT: usize = 4000;
 /// Rows per query page (QuickBooks' maximum).
 const PAGE: usize = 1000;
 /// Attempts at an update that keeps meeting a newer `SyncToken`.
@@ -569,8 +567,8 @@ impl BillingSystem for QuickBooks {
         false
     }
 
-    fn invoice_text_limit(&self) -> Option<usize> {
-        Some(DESCRIPTION_LIMIT)
+    fn field_limits(&self) -> rollcall_core::FieldLimits {
+        crate::model::LIMITS
     }
 
     async fn prepare(

@@ -136,3 +136,15 @@ pub fn status(invoice: &Value) -> InvoiceStatus {
 pub fn quoted(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
+
+/// What QuickBooks Online stores in the fields rollcall writes (docs/limits.md): one table,
+/// read by the client to fit values and by the sandbox to refuse longer ones as QuickBooks does.
+pub const LIMITS: rollcall_core::FieldLimits = rollcall_core::FieldLimits {
+    contact_first_name: None,
+    contact_last_name: None,
+    contact_title: None,
+    contact_email: Some(100),
+    contact_phone: None,
+    line_description: Some(4000),
+    customer_name: Some(100),
+};

@@ -34,7 +34,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::model::{decimal, text};
+use crate::model::{LIMITS, decimal, text};
 
 /// What a sandbox starts with.
 #[derive(Debug, Clone, Deserialize)]
@@ -1017,6 +1017,18 @@ fn invalid(code: &'static str, message: &'static str, detail: String) -> Invalid
     }
 }
 
+/// Refuses a value longer than QuickBooks stores, with its validation fault.
+fn within(field: &str, value: Option<&str>, max: Option<usize>) -> Result<(), Invalid> {
+    match (value, max) {
+        (Some(value), Some(max)) if rollcall_core::text_length(value) > max => Err(invalid(
+            "6000",
+            "A business validation error has occurred while processing your request",
+            format!("Business Validation Error: {field} is longer than {max} characters"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn write(shared: &Shared, entity: &str, body: &[u8]) -> Result<Value, Invalid> {
     let mut incoming: Value = serde_json::from_slice(body).map_err(|e| {
         invalid(
@@ -1037,6 +1049,18 @@ fn write(shared: &Shared, entity: &str, body: &[u8]) -> Result<Value, Invalid> {
         check_invoice(db, &mut incoming)?;
     }
     if name == "Customer" {
+        within(
+            "DisplayName",
+            text(&incoming, "DisplayName"),
+            LIMITS.customer_name,
+        )?;
+        within(
+            "PrimaryEmailAddr.Address",
+            incoming
+                .get("PrimaryEmailAddr")
+                .and_then(|e| text(e, "Address")),
+            LIMITS.contact_email,
+        )?;
         let display = text(&incoming, "DisplayName").map(str::to_owned);
         let id = text(&incoming, "Id").map(str::to_owned);
         if let Some(display) = &display {
@@ -1166,6 +1190,11 @@ fn check_invoice(db: &Db, invoice: &mut Value) -> Result<(), Invalid> {
         };
     };
     for (n, line) in lines.iter_mut().enumerate() {
+        within(
+            "Line.Description",
+            text(line, "Description"),
+            LIMITS.line_description,
+        )?;
         if text(line, "DetailType") != Some("SalesItemLineDetail") {
             continue;
         }

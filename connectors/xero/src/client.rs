@@ -31,8 +31,6 @@ use crate::model::{self, describe_error, line_item, quoted, text};
 
 pub const VENDOR: &str = "Xero";
 
-/// Xero's longest line description.
-const DESCRIPTION_LIMIT: usize = 4000;
 /// Rows asked for per page.
 const PAGE_SIZE: usize = 1000;
 /// Below this many clients, reading each one's contact and invoice costs fewer calls than
@@ -436,8 +434,8 @@ impl BillingSystem for Xero {
         false
     }
 
-    fn invoice_text_limit(&self) -> Option<usize> {
-        Some(DESCRIPTION_LIMIT)
+    fn field_limits(&self) -> rollcall_core::FieldLimits {
+        crate::model::LIMITS
     }
 
     async fn prepare(

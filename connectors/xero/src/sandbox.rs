@@ -946,11 +946,26 @@ fn set_date(invoice: &mut Value, key: &str) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Refuses a value longer than Xero stores, as Xero does.
+fn within(field: &str, value: Option<&str>, max: Option<usize>) -> Result<(), Refused> {
+    match (value, max) {
+        (Some(value), Some(max)) if rollcall_core::text_length(value) > max => Err(invalid(
+            &format!("{field} must not be more than {max} characters long."),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_lines(db: &Db, invoice: &mut Value) -> Result<(), Refused> {
     let Some(lines) = invoice.get_mut("LineItems").and_then(Value::as_array_mut) else {
         return Ok(());
     };
     for line in lines.iter_mut() {
+        within(
+            "Description",
+            text(line, "Description"),
+            crate::model::LIMITS.line_description,
+        )?;
         if let Some(code) = text(line, "ItemCode")
             && !db
                 .items
@@ -1023,6 +1038,16 @@ fn write(
 }
 
 fn write_contact(db: &mut Db, item: Value, existing: Option<String>) -> Result<Value, Refused> {
+    within(
+        "Name",
+        text(&item, "Name"),
+        crate::model::LIMITS.customer_name,
+    )?;
+    within(
+        "EmailAddress",
+        text(&item, "EmailAddress"),
+        crate::model::LIMITS.contact_email,
+    )?;
     let name = text(&item, "Name").map(str::to_owned);
     if let Some(n) = &name
         && db.contacts.iter().any(|c| {
