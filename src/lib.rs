@@ -22,5 +22,6 @@ pub mod plan;
 pub mod queue;
 pub mod report;
 pub mod run;
+pub mod runs;
 pub mod store;
 pub mod web;

@@ -4,10 +4,12 @@
 mod cli;
 mod config_errors;
 mod deploy;
+mod first_steps;
 mod graph;
 mod invoices;
 mod ldap;
 mod queue;
+mod readme;
 mod report;
 mod support;
 mod sync;
