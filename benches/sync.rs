@@ -303,7 +303,7 @@ fn resync_over_http(c: &mut Criterion) {
         .block_on(rollcall::store::Store::open(&dir.path().join("state.db")))
         .expect("store");
     let sync = || async {
-        let plan = rollcall::cli::make_plan(&p, &store, None, false)
+        let plan = rollcall::engine::plan(&p, &store, None, false)
             .await
             .expect("plan");
         assert!(
@@ -311,7 +311,7 @@ fn resync_over_http(c: &mut Criterion) {
             "{:?}",
             plan.clients
         );
-        rollcall::cli::apply_now(&store, &p, &plan, "bench", false)
+        rollcall::engine::apply(&store, &p, &plan, "bench", false)
             .await
             .expect("apply");
         plan.changes.len()

@@ -12,7 +12,7 @@ use serde::Serialize;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::run::{ClientPlan, PipelinePlan, fingerprint};
-use crate::store::{Store, StoreError};
+use crate::store::{LedgerHolder, LedgerSeats, Store, StoreError};
 
 /// What happened to one client's changes.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -208,8 +208,27 @@ async fn record_seats(
         .as_ref()
         .is_some_and(|c| c.is_complete())
     {
+        let seats: Vec<LedgerSeats<'_>> = client
+            .seats
+            .iter()
+            .map(|s| LedgerSeats {
+                product: &s.product,
+                rule: &s.rule,
+                people: s
+                    .people
+                    .iter()
+                    .map(|h| LedgerHolder {
+                        person_id: &h.person_id,
+                        name: &h.name,
+                        evidence: &h.evidence,
+                        contact: h.contact.as_deref(),
+                        by_grace: h.grace_until.is_some(),
+                    })
+                    .collect(),
+            })
+            .collect();
         store
-            .record_seats(&plan.pipeline, &client.client, run_id, &client.seats)
+            .record_seats(&plan.pipeline, &client.client, run_id, &seats)
             .await?;
     }
     Ok(())

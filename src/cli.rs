@@ -13,9 +13,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::apply::{self, ClientOutcome, OutcomeState};
 use crate::config::{self, Pipeline};
-use crate::run::{self, FailureClass, PipelinePlan};
+pub use crate::engine::Verdict as Exit;
+use crate::engine::{Engine, EngineError, Options, Synced};
+use crate::run::{self, PipelinePlan};
 use crate::store::Store;
 use crate::{demo, pipeline_tests, report};
 
@@ -390,46 +391,58 @@ enum Command {
     Demo,
 }
 
-tokio::task_local! {
-    /// The id of this invocation, shared by its logs and the run it records.
-    static RUN_ID: String;
+/// What this invocation's options say about every run it makes: passed down, never global.
+#[derive(Debug, Clone)]
+struct Invocation {
+    /// The id of this invocation, shared by its logs and the first run it records.
+    run_id: String,
+    /// `--period`: the day every pipeline loaded by this invocation bills for.
+    bill_day: Option<chrono::NaiveDate>,
+    /// `--quiet`: progress bars are for a person watching, never for scripts.
+    quiet: bool,
 }
 
-/// The classified result of a command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    Ok,
-    Invalid,
-    Refused,
-    Remote,
-}
-
-impl Exit {
-    pub fn code(self) -> ExitCode {
-        match self {
-            Exit::Ok => ExitCode::SUCCESS,
-            Exit::Invalid => ExitCode::from(1),
-            Exit::Refused => ExitCode::from(2),
-            Exit::Remote => ExitCode::from(3),
+impl Invocation {
+    /// How a sync started at a terminal or by cron runs.
+    fn by_hand<'a>(
+        &'a self,
+        command: &'a str,
+        allow_drop: bool,
+        lock_wait_seconds: u64,
+        bars: &'a Option<Bars>,
+    ) -> Options<'a> {
+        Options {
+            command,
+            allow_drop,
+            lock_wait: Duration::from_secs(lock_wait_seconds),
+            run_id: Some(&self.run_id),
+            progress: Bars::show(bars),
+            ..Options::default()
         }
+    }
+}
+
+/// The exit code of a command's verdict.
+fn exit_code(exit: Exit) -> ExitCode {
+    match exit {
+        Exit::Ok => ExitCode::SUCCESS,
+        Exit::Invalid => ExitCode::from(1),
+        Exit::Refused => ExitCode::from(2),
+        Exit::Remote => ExitCode::from(3),
     }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, cli.quiet);
-    let _ = QUIET.set(cli.quiet);
-    if let Some(period) = &cli.period {
-        match config::invoice::parse_bill_day(period) {
-            Ok(day) => {
-                let _ = BILL_DAY.set(day);
-            }
-            Err(e) => {
-                eprintln!("error: --period: {e} (hint: e.g. --period 2026-11)");
-                return Exit::Invalid.code();
-            }
+    let bill_day = match cli.period.as_deref().map(config::invoice::parse_bill_day) {
+        None => None,
+        Some(Ok(day)) => Some(day),
+        Some(Err(e)) => {
+            eprintln!("error: --period: {e} (hint: e.g. --period 2026-11)");
+            return exit_code(Exit::Invalid);
         }
-    }
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -438,11 +451,15 @@ pub fn main() -> ExitCode {
         }
     };
     // One id per invocation: on every log line (the `run` span) and on the changes it records.
-    let run_id = uuid::Uuid::now_v7().to_string();
-    let span = tracing::info_span!("run", run = %run_id);
-    let command = RUN_ID.scope(run_id, tracing::Instrument::instrument(dispatch(cli), span));
+    let invocation = Invocation {
+        run_id: uuid::Uuid::now_v7().to_string(),
+        bill_day,
+        quiet: cli.quiet,
+    };
+    let span = tracing::info_span!("run", run = %invocation.run_id);
+    let command = tracing::Instrument::instrument(dispatch(cli, invocation), span);
     match runtime.block_on(command) {
-        Ok(exit) => exit.code(),
+        Ok(exit) => exit_code(exit),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(3)
@@ -469,9 +486,10 @@ fn init_logging(format: LogFormat, quiet: bool) {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
+    let day = inv.bill_day;
     match cli.command {
-        Command::Validate { file } => Ok(validate(&file)),
+        Command::Validate { file } => Ok(validate(day, &file)),
         Command::Serve {
             files,
             listen,
@@ -480,7 +498,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             public_url,
             jobs,
         } => {
-            let Some(pipelines) = load_all(&files) else {
+            let Some(pipelines) = load_all(day, &files) else {
                 return Ok(Exit::Invalid);
             };
             let secrets = crate::web::Secrets::from_env();
@@ -508,6 +526,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 &parts.pipelines,
                 &queue_location(&cli.queue, &cli.store)?,
                 &cli.store,
+                inv.quiet,
             );
             let workers = (workers > 0).then(|| jobs.worker_options(workers));
             let service = crate::web::Service::start(parts, workers).await?;
@@ -522,7 +541,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             metrics_listen,
             jobs,
         } => {
-            let Some(pipelines) = load_all(&files) else {
+            let Some(pipelines) = load_all(day, &files) else {
                 return Ok(Exit::Invalid);
             };
             let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
@@ -543,6 +562,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 &pipelines,
                 &queue_location(&cli.queue, &cli.store)?,
                 &cli.store,
+                inv.quiet,
             );
             let runner = crate::queue::worker::JobRunner::new(
                 pipelines,
@@ -564,7 +584,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             public_url,
             renew_before_hours,
         } => {
-            let Some(pipelines) = load_all(&files) else {
+            let Some(pipelines) = load_all(day, &files) else {
                 return Ok(Exit::Invalid);
             };
             let Some(state) = crate::web::Secrets::from_env().graph_client_state else {
@@ -622,7 +642,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             })
         }
         Command::Enqueue { file, client } => {
-            let Some(pipeline) = load_for(&file, client.as_deref()) else {
+            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
             let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
@@ -679,7 +699,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
         }
         Command::WebhookKey { file, client } => {
-            let Some(pipeline) = load_for(&file, Some(&client)) else {
+            let Some(pipeline) = load_for(day, &file, Some(&client)) else {
                 return Ok(Exit::Invalid);
             };
             let Some(secret) = crate::web::Secrets::from_env().generic else {
@@ -701,7 +721,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             Ok(Exit::Ok)
         }
         Command::Connect { file, port, wait } => {
-            let Some(pipeline) = load(&file) else {
+            let Some(pipeline) = load(day, &file) else {
                 return Ok(Exit::Invalid);
             };
             let Some(app) = pipeline.target.oauth() else {
@@ -757,16 +777,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             output,
             allow_drop,
         } => {
-            let Some(pipeline) = load_for(&file, client.as_deref()) else {
+            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
-            let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
+            let engine = Engine::new(Store::open(&cli.store).await?).await?;
+            let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
+            let options = Options {
+                allow_drop,
+                progress: Bars::show(&bars),
+                ..Options::default()
+            };
+            let plan = engine.plan(&pipeline, client.as_deref(), &options).await;
+            Bars::finish(bars);
+            let plan = plan?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
                 Output::Table => print!("{}", report::plan_text_styled(&plan, colour())),
             }
-            Ok(plan_exit(&plan))
+            Ok(Exit::of_plan(&plan))
         }
         Command::Apply {
             file,
@@ -776,10 +804,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             yes,
             lock_wait_seconds,
         } => {
-            let Some(pipeline) = load_for(&file, client.as_deref()) else {
+            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
+            let engine = hand_engine(&cli.queue, &cli.store).await?;
             if plan.is_some() && allow_drop {
                 eprintln!(
                     "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
@@ -787,6 +815,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Invalid);
             }
+            let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
+            let options = inv.by_hand("apply", allow_drop, lock_wait_seconds, &bars);
             let (plan, saved) = match plan {
                 Some(path) => match read_saved_plan(&path, &pipeline, client.as_deref()) {
                     Ok(p) => (p, true),
@@ -795,8 +825,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                         return Ok(Exit::Invalid);
                     }
                 },
+                // Without a prompt, the plan is made under the leases, as `run` makes it.
+                None if yes => {
+                    let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
+                    Bars::finish(bars);
+                    return print_synced(synced, true, true);
+                }
                 None => (
-                    make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?,
+                    engine.plan(&pipeline, client.as_deref(), &options).await?,
                     false,
                 ),
             };
@@ -810,27 +846,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                     Exit::Invalid
                 });
             }
-            // A plan confirmed at a prompt may have waited: check nothing moved meanwhile.
-            let verify = saved || !yes;
-            let mut store = store;
-            let hand = Hand {
-                queue: &cli.queue,
-                store_path: &cli.store,
-                pipeline: &pipeline,
-                client: client.as_deref(),
-                wait: Duration::from_secs(lock_wait_seconds),
+            // A saved plan, or one confirmed at a prompt, may have waited: under the leases,
+            // each client's billing state is read again and must be the one planned from.
+            let options = Options {
+                verify: saved || !yes,
+                ..options
             };
-            let Some(outcomes) = hand
-                .run(&mut store, async |store| {
-                    apply_now(store, &pipeline, &plan, "apply", verify).await
-                })
-                .await?
-            else {
-                return Ok(Exit::Remote);
-            };
-            print!("{}", report::outcome_text(&outcomes));
-            print_report_path(&store);
-            Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
+            let synced = engine.apply(&pipeline, plan, &options).await;
+            Bars::finish(bars);
+            print_synced(synced, false, true)
         }
         Command::Run {
             file,
@@ -838,33 +862,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             allow_drop,
             lock_wait_seconds,
         } => {
-            let Some(pipeline) = load_for(&file, client.as_deref()) else {
+            let Some(pipeline) = load_for(day, &file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let mut store = Store::open(&cli.store).await?;
-            let hand = Hand {
-                queue: &cli.queue,
-                store_path: &cli.store,
-                pipeline: &pipeline,
-                client: client.as_deref(),
-                wait: Duration::from_secs(lock_wait_seconds),
-            };
-            let Some((plan, outcomes)) = hand
-                .run(&mut store, async |store| {
-                    let plan = make_plan(&pipeline, store, client.as_deref(), allow_drop).await?;
-                    print!("{}", report::plan_text_styled(&plan, colour()));
-                    let outcomes = apply_now(store, &pipeline, &plan, "run", false).await?;
-                    anyhow::Ok((plan, outcomes))
-                })
-                .await?
-            else {
-                return Ok(Exit::Remote);
-            };
-            if !plan.is_empty() {
-                print!("{}", report::outcome_text(&outcomes));
-            }
-            print_report_path(&store);
-            Ok(plan_exit(&plan).max(outcome_exit(&outcomes)))
+            let engine = hand_engine(&cli.queue, &cli.store).await?;
+            let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
+            let options = inv.by_hand("run", allow_drop, lock_wait_seconds, &bars);
+            let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
+            Bars::finish(bars);
+            print_synced(synced, true, false)
         }
         Command::History {
             client,
@@ -888,7 +894,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             }
             Ok(Exit::Ok)
         }
-        Command::Test { files } => Ok(test(&files)),
+        Command::Test { files } => Ok(test(day, &files)),
         Command::ValueReport {
             file,
             client,
@@ -898,7 +904,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             output,
         } => {
             use crate::report::value_report::{self, ValueReportError};
-            let Some(pipeline) = load_for(&file, Some(&client)) else {
+            let Some(pipeline) = load_for(day, &file, Some(&client)) else {
                 return Ok(Exit::Invalid);
             };
             let Some(c) = pipeline.client(&client) else {
@@ -989,7 +995,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             person,
             product,
         } => {
-            let Some(pipeline) = load_for(&file, Some(&client)) else {
+            let Some(pipeline) = load_for(day, &file, Some(&client)) else {
                 return Ok(Exit::Invalid);
             };
             let Some(c) = pipeline.client(&client) else {
@@ -1047,34 +1053,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-impl PartialOrd for Exit {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Exit {
-    /// Which outcome a command reports when clients ended differently: a remote failure
-    /// outranks a refusal, which outranks bad input, which outranks success.
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        let rank = |e: &Exit| match e {
-            Exit::Ok => 0,
-            Exit::Invalid => 1,
-            Exit::Refused => 2,
-            Exit::Remote => 3,
-        };
-        rank(self).cmp(&rank(other))
-    }
-}
-
-/// Loads a pipeline, printing every error; `None` means exit 1. The target's client is built
-/// too, so settings it refuses (a URL that is not http(s), a zero rate limit) are the user's
-/// to fix (exit 1), not an outage (exit 3).
 /// Several pipeline files, each checked; `None` (errors printed) when any is invalid.
-fn load_all(files: &[PathBuf]) -> Option<Vec<Arc<Pipeline>>> {
+fn load_all(bill_day: Option<chrono::NaiveDate>, files: &[PathBuf]) -> Option<Vec<Arc<Pipeline>>> {
     let mut pipelines = Vec::new();
     for file in files {
-        pipelines.push(Arc::new(load(file)?));
+        pipelines.push(Arc::new(load(bill_day, file)?));
     }
     Some(pipelines)
 }
@@ -1086,12 +1069,13 @@ fn say_started(
     pipelines: &[Arc<Pipeline>],
     queue: &crate::queue::QueueLocation,
     store: &Path,
+    quiet: bool,
 ) {
     let names: Vec<String> = pipelines
         .iter()
         .map(|p| format!("{} ({} client(s))", p.name, p.clients.len()))
         .collect();
-    if !QUIET.get().copied().unwrap_or(false) {
+    if !quiet {
         eprintln!(
             "rollcall {}: {what}; queue {queue}; store {}; pipelines {}",
             env!("CARGO_PKG_VERSION"),
@@ -1111,62 +1095,50 @@ fn queue_location(
     })
 }
 
-/// A plan-and-apply started by hand (`rollcall run`, `rollcall apply`), which takes its
-/// clients' leases as a worker would (invariant 12).
-struct Hand<'a> {
-    queue: &'a Option<String>,
-    store_path: &'a Path,
-    pipeline: &'a Pipeline,
-    client: Option<&'a str>,
-    /// How long to wait for a client a worker is syncing.
-    wait: Duration,
+/// The engine a run started by hand (`rollcall run`, `rollcall apply`) syncs with: leases in
+/// the store always, and in the queue's lock store too when a queue is named or one is beside
+/// the store (workers may be syncing there). No queue file beside the store means no worker
+/// has run there: none is created.
+async fn hand_engine(queue: &Option<String>, store_path: &Path) -> anyhow::Result<Engine> {
+    let store = Store::open(store_path).await?;
+    let location = queue_location(queue, store_path)?;
+    if let crate::queue::QueueLocation::Sqlite(path) = &location
+        && !path.exists()
+    {
+        return Ok(Engine::new(store).await?);
+    }
+    let queue = open_queue(queue, store_path, crate::queue::Liveness::default()).await?;
+    let locks = queue.locks().await?;
+    Ok(Engine::new(share_tokens(store, &queue))
+        .await?
+        .with_locks(locks))
 }
 
-impl Hand<'_> {
-    /// Runs `work` under the leases, every write checked against them; `store` becomes the
-    /// store as workers on that queue use it. `Ok(None)` when a worker kept a client past the
-    /// wait (the error is printed). No queue file beside the store means no worker has ever
-    /// run there: nothing to lock, and no file is created.
-    async fn run<T>(
-        &self,
-        store: &mut Store,
-        work: impl AsyncFnOnce(&Store) -> anyhow::Result<T>,
-    ) -> anyhow::Result<Option<T>> {
-        use crate::queue::locks::{LeaseSet, LeaseSetError};
-        let location = queue_location(self.queue, self.store_path)?;
-        if let crate::queue::QueueLocation::Sqlite(path) = &location
-            && !path.exists()
-        {
-            return work(store).await.map(Some);
+/// Prints what a sync came to and returns its verdict; a client another sync kept past the
+/// wait is a remote failure (exit 3), with nothing written.
+fn print_synced(
+    synced: Result<Synced, EngineError>,
+    show_plan: bool,
+    outcomes_of_empty_plan: bool,
+) -> anyhow::Result<Exit> {
+    let synced = match synced {
+        Ok(s) => s,
+        Err(e @ EngineError::Busy(_)) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Remote);
         }
-        let queue = open_queue(
-            self.queue,
-            self.store_path,
-            crate::queue::Liveness::default(),
-        )
-        .await?;
-        let key = |c| crate::queue::worker::lease_key(self.pipeline, c);
-        let keys = match self.client {
-            Some(name) => self.pipeline.client(name).into_iter().map(key).collect(),
-            None => self.pipeline.clients.iter().map(key).collect(),
-        };
-        let holder = format!("rollcall by hand (pid {})", std::process::id());
-        let ttl = crate::queue::worker::WorkerOptions::default().lock_ttl;
-        let set = match LeaseSet::acquire(queue.locks().await?, keys, &holder, ttl, self.wait).await
-        {
-            Ok(set) => Arc::new(set),
-            Err(e @ LeaseSetError::Busy { .. }) => {
-                eprintln!("error: {e}");
-                return Ok(None);
-            }
-            Err(LeaseSetError::Lock(e)) => return Err(e.into()),
-        };
-        *store = share_tokens(store.clone(), &queue);
-        let fence: Arc<dyn crate::apply::WriteFence> = set.clone();
-        let result = crate::apply::fenced(fence, work(store)).await;
-        set.release().await;
-        result.map(Some)
+        Err(e) => return Err(e.into()),
+    };
+    if show_plan {
+        print!("{}", report::plan_text_styled(&synced.plan, colour()));
     }
+    if outcomes_of_empty_plan || !synced.plan.is_empty() {
+        print!("{}", report::outcome_text(&synced.outcomes));
+    }
+    if let Some(path) = &synced.report {
+        println!("report: {}", path.display());
+    }
+    Ok(synced.verdict())
 }
 
 /// Opens the queue; on Redis, vendor rate limits are then shared by every worker.
@@ -1245,11 +1217,14 @@ fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<(
     Ok(())
 }
 
-pub fn load(file: &Path) -> Option<Pipeline> {
+/// Loads a pipeline to bill `bill_day` (`--period`), printing every error; `None` means exit 1.
+/// The target's client is built too, so settings it refuses (a URL that is not http(s), a
+/// zero rate limit) are the user's to fix (exit 1), not an outage (exit 3).
+pub fn load(bill_day: Option<chrono::NaiveDate>, file: &Path) -> Option<Pipeline> {
     match config::load(file) {
         Ok(mut p) => match p.target.build(&rollcall_core::BuildContext::in_memory()) {
             Ok(_) => {
-                p.bill_day = BILL_DAY.get().copied();
+                p.bill_day = bill_day;
                 Some(p)
             }
             Err(e) => {
@@ -1268,8 +1243,8 @@ pub fn load(file: &Path) -> Option<Pipeline> {
     }
 }
 
-fn validate(file: &Path) -> Exit {
-    match load(file) {
+fn validate(bill_day: Option<chrono::NaiveDate>, file: &Path) -> Exit {
+    match load(bill_day, file) {
         Some(p) => {
             println!(
                 "ok: {}: pipeline `{}`, target {}, {} product(s), {} client(s)",
@@ -1286,8 +1261,12 @@ fn validate(file: &Path) -> Exit {
 }
 
 /// Loads a pipeline and checks `--client`, printing what is wrong; `None` means exit 1.
-fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
-    let pipeline = load(file)?;
+fn load_for(
+    bill_day: Option<chrono::NaiveDate>,
+    file: &Path,
+    client: Option<&str>,
+) -> Option<Pipeline> {
+    let pipeline = load(bill_day, file)?;
     if let Some(name) = client
         && pipeline.client(name).is_none()
     {
@@ -1302,12 +1281,6 @@ fn load_for(file: &Path, client: Option<&str>) -> Option<Pipeline> {
     Some(pipeline)
 }
 
-/// Set once from `--period`: the day every pipeline loaded by this invocation bills for.
-static BILL_DAY: std::sync::OnceLock<chrono::NaiveDate> = std::sync::OnceLock::new();
-
-/// Set once from `--quiet`: progress bars are for a person watching, never for scripts.
-static QUIET: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-
 /// Progress bars on stderr: one overall bar and a line per client at work.
 struct Bars {
     multi: indicatif::MultiProgress,
@@ -1317,13 +1290,10 @@ struct Bars {
 
 impl Bars {
     /// Bars only when stderr is a terminal and `--quiet` was not given.
-    fn new(pipeline: &Pipeline, only: Option<&str>) -> Option<Bars> {
+    fn new(pipeline: &Pipeline, only: Option<&str>, quiet: bool) -> Option<Bars> {
         // Bars are drawn on stderr, but only for a person watching: stdout a terminal too,
         // so `rollcall plan … > plan.txt` stays quiet.
-        if QUIET.get().copied().unwrap_or(true)
-            || !std::io::stderr().is_terminal()
-            || !std::io::stdout().is_terminal()
-        {
+        if quiet || !std::io::stderr().is_terminal() || !std::io::stdout().is_terminal() {
             return None;
         }
         let n = pipeline
@@ -1346,9 +1316,19 @@ impl Bars {
         })
     }
 
-    fn finish(self) {
-        self.total.finish_and_clear();
-        let _ = self.multi.clear();
+    /// What a run reports its progress to: these bars, or nobody.
+    fn show(bars: &Option<Bars>) -> &dyn run::Progress {
+        match bars {
+            Some(b) => b,
+            None => &run::Quiet,
+        }
+    }
+
+    fn finish(bars: Option<Bars>) {
+        if let Some(b) = bars {
+            b.total.finish_and_clear();
+            let _ = b.multi.clear();
+        }
     }
 }
 
@@ -1376,20 +1356,15 @@ impl run::Progress for Bars {
         }
         self.total.inc(1);
     }
+
+    fn stage(&self, _stage: &str) {
+        self.total.reset();
+    }
 }
 
 /// Colour only for a person at a terminal who has not asked for none (no-color.org).
 fn colour() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-}
-
-fn print_report_path(store: &Store) {
-    if let Ok(id) = RUN_ID.try_with(Clone::clone) {
-        let path = store.report_path(&id);
-        if path.exists() {
-            println!("report: {}", path.display());
-        }
-    }
 }
 
 /// A recorded run's report in `format`.
@@ -1400,14 +1375,12 @@ pub async fn render_report(
     template: Option<&str>,
 ) -> anyhow::Result<String> {
     use crate::report::run_report;
-    let Some(run) = store.report(run_id).await? else {
+    let Some(report) = crate::engine::recorded_report(store, run_id).await? else {
         anyhow::bail!(
             "no recorded run `{run_id}` in {} (hint: `rollcall history` lists run ids)",
             store.report_path(run_id).display()
         );
     };
-    let history = store.reports(&run.plan.pipeline).await?;
-    let report = run_report::build(&run, &history);
     Ok(match format {
         ReportFormat::Html => run_report::html(&report, template.unwrap_or(run_report::TEMPLATE))
             .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
@@ -1523,10 +1496,10 @@ tests:
     )
 }
 
-fn test(files: &[PathBuf]) -> Exit {
+fn test(bill_day: Option<chrono::NaiveDate>, files: &[PathBuf]) -> Exit {
     let mut exit = Exit::Ok;
     for file in files {
-        let Some(pipeline) = load(file) else {
+        let Some(pipeline) = load(bill_day, file) else {
             exit = Exit::Invalid;
             continue;
         };
@@ -1558,95 +1531,6 @@ fn test(files: &[PathBuf]) -> Exit {
         }
     }
     exit
-}
-
-/// A plan with no progress shown: for the service and scripts.
-pub async fn quiet_plan(
-    pipeline: &Pipeline,
-    store: &Store,
-    client: Option<&str>,
-) -> anyhow::Result<PipelinePlan> {
-    let billing = pipeline
-        .target
-        .build(&store.build_context())
-        .context("cannot set up the billing system's client")?;
-    Ok(run::plan_pipeline(pipeline, billing, store, client, false, &run::Quiet).await)
-}
-
-pub async fn make_plan(
-    pipeline: &Pipeline,
-    store: &Store,
-    client: Option<&str>,
-    allow_drop: bool,
-) -> anyhow::Result<PipelinePlan> {
-    let billing = pipeline
-        .target
-        .build(&store.build_context())
-        .context("cannot set up the billing system's client")?;
-    let bars = Bars::new(pipeline, client);
-    let progress: &dyn run::Progress = match &bars {
-        Some(b) => b,
-        None => &run::Quiet,
-    };
-    let plan = run::plan_pipeline(pipeline, billing, store, client, allow_drop, progress).await;
-    if let Some(b) = bars {
-        b.finish();
-    }
-    Ok(plan)
-}
-
-pub async fn apply_now(
-    store: &Store,
-    pipeline: &Pipeline,
-    plan: &PipelinePlan,
-    command: &str,
-    verify: bool,
-) -> anyhow::Result<Vec<ClientOutcome>> {
-    let billing = pipeline
-        .target
-        .build(&store.build_context())
-        .context("cannot set up the billing system's client")?;
-    // The invocation's id names its first apply; a second apply in one invocation (the demo)
-    // is a run of its own.
-    let invocation = RUN_ID.try_with(Clone::clone).ok();
-    let run_id = match invocation {
-        Some(id) if !store.has_run(&id).await? => id,
-        _ => uuid::Uuid::now_v7().to_string(),
-    };
-    store.begin_run(&run_id, &pipeline.name, command).await?;
-    let bars = Bars::new(pipeline, None);
-    let progress: &dyn run::Progress = match &bars {
-        Some(b) => b,
-        None => &run::Quiet,
-    };
-    let outcomes =
-        apply::apply_plan(plan, Arc::clone(&billing), store, &run_id, verify, progress).await?;
-    if let Some(b) = bars {
-        b.finish();
-    }
-    store.save_report(&run_id, plan, &outcomes).await?;
-    // Every run leaves its report beside the store; a failure to write it is not the run's.
-    match render_report(store, &run_id, ReportFormat::Html, None).await {
-        Ok(html) => {
-            let path = store.report_path(&run_id);
-            let written = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&path, html));
-            match written {
-                Ok(()) => tracing::info!(report = %path.display(), "Wrote the run report."),
-                Err(e) => tracing::warn!(error = %e, "Cannot write the run report."),
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "Cannot render the run report."),
-    }
-    store
-        .finish_run(
-            &run_id,
-            &format!("{:?}", outcome_exit(&outcomes)).to_lowercase(),
-        )
-        .await?;
-    Ok(outcomes)
 }
 
 fn read_saved_plan(
@@ -1721,32 +1605,4 @@ fn confirm(plan: &PipelinePlan) -> anyhow::Result<bool> {
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer)?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
-}
-
-/// The exit code a plan calls for on its own.
-pub fn plan_exit(plan: &PipelinePlan) -> Exit {
-    plan.clients
-        .iter()
-        .map(|c| match (&c.failure, &c.refusal) {
-            (Some(f), _) if f.class == FailureClass::Invalid => Exit::Invalid,
-            (Some(_), _) => Exit::Remote,
-            (None, Some(_)) => Exit::Refused,
-            // A final invoice the bill no longer matches waits for a person, like a refusal.
-            (None, None) if !c.conflicts.is_empty() => Exit::Refused,
-            (None, None) => Exit::Ok,
-        })
-        .max()
-        .unwrap_or(Exit::Ok)
-}
-
-pub fn outcome_exit(outcomes: &[ClientOutcome]) -> Exit {
-    outcomes
-        .iter()
-        .map(|o| match o.state {
-            OutcomeState::Done | OutcomeState::Skipped { .. } => Exit::Ok,
-            OutcomeState::Stale { .. } => Exit::Refused,
-            OutcomeState::Failed { .. } => Exit::Remote,
-        })
-        .max()
-        .unwrap_or(Exit::Ok)
 }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use rollcall_connectwise::{Sandbox, Seed};
 
-use crate::cli::{Exit, apply_now, make_plan};
+use crate::engine::{Engine, Options, Verdict};
 use crate::{config, report};
 
 const PIPELINE: &str = include_str!("../mappings/examples/demo.yaml");
@@ -33,7 +33,7 @@ fn step(title: &str) {
     println!("\n━━ {title}\n");
 }
 
-pub async fn run() -> anyhow::Result<Exit> {
+pub async fn run() -> anyhow::Result<Verdict> {
     let work =
         Workdir(std::env::temp_dir().join(format!("rollcall-demo-{}", uuid::Uuid::new_v4())));
     let people = work.0.join("people");
@@ -48,6 +48,11 @@ pub async fn run() -> anyhow::Result<Exit> {
     std::fs::write(people.join("globex.csv"), GLOBEX)?;
     std::fs::write(people.join("initech.ldif"), INITECH)?;
     let store = crate::store::Store::open(&work.0.join("state.db")).await?;
+    let engine = Engine::new(store.clone()).await?;
+    let options = Options {
+        command: "demo",
+        ..Options::default()
+    };
 
     println!(
         "rollcall demo: a ConnectWise Manage sandbox is listening at {}",
@@ -57,17 +62,17 @@ pub async fn run() -> anyhow::Result<Exit> {
 
     step("1. First run: what the directories say the clients should pay for");
     let pipeline = load(&pipeline_path)?;
-    let plan = make_plan(&pipeline, &store, None, false).await?;
+    let plan = engine.plan(&pipeline, None, &options).await?;
     print!("{}", report::plan_text(&plan));
-    let outcomes = apply_now(&store, &pipeline, &plan, "demo", false).await?;
-    print!("{}", report::outcome_text(&outcomes));
+    let synced = engine.apply(&pipeline, plan, &options).await?;
+    print!("{}", report::outcome_text(&synced.outcomes));
     let first_writes = sandbox.write_requests();
     println!("The sandbox took {first_writes} writes.");
 
     step("2. Run again with nothing changed: nothing to plan, nothing written");
-    let plan = make_plan(&pipeline, &store, None, false).await?;
-    print!("{}", report::plan_text(&plan));
-    apply_now(&store, &pipeline, &plan, "demo", false).await?;
+    let synced = engine.sync(&pipeline, None, &options).await?;
+    let plan = &synced.plan;
+    print!("{}", report::plan_text(plan));
     if !plan.is_empty() || sandbox.write_requests() != first_writes {
         bail!(
             "the resync was not empty: {} change(s), {} write(s)",
@@ -84,14 +89,13 @@ pub async fn run() -> anyhow::Result<Exit> {
         people.join("acme.csv"),
         ACME.replace("grace@acme.local,TRUE", "grace@acme.local,FALSE"),
     )?;
-    let plan = make_plan(&pipeline, &store, Some("Acme"), false).await?;
-    print!("{}", report::plan_text(&plan));
-    let outcomes = apply_now(&store, &pipeline, &plan, "demo", false).await?;
-    print!("{}", report::outcome_text(&outcomes));
+    let synced = engine.sync(&pipeline, Some("Acme"), &options).await?;
+    print!("{}", report::plan_text(&synced.plan));
+    print!("{}", report::outcome_text(&synced.outcomes));
 
     step("4. Acme's export arrives empty: the read is incomplete, so nothing is lowered");
     std::fs::write(people.join("acme.csv"), "")?;
-    let plan = make_plan(&pipeline, &store, Some("Acme"), false).await?;
+    let plan = engine.plan(&pipeline, Some("Acme"), &options).await?;
     print!("{}", report::plan_text(&plan));
     if plan.clients.iter().any(|c| c.seats_after < c.seats_before) {
         bail!("an empty export lowered seats");
@@ -102,7 +106,7 @@ pub async fn run() -> anyhow::Result<Exit> {
     print!("{}", report::history_text(&history));
     println!("Try it yourself: `rollcall sandbox connectwise --port 8421` in one terminal, then");
     println!("`rollcall plan mappings/examples/demo.yaml` in another.");
-    Ok(Exit::Ok)
+    Ok(Verdict::Ok)
 }
 
 fn load(path: &Path) -> anyhow::Result<config::Pipeline> {

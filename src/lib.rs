@@ -5,7 +5,8 @@
 //! what the billing system holds ([`rollcall_core::BillingSystem`]) and guards the result,
 //! [`apply`] makes it real one change at a time, and [`store`] remembers every change.
 //! [`config`] reads the pipeline files that drive all of it; [`run`] does the I/O around the
-//! pure planner; [`report`] renders for people; [`cli`] is the command line.
+//! pure planner; [`engine`] owns one sync end to end (leases, plan, apply, record) and is the
+//! only way anything syncs; [`report`] renders for people; [`cli`] is the command line.
 //!
 //! See ARCHITECTURE.md for the code map and the invariants the tests hold.
 
@@ -14,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod connect;
 pub mod demo;
+pub mod engine;
 pub mod explain;
 pub mod mapping;
 pub mod metrics;

@@ -26,6 +26,8 @@ pub trait Progress: Send + Sync {
     fn phase(&self, client: &str, phase: &str);
     /// `client` is planned (or failed to be).
     fn done(&self, client: &str);
+    /// The run moved on to its next stage ("applying"): every client is at work again.
+    fn stage(&self, _stage: &str) {}
 }
 
 /// No progress shown: scripts, services, tests.
@@ -551,7 +553,20 @@ async fn plan_client(
         match store.held_seats(&pipeline.name, &client.name).await {
             Ok(held) => mapping::Grace {
                 now: chrono::Utc::now(),
-                held,
+                held: held
+                    .into_iter()
+                    .map(|(product, seats)| {
+                        let seats = seats
+                            .into_iter()
+                            .map(|s| mapping::HeldSeat {
+                                person_id: s.person_id,
+                                name: s.name,
+                                last_seen: s.last_seen,
+                            })
+                            .collect();
+                        (product, seats)
+                    })
+                    .collect(),
             },
             Err(e) => {
                 return out.failed(
@@ -628,7 +643,11 @@ async fn plan_client(
     };
     if !client.adopt {
         let owned = async {
-            let mut owned = store.owned(&pipeline.name, &client.name).await?;
+            let owned = store.owned(&pipeline.name, &client.name).await?;
+            let mut owned = plan::Ownership {
+                contacts: owned.contacts,
+                additions: owned.additions,
+            };
             let unsettled = store
                 .unsettled_creates(&pipeline.name, &client.name)
                 .await?;

@@ -7,8 +7,9 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use crate::engine::RecordedRun;
 use crate::report::run_report;
-use crate::store::{RecordedRun, RunRow, Store, StoreError};
+use crate::store::{RunRow, Store, StoreError};
 
 /// One run, summed over its clients.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

@@ -193,6 +193,13 @@ impl Store {
         Ok(store)
     }
 
+    /// The store file's connection pool, for what keeps a table of its own in it: the client
+    /// leases every sync takes (`SqliteLocks`), so runs sharing a store exclude each other
+    /// with no queue or server beside it.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     async fn migrate(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
         for (i, sql) in MIGRATIONS.iter().enumerate() {
@@ -201,18 +208,20 @@ impl Store {
         Ok(())
     }
 
-    /// Keeps what a run planned and what came of it, so its report can be made again.
+    /// Keeps what a run planned and what came of it, so its report can be made again. The
+    /// store keeps them as the engine wrote them (JSON) and does not read them.
     pub async fn save_report(
         &self,
         run_id: &str,
-        plan: &crate::run::PipelinePlan,
-        outcomes: &[crate::apply::ClientOutcome],
+        pipeline: &str,
+        plan: &impl Serialize,
+        outcomes: &impl Serialize,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT OR REPLACE INTO run_reports (run_id, pipeline, plan, outcomes, created_at) VALUES (?, ?, ?, ?, ?)",
         )
         .bind(run_id)
-        .bind(&plan.pipeline)
+        .bind(pipeline)
         .bind(serde_json::to_string(plan)?)
         .bind(serde_json::to_string(outcomes)?)
         .bind(now())
@@ -222,7 +231,7 @@ impl Store {
     }
 
     /// A recorded run: when, its plan and its outcomes. `None` if there is no such run.
-    pub async fn report(&self, run_id: &str) -> Result<Option<RecordedRun>, StoreError> {
+    pub async fn report(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE run_id = ?",
         )
@@ -232,7 +241,7 @@ impl Store {
     }
 
     /// Every recorded run of a pipeline, oldest first: the history behind the seat charts.
-    pub async fn reports(&self, pipeline: &str) -> Result<Vec<RecordedRun>, StoreError> {
+    pub async fn reports(&self, pipeline: &str) -> Result<Vec<RunRecord>, StoreError> {
         Ok(sqlx::query_as(
             "SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE pipeline = ? ORDER BY created_at",
         )
@@ -420,16 +429,54 @@ impl Store {
     }
 }
 
-/// A run as recorded: what it planned and what came of it.
+/// A run as recorded: what it planned and what came of it, as the engine wrote them (JSON;
+/// `engine::RecordedRun` reads them).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct RecordedRun {
+pub struct RunRecord {
     pub run_id: String,
     #[sqlx(rename = "created_at")]
     pub at: String,
-    #[sqlx(json)]
-    pub plan: crate::run::PipelinePlan,
-    #[sqlx(json)]
-    pub outcomes: Vec<crate::apply::ClientOutcome>,
+    pub plan: String,
+    pub outcomes: String,
+}
+
+/// One product's seats as a run billed them: what [`Store::record_seats`] brings the ledger
+/// up to.
+#[derive(Debug, Clone)]
+pub struct LedgerSeats<'a> {
+    /// The product's id in the pipeline.
+    pub product: &'a str,
+    /// The seat rule (CEL) that chose the people.
+    pub rule: &'a str,
+    pub people: Vec<LedgerHolder<'a>>,
+}
+
+/// A person holding a seat, as the ledger records them.
+#[derive(Debug, Clone)]
+pub struct LedgerHolder<'a> {
+    pub person_id: &'a str,
+    pub name: &'a str,
+    /// Why they hold it, in the rules' own terms.
+    pub evidence: &'a std::collections::BTreeMap<String, String>,
+    /// The key of their contact in the billing system, where contacts are managed.
+    pub contact: Option<&'a str>,
+    /// Held only through the grace period: the span stays open and is not marked seen.
+    pub by_grace: bool,
+}
+
+/// The ids of the contacts and additions rollcall made or changed for a client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnedObjects {
+    pub contacts: std::collections::BTreeSet<String>,
+    pub additions: std::collections::BTreeSet<String>,
+}
+
+/// A seat held now, with when its holder last matched: what the grace period counts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldSeat {
+    pub person_id: String,
+    pub name: String,
+    pub last_seen: DateTime<Utc>,
 }
 
 /// One run as `rollcall runs` lists it; `plan` and `outcomes` are absent for a run that
@@ -473,7 +520,7 @@ impl Store {
         pipeline: &str,
         client: &str,
         run_id: &str,
-        seats: &[crate::run::ProductSeats],
+        seats: &[LedgerSeats<'_>],
     ) -> Result<(), StoreError> {
         let at = now();
         // Read then written in one transaction: taken with the write lock from the start, or
@@ -486,16 +533,13 @@ impl Store {
             )
             .bind(pipeline)
             .bind(client)
-            .bind(&product.product)
+            .bind(product.product)
             .fetch_all(&mut *tx)
             .await?;
             let open: std::collections::BTreeSet<String> =
                 open.into_iter().map(|(id,)| id).collect();
-            let holding: std::collections::BTreeSet<&str> = product
-                .people
-                .iter()
-                .map(|h| h.person_id.as_str())
-                .collect();
+            let holding: std::collections::BTreeSet<&str> =
+                product.people.iter().map(|h| h.person_id).collect();
             for gone in open.iter().filter(|id| !holding.contains(id.as_str())) {
                 sqlx::query(
                     "UPDATE seat_ledger SET until = ?
@@ -504,31 +548,31 @@ impl Store {
                 .bind(&at)
                 .bind(pipeline)
                 .bind(client)
-                .bind(&product.product)
+                .bind(product.product)
                 .bind(gone)
                 .execute(&mut *tx)
                 .await?;
             }
             for h in &product.people {
-                if h.grace_until.is_some() {
+                if h.by_grace {
                     // Held by grace only: the span stays open, and `last_seen` keeps the
                     // last time the person matched, which is when the grace runs out from.
                     continue;
                 }
-                if open.contains(&h.person_id) {
+                if open.contains(h.person_id) {
                     sqlx::query(
                         "UPDATE seat_ledger SET last_seen = ?, person_name = ?, evidence = ?, rule = ?, contact_key = ?
                          WHERE pipeline = ? AND client = ? AND product = ? AND person_id = ? AND until IS NULL",
                     )
                     .bind(&at)
-                    .bind(&h.name)
+                    .bind(h.name)
                     .bind(serde_json::to_string(&h.evidence)?)
-                    .bind(&product.rule)
-                    .bind(&h.contact)
+                    .bind(product.rule)
+                    .bind(h.contact)
                     .bind(pipeline)
                     .bind(client)
-                    .bind(&product.product)
-                    .bind(&h.person_id)
+                    .bind(product.product)
+                    .bind(h.person_id)
                     .execute(&mut *tx)
                     .await?;
                 } else {
@@ -539,15 +583,15 @@ impl Store {
                     )
                     .bind(pipeline)
                     .bind(client)
-                    .bind(&product.product)
-                    .bind(&h.person_id)
-                    .bind(&h.name)
-                    .bind(&product.rule)
+                    .bind(product.product)
+                    .bind(h.person_id)
+                    .bind(h.name)
+                    .bind(product.rule)
                     .bind(serde_json::to_string(&h.evidence)?)
                     .bind(&at)
                     .bind(&at)
                     .bind(run_id)
-                    .bind(&h.contact)
+                    .bind(h.contact)
                     .execute(&mut *tx)
                     .await?;
                 }
@@ -558,11 +602,7 @@ impl Store {
     }
 
     /// The contacts and additions rollcall made or changed for a client: the objects it owns.
-    pub async fn owned(
-        &self,
-        pipeline: &str,
-        client: &str,
-    ) -> Result<crate::plan::Ownership, StoreError> {
+    pub async fn owned(&self, pipeline: &str, client: &str) -> Result<OwnedObjects, StoreError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT DISTINCT c.kind, c.remote_id FROM changes c JOIN runs r ON r.id = c.run_id
              WHERE r.pipeline = ? AND lower(c.client) = lower(?) AND c.state = 'applied' AND c.remote_id IS NOT NULL",
@@ -571,7 +611,7 @@ impl Store {
         .bind(client)
         .fetch_all(&self.pool)
         .await?;
-        let mut owned = crate::plan::Ownership::default();
+        let mut owned = OwnedObjects::default();
         for (kind, id) in rows {
             if kind.ends_with("_contact") {
                 owned.contacts.insert(id);
@@ -608,7 +648,7 @@ impl Store {
         &self,
         pipeline: &str,
         client: &str,
-    ) -> Result<std::collections::BTreeMap<String, Vec<crate::mapping::HeldSeat>>, StoreError> {
+    ) -> Result<std::collections::BTreeMap<String, Vec<HeldSeat>>, StoreError> {
         let rows: Vec<(String, String, String, String)> = sqlx::query_as(
             "SELECT product, person_id, person_name, last_seen FROM seat_ledger
              WHERE pipeline = ? AND client = ? AND until IS NULL",
@@ -617,19 +657,16 @@ impl Store {
         .bind(client)
         .fetch_all(&self.pool)
         .await?;
-        let mut out: std::collections::BTreeMap<String, Vec<crate::mapping::HeldSeat>> =
-            Default::default();
+        let mut out: std::collections::BTreeMap<String, Vec<HeldSeat>> = Default::default();
         for (product, person_id, name, last_seen) in rows {
             let Ok(last_seen) = DateTime::parse_from_rfc3339(&last_seen) else {
                 continue;
             };
-            out.entry(product)
-                .or_default()
-                .push(crate::mapping::HeldSeat {
-                    person_id,
-                    name,
-                    last_seen: last_seen.with_timezone(&Utc),
-                });
+            out.entry(product).or_default().push(HeldSeat {
+                person_id,
+                name,
+                last_seen: last_seen.with_timezone(&Utc),
+            });
         }
         Ok(out)
     }

@@ -336,21 +336,23 @@ impl HeldLease {
     }
 }
 
-/// Every lease a run started by hand (`rollcall run`, `rollcall apply`) needs, held together:
-/// such a run takes its clients' leases as a worker would, so a sync started at a terminal
-/// never writes for a client, or a shared invoice, while a worker does.
+/// Every lease one sync needs, held together: its clients' keys (one, for a queued job; all of
+/// a pipeline's, for `rollcall run`) in every place leases are kept (the store, and the queue
+/// when there is one), so no other run, cron entry or worker writes for those clients, or a
+/// shared invoice, until this one lets go.
 #[derive(Debug)]
 pub struct LeaseSet {
     held: Vec<Arc<HeldLease>>,
     keep_alive: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// Why a hand-started run could not take its leases.
+/// Why a sync could not take its leases.
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseSetError {
     #[error(
-        "`{key}` is being synced by a worker and was not free within {waited_secs} s \
-         (try again when it is done, or give it longer with --lock-wait-seconds)"
+        "`{key}` is being synced by a worker or another rollcall run and was not free within \
+         {waited_secs} s; nothing was written (try again when it is done, or give it longer with \
+         --lock-wait-seconds)"
     )]
     Busy { key: String, waited_secs: u64 },
     #[error(transparent)]
@@ -358,10 +360,11 @@ pub enum LeaseSetError {
 }
 
 impl LeaseSet {
-    /// Takes a lease on every key (in sorted order, so two runs by hand cannot each hold what
-    /// the other waits for), waiting up to `wait` for each one a worker holds.
+    /// Takes a lease on every key in every lock store, in one global order (the stores in
+    /// the order given, the keys sorted within each), so two syncs can never each hold what
+    /// the other waits for; waits up to `wait` for each lease somebody else holds.
     pub async fn acquire(
-        locks: Arc<dyn ClientLocks>,
+        stores: &[Arc<dyn ClientLocks>],
         mut keys: Vec<String>,
         holder: &str,
         ttl: Duration,
@@ -373,30 +376,20 @@ impl LeaseSet {
             held: Vec::new(),
             keep_alive: Vec::new(),
         };
-        for key in keys {
-            let deadline = tokio::time::Instant::now() + wait;
-            let lease = loop {
-                match locks.try_acquire(&key, holder, ttl).await {
-                    Ok(Some(lease)) => break lease,
-                    Ok(None) if tokio::time::Instant::now() < deadline => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                    }
-                    Ok(None) => {
-                        set.release().await;
-                        return Err(LeaseSetError::Busy {
-                            key,
-                            waited_secs: wait.as_secs(),
-                        });
+        for locks in stores {
+            for key in &keys {
+                match take(locks.as_ref(), key, holder, ttl, wait).await {
+                    Ok(lease) => {
+                        let held = HeldLease::new(locks.clone(), lease, ttl);
+                        set.keep_alive.push(held.keep_alive());
+                        set.held.push(held);
                     }
                     Err(e) => {
                         set.release().await;
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
-            };
-            let held = HeldLease::new(locks.clone(), lease, ttl);
-            set.keep_alive.push(held.keep_alive());
-            set.held.push(held);
+            }
         }
         Ok(set)
     }
@@ -409,6 +402,29 @@ impl LeaseSet {
         for h in &self.held {
             h.release().await;
         }
+    }
+}
+
+/// One lease, waited for up to `wait` (polling: a lease is freed by its holder or by time).
+async fn take(
+    locks: &dyn ClientLocks,
+    key: &str,
+    holder: &str,
+    ttl: Duration,
+    wait: Duration,
+) -> Result<Lease, LeaseSetError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(lease) = locks.try_acquire(key, holder, ttl).await? {
+            return Ok(lease);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(LeaseSetError::Busy {
+                key: key.to_owned(),
+                waited_secs: wait.as_secs(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

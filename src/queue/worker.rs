@@ -2,11 +2,13 @@
 //! under the client's lock.
 //!
 //! apalis drives the loop (fetching, heartbeats, giving a dead worker's jobs to another,
-//! retries with backoff). Each job takes its client's lease first (sister sites invoiced to one
+//! retries with backoff); each job is one sync by the engine ([`crate::engine`]), which takes
+//! the client's lease in the store and in the queue's lock store (sister sites invoiced to one
 //! `bill_to` share one, [`Client::write_scope`](crate::config::Client::write_scope)) and checks
-//! it before every write, so two workers never write for one client — or one shared invoice —
-//! at once, and a worker that lost its lease stops. A job killed half way is simply run again: the plan is made from what the billing
-//! system holds now, so what the first attempt wrote is not written twice.
+//! it before every write, so two workers — or a worker and a `rollcall run` — never write for
+//! one client, or one shared invoice, at once, and a worker that lost its lease stops. A job
+//! killed half way is simply run again: the plan is made from what the billing system holds
+//! now, so what the first attempt wrote is not written twice.
 //!
 //! Every worker also ticks the pipelines' schedules; a tick's jobs carry an idempotency key
 //! (pipeline, client, time), so however many workers tick, each scheduled run is queued once.
@@ -20,9 +22,9 @@ use apalis::prelude::*;
 use futures::StreamExt;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::locks::{ClientLocks, HeldLease};
 use super::{Queue, SyncJob, Trigger};
 use crate::config::Pipeline;
+use crate::engine::{Engine, Verdict};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -103,9 +105,9 @@ pub enum JobOutcome {
 /// What every job of one worker process shares.
 pub struct JobRunner {
     pipelines: Vec<Arc<Pipeline>>,
-    store: Store,
     queue: Queue,
-    locks: Arc<dyn ClientLocks>,
+    /// Syncs under the store's lease and the queue's.
+    engine: Engine,
     options: WorkerOptions,
     metrics: Arc<Metrics>,
 }
@@ -128,12 +130,15 @@ impl JobRunner {
         options: WorkerOptions,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<JobRunner>, super::locks::LockError> {
-        let locks = queue.locks().await?;
+        let engine = Engine::new(store)
+            .await?
+            .with_locks(queue.locks().await?)
+            .holder(options.name.clone())
+            .lease(options.lock_ttl);
         Ok(Arc::new(JobRunner {
             pipelines,
-            store,
             queue,
-            locks,
+            engine,
             options,
             metrics,
         }))
@@ -185,75 +190,49 @@ impl JobRunner {
             .iter()
             .find(|p| p.name == job.pipeline)
             .ok_or_else(|| JobError::UnknownPipeline(job.pipeline.clone()))?;
-        let found = pipeline
+        let client = pipeline
             .client(&job.client)
             .ok_or_else(|| JobError::UnknownClient {
                 pipeline: job.pipeline.clone(),
                 client: job.client.clone(),
-            })?;
-        let client = found.name.clone();
-        let key = lease_key(pipeline, found);
-        let deadline = Instant::now() + self.options.lock_wait;
-        let lease = loop {
-            if let Some(lease) = self
-                .locks
-                .try_acquire(&key, &self.options.name, self.options.lock_ttl)
-                .await?
-            {
-                break lease;
-            }
-            if Instant::now() >= deadline {
-                return Err(JobError::Busy(client));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            })?
+            .name
+            .clone();
+        let options = crate::engine::Options {
+            command: "worker",
+            lock_wait: self.options.lock_wait,
+            ..Default::default()
         };
-        let held = HeldLease::new(self.locks.clone(), lease, self.options.lock_ttl);
-        let keep_alive = held.keep_alive();
-        let fence: Arc<dyn crate::apply::WriteFence> = held.clone();
-        let result = crate::apply::fenced(fence, self.plan_and_apply(pipeline, &client)).await;
-        keep_alive.abort();
-        held.release().await;
-        result
-    }
-
-    async fn plan_and_apply(
-        &self,
-        pipeline: &Pipeline,
-        client: &str,
-    ) -> Result<JobOutcome, JobError> {
-        let fail = |e: anyhow::Error| JobError::Sync(format!("{e:#}"));
-        let plan = crate::cli::quiet_plan(pipeline, &self.store, Some(client))
-            .await
-            .map_err(fail)?;
-        let outcomes = crate::cli::apply_now(&self.store, pipeline, &plan, "worker", false)
-            .await
-            .map_err(fail)?;
-        for c in &plan.clients {
+        let synced = match self.engine.sync(pipeline, Some(&client), &options).await {
+            Ok(synced) => synced,
+            Err(crate::engine::EngineError::Busy(_)) => return Err(JobError::Busy(client)),
+            Err(crate::engine::EngineError::Lock(e)) => return Err(JobError::Lock(e)),
+            Err(e) => return Err(JobError::Sync(e.to_string())),
+        };
+        for c in &synced.plan.clients {
             self.metrics.set(
                 "rollcall_seats",
                 &[("pipeline", &pipeline.name), ("client", &c.client)],
                 c.seats_after as f64,
             );
         }
-        for o in &outcomes {
-            if let crate::apply::OutcomeState::Failed { error, hint } = &o.state {
-                return Err(JobError::Sync(format!("{error} (hint: {hint})")));
-            }
+        let clients = synced.clients();
+        let failed = clients
+            .iter()
+            .filter(|c| matches!(c.verdict, Verdict::Remote | Verdict::Invalid))
+            .max_by_key(|c| c.verdict);
+        if let Some(c) = failed {
+            return Err(JobError::Sync(c.detail.clone().unwrap_or_default()));
         }
-        if let Some(f) = plan.clients.iter().find_map(|c| c.failure.as_ref()) {
-            return Err(JobError::Sync(f.message.clone()));
-        }
-        Ok(match crate::cli::plan_exit(&plan) {
-            crate::cli::Exit::Refused => JobOutcome::Refused,
+        Ok(match synced.verdict() {
+            Verdict::Refused => JobOutcome::Refused,
             _ => JobOutcome::Done,
         })
     }
 }
 
-/// The lease a sync of `client` holds: one per pipeline and write scope.
-pub fn lease_key(pipeline: &Pipeline, client: &crate::config::Client) -> String {
-    format!("{}/{}", pipeline.name, client.write_scope())
-}
+/// The lease a sync of `client` holds (the engine's).
+pub use crate::engine::lease_key;
 
 /// The apalis handler: the sync runs on a blocking thread driving this runtime, because the
 /// planner's future is not `Send` (its directory streams are not), and apalis's are.

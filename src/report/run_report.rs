@@ -14,8 +14,8 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use crate::apply::OutcomeState;
+use crate::engine::RecordedRun;
 use crate::run::ClientPlan;
-use crate::store::RecordedRun;
 
 /// The template shipped with rollcall.
 pub const TEMPLATE: &str = include_str!("../../templates/run-report.hbs");

@@ -1,7 +1,7 @@
 //! An Entra ID (Microsoft Graph) pipeline billing licences into ConnectWise, end to end over
 //! real HTTP against both sandboxes: `mappings/examples/m365-licences.yaml` itself.
 
-use rollcall::cli::{Exit, make_plan, outcome_exit, plan_exit};
+use rollcall::engine::{self, Verdict};
 use rollcall::store::Store;
 
 const ADA: &str = "00000000-0000-4000-a000-000000000001";
@@ -70,14 +70,14 @@ async fn seats(b: &Both, client: &str) -> u32 {
 #[tokio::test]
 async fn licences_from_entra_id_are_billed_per_seat_and_follow_changes_by_delta() {
     let b = both().await;
-    let plan = make_plan(&b.pipeline, &b.store, None, false)
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
-    assert_eq!(plan_exit(&plan), Exit::Ok, "{:?}", plan.clients);
-    let outcomes = rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    assert_eq!(Verdict::of_plan(&plan), Verdict::Ok, "{:?}", plan.clients);
+    let outcomes = rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
     assert_eq!(
         seats(&b, "Acme").await,
         4,
@@ -103,7 +103,7 @@ async fn licences_from_entra_id_are_billed_per_seat_and_follow_changes_by_delta(
     // Ada's licence is removed in Entra: the next run reads only the change.
     assert!(b.graph.remove_license(ADA, "SPB"));
     b.graph.reset_counters();
-    let plan = make_plan(&b.pipeline, &b.store, Some("Acme"), false)
+    let plan = engine::plan(&b.pipeline, &b.store, Some("Acme"), false)
         .await
         .expect("plan");
     assert_eq!(
@@ -113,7 +113,7 @@ async fn licences_from_entra_id_are_billed_per_seat_and_follow_changes_by_delta(
         b.graph.request_log()
     );
     assert_eq!(b.graph.requests("/v1.0/users?"), 0, "no full user read");
-    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     assert_eq!(seats(&b, "Acme").await, 3);
@@ -141,10 +141,10 @@ async fn licences_from_entra_id_are_billed_per_seat_and_follow_changes_by_delta(
 #[tokio::test]
 async fn a_graph_read_cut_off_part_way_lowers_nothing() {
     let b = both().await;
-    let plan = make_plan(&b.pipeline, &b.store, None, false)
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
-    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     assert_eq!(seats(&b, "Acme").await, 4);
@@ -154,7 +154,7 @@ async fn a_graph_read_cut_off_part_way_lowers_nothing() {
     assert!(b.graph.remove_license(ADA, "SPB"));
     b.graph.cut_after("/v1.0/users", 0);
     let writes = b.cw.write_requests();
-    let plan = make_plan(&b.pipeline, &b.store, Some("Acme"), false)
+    let plan = engine::plan(&b.pipeline, &b.store, Some("Acme"), false)
         .await
         .expect("plan");
     let acme = &plan.clients[0];
@@ -162,7 +162,7 @@ async fn a_graph_read_cut_off_part_way_lowers_nothing() {
         acme.completeness.as_ref().is_some_and(|c| !c.is_complete()) || acme.failure.is_some(),
         "a cut-off read is never complete: {acme:?}"
     );
-    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     assert_eq!(
@@ -174,10 +174,10 @@ async fn a_graph_read_cut_off_part_way_lowers_nothing() {
 
     // Once Graph answers in full again, the drop goes through.
     b.graph.clear_faults();
-    let plan = make_plan(&b.pipeline, &b.store, Some("Acme"), true)
+    let plan = engine::plan(&b.pipeline, &b.store, Some("Acme"), true)
         .await
         .expect("plan");
-    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     assert_eq!(seats(&b, "Acme").await, 2);
@@ -192,7 +192,7 @@ async fn purchased_licences_are_billed_from_subscribed_skus() {
         .replace("count: licenses", "count: purchased");
     std::fs::write(&path, yaml).expect("write");
     let pipeline = rollcall::config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let plan = make_plan(&pipeline, &b.store, Some("Acme"), false)
+    let plan = engine::plan(&pipeline, &b.store, Some("Acme"), false)
         .await
         .expect("plan");
     let seats = plan.clients[0]

@@ -99,13 +99,13 @@ impl Books {
     }
 
     async fn plan(&self) -> PipelinePlan {
-        rollcall::cli::make_plan(&self.pipeline, &self.store().await, None, false)
+        rollcall::engine::plan(&self.pipeline, &self.store().await, None, false)
             .await
             .expect("plan")
     }
 
     async fn apply(&self, plan: &PipelinePlan) -> Vec<rollcall::apply::ClientOutcome> {
-        rollcall::cli::apply_now(&self.store().await, &self.pipeline, plan, "test", false)
+        rollcall::engine::apply(&self.store().await, &self.pipeline, plan, "test", false)
             .await
             .expect("apply")
     }

@@ -8,6 +8,7 @@ mod first_steps;
 mod graph;
 mod invoices;
 mod ldap;
+mod leases;
 mod queue;
 mod readme;
 mod report;

@@ -307,10 +307,10 @@ async fn every_example_pipeline_renders_a_report_from_a_recorded_run() {
     let store = rollcall::store::Store::open(&dir.path().join("state.db"))
         .await
         .expect("store");
-    let plan = rollcall::cli::make_plan(&pipeline, &store, None, false)
+    let plan = rollcall::engine::plan(&pipeline, &store, None, false)
         .await
         .expect("plan");
-    rollcall::cli::apply_now(&store, &pipeline, &plan, "test", false)
+    rollcall::engine::apply(&store, &pipeline, &plan, "test", false)
         .await
         .expect("apply");
     let run = store

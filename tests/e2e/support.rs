@@ -91,7 +91,7 @@ impl World {
     }
 
     pub async fn plan(&self, allow_drop: bool) -> PipelinePlan {
-        rollcall::cli::make_plan(&self.pipeline, &self.open_store().await, None, allow_drop)
+        rollcall::engine::plan(&self.pipeline, &self.open_store().await, None, allow_drop)
             .await
             .expect("plan")
     }
@@ -101,7 +101,7 @@ impl World {
         plan: &PipelinePlan,
         verify: bool,
     ) -> Vec<rollcall::apply::ClientOutcome> {
-        rollcall::cli::apply_now(
+        rollcall::engine::apply(
             &self.open_store().await,
             &self.pipeline,
             plan,

@@ -1,7 +1,7 @@
 //! Pipelines run end to end against the ConnectWise sandbox over real HTTP.
 
 use rollcall::apply::OutcomeState;
-use rollcall::cli::{Exit, outcome_exit, plan_exit};
+use rollcall::engine::Verdict;
 use rollcall::run::PipelinePlan;
 
 use crate::support::{World, people_csv};
@@ -10,12 +10,12 @@ use crate::support::{World, people_csv};
 async fn first_run_bills_everyone_and_a_resync_writes_nothing() {
     let w = World::new(&people_csv(12, 5)).await;
     let plan = w.plan(false).await;
-    assert_eq!(plan_exit(&plan), Exit::Ok);
+    assert_eq!(Verdict::of_plan(&plan), Verdict::Ok);
     let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
     assert_eq!(kinds.iter().filter(|k| **k == "create_contact").count(), 12);
     assert_eq!(kinds.iter().filter(|k| **k == "create_addition").count(), 2);
     let outcomes = w.apply(&plan, false).await;
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
     assert_eq!(w.quantity("M365-BP").await, Some(5));
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(12));
 
@@ -86,7 +86,7 @@ async fn a_large_drop_is_refused_and_nothing_is_written() {
     w.set_people(&people_csv(3, 3));
     let writes = w.sandbox.write_requests();
     let plan = w.plan(false).await;
-    assert_eq!(plan_exit(&plan), Exit::Refused);
+    assert_eq!(Verdict::of_plan(&plan), Verdict::Refused);
     let refusal = plan.clients[0].refusal.as_ref().expect("refused");
     assert_eq!((refusal.seats_before, refusal.seats_after), (20, 6));
     let outcomes = w.apply(&plan, false).await;
@@ -95,7 +95,7 @@ async fn a_large_drop_is_refused_and_nothing_is_written() {
     assert_eq!(w.quantity("M365-BP").await, Some(10));
 
     let allowed = w.plan(true).await;
-    assert_eq!(plan_exit(&allowed), Exit::Ok);
+    assert_eq!(Verdict::of_plan(&allowed), Verdict::Ok);
     w.apply(&allowed, false).await;
     assert_eq!(w.quantity("M365-BP").await, Some(3));
 }
@@ -144,7 +144,7 @@ async fn a_saved_plan_applies_exactly_and_refuses_when_the_target_changed() {
     assert!(first["after"]["email"].is_string());
     let reread: PipelinePlan = serde_json::from_str(&saved).expect("round trip");
     let outcomes = w.apply(&reread, true).await;
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
     assert_eq!(w.quantity("M365-BP").await, Some(2));
 
     // Someone edits the agreement after the next plan is saved: that plan must not be applied.
@@ -160,7 +160,7 @@ async fn a_saved_plan_applies_exactly_and_refuses_when_the_target_changed() {
         matches!(outcomes[0].state, OutcomeState::Stale { .. }),
         "{outcomes:?}"
     );
-    assert_eq!(outcome_exit(&outcomes), Exit::Refused);
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Refused);
     assert_eq!(w.sandbox.write_requests(), writes);
 }
 
@@ -170,7 +170,7 @@ async fn throttling_and_server_errors_during_apply_are_retried() {
     w.sandbox.throttle("company/contacts", 2, 1);
     w.sandbox.fail("finance/agreements", 2);
     let outcomes = w.apply(&w.plan(false).await, false).await;
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
     assert_eq!(w.quantity("M365-BP").await, Some(3));
     assert!(w.plan(false).await.is_empty());
 }
@@ -182,7 +182,7 @@ async fn a_create_whose_answer_is_lost_is_not_made_twice() {
     w.sandbox
         .drop_response_after_commit("finance/agreements", 1);
     let outcomes = w.apply(&w.plan(false).await, false).await;
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
     assert_eq!(outcomes[0].reconciled, 2, "{outcomes:?}");
     let state = w.state().await;
     assert_eq!(state.contacts.len(), 2, "{:?}", state.contacts);
@@ -206,7 +206,7 @@ async fn a_long_list_of_names_is_cut_to_what_connectwise_stores() {
     );
     let w = World::with_pipeline(&yaml, &people_csv(600, 600)).await;
     let outcomes = w.apply(&w.plan(false).await, false).await;
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok, "{outcomes:?}");
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
     let state = w.state().await;
     let m365 = state
         .additions
@@ -248,7 +248,7 @@ async fn shadow_mode_plans_and_reports_but_never_writes() {
         matches!(&outcomes[0].state, OutcomeState::Skipped { reason } if reason.contains("shadow")),
         "{outcomes:?}"
     );
-    assert_eq!(outcome_exit(&outcomes), Exit::Ok);
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok);
     assert_eq!(w.sandbox.write_requests(), writes);
 }
 
@@ -449,7 +449,7 @@ async fn what_people_made_by_hand_is_never_changed_unless_adopted() {
     .expect("write");
     let pipeline = rollcall::config::load(&w.pipeline_path()).expect("pipeline");
     let store = w.open_store().await;
-    let plan = rollcall::cli::make_plan(&pipeline, &store, None, true)
+    let plan = rollcall::engine::plan(&pipeline, &store, None, true)
         .await
         .expect("plan");
     let kinds: Vec<&str> = plan.changes.iter().map(|c| c.change.kind()).collect();
@@ -511,7 +511,7 @@ async fn sister_clients_bill_a_shared_person_once() {
     );
 
     // Asked for alone, Acme still leaves Given1 to Globex.
-    let only = rollcall::cli::make_plan(&w.pipeline, &w.open_store().await, Some("Acme"), false)
+    let only = rollcall::engine::plan(&w.pipeline, &w.open_store().await, Some("Acme"), false)
         .await
         .expect("plan");
     assert_eq!(only.clients.len(), 1);

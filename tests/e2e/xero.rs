@@ -1,7 +1,7 @@
 //! Entra ID licences invoiced in Xero, end to end over HTTP against both sandboxes:
 //! `mappings/examples/xero-graph.yaml` itself, with its OAuth tokens in rollcall's store.
 
-use rollcall::cli::{Exit, make_plan, plan_exit};
+use rollcall::engine::{self, Verdict};
 use rollcall::store::Store;
 use rollcall_core::oauth::TokenVault;
 
@@ -55,10 +55,10 @@ async fn both() -> Both {
 }
 
 async fn sync(b: &Both) -> rollcall::run::PipelinePlan {
-    let plan = make_plan(&b.pipeline, &b.store, None, false)
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
-    let outcomes = rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    let outcomes = rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     for o in &outcomes {
@@ -145,10 +145,10 @@ async fn licences_become_draft_invoices_that_follow_the_directory_and_stop_at_ap
         .authorise_invoice("rollcall Acme Corporation 2026-11");
     assert!(b.graph.assign_license(ADA, "SPB"));
     let writes = b.xero.controls().writes();
-    let plan = make_plan(&b.pipeline, &b.store, None, false)
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
-    assert_eq!(plan_exit(&plan), Exit::Refused);
+    assert_eq!(Verdict::of_plan(&plan), Verdict::Refused);
     let acme_plan = plan
         .clients
         .iter()
@@ -159,7 +159,7 @@ async fn licences_become_draft_invoices_that_follow_the_directory_and_stop_at_ap
         "{:?}",
         acme_plan.conflicts
     );
-    rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     assert_eq!(b.xero.controls().writes(), writes);
@@ -175,10 +175,10 @@ async fn a_lost_answer_is_replayed_by_its_idempotency_key_and_a_revoked_connecti
  {
     let b = both().await;
     b.xero.controls().drop_response_after_commit(10);
-    let plan = make_plan(&b.pipeline, &b.store, None, false)
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
-    let _ = rollcall::cli::apply_now(&b.store, &b.pipeline, &plan, "test", false)
+    let _ = rollcall::engine::apply(&b.store, &b.pipeline, &plan, "test", false)
         .await
         .expect("apply");
     sync(&b).await;
@@ -200,10 +200,10 @@ async fn a_lost_answer_is_replayed_by_its_idempotency_key_and_a_revoked_connecti
     assert_eq!(b.xero.refreshes(), 1, "one refresh for the whole run");
 
     b.xero.revoke_all();
-    let plan = make_plan(&b.pipeline, &b.store, None, false)
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
         .await
         .expect("plan");
-    assert_eq!(plan_exit(&plan), Exit::Remote);
+    assert_eq!(Verdict::of_plan(&plan), Verdict::Remote);
     for c in &plan.clients {
         let failure = c.failure.as_ref().expect("failed");
         assert!(

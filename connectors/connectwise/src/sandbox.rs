@@ -911,7 +911,18 @@ impl Kind {
                 .additions
                 .iter()
                 .filter(|a| parent.is_none() || a.agreement_id == parent)),
-            Kind::Catalog => all(state.catalog.iter()),
+            // `customerDescription` is required on a catalog item (ConnectWise's schema, and
+            // the SDKs' models); the sandbox's items have one description, shown for both.
+            Kind::Catalog => all(state.catalog.iter()).map(|rows| {
+                rows.into_iter()
+                    .map(|mut row| {
+                        if row.get("customerDescription").is_none() {
+                            row["customerDescription"] = row["description"].clone();
+                        }
+                        row
+                    })
+                    .collect()
+            }),
             Kind::Ticket => all(state.tickets.iter()),
         }
     }
@@ -1264,8 +1275,11 @@ fn parse_condition(
     text: &str,
     allowed: &[&str],
 ) -> Result<Expr, ApiError> {
-    let expr = conditions::parse(text)
+    let mut expr = conditions::parse(text)
         .map_err(|e| ApiError::bad_request(format!("{parameter}: {e}: {text}")))?;
+    for info in ["lastUpdated", "dateEntered"] {
+        expr.alias(info, &["_info", info]);
+    }
     for path in expr.paths() {
         if !path.starts_with("_info/") && !allowed.contains(&path.as_str()) {
             return Err(ApiError::bad_request(format!(

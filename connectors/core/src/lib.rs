@@ -18,6 +18,7 @@ pub mod billing;
 pub mod connector;
 pub mod directory;
 pub mod error;
+pub mod groups;
 pub mod http;
 pub mod invoice;
 pub mod money;

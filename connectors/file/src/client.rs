@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use rollcall_core::{Cursor, Directory, DirectoryError, DirectoryRead};
 
 use crate::config::Format;
+use crate::csv_export::Beside;
 
 /// People read from one export file on each [`Directory::read`].
 #[derive(Debug, Clone)]
@@ -19,6 +20,8 @@ pub struct FileDirectory {
     /// How the file is named in messages: the path as the pipeline wrote it.
     source_name: String,
     format: Option<Format>,
+    /// A group-member CSV read with the export, and how it is named in messages.
+    groups: Option<(PathBuf, String)>,
 }
 
 impl FileDirectory {
@@ -29,7 +32,14 @@ impl FileDirectory {
             source_name: path.display().to_string(),
             path,
             format,
+            groups: None,
         }
+    }
+
+    /// Reads groups and their members from a group-member CSV too, to expand nesting.
+    pub fn with_groups(mut self, path: impl Into<PathBuf>, source_name: impl Into<String>) -> Self {
+        self.groups = Some((path.into(), source_name.into()));
+        self
     }
 
     /// Names the file in warnings and errors as the user wrote it, rather than as resolved.
@@ -51,15 +61,11 @@ impl Directory for FileDirectory {
 
     /// An export is read whole every time; there is no cursor to use.
     async fn read(&self, _cursor: Option<&Cursor>) -> Result<DirectoryRead, DirectoryError> {
-        let bytes = tokio::fs::read(&self.path)
-            .await
-            .map_err(|e| DirectoryError::Unavailable {
-                source_name: self.source_name.clone(),
-                message: format!(
-                    "{}: {e}; check `path` in the client's directory section (a relative path is relative to the pipeline file's folder)",
-                    self.path.display()
-                ),
-            })?;
+        let bytes = read_file(&self.path, &self.source_name, "path").await?;
+        let groups = match &self.groups {
+            Some((path, name)) => Some((read_file(path, name, "groups").await?, name.clone())),
+            None => None,
+        };
         let format = self
             .format
             .or_else(|| Format::from_path(&self.path))
@@ -67,9 +73,18 @@ impl Directory for FileDirectory {
         let source_name = self.source_name.clone();
         let now = chrono::Utc::now();
         // 100,000 rows take long enough to stall other pipelines' I/O on this runtime.
-        let parsed = tokio::task::spawn_blocking(move || match format {
-            Format::Csv => crate::parse_csv(&bytes, &source_name, now),
-            Format::Ldif => crate::parse_ldif(&bytes, &source_name, now),
+        let parsed = tokio::task::spawn_blocking(move || {
+            let beside = match groups {
+                Some((bytes, name)) => {
+                    let (groups, notes) = crate::groups::parse_group_members(&bytes, &name)?;
+                    Beside { groups, notes }
+                }
+                None => Beside::default(),
+            };
+            match format {
+                Format::Csv => crate::csv_export::read_csv(&bytes, &source_name, now, beside),
+                Format::Ldif => crate::ldif::read_ldif(&bytes, &source_name, now, beside),
+            }
         })
         .await;
         match parsed {
@@ -82,4 +97,21 @@ impl Directory for FileDirectory {
             }),
         }
     }
+}
+
+/// A file's bytes, or why it cannot be read, naming the setting that points at it.
+async fn read_file(
+    path: &std::path::Path,
+    source_name: &str,
+    setting: &str,
+) -> Result<Vec<u8>, DirectoryError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| DirectoryError::Unavailable {
+            source_name: source_name.to_owned(),
+            message: format!(
+                "{}: {e}; check `{setting}` in the client's directory section (a relative path is relative to the pipeline file's folder)",
+                path.display()
+            ),
+        })
 }

@@ -31,6 +31,18 @@ pub struct Config {
     /// otherwise from its content (an LDIF starts with `dn:` or `version:`).
     #[serde(default)]
     pub format: Option<Format>,
+
+    /// A group-member CSV beside the export, for nested groups: AD's `memberOf` lists a
+    /// person's direct groups only, so a billing group reached through nesting needs the groups'
+    /// own members. One row per group and direct member (people and groups), with columns
+    /// `GroupDN`, `MemberDN` and optionally `GroupName` (any case); a group without members is
+    /// one row with `MemberDN` empty. People are matched by their `DistinguishedName` column.
+    /// Write it with `Get-ADGroup -Filter * | ForEach-Object { $g = $_; Get-ADGroupMember $g |
+    /// Select-Object @{n='GroupDN';e={$g.DistinguishedName}}, @{n='GroupName';e={$g.Name}},
+    /// @{n='MemberDN';e={$_.distinguishedName}} } | Export-Csv groups.csv -NoTypeInformation`.
+    /// An LDIF export needs none: its group entries (`member` values) are used.
+    #[serde(default)]
+    pub groups: Option<PathBuf>,
 }
 
 /// The kind of export a file holds.
@@ -86,10 +98,13 @@ impl DirectoryConfig for Config {
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory> {
         // `join` keeps an absolute `path` as it is.
         let resolved = pipeline_dir.join(&self.path);
-        Arc::new(
-            FileDirectory::new(resolved, self.format)
-                .with_source_name(self.path.display().to_string()),
-        )
+        let mut directory = FileDirectory::new(resolved, self.format)
+            .with_source_name(self.path.display().to_string());
+        if let Some(groups) = &self.groups {
+            directory =
+                directory.with_groups(pipeline_dir.join(groups), groups.display().to_string());
+        }
+        Arc::new(directory)
     }
 }
 

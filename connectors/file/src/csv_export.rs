@@ -12,6 +12,7 @@ use rollcall_core::ad::{self, UserAccountControl};
 use rollcall_core::{DirectoryError, DirectoryRead, Person};
 
 use crate::error::RecordError;
+use crate::groups::{self, GroupEntry};
 use crate::model::{self, Evidence, Field};
 use crate::read::{self, Collector, Unit};
 
@@ -28,6 +29,24 @@ pub fn parse_csv(
     input: &[u8],
     source_name: &str,
     now: DateTime<Utc>,
+) -> Result<DirectoryRead, DirectoryError> {
+    read_csv(input, source_name, now, Beside::default())
+}
+
+/// What a group export beside the people file said: its groups, and why its read was
+/// incomplete, if it was.
+#[derive(Debug, Default)]
+pub(crate) struct Beside {
+    pub groups: Vec<GroupEntry>,
+    pub notes: Vec<String>,
+}
+
+/// [`parse_csv`] with the groups of a group export, nesting expanded through them.
+pub(crate) fn read_csv(
+    input: &[u8],
+    source_name: &str,
+    now: DateTime<Utc>,
+    beside: Beside,
 ) -> Result<DirectoryRead, DirectoryError> {
     let text = read::decode(input, source_name)?;
     let mut body: &[u8] = &text;
@@ -79,7 +98,13 @@ pub fn parse_csv(
         .map_err(|problem| malformed(format!("line {header_line}: {problem}")))?;
 
     let mut collector = Collector::new(source_name, Unit::Row);
+    for note in beside.notes {
+        collector.incomplete(note);
+    }
     let mut type_name_reported = vec![false; columns.names.len()];
+    // A cut export keeps every row before the cut intact and the last one partial: its groups or
+    // title may be half there, so that row is nobody rather than a person with wrong fields.
+    let mut cut = ending(body);
     loop {
         match reader.read_byte_record(&mut record) {
             Ok(true) => {}
@@ -100,6 +125,11 @@ pub fn parse_csv(
         }
         let line = lines.at(&record);
         collector.count_record();
+        let last = reader.position().byte() >= body.len() as u64;
+        if last && let Some(cut) = cut.take() {
+            collector.skip(line, cut);
+            continue;
+        }
         match columns.person(&record, now) {
             Ok(row) => {
                 if let Some(col) = row.type_name_in
@@ -116,24 +146,82 @@ pub fn parse_csv(
             Err(e) => collector.skip(line, e),
         }
     }
+    if let Some(cut) = cut {
+        // The header itself was the last line: no row is whole, not even an empty file's.
+        collector.incomplete(format!("{source_name}:{header_line}: {cut}"));
+    }
+    groups::resolve(collector.people_mut(), &beside.groups, groups::csv_dn);
     Ok(collector.finish())
+}
+
+/// How a CSV ends, when that shows it was cut: inside a quoted cell, or part way along a row.
+///
+/// Every exporter ends each row with a line break, so a last row without one was cut (or saved by
+/// hand); a trailing row of separators alone is a spreadsheet's empty row and carries nobody.
+/// The quote state follows RFC 4180 as the csv crate reads it: a quote opens a quoted cell only
+/// at a cell's start, and `""` inside one is a literal quote.
+pub(crate) fn ending(body: &[u8]) -> Option<RecordError> {
+    let mut quoted = false;
+    let mut cell_start = true;
+    let mut bytes = body.iter().peekable();
+    while let Some(&b) = bytes.next() {
+        if quoted {
+            if b == b'"' {
+                if bytes.peek() == Some(&&b'"') {
+                    bytes.next();
+                } else {
+                    quoted = false;
+                }
+            }
+            continue;
+        }
+        match b {
+            b'"' if cell_start => quoted = true,
+            b',' | b'\n' | b'\r' => {
+                cell_start = true;
+                continue;
+            }
+            _ => {}
+        }
+        cell_start = false;
+    }
+    if quoted {
+        return Some(RecordError::EndsInsideQuotes);
+    }
+    let end = body
+        .iter()
+        .rposition(|b| matches!(b, b'\n' | b'\r'))
+        .map_or(0, |at| at + 1);
+    let carries_data = body[end..]
+        .iter()
+        .any(|b| !matches!(b, b',' | b' ' | b'\t' | b'\r'));
+    carries_data.then_some(RecordError::NoLineEnd)
 }
 
 /// The line a record starts on, counted here because csv-core does not count the newlines
 /// inside a quoted cell: after a multi-line `Title` or `Notes`, its numbers would point at the
 /// wrong row. Records come in order, so counting from the previous one keeps this linear.
-struct Lines<'a> {
+pub(crate) struct Lines<'a> {
     body: &'a [u8],
     byte: usize,
     line: u64,
 }
 
-impl Lines<'_> {
-    fn at(&mut self, record: &csv::ByteRecord) -> u64 {
+impl<'a> Lines<'a> {
+    /// Lines of `body`, whose first line is line 1.
+    pub(crate) fn new(body: &'a [u8]) -> Self {
+        Lines {
+            body,
+            byte: 0,
+            line: 1,
+        }
+    }
+
+    pub(crate) fn at(&mut self, record: &csv::ByteRecord) -> u64 {
         self.at_byte(record.position().map_or(0, |p| p.byte()))
     }
 
-    fn at_byte(&mut self, byte: u64) -> u64 {
+    pub(crate) fn at_byte(&mut self, byte: u64) -> u64 {
         let mut target = usize::try_from(byte)
             .unwrap_or(usize::MAX)
             .clamp(self.byte, self.body.len());
@@ -311,7 +399,8 @@ impl Columns {
             if model::is_powershell_type_name(v) {
                 type_name_in = Some(i);
             } else {
-                groups.extend(model::split_multi(v).map(model::group_name));
+                // Named once every row is read: a group export may nest them.
+                groups.extend(model::split_multi(v).map(str::to_owned));
             }
         }
         let mut licenses = Vec::new();

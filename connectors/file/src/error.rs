@@ -45,4 +45,19 @@ pub enum RecordError {
 
     #[error("the line is not `attribute: value`")]
     NotAnAttribute,
+
+    #[error(
+        "the file ends inside this row's quoted cell (its closing quote is missing): the export was cut short; export it again"
+    )]
+    EndsInsideQuotes,
+
+    #[error(
+        "the file ends inside this row (it has no line end): the export may have been cut short; export it again, or end the file with a line break if it is whole"
+    )]
+    NoLineEnd,
+
+    #[error(
+        "the file ends inside this entry (no blank line follows it, as ldifde, ldapsearch and slapcat write after every entry): the export may have been cut short; export it again"
+    )]
+    EntryCut,
 }

@@ -24,7 +24,9 @@ use chrono::{DateTime, Utc};
 use rollcall_core::ad::{self, UserAccountControl};
 use rollcall_core::{DirectoryError, DirectoryRead, License, Person};
 
+use crate::csv_export::Beside;
 use crate::error::RecordError;
+use crate::groups::{self, GroupEntry};
 use crate::model::{self, Evidence, Field};
 use crate::read::{self, Collector, Unit};
 
@@ -49,6 +51,16 @@ pub fn parse_ldif(
     source_name: &str,
     now: DateTime<Utc>,
 ) -> Result<DirectoryRead, DirectoryError> {
+    read_ldif(input, source_name, now, Beside::default())
+}
+
+/// [`parse_ldif`] with the groups of a group export beside it, as well as its own.
+pub(crate) fn read_ldif(
+    input: &[u8],
+    source_name: &str,
+    now: DateTime<Utc>,
+    beside: Beside,
+) -> Result<DirectoryRead, DirectoryError> {
     let text = read::decode(input, source_name)?;
     if read::is_blank(&text) {
         return Ok(read::empty_export(
@@ -62,12 +74,27 @@ pub fn parse_ldif(
         now,
         first_paragraph: true,
         entries: 0,
+        dn_entries: 0,
         search_succeeded: false,
+        search_seen: false,
+        groups: beside.groups,
+        trailer: Trailer::default(),
     };
+    for note in beside.notes {
+        reader.collector.incomplete(note);
+    }
     let mut paragraph: Vec<Line<'_>> = Vec::new();
     let mut in_comment = false;
-    for (index, raw) in text.split(|&b| b == b'\n').enumerate() {
+    // The line break ending the last line is not a blank line after it.
+    let whole_last_line = text.ends_with(b"\n");
+    let body = text.strip_suffix(b"\n").unwrap_or(&text);
+    let mut lines = body.split(|&b| b == b'\n').enumerate().peekable();
+    while let Some((index, raw)) = lines.next() {
         let number = index as u64 + 1;
+        // Spaces the file ends on, without a line end, are the start of a fold that was cut.
+        if lines.peek().is_none() && !whole_last_line && read::is_blank(raw) {
+            break;
+        }
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         // A line of spaces is read as a separator, not a fold: RFC 2849 has values that end in
         // spaces base64-encoded, so no real fold leaves a line of only spaces.
@@ -87,7 +114,10 @@ pub fn parse_ldif(
                     text: Cow::Borrowed(raw),
                 }),
             },
-            b'#' => in_comment = true,
+            b'#' => {
+                in_comment = true;
+                reader.trailer.comment(raw, number);
+            }
             _ => {
                 in_comment = false;
                 paragraph.push(Line {
@@ -97,8 +127,37 @@ pub fn parse_ldif(
             }
         }
     }
-    reader.paragraph(&paragraph);
+    // Exporters end every entry with a blank line: an entry at the very end without one may have
+    // been cut at any of its lines, its `memberOf` values among them.
+    reader.last_paragraph(&paragraph);
     Ok(reader.finish())
+}
+
+/// What `ldapsearch` (without `-LLL`) writes around its entries: a `# extended LDIF` header, and
+/// at the end `# search result`, `result: …` and `# numEntries: N`. These let a cut made exactly
+/// between two entries be told from a whole export, which the entries alone cannot.
+#[derive(Default)]
+struct Trailer {
+    /// The first line is `# extended LDIF`, so the closing lines are owed.
+    expected: bool,
+    /// `# numEntries: N` and its line.
+    entries: Option<(u64, u64)>,
+}
+
+impl Trailer {
+    fn comment(&mut self, line: &[u8], number: u64) {
+        let text = line[1..].trim_ascii();
+        if number == 1 && text.eq_ignore_ascii_case(b"extended LDIF") {
+            self.expected = true;
+        }
+        if let Some(n) = text
+            .strip_prefix(b"numEntries:")
+            .and_then(|n| std::str::from_utf8(n).ok())
+            .and_then(|n| n.trim().parse().ok())
+        {
+            self.entries = Some((n, number));
+        }
+    }
 }
 
 /// One logical line: folds joined, `number` the physical line it starts on.
@@ -178,11 +237,37 @@ struct Reader<'s> {
     now: DateTime<Utc>,
     first_paragraph: bool,
     entries: usize,
+    /// Paragraphs starting with `dn:`, as `ldapsearch` counts them in `# numEntries`.
+    dn_entries: u64,
     /// `ldapsearch` wrote `result: 0 Success`: a file without entries then really is empty.
     search_succeeded: bool,
+    /// The group entries met, for nesting once every entry is read.
+    groups: Vec<GroupEntry>,
+    /// `ldapsearch`'s closing `result:` line was read, whatever it said.
+    search_seen: bool,
+    trailer: Trailer,
 }
 
 impl Reader<'_> {
+    /// The file's last paragraph when no blank line follows it: an entry there is taken as cut.
+    fn last_paragraph(&mut self, lines: &[Line<'_>]) {
+        let version = self.first_paragraph
+            && lines
+                .first()
+                .is_some_and(|l| starts_with_ignore_case(&l.text, b"version:"));
+        let entry = &lines[usize::from(version).min(lines.len())..];
+        match entry.first() {
+            Some(first) if starts_with_ignore_case(&first.text, b"dn:") => {
+                self.first_paragraph = false;
+                self.entries += 1;
+                self.dn_entries += 1;
+                self.collector.count_record();
+                self.collector.skip(first.number, RecordError::EntryCut);
+            }
+            _ => self.paragraph(lines),
+        }
+    }
+
     fn paragraph(&mut self, lines: &[Line<'_>]) {
         let mut lines = lines;
         if lines.is_empty() {
@@ -208,6 +293,7 @@ impl Reader<'_> {
         };
         if name.eq_ignore_ascii_case("dn") {
             self.entries += 1;
+            self.dn_entries += 1;
             self.collector.count_record();
             if let Err((line, e)) = self.entry(lines) {
                 self.collector.skip(line, e);
@@ -233,6 +319,7 @@ impl Reader<'_> {
             if !name.eq_ignore_ascii_case("result") {
                 continue;
             }
+            self.search_seen = true;
             let text = value.text().unwrap_or_default();
             let code = text.split_whitespace().next().unwrap_or_default();
             if code == "0" {
@@ -267,6 +354,19 @@ impl Reader<'_> {
             draft.add(name, value).map_err(|e| (line.number, e))?;
         }
 
+        if draft.is_group() {
+            let cn = draft
+                .attributes
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("cn"))
+                .map(|(_, v)| v.as_str());
+            self.groups.push(GroupEntry {
+                name: rollcall_core::groups::group_name(&draft.dn, cn),
+                dn: draft.dn,
+                members: draft.members,
+            });
+            return Ok(());
+        }
         if !draft.is_person() {
             return Ok(());
         }
@@ -276,6 +376,23 @@ impl Reader<'_> {
     }
 
     fn finish(mut self) -> DirectoryRead {
+        let source = self.collector.source();
+        if self.trailer.expected && !self.search_seen {
+            self.collector.incomplete(format!(
+                "{source}: the export starts as ldapsearch writes one (`# extended LDIF`) but ends without its `result:` line: it was cut short; export it again"
+            ));
+        }
+        if let Some((said, line)) = self.trailer.entries
+            && said != self.dn_entries
+        {
+            self.collector.incomplete(format!(
+                "{source}:{line}: ldapsearch counted {said} entries but the file holds {}: it was cut or edited; export it again",
+                self.dn_entries
+            ));
+        }
+        groups::resolve(self.collector.people_mut(), &self.groups, |p| {
+            p.attributes.get("dn").map(String::as_str)
+        });
         if self.entries == 0 && !self.search_succeeded {
             let source = self.collector.source();
             self.collector.incomplete(format!(
@@ -310,7 +427,10 @@ struct Draft {
     email: Best,
     upn: Best,
     evidence: Evidence,
+    /// `memberOf` values, as written (DNs).
     groups: Vec<String>,
+    /// A group's `member` (or `uniqueMember`) values, as written (DNs).
+    members: Vec<String>,
     licenses: Vec<License>,
     /// Values by attribute, in the order first met; names compare case-insensitively, as LDAP's do.
     attributes: Vec<(String, String)>,
@@ -382,6 +502,13 @@ impl Draft {
             }
             return Ok(());
         }
+        if is("member") || is("uniqueMember") {
+            let t = value.text().ok_or_else(not_text)?;
+            if !t.trim().is_empty() {
+                self.members.push(t.trim().to_owned());
+            }
+            return Ok(());
+        }
         if is("objectClass") {
             let t = value.text().ok_or_else(not_text)?;
             self.classes.push(t.trim().to_ascii_lowercase());
@@ -428,9 +555,10 @@ impl Draft {
                 let filetime: i64 = t.parse().map_err(|_| bad_int(name, t))?;
                 self.evidence.expires = ad::account_expires(filetime);
             }
+            // Kept as written: the DN finds the group among the export's group entries.
             Field::Groups => {
                 if !t.is_empty() {
-                    self.groups.push(model::group_name(t));
+                    self.groups.push(t.to_owned());
                 }
             }
             Field::Licenses => self
@@ -459,6 +587,14 @@ impl Draft {
             }
             None => self.attributes.push((name.to_owned(), value.to_owned())),
         }
+    }
+
+    /// Whether the entry is a group whose members the export lists: AD's `group`, or
+    /// `groupOfNames` / `groupOfUniqueNames` elsewhere.
+    fn is_group(&self) -> bool {
+        self.classes
+            .iter()
+            .any(|c| matches!(c.as_str(), "group" | "groupofnames" | "groupofuniquenames"))
     }
 
     /// Whether the entry is a person who could hold a seat.

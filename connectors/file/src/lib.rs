@@ -35,6 +35,7 @@ mod client;
 mod config;
 mod csv_export;
 mod error;
+mod groups;
 mod ldif;
 mod model;
 mod read;

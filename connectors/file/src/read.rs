@@ -74,6 +74,11 @@ impl<'a> Collector<'a> {
         self.lines.push(line);
     }
 
+    /// The people read so far, for work that needs all of them (group nesting).
+    pub fn people_mut(&mut self) -> &mut [Person] {
+        &mut self.people
+    }
+
     pub fn skip(&mut self, line: u64, error: RecordError) {
         self.skipped.push((line, error));
     }
@@ -168,8 +173,9 @@ impl<'a> Collector<'a> {
 ///
 /// `ldifde -u` and PowerShell's `Out-File` write UTF-16LE with a byte order mark; Excel and
 /// PowerShell 7 write UTF-8 with one. Without this, a UTF-16 export would fail on every row.
-/// Bytes without a BOM are passed on as they are: each row's UTF-8 is checked where it is read,
-/// so one bad row names its own line.
+/// UTF-16 without a BOM is recognised by the zero bytes of its first (ASCII) characters. Other
+/// bytes are passed on as they are: each row's UTF-8 is checked where it is read, so one bad
+/// row (Latin-1 or Windows-1252 text) names its own line.
 pub(crate) fn decode<'b>(input: &'b [u8], source: &str) -> Result<Cow<'b, [u8]>, DirectoryError> {
     if let Some(rest) = input.strip_prefix(b"\xEF\xBB\xBF") {
         return Ok(Cow::Borrowed(rest));
@@ -198,6 +204,14 @@ pub(crate) fn decode<'b>(input: &'b [u8], source: &str) -> Result<Cow<'b, [u8]>,
     }
     if let Some(rest) = input.strip_prefix(b"\xFE\xFF") {
         return utf16(rest, u16::from_be_bytes);
+    }
+    // UTF-16 saved without a BOM (PowerShell's `Set-Content -Encoding Unicode` via some tools,
+    // a re-save): a header or `dn:` is ASCII, so every other byte of its first characters is
+    // zero, which UTF-8 text never has.
+    match input {
+        [a, 0, b, 0, ..] if *a != 0 && *b != 0 => return utf16(input, u16::from_le_bytes),
+        [0, a, 0, b, ..] if *a != 0 && *b != 0 => return utf16(input, u16::from_be_bytes),
+        _ => {}
     }
     Ok(Cow::Borrowed(input))
 }

@@ -7,6 +7,11 @@
 //!
 //! - the client-credentials token endpoint (`/{tenant}/oauth2/v2.0/token`, secret in the form or
 //!   as HTTP Basic), its OpenID discovery document, and OAuth error bodies (`invalid_client` …);
+//!   the delegated grants too (`/authorize` approves at once; codes work once; refresh tokens
+//!   come back new with every refresh), as Microsoft's own libraries use them;
+//! - `$filter` on users (`eq`, `startsWith`, and `endsWith` and `$count` only with
+//!   `ConsistencyLevel: eventual`), and `PATCH /users/{id}`, a change that reaches delta and
+//!   subscriptions like an admin's;
 //! - a Bearer token on every Graph call, checked against the tokens issued and their lifetime
 //!   (401 `InvalidAuthenticationToken` otherwise);
 //! - `$select` (unknown properties refused), `$top` (1–999) and `$skiptoken` paging with
@@ -662,7 +667,9 @@ impl Sandbox {
     /// Every token issued so far stops working now, as when an admin revokes the app's
     /// sessions; clients get 401 `InvalidAuthenticationToken` until they sign in again.
     pub fn revoke_tokens(&self) {
-        self.shared.db().tokens.clear();
+        let mut db = self.shared.db();
+        db.tokens.clear();
+        db.refresh_tokens.clear();
     }
 
     /// After the next `n` answered requests whose path starts with `path_prefix`, every token
@@ -931,6 +938,10 @@ struct Db {
     skus: Vec<SubscribedSku>,
     /// Access tokens issued and when each expires.
     tokens: HashMap<String, Instant>,
+    /// Authorization codes (used once) and refresh tokens of the delegated grants, with the
+    /// scope consented to.
+    codes: HashMap<String, String>,
+    refresh_tokens: HashMap<String, String>,
     token_lifetime: Duration,
     next_id: u64,
     subscriptions: BTreeMap<String, StoredSubscription>,
@@ -1034,6 +1045,8 @@ impl Shared {
             groups: BTreeMap::new(),
             skus: Vec::new(),
             tokens: HashMap::new(),
+            codes: HashMap::new(),
+            refresh_tokens: HashMap::new(),
             token_lifetime: Duration::from_secs(seed.token_lifetime_secs),
             next_id: 0,
             subscriptions: BTreeMap::new(),
@@ -1236,7 +1249,7 @@ fn oauth_error(status: StatusCode, error: &str, code: u64, description: String) 
 fn router(shared: Arc<Shared>) -> Router {
     let graph = Router::new()
         .route("/users", get(list_users))
-        .route("/users/{id}", get(get_user))
+        .route("/users/{id}", get(get_user).patch(patch_user))
         .route("/users/{id}/transitiveMemberOf", get(user_groups))
         .route("/groups", get(list_groups))
         .route("/groups/{id}/transitiveMembers", get(group_members))
@@ -1254,6 +1267,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
     Router::new()
         .route("/{tenant}/oauth2/v2.0/token", post(issue_token))
+        .route("/{tenant}/oauth2/v2.0/authorize", get(authorize))
         .route(
             "/{tenant}/v2.0/.well-known/openid-configuration",
             get(openid_configuration),
@@ -1457,7 +1471,14 @@ async fn issue_token(
             ),
         );
     }
-    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+    let grant = form
+        .get("grant_type")
+        .map(String::as_str)
+        .unwrap_or_default();
+    if !matches!(
+        grant,
+        "client_credentials" | "authorization_code" | "refresh_token"
+    ) {
         return oauth_error(
             StatusCode::BAD_REQUEST,
             "unsupported_grant_type",
@@ -1465,9 +1486,10 @@ async fn issue_token(
             "The app requested an unsupported grant type.".to_owned(),
         );
     }
-    if !form
-        .get("scope")
-        .is_some_and(|s| s.split(' ').any(|s| s.ends_with("/.default")))
+    if grant == "client_credentials"
+        && !form
+            .get("scope")
+            .is_some_and(|s| s.split(' ').any(|s| s.ends_with("/.default")))
     {
         return oauth_error(
             StatusCode::BAD_REQUEST,
@@ -1521,18 +1543,10 @@ async fn issue_token(
             ),
         );
     }
-    let n = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let access_token = format!("eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.sandbox-{n}-{nanos:08x}.");
-    let lifetime = {
-        let mut db = shared.db();
-        let lifetime = db.token_lifetime;
-        db.tokens
-            .insert(access_token.clone(), Instant::now() + lifetime);
-        lifetime
-    };
+    if grant != "client_credentials" {
+        return delegated_token(&shared, grant, &form);
+    }
+    let (access_token, lifetime) = new_access_token(&shared);
     Json(TokenResponse {
         token_type: "Bearer".to_owned(),
         expires_in: lifetime.as_secs(),
@@ -1540,6 +1554,112 @@ async fn issue_token(
         access_token,
     })
     .into_response()
+}
+
+/// A token unlike any issued before it (the issue count and the clock's nanos).
+fn fresh_token(shared: &Shared, kind: &str) -> String {
+    let n = shared.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("sandbox-{kind}-{n}-{nanos:08x}")
+}
+
+/// A fresh access token, recorded with its expiry, and its lifetime.
+fn new_access_token(shared: &Shared) -> (String, Duration) {
+    let access_token = format!(
+        "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.{}.",
+        fresh_token(shared, "access")
+    );
+    let mut db = shared.db();
+    let lifetime = db.token_lifetime;
+    db.tokens
+        .insert(access_token.clone(), Instant::now() + lifetime);
+    (access_token, lifetime)
+}
+
+/// `GET /{tenant}/oauth2/v2.0/authorize`: a user's consent to delegated permissions,
+/// approved at once, redirecting with a code (and the `state` the app sent).
+async fn authorize(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(tenant): Path<String>,
+    Query(params): Params,
+) -> Response {
+    let refuse = |code: u64, message: &str| {
+        oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            code,
+            message.to_owned(),
+        )
+    };
+    if !tenant.eq_ignore_ascii_case(&shared.tenant_id) {
+        return refuse(90002, "Tenant not found.");
+    }
+    if param(&params, "client_id") != Some(shared.client_id.as_str()) {
+        return refuse(700016, "The application was not found in the directory.");
+    }
+    if param(&params, "response_type") != Some("code") {
+        return refuse(900144, "The request must have response_type=code.");
+    }
+    let Some(mut redirect) =
+        param(&params, "redirect_uri").and_then(|r| reqwest::Url::parse(r).ok())
+    else {
+        return refuse(
+            900144,
+            "The request must have a redirect_uri that is a URL.",
+        );
+    };
+    let code = fresh_token(&shared, "code");
+    let scope = param(&params, "scope").unwrap_or_default().to_owned();
+    shared.db().codes.insert(code.clone(), scope);
+    redirect.query_pairs_mut().append_pair("code", &code);
+    if let Some(state) = param(&params, "state") {
+        redirect.query_pairs_mut().append_pair("state", state);
+    }
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, redirect.to_string())],
+    )
+        .into_response()
+}
+
+/// The delegated grants: an authorization code (used once) or a refresh token. Each answer
+/// carries a new refresh token when `offline_access` was consented to; as at Entra, a refresh
+/// token stays valid after use until it is revoked, and the app keeps the newest.
+fn delegated_token(shared: &Shared, grant: &str, form: &HashMap<String, String>) -> Response {
+    let given = |key: &str| form.get(key).map(String::as_str).unwrap_or_default();
+    let scope = {
+        let mut db = shared.db();
+        if grant == "authorization_code" {
+            db.codes.remove(given("code"))
+        } else {
+            db.refresh_tokens.get(given("refresh_token")).cloned()
+        }
+    };
+    let Some(scope) = scope else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            if grant == "authorization_code" {
+                70008
+            } else {
+                700082
+            },
+            format!("The provided {grant} is invalid, spent or expired."),
+        );
+    };
+    let (access_token, lifetime) = new_access_token(shared);
+    let mut answer = serde_json::json!({
+        "token_type": "Bearer", "scope": scope, "expires_in": lifetime.as_secs(),
+        "ext_expires_in": lifetime.as_secs(), "access_token": access_token,
+    });
+    if scope.split(' ').any(|s| s == "offline_access") {
+        let refresh = fresh_token(shared, "refresh");
+        shared.db().refresh_tokens.insert(refresh.clone(), scope);
+        answer["refresh_token"] = Value::String(refresh);
+    }
+    Json(answer).into_response()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1694,10 +1814,13 @@ fn context(shared: &Shared, set: &str, fields: Option<&[String]>) -> String {
 async fn list_users(
     AxumState(shared): AxumState<Arc<Shared>>,
     OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     Query(params): Params,
 ) -> Result<Json<Value>, GraphError> {
     let fields = select(&params, USER_SELECT, "user")?;
     let top = page_size(&params, &HeaderMap::new())?;
+    let filter = user_filter(&params, &headers)?;
+    let counted = param(&params, "$count").is_some_and(|c| c.eq_ignore_ascii_case("true"));
     let context = context(&shared, "users", fields.as_deref());
     let db = shared.db();
     let render = |id: &str| {
@@ -1705,15 +1828,161 @@ async fn list_users(
             .get(id)
             .map_or(Value::Null, |s| render_user(&s.user, fields.as_deref()))
     };
-    page_of(
-        &shared,
-        &uri,
-        &params,
-        context,
-        db.users.keys().cloned(),
-        render,
-        top,
-    )
+    let keys: Vec<String> = db
+        .users
+        .iter()
+        .filter(|(_, s)| {
+            let full = serde_json::to_value(&s.user).unwrap_or_default();
+            filter.iter().all(|c| c.holds(&full))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    let count = keys.len();
+    let Json(mut page) = page_of(&shared, &uri, &params, context, keys, render, top)?;
+    if counted && let Value::Object(map) = &mut page {
+        map.insert("@odata.count".to_owned(), Value::from(count));
+    }
+    Ok(Json(page))
+}
+
+/// One clause of a users `$filter`: `prop eq 'v'` (or `true`/`false`), `startsWith(prop,'v')`,
+/// `endsWith(prop,'v')`; clauses are joined by `and`.
+enum UserClause {
+    Eq(String, Value),
+    StartsWith(String, String),
+    EndsWith(String, String),
+}
+
+impl UserClause {
+    fn holds(&self, user: &Value) -> bool {
+        let text = |p: &str| user.get(p).and_then(Value::as_str).map(str::to_lowercase);
+        match self {
+            UserClause::Eq(p, v) => match (user.get(p), v) {
+                (Some(Value::String(a)), Value::String(b)) => a.eq_ignore_ascii_case(b),
+                (Some(a), b) => a == b,
+                (None, _) => false,
+            },
+            UserClause::StartsWith(p, v) => {
+                text(p).is_some_and(|t| t.starts_with(&v.to_lowercase()))
+            }
+            UserClause::EndsWith(p, v) => text(p).is_some_and(|t| t.ends_with(&v.to_lowercase())),
+        }
+    }
+}
+
+/// Parses `$filter` on users. `endsWith` and `$count` are advanced queries: Graph answers them
+/// only with `ConsistencyLevel: eventual`, and refuses them otherwise.
+fn user_filter(
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Vec<UserClause>, GraphError> {
+    let eventual = headers
+        .get("ConsistencyLevel")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("eventual"));
+    let unsupported = || {
+        GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "Unsupported Query. Advanced queries need the ConsistencyLevel header set to \
+             'eventual' and $count=true.",
+        )
+    };
+    if param(params, "$count").is_some() && !eventual {
+        return Err(unsupported());
+    }
+    let Some(filter) = param(params, "$filter") else {
+        return Ok(Vec::new());
+    };
+    let property = |p: &str| {
+        USER_SELECT
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(p.trim()))
+            .map(|k| (*k).to_owned())
+            .ok_or_else(|| {
+                GraphError::bad_request(format!(
+                    "Could not find a property named '{}' on type 'microsoft.graph.user'.",
+                    p.trim()
+                ))
+            })
+    };
+    let quoted = |v: &str| -> Result<String, GraphError> {
+        v.trim()
+            .strip_prefix('\'')
+            .and_then(|v| v.strip_suffix('\''))
+            .map(|v| v.replace("''", "'"))
+            .ok_or_else(|| GraphError::bad_request(format!("Invalid filter value {v}.")))
+    };
+    let mut clauses = Vec::new();
+    for part in filter.split(" and ").map(str::trim) {
+        let call = |name: &str| {
+            part.get(..name.len())
+                .filter(|p| p.eq_ignore_ascii_case(name))
+                .and_then(|_| part[name.len()..].strip_suffix(')'))
+                .and_then(|args| args.split_once(','))
+        };
+        if let Some((p, v)) = call("startsWith(") {
+            clauses.push(UserClause::StartsWith(property(p)?, quoted(v)?));
+        } else if let Some((p, v)) = call("endsWith(") {
+            if !eventual {
+                return Err(unsupported());
+            }
+            clauses.push(UserClause::EndsWith(property(p)?, quoted(v)?));
+        } else if let Some((p, v)) = part.split_once(" eq ") {
+            let value = match v.trim() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                other => Value::String(quoted(other)?),
+            };
+            clauses.push(UserClause::Eq(property(p)?, value));
+        } else {
+            return Err(GraphError::bad_request(format!(
+                "Invalid filter clause: '{part}' is not a filter this sandbox understands."
+            )));
+        }
+    }
+    Ok(clauses)
+}
+
+/// `PATCH /users/{id}`: an application with `User.ReadWrite.All` changes a user. The change
+/// reaches the next delta round and the subscriptions, as one made by an admin does.
+async fn patch_user(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, GraphError> {
+    let change: Map<String, Value> = serde_json::from_slice(&body).map_err(|e| {
+        GraphError::bad_request(format!("The request body is not a JSON object: {e}"))
+    })?;
+    let mut db = shared.db();
+    let stored = db
+        .users
+        .get(&id)
+        .ok_or_else(|| GraphError::not_found(&id))?;
+    let Value::Object(mut user) = serde_json::to_value(&stored.user).unwrap_or_default() else {
+        return Err(GraphError::not_found(&id));
+    };
+    for (key, value) in change {
+        if key == "@odata.type" {
+            continue;
+        }
+        let Some(name) = USER_SELECT
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(&key) && **k != "id")
+        else {
+            return Err(GraphError::bad_request(format!(
+                "Property '{key}' does not exist as a declared property or extension property, or \
+                 cannot be written."
+            )));
+        };
+        user.insert((*name).to_owned(), value);
+    }
+    let user: User = serde_json::from_value(Value::Object(user))
+        .map_err(|e| GraphError::bad_request(format!("Invalid property value: {e}")))?;
+    db.put_user(normalize(user));
+    drop(db);
+    shared.notify(&[Change::user(&id, "updated")]);
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn get_user(
@@ -2522,4 +2791,54 @@ async fn delete_subscription(
     live_subscription(&mut db, &id)?;
     db.subscriptions.remove(&id);
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(filter: &str) -> Vec<(String, String)> {
+        vec![("$filter".to_owned(), filter.to_owned())]
+    }
+
+    fn eventual() -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("ConsistencyLevel", HeaderValue::from_static("eventual"));
+        h
+    }
+
+    #[test]
+    fn user_filters_parse_what_the_sdks_send_and_refuse_the_rest() {
+        let user = serde_json::json!({ "mail": "Ada@Acme.example", "accountEnabled": true, "jobTitle": "O'Neil" });
+        let holds = |filter: &str, headers: &HeaderMap| {
+            user_filter(&params(filter), headers).map(|cs| cs.iter().all(|c| c.holds(&user)))
+        };
+        assert!(matches!(
+            holds("endsWith(mail,'@acme.example')", &eventual()),
+            Ok(true)
+        ));
+        assert!(matches!(
+            holds(
+                "startsWith(mail,'ada') and accountEnabled eq true",
+                &HeaderMap::new()
+            ),
+            Ok(true)
+        ));
+        assert!(
+            matches!(holds("jobTitle eq 'O''Neil'", &HeaderMap::new()), Ok(true)),
+            "'' escapes '"
+        );
+        assert!(matches!(
+            holds("accountEnabled eq false", &HeaderMap::new()),
+            Ok(false)
+        ));
+        // Advanced queries without ConsistencyLevel, unknown properties, odd forms: 400.
+        assert!(holds("endsWith(mail,'@acme.example')", &HeaderMap::new()).is_err());
+        assert!(holds("noSuch eq 'x'", &HeaderMap::new()).is_err());
+        assert!(holds("mail eq unquoted", &HeaderMap::new()).is_err());
+        assert!(holds("mail gt 'a'", &HeaderMap::new()).is_err());
+        let counted = vec![("$count".to_owned(), "true".to_owned())];
+        assert!(user_filter(&counted, &HeaderMap::new()).is_err());
+        assert!(user_filter(&counted, &eventual()).is_ok());
+    }
 }

@@ -9,7 +9,7 @@
 //! makes the read [`Completeness::Incomplete`], never an error that loses what was read and
 //! never a complete read with fewer people.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use crate::config::{Config, NestedGroups, Scope};
 use crate::error::{AdBindCode, LdapError};
 use crate::model::{self, Entry};
 use crate::wire::{self, Endpoint, Item, Wire};
+use rollcall_core::groups::Groups;
 
 /// `supportedCapabilities` value by which AD (and Samba) say they are Active Directory, and so
 /// support LDAP_MATCHING_RULE_IN_CHAIN and ranged retrieval.
@@ -67,119 +68,6 @@ struct Query<'a> {
 struct Tally {
     pages: usize,
     warnings: Vec<String>,
-}
-
-/// Each group's name, and which groups every DN is in, nesting included.
-#[derive(Default)]
-struct Groups {
-    names: Vec<String>,
-    /// Each group's DN key, by index (the inverse of `index`).
-    keys: Vec<String>,
-    /// DN key of a member (person or group) → the groups it is in directly (or, from in-chain
-    /// searches, transitively).
-    parents: HashMap<String, Vec<u32>>,
-    /// DN key of a group → its index.
-    index: HashMap<String, u32>,
-    /// Whether `parents` already holds transitive membership (in-chain): no expansion here.
-    transitive: bool,
-    /// Memo of each group's ancestors, by index, so deep nesting is walked once per group.
-    ancestors: Vec<Option<Vec<u32>>>,
-    /// Memo of each `memberOf` value as the server wrote it (every member of a group carries
-    /// the same string): the group it names, so its DN key is worked out once, not per person.
-    resolved: HashMap<String, Resolved>,
-    /// The group indexes of the person being worked out; kept to spare an allocation each.
-    scratch: Vec<u32>,
-}
-
-/// A `memberOf` value, resolved.
-enum Resolved {
-    Group(u32),
-    /// A group outside `group_base_dns`: named, but its nesting is unknown.
-    Outside(String),
-}
-
-impl Groups {
-    /// Adds a group found under `group_base_dns`, unless its DN key is known already.
-    fn add(&mut self, key: String, name: String) -> Option<u32> {
-        if self.index.contains_key(&key) {
-            return None;
-        }
-        let idx = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.names.push(name);
-        self.keys.push(key.clone());
-        self.index.insert(key, idx);
-        Some(idx)
-    }
-
-    /// The names of every group a person is in, nesting included; cycles (which AD allows) end
-    /// the walk instead of looping. `dn_key` is `None` when no group lists members (nothing
-    /// would be found under it).
-    fn of(&mut self, dn_key: Option<&str>, member_of: &[String]) -> Vec<String> {
-        let mut all = std::mem::take(&mut self.scratch);
-        all.clear();
-        if let Some(direct) = dn_key.and_then(|k| self.parents.get(k)) {
-            all.extend_from_slice(direct);
-        }
-        let mut outside: Vec<String> = Vec::new();
-        for dn in member_of {
-            if !self.resolved.contains_key(dn.as_str()) {
-                let r = match self.index.get(&model::dn_key(dn)) {
-                    Some(&g) => Resolved::Group(g),
-                    None => Resolved::Outside(model::group_name(dn, None)),
-                };
-                self.resolved.insert(dn.clone(), r);
-            }
-            match &self.resolved[dn.as_str()] {
-                Resolved::Group(g) => all.push(*g),
-                Resolved::Outside(name) => outside.push(name.clone()),
-            }
-        }
-        if !self.transitive {
-            for i in 0..all.len() {
-                let g = all[i];
-                let ancestors = self.ancestors_of(g);
-                all.extend_from_slice(ancestors);
-            }
-        }
-        all.sort_unstable();
-        all.dedup();
-        let mut names: Vec<String> = Vec::with_capacity(all.len() + outside.len());
-        names.extend(all.iter().map(|&g| self.names[g as usize].clone()));
-        for o in outside {
-            if !names.contains(&o) {
-                names.push(o);
-            }
-        }
-        names.sort();
-        self.scratch = all;
-        names
-    }
-
-    /// Every group `group` is in through nesting, walked once and remembered.
-    fn ancestors_of(&mut self, group: u32) -> &[u32] {
-        let at = group as usize;
-        if self.ancestors.len() <= at {
-            self.ancestors.resize(self.names.len().max(at + 1), None);
-        }
-        if self.ancestors[at].is_none() {
-            let mut seen = HashSet::from([group]);
-            let mut stack = vec![group];
-            let mut out = Vec::new();
-            while let Some(g) = stack.pop() {
-                let Some(key) = self.keys.get(g as usize) else {
-                    continue;
-                };
-                for &p in self.parents.get(key).map_or(&[][..], Vec::as_slice) {
-                    if seen.insert(p) {
-                        out.push(p);
-                        stack.push(p);
-                    }
-                }
-            }
-            self.ancestors[at] = Some(out);
-        }
-        self.ancestors[at].as_deref().unwrap_or_default()
-    }
 }
 
 impl LdapDirectory {
@@ -798,21 +686,16 @@ impl LdapDirectory {
                     let mut key = String::new();
                     for m in members {
                         model::dn_key_into(&m, &mut key);
-                        match groups.parents.get_mut(key.as_str()) {
-                            Some(p) => p.push(idx),
-                            None => {
-                                groups.parents.insert(key.clone(), vec![idx]);
-                            }
-                        }
+                        groups.add_member(&key, idx);
                     }
                 }
             }
         }
         if mode == NestedGroups::InChain {
-            groups.transitive = true;
+            groups.set_transitive();
             // The group DNs as the server wrote them are needed for the filter; keys are
             // lowercased, which AD's DN matching ignores anyway.
-            for (idx, key) in groups.keys.clone().into_iter().enumerate() {
+            for (idx, key) in groups.keys().to_vec().into_iter().enumerate() {
                 let idx = u32::try_from(idx).unwrap_or(u32::MAX);
                 let filter = format!(
                     "(&{}(memberOf:{IN_CHAIN}:={}))",
@@ -843,7 +726,7 @@ impl LdapDirectory {
                         });
                     }
                     for m in members {
-                        groups.parents.entry(m).or_default().push(idx);
+                        groups.add_member(&m, idx);
                     }
                 }
             }
@@ -930,7 +813,7 @@ impl LdapDirectory {
             let mut key = String::new();
             let mut handle = |mut e: Entry, groups: &mut Groups| {
                 // The DN key is needed only to exclude OUs or to look up group members.
-                let need_key = !excluded.is_empty() || !groups.parents.is_empty();
+                let need_key = !excluded.is_empty() || groups.has_members();
                 if need_key {
                     model::dn_key_into(&e.dn, &mut key);
                     if excluded.iter().any(|x| model::is_under(&key, x)) {

@@ -12,6 +12,7 @@ use crate::ber::{self, Malformed, Reader, Tag};
 use chrono::{DateTime, Utc};
 use rollcall_core::Person;
 use rollcall_core::ad::{self, UserAccountControl};
+pub(crate) use rollcall_core::groups::{dn_key, dn_key_into, group_name};
 
 pub(crate) const OBJECT_GUID: &str = "objectGUID";
 pub(crate) const SAM_ACCOUNT_NAME: &str = "sAMAccountName";
@@ -454,123 +455,12 @@ fn binary_text(entry: &Entry, name: &str) -> Option<String> {
     ad::guid_to_string(bytes)
 }
 
-/// A DN in a form two spellings of the same DN share: servers return DNs as they store them
-/// (slapd lowercases `cn=…,ou=…`; AD keeps the case written), and `member` values may differ in
-/// case and spacing from the entry's own DN.
-pub(crate) fn dn_key(dn: &str) -> String {
-    let mut out = String::new();
-    dn_key_into(dn, &mut out);
-    out
-}
-
-/// [`dn_key`] into a buffer (cleared first), so a loop over many DNs can reuse one.
-pub(crate) fn dn_key_into(dn: &str, out: &mut String) {
-    out.clear();
-    let dn = dn.trim();
-    // Servers write DNs without spaces around separators: the key is then the DN lowercased,
-    // which is most of a read's DNs done without a character-by-character walk.
-    let spaced = dn.as_bytes().windows(2).any(|w| {
-        matches!(
-            (w[0], w[1]),
-            (b',' | b'=' | b'+', b' ') | (b' ', b',' | b'=' | b'+')
-        )
-    });
-    // Names such as Müller or Nguyễn have no capitals beyond ASCII; one that has (Ä, Ω) needs
-    // Unicode's tables.
-    let unicode_capitals = !dn.is_ascii()
-        && dn
-            .chars()
-            .any(|c| !c.is_ascii() && !c.to_lowercase().eq(std::iter::once(c)));
-    if !spaced && !unicode_capitals {
-        out.push_str(dn);
-        out.make_ascii_lowercase();
-        return;
-    }
-    walked_dn_key(dn, out);
-}
-
-/// [`dn_key_into`] of a trimmed DN with spaces around separators or capitals beyond ASCII,
-/// walked character by character.
-fn walked_dn_key(dn: &str, out: &mut String) {
-    if dn.is_ascii() {
-        return ascii_dn_key(dn, out);
-    }
-    out.reserve(dn.len());
-    let mut chars = dn.chars().peekable();
-    let mut escaped = false;
-    while let Some(c) = chars.next() {
-        if escaped {
-            out.extend(c.to_lowercase());
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => {
-                out.push(c);
-                escaped = true;
-            }
-            ',' | '=' | '+' => {
-                while out.ends_with(' ') {
-                    out.pop();
-                }
-                out.push(c);
-                while chars.peek() == Some(&' ') {
-                    chars.next();
-                }
-            }
-            // Most of a non-ASCII DN is still ASCII: only the rest needs Unicode's tables.
-            c if c.is_ascii() => out.push(c.to_ascii_lowercase()),
-            c => out.extend(c.to_lowercase()),
-        }
-    }
-}
-
-/// [`dn_key`] of an ASCII DN (nearly all of them), byte by byte.
-fn ascii_dn_key(dn: &str, out: &mut String) {
-    let bytes = dn.as_bytes();
-    out.reserve(bytes.len());
-    let mut i = 0;
-    let mut escaped = false;
-    while i < bytes.len() {
-        let b = bytes[i];
-        i += 1;
-        if escaped {
-            out.push(char::from(b.to_ascii_lowercase()));
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' => {
-                out.push('\\');
-                escaped = true;
-            }
-            b',' | b'=' | b'+' => {
-                while out.ends_with(' ') {
-                    out.pop();
-                }
-                out.push(char::from(b));
-                while bytes.get(i) == Some(&b' ') {
-                    i += 1;
-                }
-            }
-            b => out.push(char::from(b.to_ascii_lowercase())),
-        }
-    }
-}
-
 /// Whether `dn` is `ancestor` or lies below it.
 pub(crate) fn is_under(dn_key: &str, ancestor_key: &str) -> bool {
     dn_key == ancestor_key
         || (dn_key.len() > ancestor_key.len()
             && dn_key.ends_with(ancestor_key)
             && dn_key.as_bytes()[dn_key.len() - ancestor_key.len() - 1] == b',')
-}
-
-/// A group's name as rules see it: its CN, else the DN as written.
-pub(crate) fn group_name(dn: &str, cn: Option<&str>) -> String {
-    cn.map(str::to_owned)
-        .or_else(|| ad::cn_of_dn(dn))
-        .unwrap_or_else(|| dn.to_owned())
 }
 
 /// A ranged attribute description as AD returns it: `member;range=0-1499` is the first 1,500
@@ -765,35 +655,8 @@ mod tests {
     }
 
     #[test]
-    fn dns_compare_whatever_their_case_and_spacing() {
-        assert_eq!(
-            dn_key("CN=Ann Lee, OU=Staff ,DC=Example,DC=Test"),
-            dn_key("cn=ann lee,ou=staff,dc=example,dc=test")
-        );
-        assert_ne!(dn_key("CN=a\\,b,DC=x"), dn_key("CN=a,b,DC=x"));
-        // Non-ASCII DNs take the char-by-char path, with the same rules.
-        assert_eq!(
-            dn_key(" CN=Zoë Müller , OU=Staff,DC=X "),
-            "cn=zoë müller,ou=staff,dc=x"
-        );
-        assert_eq!(dn_key("CN=ÄB\\, C,DC=x"), "cn=äb\\, c,dc=x");
-        let mut buf = String::from("left over");
-        dn_key_into("CN=A ,DC=B", &mut buf);
-        assert_eq!(buf, "cn=a,dc=b");
+    fn dns_under_an_ou() {
         let staff = dn_key("OU=Staff,DC=x");
-        // The lowercasing shortcut for DNs written without spaces agrees with the full walk.
-        for dn in [
-            "CN=Zoë Nguyễn u000004,OU=Sales,OU=Staff,DC=example,DC=test",
-            "CN=Smith\\,John,OU=IT,DC=Acme,DC=Local",
-            "CN=ΑΘΗΝΑ+UID=7,DC=X",
-            "cn=already lower,dc=x",
-            "CN=İstanbul Ofis,DC=X",
-            "CN=ǅemal Müller,DC=X",
-        ] {
-            let mut walked = String::new();
-            walked_dn_key(dn, &mut walked);
-            assert_eq!(dn_key(dn), walked, "{dn}");
-        }
         assert!(is_under(&dn_key("CN=a,OU=Staff,DC=x"), &staff));
         assert!(is_under(&staff, &staff));
         assert!(!is_under(&dn_key("CN=a,OU=NotStaff,DC=x"), &staff));

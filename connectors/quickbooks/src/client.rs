@@ -190,7 +190,8 @@ impl QuickBooks {
                 .call(operation, Method::GET, "query", &[("query", q)], None)
                 .await?;
             let page = rows(&answer, entity);
-            let full = page.len() == PAGE;
+            let full = crate::model::page_is_full(&answer, out.len() + 1, page.len(), PAGE)
+                .map_err(|e| RemoteError::new(VENDOR, operation, RemoteErrorKind::Decode, e))?;
             out.extend(page);
             if !full {
                 return Ok(out);

@@ -10,6 +10,8 @@
 mod client;
 mod config;
 mod model;
+#[cfg(test)]
+mod recorded_tests;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 

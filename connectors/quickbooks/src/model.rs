@@ -59,6 +59,39 @@ pub fn rows(answer: &Value, entity: &str) -> Vec<Value> {
         .unwrap_or_default()
 }
 
+/// Whether a query page came back full, so another may follow, by the answer's own paging
+/// metadata. QuickBooks has no next link: its `QueryResponse` says where the page starts
+/// (`startPosition`) and how many rows it holds (`maxResults`), and a page holding fewer rows
+/// than asked for is the last. A page that starts elsewhere than asked, or whose count
+/// disagrees with its rows, is refused: read as the end, it would hide customers or invoices.
+pub fn page_is_full(
+    answer: &Value,
+    start: usize,
+    rows: usize,
+    asked: usize,
+) -> Result<bool, String> {
+    let Some(meta) = answer.get("QueryResponse") else {
+        return Err("the answer has no QueryResponse".into());
+    };
+    let number = |key: &str| meta.get(key).and_then(Value::as_u64);
+    if rows > 0
+        && let Some(at) = number("startPosition")
+        && at != start as u64
+    {
+        return Err(format!(
+            "rows from position {start} were asked for but the page starts at {at}"
+        ));
+    }
+    if let Some(count) = number("maxResults")
+        && count != rows as u64
+    {
+        return Err(format!(
+            "the page says it holds {count} rows but holds {rows}"
+        ));
+    }
+    Ok(rows >= asked)
+}
+
 /// A sales line's item (by name, else id), description, quantity and unit price; `None` for
 /// subtotal, discount and other non-item lines.
 pub fn sales_line(line: &Value) -> Option<(String, String, Decimal, Decimal)> {

@@ -2,8 +2,10 @@
 //!
 //! It follows the contract a client (rollcall's, or Intuit's own SDKs) depends on: OAuth
 //! discovery, consent, tokens that expire and refresh tokens that rotate, the query language
-//! subset clients send (`select * from X where F = 'v' [and …] STARTPOSITION n MAXRESULTS m`, by
-//! GET or by `POST /query` with `application/text`), `SyncToken` optimistic concurrency (5010),
+//! subset clients send (`select *|count(*) from X where F = 'v' [and …] ORDERBY f [DESC]
+//! STARTPOSITION n MAXRESULTS m`, by GET or by `POST /query` with `application/text`; an empty
+//! answer is an empty `QueryResponse`), change data capture (`/cdc`), `SyncToken` optimistic
+//! concurrency (5010),
 //! `requestid` replay, `minorversion`, the fault bodies, 500 requests a minute and 10 at once per
 //! company (429 `ThrottleExceeded`). Money and quantities are accepted as JSON numbers or strings.
 //!
@@ -531,6 +533,7 @@ async fn api(
             params.get("query").map(String::as_str).unwrap_or_default(),
         ),
         (Method::POST, ["query"]) => query(&shared, &String::from_utf8_lossy(&body)),
+        (Method::GET, ["cdc"]) => change_data_capture(&shared, &params),
         (Method::GET, [entity, id]) => read_one(&shared, entity, id),
         (Method::POST, [entity]) => {
             let request_id = params.get("requestid").cloned();
@@ -607,51 +610,75 @@ enum Condition {
     In(String, Vec<String>),
 }
 
+/// A parsed query: what to read, which rows, in which order, which page.
+#[derive(Debug)]
+struct Select {
+    entity: String,
+    /// `select count(*)`: the answer is `totalCount` alone.
+    count: bool,
+    conditions: Vec<Condition>,
+    /// The field and whether descending.
+    order: Option<(String, bool)>,
+    start: usize,
+    max: usize,
+}
+
 /// Parses the subset of Intuit's query language clients send.
-fn parse_query(q: &str) -> Result<(String, Vec<Condition>, usize, usize), String> {
+fn parse_query(q: &str) -> Result<Select, String> {
     let tokens = tokenize(q)?;
-    let mut i = 0;
-    let mut next = || {
-        let t = tokens.get(i).cloned();
-        i += 1;
-        t
-    };
+    let mut tokens = tokens.into_iter().peekable();
     let word = |t: Option<String>, want: &str| match t {
         Some(t) if t.eq_ignore_ascii_case(want) => Ok(()),
         other => Err(format!("expected `{want}`, found {other:?}")),
     };
-    word(next(), "select")?;
-    if next().as_deref() != Some("*") {
-        return Err("only `select *` is supported".into());
-    }
-    word(next(), "from")?;
-    let entity = next().ok_or("no entity after `from`")?;
+    word(tokens.next(), "select")?;
+    let count = match tokens.next().as_deref() {
+        Some("*") => {
+            // `select *, Sku from Item`: fields named beside `*` are in `*` already.
+            while tokens.next_if(|t| t == ",").is_some() {
+                tokens.next();
+            }
+            false
+        }
+        Some(c) if c.eq_ignore_ascii_case("count") => {
+            for want in ["(", "*", ")"] {
+                word(tokens.next(), want)?;
+            }
+            true
+        }
+        _ => return Err("only `select *` and `select count(*)` are supported".into()),
+    };
+    word(tokens.next(), "from")?;
+    let mut order = None;
+    let entity = tokens.next().ok_or("no entity after `from`")?;
     let mut conditions = Vec::new();
     let (mut start, mut max) = (1usize, 100usize);
-    while let Some(t) = next() {
+    while let Some(t) = tokens.next() {
         match t.to_ascii_lowercase().as_str() {
             "where" | "and" => {
-                let field = next().ok_or("no field")?;
-                let op = next().ok_or("no operator")?;
+                let field = tokens.next().ok_or("no field")?;
+                let op = tokens.next().ok_or("no operator")?;
                 match op.to_ascii_lowercase().as_str() {
                     "=" => conditions.push(Condition::Equals(
                         field,
-                        unquote(&next().ok_or("no value")?)?,
+                        unquote(&tokens.next().ok_or("no value")?)?,
                     )),
                     ">=" | "<=" => conditions.push(Condition::Bound(
                         field,
-                        unquote(&next().ok_or("no value")?)?,
+                        unquote(&tokens.next().ok_or("no value")?)?,
                         op == ">=",
                     )),
-                    "like" => conditions
-                        .push(Condition::Like(field, unquote(&next().ok_or("no value")?)?)),
+                    "like" => conditions.push(Condition::Like(
+                        field,
+                        unquote(&tokens.next().ok_or("no value")?)?,
+                    )),
                     "in" => {
                         let mut values = Vec::new();
-                        if next().as_deref() != Some("(") {
+                        if tokens.next().as_deref() != Some("(") {
                             return Err("expected `(` after IN".into());
                         }
                         loop {
-                            match next() {
+                            match tokens.next() {
                                 Some(t) if t == ")" => break,
                                 Some(t) if t == "," => continue,
                                 Some(t) => values.push(unquote(&t)?),
@@ -668,25 +695,46 @@ fn parse_query(q: &str) -> Result<(String, Vec<Condition>, usize, usize), String
                 }
             }
             "startposition" => {
-                start = next()
+                start = tokens
+                    .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or("STARTPOSITION needs a number")?
             }
             "maxresults" => {
-                max = next()
+                max = tokens
+                    .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or("MAXRESULTS needs a number")?;
                 if max > 1000 {
                     return Err("MAXRESULTS is at most 1000".into());
                 }
             }
-            "orderby" => {
-                next();
+            // `ORDERBY f [ASC|DESC]`, also written `ORDER BY`.
+            "orderby" | "order" => {
+                let mut f = tokens.next().ok_or("ORDERBY needs a field")?;
+                if t.eq_ignore_ascii_case("order") {
+                    word(Some(f), "by")?;
+                    f = tokens.next().ok_or("ORDER BY needs a field")?;
+                }
+                let mut descending = false;
+                if let Some(dir) = tokens
+                    .next_if(|d| d.eq_ignore_ascii_case("asc") || d.eq_ignore_ascii_case("desc"))
+                {
+                    descending = dir.eq_ignore_ascii_case("desc");
+                }
+                order = Some((f, descending));
             }
             other => return Err(format!("unexpected `{other}`")),
         }
     }
-    Ok((entity, conditions, start.max(1), max))
+    Ok(Select {
+        entity,
+        count,
+        conditions,
+        order,
+        start: start.max(1),
+        max,
+    })
 }
 
 fn tokenize(q: &str) -> Result<Vec<String>, String> {
@@ -733,10 +781,17 @@ fn tokenize(q: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// A value: quoted text, or a bare `true`, `false` or number.
 fn unquote(t: &str) -> Result<String, String> {
-    t.strip_prefix('\'')
-        .map(str::to_owned)
-        .ok_or_else(|| format!("expected a quoted value, found `{t}`"))
+    if let Some(text) = t.strip_prefix('\'') {
+        return Ok(text.to_owned());
+    }
+    if t.eq_ignore_ascii_case("true") || t.eq_ignore_ascii_case("false") {
+        return Ok(t.to_ascii_lowercase());
+    }
+    t.parse::<Decimal>()
+        .map(|_| t.to_owned())
+        .map_err(|_| format!("expected a quoted value, found `{t}`"))
 }
 
 /// A row's field as text: a reference compares by its `value`, an address by `Address`.
@@ -780,7 +835,7 @@ fn matches(row: &Value, c: &Condition) -> bool {
 }
 
 fn query(shared: &Shared, q: &str) -> Response {
-    let (entity, conditions, start, max) = match parse_query(q) {
+    let select = match parse_query(q) {
         Ok(p) => p,
         Err(e) => {
             return fault(
@@ -793,28 +848,110 @@ fn query(shared: &Shared, q: &str) -> Response {
         }
     };
     let mut db = lock(&shared.db);
-    let Some((rows, name)) = collection(&mut db, &entity) else {
+    let Some((rows, name)) = collection(&mut db, &select.entity) else {
         return fault(
             StatusCode::BAD_REQUEST,
             "ValidationFault",
             "4001",
             "Invalid query",
-            &format!("unknown entity {entity}"),
+            &format!("unknown entity {}", select.entity),
         );
     };
-    let found: Vec<Value> = rows
+    let mut found: Vec<&Value> = rows
         .iter()
-        .filter(|r| conditions.iter().all(|c| matches(r, c)))
-        .skip(start - 1)
-        .take(max)
-        .cloned()
+        .filter(|r| select.conditions.iter().all(|c| matches(r, c)))
         .collect();
-    let mut response = json!({ "startPosition": start, "maxResults": found.len() });
-    if !found.is_empty() {
-        response[name] = Value::Array(found);
-    }
+    let response = if select.count {
+        json!({ "totalCount": found.len() })
+    } else {
+        if let Some((key, descending)) = &select.order {
+            found.sort_by(|a, b| {
+                let ord = order_key(a, key).cmp(&order_key(b, key));
+                if *descending { ord.reverse() } else { ord }
+            });
+        }
+        let page: Vec<Value> = found
+            .into_iter()
+            .skip(select.start - 1)
+            .take(select.max)
+            .cloned()
+            .collect();
+        // An empty page is an empty `QueryResponse`, without paging metadata, as QuickBooks
+        // answers it.
+        if page.is_empty() {
+            json!({})
+        } else {
+            json!({ "startPosition": select.start, "maxResults": page.len(), name: page })
+        }
+    };
     axum::Json(json!({ "QueryResponse": response, "time": chrono::Utc::now().to_rfc3339() }))
         .into_response()
+}
+
+/// What ORDERBY sorts on: numbers as numbers, text without case.
+fn order_key(row: &Value, field: &str) -> (Option<Decimal>, Option<String>) {
+    let text = field_text(row, field);
+    (
+        text.as_deref().and_then(|t| t.parse().ok()),
+        text.map(|t| t.to_lowercase()),
+    )
+}
+
+/// Change data capture: `GET /cdc?entities=Customer,Invoice&changedSince=…` answers every
+/// object of those entities changed at or after the instant, as QuickBooks lists them.
+fn change_data_capture(shared: &Shared, params: &HashMap<String, String>) -> Response {
+    let since = params.get("changedSince").and_then(|raw| {
+        chrono::DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.to_utc())
+            .or_else(|_| {
+                chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|t| t.and_utc())
+            })
+            .ok()
+    });
+    let (Some(entities), Some(since)) = (params.get("entities"), since) else {
+        return fault(
+            StatusCode::BAD_REQUEST,
+            "ValidationFault",
+            "2020",
+            "Required param missing, need to supply the required value for the API",
+            "cdc needs entities and changedSince (an ISO 8601 instant)",
+        );
+    };
+    let mut db = lock(&shared.db);
+    let mut answers = Vec::new();
+    for entity in entities.split(',').map(str::trim) {
+        let Some((rows, name)) = collection(&mut db, entity) else {
+            return fault(
+                StatusCode::BAD_REQUEST,
+                "ValidationFault",
+                "4001",
+                "Invalid query",
+                &format!("unknown entity {entity}"),
+            );
+        };
+        let changed: Vec<Value> = rows
+            .iter()
+            .filter(|r| {
+                r["MetaData"]["LastUpdatedTime"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t >= since)
+            })
+            .cloned()
+            .collect();
+        let mut answer =
+            json!({ "startPosition": 1, "maxResults": changed.len(), "totalCount": changed.len() });
+        if !changed.is_empty() {
+            answer[name] = Value::Array(changed);
+        }
+        answers.push(answer);
+    }
+    axum::Json(json!({
+        "CDCResponse": [{ "QueryResponse": answers }],
+        "time": chrono::Utc::now().to_rfc3339(),
+    }))
+    .into_response()
 }
 
 /// `{"Invoice": {...}, "time": …}`: how QuickBooks answers for one entity.
@@ -1086,20 +1223,39 @@ mod tests {
 
     #[test]
     fn queries_parse_the_forms_clients_send() {
-        let (entity, conditions, start, max) =
-            parse_query("select * from Customer where DisplayName = 'O\\'Brien & Sons' and Active = 'true' STARTPOSITION 11 MAXRESULTS 10").expect("parse");
-        assert_eq!((entity.as_str(), start, max), ("Customer", 11, 10));
+        let q = parse_query("select * from Customer where DisplayName = 'O\\'Brien & Sons' and Active = 'true' STARTPOSITION 11 MAXRESULTS 10").expect("parse");
+        assert_eq!((q.entity.as_str(), q.start, q.max), ("Customer", 11, 10));
         assert!(
-            matches!(&conditions[0], Condition::Equals(f, v) if f == "DisplayName" && v == "O'Brien & Sons")
+            matches!(&q.conditions[0], Condition::Equals(f, v) if f == "DisplayName" && v == "O'Brien & Sons")
         );
         assert!(parse_query("select Id from Customer").is_err());
-        let (_, range, _, _) = parse_query(
+        let range = parse_query(
             "select * from Invoice where TxnDate >= '2026-11-01' and TxnDate <= '2026-11-30'",
         )
-        .expect("range");
+        .expect("range")
+        .conditions;
         let row = json!({ "TxnDate": "2026-11-17" });
         assert!(range.iter().all(|c| matches(&row, c)));
         assert!(!matches(&json!({ "TxnDate": "2026-12-01" }), &range[1]));
         assert!(parse_query("select * from Invoice MAXRESULTS 5000").is_err());
+        // The forms python-quickbooks sends: count, both spellings of ORDERBY, bare booleans,
+        // a field named beside `*`.
+        assert_eq!(
+            parse_query("SELECT *, Sku FROM Item MAXRESULTS 100")
+                .expect("sku")
+                .entity,
+            "Item"
+        );
+        let count =
+            parse_query("SELECT COUNT(*) FROM Customer WHERE Active = true").expect("count");
+        assert!(count.count);
+        assert!(matches!(&count.conditions[0], Condition::Equals(_, v) if v == "true"));
+        let ordered = parse_query("SELECT * FROM Customer ORDER BY DisplayName DESC MAXRESULTS 2")
+            .expect("order by");
+        assert_eq!(ordered.order, Some(("DisplayName".to_owned(), true)));
+        let ordered = parse_query("SELECT * FROM Customer WHERE Id IN ('1','2') ORDERBY Id")
+            .expect("orderby");
+        assert_eq!(ordered.order, Some(("Id".to_owned(), false)));
+        assert!(parse_query("select * from Customer where Active = yes").is_err());
     }
 }

@@ -187,7 +187,7 @@ impl Xero {
         filter: Option<String>,
     ) -> Result<Vec<Value>, RemoteError> {
         let mut out = Vec::new();
-        for page in 1.. {
+        for page in 1u32.. {
             let mut query = vec![
                 ("page", page.to_string()),
                 ("pageSize", PAGE_SIZE.to_string()),
@@ -203,9 +203,10 @@ impl Xero {
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default();
-            let full = rows.len() == PAGE_SIZE;
+            let more = model::more_pages(&answer, page, rows.len(), PAGE_SIZE)
+                .map_err(|e| RemoteError::new(VENDOR, operation, RemoteErrorKind::Decode, e))?;
             out.extend(rows);
-            if !full {
+            if !more {
                 break;
             }
         }

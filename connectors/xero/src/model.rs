@@ -5,9 +5,53 @@
 use chrono::NaiveDate;
 use rollcall_core::InvoiceStatus;
 use rust_decimal::Decimal;
+use serde::Deserialize;
 use serde_json::Value;
 
 pub use rollcall_core::json_decimal as decimal;
+
+/// Xero's paging metadata, sent beside a paged list (`Contacts`, `Invoices`, …) when `page`
+/// is asked for. It is what says where a list ends: a short page only suggests it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pagination {
+    pub page: u32,
+    pub page_size: u32,
+    pub page_count: u32,
+    pub item_count: u64,
+}
+
+/// Whether another page follows `page` of `answer`, which held `rows` rows.
+///
+/// Xero's `pagination` decides where it is sent. A page that comes back empty while
+/// `pagination` promises more is refused rather than taken as the end: a list cut short would
+/// read as people or invoices that are gone. Without `pagination` (an endpoint that does not
+/// send it) the list ends at a page shorter than `page_size`.
+pub fn more_pages(
+    answer: &Value,
+    page: u32,
+    rows: usize,
+    page_size: usize,
+) -> Result<bool, String> {
+    let Some(raw) = answer.get("pagination") else {
+        return Ok(rows == page_size);
+    };
+    let meta = Pagination::deserialize(raw)
+        .map_err(|e| format!("the answer's `pagination` is not Xero's paging metadata: {e}"))?;
+    if meta.page != page {
+        return Err(format!(
+            "page {page} was asked for but `pagination` says page {}",
+            meta.page
+        ));
+    }
+    if rows == 0 && page < meta.page_count {
+        return Err(format!(
+            "page {page} is empty but `pagination` says there are {} pages of {} rows",
+            meta.page_count, meta.item_count
+        ));
+    }
+    Ok(page < meta.page_count)
+}
 
 /// `v[key]` as text.
 pub fn text<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
@@ -117,6 +161,29 @@ mod tests {
         assert_eq!(date(Some("/Date(1573689600000+0000)/")), Some(day));
         assert_eq!(date(Some("2019-11-14T00:00:00")), Some(day));
         assert_eq!(date(Some(&ms_date(day))), Some(day));
+    }
+
+    #[test]
+    fn the_end_of_a_list_is_where_pagination_says() {
+        let meta = |page: u32, count: u32| serde_json::json!({ "pagination": { "page": page, "pageSize": 2, "pageCount": count, "itemCount": 3 } });
+        // A short page that is not the last (Xero may return fewer rows than asked).
+        assert_eq!(more_pages(&meta(1, 2), 1, 1, 2), Ok(true));
+        // A full page that is the last.
+        assert_eq!(more_pages(&meta(2, 2), 2, 2, 2), Ok(false));
+        assert!(
+            more_pages(&meta(1, 3), 1, 0, 2).is_err(),
+            "empty before the last page"
+        );
+        assert!(
+            more_pages(&meta(2, 3), 1, 2, 2).is_err(),
+            "the wrong page came back"
+        );
+        let odd = serde_json::json!({ "pagination": { "page": "one" } });
+        assert!(more_pages(&odd, 1, 2, 2).is_err());
+        // Without metadata, a short page ends the list.
+        let bare = serde_json::json!({ "Contacts": [] });
+        assert_eq!(more_pages(&bare, 1, 2, 2), Ok(true));
+        assert_eq!(more_pages(&bare, 1, 1, 2), Ok(false));
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! A stateful stand-in for Xero's Accounting API and identity server, for tests and demos.
 //!
 //! It follows what clients (rollcall's, or Xero's own SDKs) depend on: case-insensitive paths,
-//! `/connections`, consent and single-use refresh tokens (client auth by Basic or form),
-//! `xero-tenant-id` on every call, `Contacts` and `Invoices` with `page`/`pageSize`, `where`
-//! (`==`, `!=`, and `DateTime(y,m,d)` comparisons joined by `&&`) and `IDs`, `Idempotency-Key`
+//! `/connections`, consent (the scope granted is the scope asked for) and single-use refresh
+//! tokens (client auth by Basic or form), the client-credentials grant of custom connections,
+//! `xero-tenant-id` on every call, `Contacts` and `Invoices` with `page`/`pageSize` and Xero's
+//! `pagination` metadata, `where` (`==`, `!=`, `StartsWith`/`EndsWith`/`Contains`, and
+//! `DateTime(y,m,d)` comparisons joined by `&&`), `order`, `IDs` and `If-Modified-Since`, `Idempotency-Key`
 //! replay, invoice status rules (a paid, voided or deleted invoice refuses edits), dates in
 //! Microsoft JSON form with ISO `…String` twins, Xero's error bodies, and its limits per
 //! organisation — 60 calls a minute, 5 at once, 5,000 a day — with the `X-MinLimit-Remaining`,
@@ -114,6 +116,9 @@ struct Shared {
     max_concurrent: usize,
     controls: Controls,
     replays: Mutex<HashMap<String, Value>>,
+    /// The scope consented to, by authorization code and then by refresh token: Xero grants
+    /// what was asked for and keeps it through refreshes.
+    scopes: Mutex<HashMap<String, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -309,6 +314,7 @@ impl Shared {
             max_concurrent: seed.max_concurrent,
             controls: Controls::default(),
             replays: Mutex::new(HashMap::new()),
+            scopes: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -430,6 +436,9 @@ fn authorize(shared: &Shared, q: &HashMap<String, String>) -> Response {
         return (StatusCode::BAD_REQUEST, "redirect_uri is not a URL").into_response();
     };
     let code = lock(&shared.issuer).authorize(&shared.tenant_id);
+    if let Some(scope) = q.get("scope") {
+        lock(&shared.scopes).insert(code.clone(), scope.clone());
+    }
     url.query_pairs_mut()
         .append_pair("code", &code)
         .append_pair(
@@ -478,19 +487,39 @@ fn token(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     if let Err(e) = issuer.check_client(&id, &secret) {
         return refused(e);
     }
-    let scope =
+    const DEFAULT_SCOPE: &str =
         "offline_access accounting.transactions accounting.contacts accounting.settings.read";
+    // The scope granted is the one consented to (kept by code, then by refresh token).
+    let granted = |key: &str| {
+        lock(&shared.scopes)
+            .remove(key)
+            .unwrap_or_else(|| DEFAULT_SCOPE.to_owned())
+    };
     let issued = match form.get("grant_type").map(String::as_str) {
-        Some("authorization_code") => issuer.exchange(
-            form.get("code").map(String::as_str).unwrap_or_default(),
-            scope,
-        ),
-        Some("refresh_token") => issuer.refresh(
-            form.get("refresh_token")
+        Some("authorization_code") => {
+            let code = form.get("code").map(String::as_str).unwrap_or_default();
+            issuer.exchange(code, &granted(code))
+        }
+        // A custom connection: the app's own credentials reach its one organisation, with
+        // no refresh token (a new access token is asked for the same way).
+        Some("client_credentials") => {
+            let code = issuer.authorize(&shared.tenant_id);
+            return match issuer.exchange(&code, "accounting.transactions accounting.contacts") {
+                Ok(t) => axum::Json(json!({
+                    "access_token": t.access_token, "expires_in": t.expires_in,
+                    "token_type": t.token_type, "scope": t.scope,
+                }))
+                .into_response(),
+                Err(e) => refused(e),
+            };
+        }
+        Some("refresh_token") => {
+            let token = form
+                .get("refresh_token")
                 .map(String::as_str)
-                .unwrap_or_default(),
-            scope,
-        ),
+                .unwrap_or_default();
+            issuer.refresh(token, &granted(token))
+        }
         _ => {
             return (
                 StatusCode::BAD_REQUEST,
@@ -501,11 +530,14 @@ fn token(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Response {
     };
     match issued {
         // Exactly the standard keys, as Xero answers.
-        Ok(t) => axum::Json(json!({
+        Ok(t) => {
+            lock(&shared.scopes).insert(t.refresh_token.clone(), t.scope.clone());
+            axum::Json(json!({
             "access_token": t.access_token, "expires_in": t.expires_in, "token_type": t.token_type,
             "refresh_token": t.refresh_token, "scope": t.scope,
-        }))
-        .into_response(),
+            }))
+            .into_response()
+        }
         Err(e) => refused(e),
     }
 }
@@ -587,7 +619,7 @@ async fn api(
         );
     }
     let response = match (method.clone(), rest) {
-        (Method::GET, [collection]) => list(shared, collection, params),
+        (Method::GET, [collection]) => list(shared, collection, params, headers),
         (Method::GET, [collection, id]) => one(shared, collection, id),
         (Method::PUT | Method::POST, [collection, id @ ..]) => {
             let key = headers
@@ -630,12 +662,35 @@ async fn api(
 enum Clause {
     Equals(String, String, bool),
     Date(String, std::cmp::Ordering, bool, NaiveDate),
+    /// `Field.StartsWith("x")`, `.EndsWith`, `.Contains` (the SDKs' text searches).
+    Text(String, &'static str, String),
+}
+
+/// `Name.StartsWith("Acme")` as its field, method and value.
+fn text_call(part: &str) -> Option<Result<Clause, String>> {
+    ["StartsWith", "EndsWith", "Contains"]
+        .iter()
+        .find_map(|method| {
+            let (field, rest) = part.split_once(&format!(".{method}("))?;
+            let value = rest
+                .trim_end()
+                .strip_suffix(')')?
+                .trim()
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .map(|v| v.replace("\\\"", "\""))
+                .ok_or_else(|| format!("`{part}`: values are quoted with \""));
+            Some(value.map(|v| Clause::Text(field.trim().to_owned(), method, v)))
+        })
 }
 
 fn parse_where(filter: &str) -> Result<Vec<Clause>, String> {
     let mut out = Vec::new();
     for part in filter.split("&&").map(str::trim).filter(|p| !p.is_empty()) {
-        if let Some((field, value)) = part.split_once("==").or_else(|| part.split_once("!=")) {
+        if let Some(clause) = text_call(part) {
+            out.push(clause?);
+        } else if let Some((field, value)) = part.split_once("==").or_else(|| part.split_once("!="))
+        {
             let negate = part.contains("!=");
             let value = value.trim();
             let value = value
@@ -689,6 +744,14 @@ fn keep(row: &Value, clauses: &[Clause]) -> bool {
             });
             found.is_some_and(|x| x.eq_ignore_ascii_case(v)) != *negate
         }
+        Clause::Text(f, method, v) => field(row, f).and_then(Value::as_str).is_some_and(|x| {
+            let (x, v) = (x.to_lowercase(), v.to_lowercase());
+            match *method {
+                "StartsWith" => x.starts_with(&v),
+                "EndsWith" => x.ends_with(&v),
+                _ => x.contains(&v),
+            }
+        }),
         Clause::Date(f, ord, or_equal, day) => {
             let stored = field(row, &format!("{f}String"))
                 .and_then(Value::as_str)
@@ -710,7 +773,69 @@ fn collection_of<'a>(
     }
 }
 
-fn list(shared: &Shared, collection: &str, params: &HashMap<String, String>) -> Response {
+/// Milliseconds since the epoch of a `/Date(…)/` value.
+fn ms_of(value: Option<&Value>) -> Option<i64> {
+    let inner = value?
+        .as_str()?
+        .strip_prefix("/Date(")?
+        .strip_suffix(")/")?;
+    inner.split(['+', '-']).next()?.parse().ok()
+}
+
+/// `If-Modified-Since` as the SDKs send it: ISO 8601 (with or without an offset; UTC when
+/// without) or an HTTP date.
+fn modified_since(headers: &HeaderMap) -> Result<Option<i64>, String> {
+    let Some(raw) = headers.get(header::IF_MODIFIED_SINCE) else {
+        return Ok(None);
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| "If-Modified-Since is not text".to_owned())?
+        .trim();
+    chrono::DateTime::parse_from_rfc3339(raw)
+        .or_else(|_| chrono::DateTime::parse_from_rfc2822(raw))
+        .map(|t| t.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDateTime::parse_from_str(raw, "%Y-%m-%dT%H:%M:%S%.f")
+                .map(|t| t.and_utc().timestamp_millis())
+        })
+        .map(Some)
+        .map_err(|_| format!("If-Modified-Since `{raw}` is not a date"))
+}
+
+/// `order=Name DESC` (one field; ASC when no direction is given).
+fn order_rows(rows: &mut [Value], order: &str) -> Result<(), String> {
+    let mut words = order.split_whitespace();
+    let key = words.next().ok_or("order names no field")?.to_owned();
+    let descending = match words.next().map(str::to_ascii_uppercase).as_deref() {
+        None | Some("ASC") => false,
+        Some("DESC") => true,
+        Some(other) => return Err(format!("order direction `{other}` is not ASC or DESC")),
+    };
+    let sort_key = |r: &Value| {
+        field(r, &key).map(|v| {
+            v.as_str()
+                .map(str::to_lowercase)
+                .unwrap_or_else(|| v.to_string())
+        })
+    };
+    rows.sort_by(|a, b| {
+        let ord = sort_key(a).cmp(&sort_key(b));
+        if descending { ord.reverse() } else { ord }
+    });
+    Ok(())
+}
+
+fn list(
+    shared: &Shared,
+    collection: &str,
+    params: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let since = match modified_since(headers) {
+        Ok(s) => s,
+        Err(e) => return invalid(&e).into_response(),
+    };
     let clauses = match params.get("where").map(|w| parse_where(w)).transpose() {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => return invalid(&e).into_response(),
@@ -720,11 +845,11 @@ fn list(shared: &Shared, collection: &str, params: &HashMap<String, String>) -> 
             .map(|x| x.trim().to_ascii_lowercase())
             .collect()
     });
-    let page: usize = params
+    // Xero pages only when `page` is asked for; without it a list comes whole.
+    let page: Option<usize> = params
         .get("page")
         .and_then(|p| p.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+        .map(|p: usize| p.max(1));
     let size: usize = params
         .get("pageSize")
         .and_then(|p| p.parse().ok())
@@ -739,7 +864,7 @@ fn list(shared: &Shared, collection: &str, params: &HashMap<String, String>) -> 
             &[],
         );
     };
-    let found: Vec<Value> = rows
+    let mut found: Vec<Value> = rows
         .iter()
         .filter(|r| keep(r, &clauses))
         .filter(|r| {
@@ -747,11 +872,29 @@ fn list(shared: &Shared, collection: &str, params: &HashMap<String, String>) -> 
                 text(r, id_field).is_some_and(|id| ids.contains(&id.to_ascii_lowercase()))
             })
         })
-        .skip((page - 1) * size)
-        .take(size)
+        .filter(|r| since.is_none_or(|t| ms_of(r.get("UpdatedDateUTC")).is_some_and(|u| u > t)))
         .cloned()
         .collect();
-    axum::Json(json!({ "Id": uuid::Uuid::new_v4().to_string(), "Status": "OK", "DateTimeUTC": now_ms(), name: found })).into_response()
+    if let Some(order) = params.get("order")
+        && let Err(e) = order_rows(&mut found, order)
+    {
+        return invalid(&e).into_response();
+    }
+    let mut answer =
+        json!({ "Id": uuid::Uuid::new_v4().to_string(), "Status": "OK", "DateTimeUTC": now_ms() });
+    if let Some(page) = page {
+        let item_count = found.len();
+        answer["pagination"] = json!({
+            "page": page, "pageSize": size, "pageCount": item_count.div_ceil(size), "itemCount": item_count,
+        });
+        found = found
+            .into_iter()
+            .skip((page - 1) * size)
+            .take(size)
+            .collect();
+    }
+    answer[name] = Value::Array(found);
+    axum::Json(answer).into_response()
 }
 
 fn one(shared: &Shared, collection: &str, id: &str) -> Response {
@@ -993,6 +1136,47 @@ mod tests {
         assert!(
             matches!(&clauses[1], Clause::Equals(f, v, false) if f == "Reference" && v == "rollcall \"Acme\" 2026-11")
         );
-        assert!(parse_where("Name.Contains(\"x\")").is_err());
+        let text = parse_where(r#"Name.StartsWith("Acme \"Q\"")&&EmailAddress.Contains("@")"#)
+            .expect("text calls");
+        assert!(
+            matches!(&text[0], Clause::Text(f, "StartsWith", v) if f == "Name" && v == "Acme \"Q\"")
+        );
+        let row = json!({ "Name": "ACME \"q\" Ltd", "EmailAddress": "a@b" });
+        assert!(text.iter().all(|c| keep(&row, std::slice::from_ref(c))));
+        assert!(parse_where("Name.StartsWith(Acme)").is_err(), "unquoted");
+        assert!(parse_where("Name.Matches(\"x\")").is_err());
+    }
+
+    #[test]
+    fn if_modified_since_reads_the_forms_sdks_send() {
+        let at = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                header::IF_MODIFIED_SINCE,
+                HeaderValue::from_str(v).expect("header"),
+            );
+            modified_since(&h)
+        };
+        let utc = Ok(Some(1_709_164_800_000));
+        assert_eq!(at("2024-02-29T00:00:00"), utc, "naive is UTC");
+        assert_eq!(at("2024-02-29T00:00:00Z"), utc);
+        assert_eq!(at("2024-02-29T01:00:00+01:00"), utc);
+        assert_eq!(at("Thu, 29 Feb 2024 00:00:00 GMT"), utc);
+        assert!(at("yesterday").is_err());
+        assert_eq!(modified_since(&HeaderMap::new()), Ok(None));
+    }
+
+    #[test]
+    fn order_sorts_text_without_case_and_refuses_odd_directions() {
+        let mut rows = vec![
+            json!({ "Name": "b" }),
+            json!({ "Name": "A" }),
+            json!({ "Name": "c" }),
+        ];
+        order_rows(&mut rows, "Name DESC").expect("order");
+        let names: Vec<_> = rows.iter().filter_map(|r| text(r, "Name")).collect();
+        assert_eq!(names, ["c", "b", "A"]);
+        assert!(order_rows(&mut rows, "Name SIDEWAYS").is_err());
+        assert!(order_rows(&mut rows, "").is_err());
     }
 }

@@ -250,8 +250,8 @@ fn ssha(password: &str) -> String {
 /// - every 50th disabled (userAccountControl 514), every 40th otherwise expired in 2020, every
 ///   45th expiring in 2100 (still enabled); every 30th without mail; non-ASCII names;
 /// - groups `GRP-<dept>` (direct), `All Staff` (holds the department groups), `Billable` (holds
-///   `All Staff`): three levels of nesting; on slapd also `Cycle-A` ⇄ `Cycle-B`, a cycle holding
-///   user 1;
+///   `All Staff` and the first department's group, a diamond): three levels of nesting; on slapd
+///   also `Cycle-A` ⇄ `Cycle-B`, a cycle holding user 1;
 /// - one computer account (not a person) and, on slapd, the service accounts.
 pub fn generate(n: usize, flavor: Flavor) -> Directory {
     let ad = flavor == Flavor::OpenLdap;
@@ -406,12 +406,24 @@ pub fn generate(n: usize, flavor: Flavor) -> Directory {
         }
         out.push('\n');
     };
+    // The first department's group is also in `Billable` directly: a diamond, reached by two
+    // paths, which must count its members once.
     for (d, dept) in DEPTS.iter().enumerate() {
-        group(&mut out, &dept_group(dept), &dept_members[d], &[&all_staff]);
+        let parents: &[&str] = if d == 0 {
+            &[&all_staff, &billable]
+        } else {
+            &[&all_staff]
+        };
+        group(&mut out, &dept_group(dept), &dept_members[d], parents);
     }
     let dept_dns: Vec<String> = DEPTS.iter().map(|d| dept_group(d)).collect();
     group(&mut out, &all_staff, &dept_dns, &[&billable]);
-    group(&mut out, &billable, std::slice::from_ref(&all_staff), &[]);
+    group(
+        &mut out,
+        &billable,
+        &[all_staff.clone(), dept_group(DEPTS[0])],
+        &[],
+    );
     if ad {
         let u1 = users
             .first()

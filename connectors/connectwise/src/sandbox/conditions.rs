@@ -16,6 +16,7 @@
 //!             | path ["not"] "in" "(" scalar ("," scalar)* ")"
 //! scalar     := string | number | true | false | null | "[" date "]"
 //! path       := name ("/" name)*          e.g. company/identifier, _info/lastUpdated
+//!                                          (`lastUpdated` and `dateEntered` alone read `_info`)
 //! string     := "…" with \" and \\ escapes
 //! ```
 //!
@@ -111,6 +112,23 @@ impl Expr {
         let mut out = Vec::new();
         self.collect_paths(&mut out);
         out
+    }
+
+    /// Reads `alias` as `path` everywhere: ConnectWise takes `lastUpdated` in conditions for
+    /// the `_info/lastUpdated` every object carries.
+    pub fn alias(&mut self, alias: &str, path: &[&str]) {
+        match self {
+            Expr::And(a, b) | Expr::Or(a, b) => {
+                a.alias(alias, path);
+                b.alias(alias, path);
+            }
+            Expr::Not(a) => a.alias(alias, path),
+            Expr::Compare { path: p, .. } => {
+                if p.len() == 1 && p[0].eq_ignore_ascii_case(alias) {
+                    *p = path.iter().map(|s| (*s).to_owned()).collect();
+                }
+            }
+        }
     }
 
     fn collect_paths(&self, out: &mut Vec<String>) {

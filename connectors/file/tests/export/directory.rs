@@ -67,6 +67,7 @@ async fn an_absolute_path_is_kept() {
     let c = Config {
         path: fixture_path("ldifde-export.ldf"),
         format: None,
+        groups: None,
     };
     let read = c
         .build(Path::new("/nonexistent"))
@@ -82,6 +83,7 @@ async fn a_missing_file_is_unavailable_and_says_where_we_looked() {
     let c = Config {
         path: "people/gone.csv".into(),
         format: None,
+        groups: None,
     };
     let err = c.build(dir.path()).read(None).await.expect_err("missing");
     let DirectoryError::Unavailable {

@@ -204,7 +204,7 @@ fn an_export_without_object_classes_recognises_accounts() {
     // `ldifde -l "sAMAccountName,mail"` writes only the attributes asked for.
     let ldif = "dn: CN=Ann Lee,OU=Staff,DC=acme,DC=local\nchangetype: add\nsAMAccountName: ann\n\n\
                 dn: CN=PC-0042,OU=Computers,DC=acme,DC=local\nchangetype: add\nsAMAccountName: PC-0042$\n\n\
-                dn: OU=Staff,DC=acme,DC=local\nchangetype: add\n";
+                dn: OU=Staff,DC=acme,DC=local\nchangetype: add\n\n";
     let read = parse_ldif(ldif.as_bytes(), "l.ldf", now()).expect("parses");
     assert_eq!(read.completeness, Completeness::Complete);
     assert_eq!(usernames(&read), vec!["ann"]);
@@ -223,7 +223,7 @@ fn comments_and_folds_inside_an_entry() {
                 # a comment between attributes\n\
                 uid: an\n n\n\
                 sn:\n\
-                mail:   ann@x.example  \n";
+                mail:   ann@x.example  \n\n";
     let read = parse_ldif(ldif.as_bytes(), "c.ldif", now()).expect("parses");
     assert_eq!(
         read.completeness,

@@ -3,7 +3,10 @@
 
 mod csv_exports;
 mod directory;
+mod fuzz;
 mod ldif_exports;
+mod nested_groups;
+mod truncation;
 
 use chrono::{DateTime, TimeZone, Utc};
 use rollcall_core::{Completeness, DirectoryRead, Person};
