@@ -92,7 +92,10 @@ impl JobSettings {
 #[derive(Debug, Subcommand)]
 enum JobsAction {
     /// Queue a failed job again (as a new job).
-    Retry { id: String },
+    Retry {
+        /// The job's id, as `rollcall jobs` lists it.
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -123,11 +126,15 @@ enum Output {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a pipeline file: YAML shape, CEL rules, templates, product references.
-    Validate { file: PathBuf },
+    Validate {
+        /// The pipeline file (YAML).
+        file: PathBuf,
+    },
     /// Show what would change, client by client, without writing anything.
     Plan {
+        /// The pipeline file (YAML).
         file: PathBuf,
-        /// Only this client.
+        /// Only this client (by name, any case).
         #[arg(long)]
         client: Option<String>,
         /// `json` prints one object with a `changes` array; save it to apply it later.
@@ -139,15 +146,19 @@ enum Command {
     },
     /// Apply a plan: a fresh one, or a saved one (`--plan`) if the billing system has not changed since.
     Apply {
+        /// The pipeline file (YAML).
         file: PathBuf,
         /// A plan saved with `rollcall plan --output json`.
         #[arg(long)]
         plan: Option<PathBuf>,
+        /// Only this client (by name, any case).
         #[arg(long)]
         client: Option<String>,
+        /// Let a fresh plan remove more seats than the guard allows (not with --plan: make
+        /// the plan with `rollcall plan --allow-drop`).
         #[arg(long)]
         allow_drop: bool,
-        /// Do not ask for confirmation.
+        /// Do not ask for confirmation (needed when not at a terminal: scripts, CI).
         #[arg(long, short)]
         yes: bool,
         /// How long to wait for a client a worker is syncing.
@@ -158,6 +169,7 @@ enum Command {
     /// the consent page's address, waits for the redirect on a loopback port, and keeps the
     /// tokens in the store. Run it again when a run says the connection must be reconnected.
     Connect {
+        /// The pipeline file (YAML).
         file: PathBuf,
         /// The loopback port the consent redirects to (register
         /// `http://localhost:PORT/callback` as the app's redirect URI).
@@ -172,8 +184,10 @@ enum Command {
     /// (unless `--workers 0`) run workers in this process. Secrets come from the environment:
     /// ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY, ROLLCALL_GRAPH_CLIENT_STATE.
     Serve {
+        /// The pipeline files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// The address and port to listen on (`0.0.0.0:8080` for every interface).
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
         /// Notifications for one client within this many seconds make one sync.
@@ -194,6 +208,7 @@ enum Command {
     /// pipelines' schedules. Run as many as the vendors' limits allow, on one machine (SQLite
     /// queue) or many (`--queue redis://…`).
     Worker {
+        /// The pipeline files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// Jobs run at once.
@@ -210,6 +225,7 @@ enum Command {
     /// to set them up or check them. Needs ROLLCALL_GRAPH_CLIENT_STATE, and the service
     /// answering at the URL (the subscription's handshake calls it).
     Subscribe {
+        /// The pipeline files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// The address the service is reached at, as in `serve --public-url`.
@@ -221,7 +237,9 @@ enum Command {
     },
     /// Queue a sync of one client, or of every client of the pipeline.
     Enqueue {
+        /// The pipeline file (YAML).
         file: PathBuf,
+        /// Only this client (default: every client of the pipeline).
         #[arg(long)]
         client: Option<String>,
     },
@@ -232,23 +250,30 @@ enum Command {
         /// Only failed jobs.
         #[arg(long)]
         failed: bool,
+        /// At most this many jobs.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// A table, or JSON for scripts.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
     /// Print the key a client's system signs its webhooks with (derived from
     /// ROLLCALL_WEBHOOK_SECRET), and the address to send them to.
     WebhookKey {
+        /// The pipeline file (YAML).
         file: PathBuf,
+        /// The client whose key to print.
         #[arg(long)]
         client: String,
     },
     /// Plan and apply without asking (for schedules and scripts).
     Run {
+        /// The pipeline file (YAML).
         file: PathBuf,
+        /// Only this client (by name, any case).
         #[arg(long)]
         client: Option<String>,
+        /// Let plans through that remove more seats than the guard allows.
         #[arg(long)]
         allow_drop: bool,
         /// How long to wait for a client a worker is syncing.
@@ -258,13 +283,16 @@ enum Command {
     /// Run the pipeline's test cases (its `tests:` and a sibling NAME.tests.yaml): people in,
     /// expected seats, contacts and invoice lines out. Exits 1 when a case fails.
     Test {
+        /// The pipeline files (YAML).
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
     /// Why a person is billed (or not), or why a product's seats moved, in sentences: from
     /// the rules evaluated on the directory now and from the seat ledger of past runs.
     Explain {
+        /// The pipeline file (YAML).
         file: PathBuf,
+        /// The client the person or product belongs to.
         #[arg(long)]
         client: String,
         /// An id, email, username or display name.
@@ -274,12 +302,24 @@ enum Command {
         #[arg(long)]
         product: Option<String>,
     },
-    /// Changes applied so far, newest first.
+    /// Changes applied so far, newest first, each with the id of the run that made it.
     History {
+        /// Only this client's changes.
         #[arg(long)]
         client: Option<String>,
+        /// At most this many changes.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// A table, or JSON for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Recent runs, newest first: id (for `rollcall report`), trigger, outcome, seats, money.
+    Runs {
+        /// At most this many runs.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// A table, or JSON for scripts.
         #[arg(long, value_enum, default_value_t = Output::Table)]
         output: Output,
     },
@@ -296,7 +336,9 @@ enum Command {
     },
     /// A recorded run's report: who was billed for what, before → after, money, guards, errors.
     Report {
+        /// The run's id, as `rollcall runs` lists it.
         run_id: String,
+        /// HTML (a self-contained page), CSV (a row per client and product) or JSON.
         #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
         format: ReportFormat,
         /// A handlebars template to use instead of the shipped one (HTML only).
@@ -309,7 +351,9 @@ enum Command {
     /// The client value report: for one client and period, the people billed and the tickets
     /// opened and closed for each (needs a PSA's service desk).
     ValueReport {
+        /// The pipeline file (YAML).
         file: PathBuf,
+        /// The client to report on.
         #[arg(long)]
         client: String,
         /// First day of the period (YYYY-MM-DD).
@@ -318,20 +362,25 @@ enum Command {
         /// Last day of the period (YYYY-MM-DD).
         #[arg(long)]
         to: chrono::NaiveDate,
+        /// HTML, CSV or JSON. HTML is not printed to a terminal: give --output, or it is
+        /// written to a file whose name is printed.
         #[arg(long, value_enum, default_value_t = ReportFormat::Html)]
         format: ReportFormat,
+        /// Write here instead of stdout.
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
     /// Print the JSON Schema of pipeline files (or the reference built from it).
     Schema {
+        /// JSON Schema, or the Markdown reference built from it (docs/reference.md).
         #[arg(long, value_enum, default_value_t = SchemaFormat::Json)]
         format: SchemaFormat,
     },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
-        /// Which vendor: connectwise.
+        /// Which vendor: connectwise, graph, quickbooks or xero.
         kind: String,
+        /// The port on 127.0.0.1 to listen on.
         #[arg(long, default_value_t = 8421)]
         port: u16,
         /// A JSON seed file (companies, agreements, catalog, credentials); default: the demo seed.
@@ -428,8 +477,10 @@ fn init_logging(format: LogFormat, quiet: bool) {
     let default = if quiet { "error" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only for a terminal: a log file or journal keeps the escape codes as noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.with_target(false).compact().init(),
@@ -511,6 +562,7 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
             limit,
             output,
         } => history(&inv, client, limit, output).await,
+        Command::Runs { limit, output } => runs(&inv, limit, output).await,
         Command::Test { files } => Ok(test(day, &files)),
         Command::ValueReport {
             file,
@@ -572,6 +624,13 @@ async fn serve(
         metrics: Arc::new(crate::metrics::Metrics::default()),
         public_url,
     };
+    say_started(
+        &format!("listening on http://{listen}, {workers} worker(s)"),
+        &parts.pipelines,
+        &queue_location(&inv.queue, &inv.store)?,
+        &inv.store,
+        inv.quiet,
+    );
     let workers = (workers > 0).then(|| jobs.worker_options(workers));
     let service = crate::web::Service::start(parts, workers).await?;
     crate::web::run(service, listen)
@@ -600,6 +659,16 @@ async fn worker(
         let router = crate::web::worker_router(metrics.clone(), queue.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
     }
+    say_started(
+        &format!(
+            "{concurrency} job(s) at once, metrics {}",
+            metrics_listen.map_or("off".to_owned(), |a| format!("on http://{a}"))
+        ),
+        &pipelines,
+        &queue_location(&inv.queue, &inv.store)?,
+        &inv.store,
+        inv.quiet,
+    );
     let runner = crate::queue::worker::JobRunner::new(
         pipelines,
         store,
@@ -975,10 +1044,30 @@ async fn value_report(
         ReportFormat::Csv => value_report::csv(&report),
         ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
     };
+    if !report.note.is_empty() {
+        eprintln!("note: {}", report.note);
+    }
+    let output = output.or_else(|| {
+        (format == ReportFormat::Html && std::io::stdout().is_terminal())
+            .then(|| value_report::file_name(&report))
+    });
     match output {
-        Some(path) => std::fs::write(&path, text)
-            .with_context(|| format!("cannot write {}", path.display()))?,
+        Some(path) => {
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            println!("report: {}", path.display());
+        }
         None => print!("{text}"),
+    }
+    Ok(Exit::Ok)
+}
+
+async fn runs(inv: &Invocation, limit: u32, output: Output) -> anyhow::Result<Exit> {
+    let store = Store::open(&inv.store).await?;
+    let runs = crate::runs::recent(&store, limit).await?;
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
+        Output::Table => print!("{}", crate::runs::text(&runs)),
     }
     Ok(Exit::Ok)
 }
@@ -1087,6 +1176,29 @@ fn load_all(bill_day: Option<chrono::NaiveDate>, files: &[PathBuf]) -> Option<Ve
         pipelines.push(Arc::new(load(bill_day, file)?));
     }
     Some(pipelines)
+}
+
+/// The line a long-running process prints when it starts, so whoever started it (a person,
+/// systemd's journal, `docker logs`) sees what it serves and where its state is.
+fn say_started(
+    what: &str,
+    pipelines: &[Arc<Pipeline>],
+    queue: &crate::queue::QueueLocation,
+    store: &Path,
+    quiet: bool,
+) {
+    let names: Vec<String> = pipelines
+        .iter()
+        .map(|p| format!("{} ({} client(s))", p.name, p.clients.len()))
+        .collect();
+    if !quiet {
+        eprintln!(
+            "rollcall {}: {what}; queue {queue}; store {}; pipelines {}",
+            env!("CARGO_PKG_VERSION"),
+            store.display(),
+            names.join(", ")
+        );
+    }
 }
 
 fn queue_location(
@@ -1433,12 +1545,21 @@ fn init(file: &Path, source: &str, target: &str) -> Exit {
         return Exit::Invalid;
     }
     let text = starter(source, directory, billing);
-    if let Err(e) = std::fs::write(file, text) {
+    if let Err(e) = std::fs::write(file, &text) {
         eprintln!("error: cannot write {}: {e}", file.display());
         return Exit::Invalid;
     }
+    println!("wrote {}", file.display());
+    let needed = config::variables::required(&text);
+    if !needed.is_empty() {
+        let exports: Vec<String> = needed.iter().map(|n| format!("{n}=…")).collect();
+        println!(
+            "its secrets are read from the environment; set them first:\n  export {}",
+            exports.join(" ")
+        );
+    }
     println!(
-        "wrote {}: edit it, then `rollcall validate {0}`, `rollcall test {0}` and `rollcall plan {0}`",
+        "then: rollcall validate {0}; rollcall test {0}; rollcall plan {0}",
         file.display()
     );
     Exit::Ok

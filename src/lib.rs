@@ -24,5 +24,6 @@ pub mod plan;
 pub mod queue;
 pub mod report;
 pub mod run;
+pub mod runs;
 pub mod store;
 pub mod web;

@@ -81,10 +81,29 @@ impl Metrics {
             );
         }
         let series = self.lock();
-        let mut out = String::new();
+        // Every family is described from the start, so a scrape before the first event
+        // already shows what will be counted (and dashboards and alerts can be checked).
+        let mut out = format!(
+            "# HELP rollcall_build_info The running rollcall's version.\n# TYPE rollcall_build_info gauge\nrollcall_build_info{} 1\n",
+            labels(&[("version", env!("CARGO_PKG_VERSION"))])
+        );
+        for (name, kind, help) in FAMILIES {
+            out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            let map = if *kind == "counter" {
+                &series.counters
+            } else {
+                &series.gauges
+            };
+            for ((_, labels), value) in map.iter().filter(|((n, _), _)| n == name) {
+                out.push_str(&format!("{name}{labels} {value}\n"));
+            }
+        }
         for (map, kind) in [(&series.counters, "counter"), (&series.gauges, "gauge")] {
             let mut last = "";
             for ((name, labels), value) in map {
+                if FAMILIES.iter().any(|(n, _, _)| n == name) {
+                    continue;
+                }
                 if name != last {
                     out.push_str(&format!("# TYPE {name} {kind}\n"));
                     last = name;
@@ -95,6 +114,42 @@ impl Metrics {
         out
     }
 }
+
+/// The series every `/metrics` describes, with or without samples yet.
+const FAMILIES: &[(&str, &str, &str)] = &[
+    (
+        "rollcall_webhooks_total",
+        "counter",
+        "Notifications received, by source and outcome.",
+    ),
+    (
+        "rollcall_jobs_queued_total",
+        "counter",
+        "Sync jobs queued, by client.",
+    ),
+    (
+        "rollcall_jobs_total",
+        "counter",
+        "Sync jobs run, by outcome.",
+    ),
+    (
+        "rollcall_sync_seconds_sum",
+        "counter",
+        "Seconds spent in syncs.",
+    ),
+    ("rollcall_sync_seconds_count", "counter", "Syncs timed."),
+    (
+        "rollcall_api_requests_total",
+        "counter",
+        "Requests made to billing and directory APIs, by target.",
+    ),
+    (
+        "rollcall_api_throttled_total",
+        "counter",
+        "Requests a vendor throttled (429), by target.",
+    ),
+    ("rollcall_seats", "gauge", "Seats billed, by client."),
+];
 
 fn labels(pairs: &[(&str, &str)]) -> String {
     if pairs.is_empty() {
@@ -133,5 +188,22 @@ mod tests {
         assert!(text.contains("rollcall_jobs_total{outcome=\"done\"} 2\n"));
         assert!(text.contains("rollcall_seats{client=\"O\\\"Brien\"} 3\n"));
         assert_eq!(m.total("rollcall_jobs_total"), 3.0);
+    }
+
+    #[test]
+    fn a_scrape_before_any_event_describes_every_family() {
+        let text = Metrics::default().render();
+        for (name, kind, _) in FAMILIES {
+            assert!(
+                text.contains(&format!("# TYPE {name} {kind}\n")),
+                "{name}: {text}"
+            );
+            assert_eq!(
+                text.matches(&format!("# TYPE {name} ")).count(),
+                1,
+                "{name}"
+            );
+        }
+        assert!(text.contains("rollcall_build_info{version=\""), "{text}");
     }
 }

@@ -47,6 +47,10 @@ pub struct PipelinePlan {
     pub format: u32,
     pub pipeline: String,
     pub target: String,
+    /// The currency the pipeline's prices are in, for reports (absent in plans saved before
+    /// it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<rollcall_core::Currency>,
     pub clients: Vec<ClientPlan>,
     /// Every change, in the order it will be applied.
     pub changes: Vec<PlannedChange>,
@@ -392,6 +396,7 @@ pub async fn plan_pipeline(
         format: PLAN_FORMAT,
         pipeline: pipeline.name.clone(),
         target: pipeline.target.kind().to_owned(),
+        currency: Some(pipeline.currency),
         clients: Vec::new(),
         changes: Vec::new(),
     };

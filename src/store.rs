@@ -260,6 +260,21 @@ impl Store {
         dir.join("reports").join(format!("{run_id}.html"))
     }
 
+    /// The most recent runs, newest first, with what each planned and came to when it was
+    /// recorded (`rollcall runs`).
+    pub async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT r.id, r.pipeline, r.command, r.started_at, r.finished_at, r.outcome,
+                    p.plan, p.outcomes
+             FROM runs r LEFT JOIN run_reports p ON p.run_id = r.id
+             ORDER BY r.started_at DESC, r.id DESC
+             LIMIT ?",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     pub async fn has_run(&self, id: &str) -> Result<bool, StoreError> {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM runs WHERE id = ?")
             .bind(id)
@@ -462,6 +477,20 @@ pub struct HeldSeat {
     pub person_id: String,
     pub name: String,
     pub last_seen: DateTime<Utc>,
+}
+
+/// One run as `rollcall runs` lists it; `plan` and `outcomes` are absent for a run that
+/// stopped before its report was kept.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunRow {
+    pub id: String,
+    pub pipeline: String,
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub outcome: Option<String>,
+    pub plan: Option<String>,
+    pub outcomes: Option<String>,
 }
 
 /// One stretch of time a person held a seat: the seat ledger behind `rollcall explain`.

@@ -12,6 +12,7 @@ pub mod connectors;
 mod error;
 pub mod invoice;
 pub mod reference;
+pub mod variables;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -288,7 +289,7 @@ pub struct Price(pub Decimal);
 
 impl<'de> Deserialize<'de> for Price {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        // Read as text so `12.50` never passes through a float (see CRATES.md, money pitfall).
+        // Read as text so `12.50` never passes through a float (a float cannot hold most cents exactly).
         rust_decimal::serde::str::deserialize(deserializer).map(Price)
     }
 }
@@ -461,15 +462,67 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigErrors> {
 }
 
 /// Compiles a pipeline from text; `path` names it in errors and anchors relative paths.
+/// Every mistake is reported at once: the shape's and, when the shape could be read past its
+/// mistakes, the rules'.
 pub fn load_str(text: &str, path: &Path) -> Result<Pipeline, ConfigErrors> {
-    let raw = parse(text, path)?;
-    compile(raw, path)
-        .map_err(|errs| ConfigErrors(errs.0.into_iter().map(|e| e.with_source(text)).collect()))
+    let (raw, mut errors) = parse_collecting(text, path);
+    let Some(raw) = raw else {
+        return Err(ConfigErrors::settle(errors));
+    };
+    match compile(raw, path) {
+        Ok(pipeline) if errors.is_empty() => Ok(pipeline),
+        Ok(_) => Err(ConfigErrors::settle(errors)),
+        Err(more) => {
+            errors.extend(more.0.into_iter().map(|e| e.with_source(text)));
+            Err(ConfigErrors::settle(errors))
+        }
+    }
 }
 
 /// Step one: YAML into the raw types, with serde's position on failure.
 pub fn parse(text: &str, path: &Path) -> Result<RawPipeline, ConfigErrors> {
-    serde_saphyr::from_str::<RawPipeline>(text).map_err(|e| {
+    match parse_collecting(text, path) {
+        (Some(raw), errors) if errors.is_empty() => Ok(raw),
+        (_, errors) => Err(ConfigErrors::settle(errors)),
+    }
+}
+
+/// Parses, stepping over each mistake that can be stepped over (a misspelled key, an unset
+/// variable) to find the next: the raw pipeline as if those were fixed, and every mistake.
+fn parse_collecting(text: &str, path: &Path) -> (Option<RawPipeline>, Vec<ConfigError>) {
+    // Enough for any file a person wrote by hand; a bound so a pathological one ends.
+    const MOST: usize = 100;
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let mut working = std::borrow::Cow::Borrowed(text);
+    for _ in 0..MOST {
+        let e = match serde_saphyr::from_str::<RawPipeline>(&working) {
+            Ok(raw) => return (Some(raw), errors),
+            Err(e) => parse_error(&e, text, path),
+        };
+        // A required key "missing" where a misspelling of it was just stepped over is the
+        // same mistake.
+        let echo = error::quoted_after(&e.message, "missing field").is_some_and(|field| {
+            errors.iter().any(|prior| {
+                error::quoted_after(&prior.message, "unknown field")
+                    .is_some_and(|typo| error::distance(typo, field) <= 2)
+            })
+        });
+        let next = error::step_over(&working, &e);
+        if !echo {
+            errors.push(e);
+        }
+        match next {
+            Some(t) => working = std::borrow::Cow::Owned(t),
+            None => break,
+        }
+    }
+    (None, errors)
+}
+
+/// One serde error as the user's mistake: where, what, a hint, the line (unless it holds a
+/// secret).
+fn parse_error(e: &serde_saphyr::Error, text: &str, path: &Path) -> ConfigError {
+    {
         let pos = e
             .location()
             .map(|l| Pos {
@@ -478,7 +531,7 @@ pub fn parse(text: &str, path: &Path) -> Result<RawPipeline, ConfigErrors> {
             })
             .unwrap_or_default();
         let message = strip_location(&e.without_snippet().to_string());
-        let hint = hint_for(&message);
+        let hint = error::fitting_hint(text, &message).unwrap_or_else(|| hint_for(&message));
         let error = ConfigError::new(path, pos, message, hint);
         // An error on a secret's line must not print the line, nor a value quoted in the
         // message: a key written in by mistake would end up in CI logs.
@@ -486,15 +539,15 @@ pub fn parse(text: &str, path: &Path) -> Result<RawPipeline, ConfigErrors> {
             .lines()
             .nth((pos.line as usize).saturating_sub(1))
             .is_some_and(is_secret_line);
-        ConfigErrors::from(if on_secret {
+        if on_secret {
             ConfigError {
                 message: redact_quoted(&error.message),
                 ..error
             }
         } else {
             error.with_source(text)
-        })
-    })
+        }
+    }
 }
 
 /// A line that sets a credential (`private_key: …`, `client_secret: …`, `password: …`).
@@ -861,8 +914,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
     }
 
     if !errors.is_empty() {
-        errors.sort_by_key(|e| (e.pos.line, e.pos.column));
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors::settle(errors));
     }
     let Some(invoicing) = invoicing else {
         return Err(ConfigErrors(errors));

@@ -285,7 +285,7 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
         return "No changes recorded yet.\n".into();
     }
     let mut t = table(&[
-        "when", "client", "change", "subject", "state", "id", "after",
+        "when", "run", "client", "change", "subject", "state", "id", "after",
     ]);
     for r in rows {
         let (_, after) = describe(&r.change);
@@ -301,6 +301,7 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
                     .unwrap_or(&r.recorded_at)
                     .replace('T', " "),
             ),
+            Cell::new(&r.run_id),
             Cell::new(&r.client),
             Cell::new(r.kind.replace('_', " ")),
             Cell::new(&r.subject),
@@ -308,6 +309,10 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
             Cell::new(r.remote_id.as_deref().unwrap_or("")),
             Cell::new(shorten(&after, 60)),
         ]);
+    }
+    // The run id whole on one line: it is copied into `rollcall report`.
+    if let Some(run) = t.column_mut(1) {
+        run.set_constraint(comfy_table::ColumnConstraint::ContentWidth);
     }
     format!("{t}\n")
 }
@@ -329,6 +334,7 @@ mod tests {
             format: PLAN_FORMAT,
             pipeline: "p".into(),
             target: "connectwise".into(),
+            currency: None,
             clients: vec![],
             changes: vec![PlannedChange {
                 client: "Acme".into(),

@@ -26,6 +26,8 @@ pub struct RunReport {
     pub at: String,
     pub pipeline: String,
     pub target: String,
+    /// The currency every amount is in (ISO 4217), or empty for a run recorded before it was.
+    pub currency: String,
     pub client_count: usize,
     pub clients: Vec<ClientReport>,
 }
@@ -46,6 +48,8 @@ pub struct ClientReport {
     pub delta_class: String,
     pub products: Vec<ProductLine>,
     pub contacts: ContactCounts,
+    /// The people whose contacts this run deactivated (they left, or stopped counting), by name.
+    pub leavers: Vec<String>,
     pub guards: Vec<String>,
     pub excluded: Vec<String>,
     pub notes: Vec<String>,
@@ -87,8 +91,17 @@ fn signed(d: Decimal) -> (String, String) {
 }
 
 /// Builds the report of `run`, with `history` (the pipeline's recorded runs, oldest first)
-/// for the charts.
+/// for the charts. Runs recorded after `run` are left out, so the report made again later is
+/// the page written when it ran.
 pub fn build(run: &RecordedRun, history: &[RecordedRun]) -> RunReport {
+    let upto = history
+        .iter()
+        .position(|r| r.run_id == run.run_id)
+        .map_or_else(
+            || history.iter().take_while(|r| r.at <= run.at).count(),
+            |i| i + 1,
+        );
+    let history = &history[..upto];
     let clients: Vec<ClientReport> = run
         .plan
         .clients
@@ -100,6 +113,16 @@ pub fn build(run: &RecordedRun, history: &[RecordedRun]) -> RunReport {
         at: run.at.get(..19).unwrap_or(&run.at).replace('T', " ") + " UTC",
         pipeline: run.plan.pipeline.clone(),
         target: run.plan.target.clone(),
+        currency: run
+            .plan
+            .currency
+            .map(|c| {
+                serde_json::to_value(c)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
         client_count: clients.len(),
         clients,
     }
@@ -143,6 +166,13 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
                 reason.clone(),
                 String::new(),
             ),
+            // Nothing to write is not "billed": the bill stands as it was.
+            (None, None, _) if changes.is_empty() => (
+                "unchanged".to_owned(),
+                "done",
+                "nothing to change".to_owned(),
+                String::new(),
+            ),
             (None, None, _) => (
                 "billed".to_owned(),
                 "done",
@@ -181,12 +211,16 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
         );
     }
     let mut contacts = ContactCounts::default();
+    let mut leavers = Vec::new();
     for change in &changes {
         match change {
             Change::CreateContact { .. } => contacts.created += 1,
             Change::UpdateContact { .. } => contacts.updated += 1,
             Change::ReactivateContact { .. } => contacts.reactivated += 1,
-            Change::DeactivateContact { .. } => contacts.deactivated += 1,
+            Change::DeactivateContact { before, key, .. } => {
+                contacts.deactivated += 1;
+                leavers.push(contact_name(before, &key.0));
+            }
             Change::CreateAddition { product, after } => {
                 if let Some(l) = lines.get_mut(&product.to_lowercase()) {
                     *l = line(
@@ -278,6 +312,7 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
         delta_class,
         products,
         contacts,
+        leavers,
         guards,
         excluded,
         notes: c.notes.clone(),
@@ -347,7 +382,7 @@ fn line(
 
 /// Seats billed to `client` after each recorded run, as an inline SVG line chart.
 pub fn chart(client: &str, history: &[RecordedRun]) -> String {
-    let points: Vec<(String, u64)> = history
+    let points: Vec<(&str, u64)> = history
         .iter()
         .filter_map(|r| {
             let c = r.plan.clients.iter().find(|c| c.client == client)?;
@@ -361,9 +396,20 @@ pub fn chart(client: &str, history: &[RecordedRun]) -> String {
             } else {
                 c.seats_before
             };
-            Some((r.at.get(..10).unwrap_or(&r.at).to_owned(), seats))
+            Some((r.at.as_str(), seats))
         })
         .collect();
+    // Runs on one day are told apart by the time: an axis from 2026-11-30 to 2026-11-30
+    // says nothing.
+    let same_day = points
+        .first()
+        .zip(points.last())
+        .is_some_and(|((a, _), (b, _))| a.get(..10) == b.get(..10));
+    let label = |at: &str| -> String {
+        let upto = if same_day { 16 } else { 10 };
+        at.get(..upto).unwrap_or(at).replace('T', " ")
+    };
+    let points: Vec<(String, u64)> = points.into_iter().map(|(at, s)| (label(at), s)).collect();
     let (w, h, pad) = (640.0_f64, 160.0_f64, 32.0_f64);
     let max = points.iter().map(|(_, s)| *s).max().unwrap_or(0).max(1) as f64;
     let n = points.len().max(1);
@@ -403,7 +449,16 @@ pub fn chart(client: &str, history: &[RecordedRun]) -> String {
             y(*seats)
         ));
     }
-    if let (Some((first, _)), Some((last, _))) = (points.first(), points.last()) {
+    // One label when both ends would read the same (runs within one minute).
+    if let Some((only, _)) = points
+        .first()
+        .filter(|(first, _)| points.last().is_some_and(|(last, _)| last == first))
+    {
+        svg.push_str(&format!(
+            r##"<text x="{pad}" y="{}" font-size="11" fill="#5b6b7c">{only}</text>"##,
+            h - 8.0
+        ));
+    } else if let (Some((first, _)), Some((last, _))) = (points.first(), points.last()) {
         svg.push_str(&format!(
             r##"<text x="{pad}" y="{}" font-size="11" fill="#5b6b7c">{first}</text><text x="{}" y="{}" font-size="11" fill="#5b6b7c" text-anchor="end">{last}</text>"##,
             h - 8.0,
@@ -413,6 +468,15 @@ pub fn chart(client: &str, history: &[RecordedRun]) -> String {
     }
     svg.push_str("</svg>");
     svg
+}
+
+/// A contact's name as the billing system held it, else its matching key (an email).
+fn contact_name(fields: &rollcall_core::ContactFields, key: &str) -> String {
+    let name = format!("{} {}", fields.first_name.trim(), fields.last_name.trim());
+    match name.trim() {
+        "" => key.to_owned(),
+        n => n.to_owned(),
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -433,13 +497,13 @@ pub fn html(report: &RunReport, template: &str) -> Result<String, String> {
 /// One row per client and product.
 pub fn csv(report: &RunReport) -> String {
     let mut out = String::from(
-        "run_id,client,product,identifier,seats_before,seats_after,unit_price,amount_before,amount_after,amount_change,status,people\n",
+        "run_id,client,product,identifier,seats_before,seats_after,unit_price,amount_before,amount_after,amount_change,status,people,currency\n",
     );
     let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     for c in &report.clients {
         for p in &c.products {
             out.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 q(&report.run_id),
                 q(&c.client),
                 q(&p.product),
@@ -451,7 +515,8 @@ pub fn csv(report: &RunReport) -> String {
                 p.amount_after,
                 q(&p.amount_delta),
                 q(&c.status),
-                q(&p.people)
+                q(&p.people),
+                q(&report.currency)
             ));
         }
     }

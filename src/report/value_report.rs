@@ -42,6 +42,8 @@ pub struct ValueReport {
     pub people: Vec<PersonValue>,
     pub opened: usize,
     pub closed: usize,
+    /// Why nobody is listed, when nobody is: an empty table alone reads as "nobody was billed".
+    pub note: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -103,6 +105,7 @@ pub async fn build(
     let spans = store
         .seat_history(&pipeline.name, &client.name, None, None)
         .await?;
+    let ledger_began = spans.iter().filter_map(|s| day(&s.since)).min();
     let mut held: BTreeMap<String, (String, BTreeSet<String>, Option<String>)> = BTreeMap::new();
     for s in spans {
         let started = day(&s.since).is_some_and(|d| d <= to);
@@ -166,7 +169,20 @@ pub async fn build(
         })
         .collect();
     people.sort_by(|a, b| b.opened.cmp(&a.opened).then_with(|| a.name.cmp(&b.name)));
+    let note = match ledger_began {
+        _ if !people.is_empty() => String::new(),
+        None => format!(
+            "No seat of {} has been recorded yet: the seat ledger starts with the first applied run (`rollcall run`).",
+            client.name
+        ),
+        Some(began) if began > to => format!(
+            "The seat ledger of {} begins on {began}, after this period: rollcall cannot tell who was billed before it (hint: --from {began} or later).",
+            client.name
+        ),
+        Some(_) => "Nobody held a seat in this period.".to_owned(),
+    };
     Ok(ValueReport {
+        note,
         pipeline: pipeline.name.clone(),
         client: client.name.clone(),
         from: from.to_string(),
@@ -210,4 +226,24 @@ pub fn csv(report: &ValueReport) -> String {
         }
     }
     out
+}
+
+/// Where an HTML report goes when it would otherwise be printed to a terminal: a page of
+/// markup there helps no one.
+pub fn file_name(report: &ValueReport) -> std::path::PathBuf {
+    let safe: String = report
+        .client
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    std::path::PathBuf::from(format!(
+        "value-report-{safe}-{}-{}.html",
+        report.from, report.to
+    ))
 }

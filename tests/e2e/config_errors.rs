@@ -103,7 +103,11 @@ const CASES: &[Case] = &[
         name: "missing required key",
         from: "    company: ACME\n",
         to: "",
-        expect: &["p.yaml:", "missing field `company`", "hint: add the key"],
+        expect: &[
+            "p.yaml:",
+            "missing field `company`",
+            "hint: add `company:` here",
+        ],
     },
     Case {
         name: "wrong type for a price",

@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod deploy;
+mod first_steps;
 mod graph;
 mod invoices;
 mod ldap;
@@ -11,6 +12,7 @@ mod leases;
 mod limits;
 mod periods;
 mod queue;
+mod readme;
 mod report;
 mod support;
 mod sync;

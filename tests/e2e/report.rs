@@ -159,6 +159,14 @@ async fn the_html_report_renders_in_a_real_browser_without_console_errors() {
         "one row per client"
     );
     assert!(dom_text.contains("Given0 Sur0, Given1 Sur1, Given2 Sur2"));
+    // What the page says once a browser has laid it out: the currency, who left, and the
+    // status of a client whose bill changed.
+    assert!(dom_text.contains("amounts in USD"), "{dom_text}");
+    assert!(
+        dom_text.contains("No longer billed: Given4 Sur4"),
+        "{dom_text}"
+    );
+    assert!(dom_text.contains(">billed</span>"), "{dom_text}");
     let console = String::from_utf8_lossy(&dom.stderr);
     for line in console.lines() {
         assert!(
@@ -321,4 +329,65 @@ async fn every_example_pipeline_renders_a_report_from_a_recorded_run() {
         );
     }
     assert!(html.contains("Seán Ó Briain"), "non-ASCII names survive");
+}
+
+/// The axis labels under a report's seat chart.
+fn axis_labels(html: &str) -> Vec<String> {
+    html.split("text-anchor=\"end\">")
+        .skip(1)
+        .chain(
+            html.split("<text x=\"32\" y=\"152\" font-size=\"11\" fill=\"#5b6b7c\">")
+                .skip(1),
+        )
+        .filter_map(|rest| rest.split("</text>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_report_names_its_currency_and_leavers_tells_unchanged_from_billed_and_is_the_same_made_again()
+ {
+    let w = World::new(&people_csv(4, 2)).await;
+    w.apply(&w.plan(false).await, false).await;
+    w.set_people(&people_csv(3, 2));
+    w.apply(&w.plan(false).await, false).await;
+    w.apply(&w.plan(false).await, false).await; // nothing to change
+    let store = w.open_store().await;
+    let runs = store.reports("e2e").await.expect("runs");
+    assert_eq!(runs.len(), 3);
+    let (left, unchanged) = (&runs[1].run_id, &runs[2].run_id);
+
+    let html = render_report(&store, left, ReportFormat::Html, None)
+        .await
+        .expect("html");
+    assert!(html.contains("amounts in USD"), "the currency is named");
+    assert!(html.contains("Monthly before (USD)"));
+    assert!(
+        html.contains("No longer billed: Given3 Sur3"),
+        "the leaver by name"
+    );
+    assert!(html.contains(">billed</span>"));
+    // Made again after a later run, the report is the page written when it ran.
+    let written = std::fs::read_to_string(store.report_path(left)).expect("written");
+    assert_eq!(html, written, "regenerated report differs from the run's");
+    let labels = axis_labels(&html);
+    assert!(!labels.is_empty(), "the chart has an axis");
+    let mut distinct = labels.clone();
+    distinct.dedup();
+    assert_eq!(labels, distinct, "an axis from a date to the same date");
+
+    let html = render_report(&store, unchanged, ReportFormat::Html, None)
+        .await
+        .expect("html");
+    assert!(html.contains(">unchanged</span>"), "nothing changed");
+    assert!(!html.contains(">billed</span>"));
+    assert!(!html.contains("No longer billed"));
+    let csv = render_report(&store, left, ReportFormat::Csv, None)
+        .await
+        .expect("csv");
+    assert!(csv.lines().next().expect("header").ends_with(",currency"));
+    assert!(
+        csv.lines().nth(1).expect("row").ends_with(",\"USD\""),
+        "{csv}"
+    );
 }

@@ -159,7 +159,7 @@ impl ConnectWise {
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         // No versioned Accept header: the server's current version answers, and the fields read
-        // here have been stable across versions (CONTRACTS.md: the version pin is optional).
+        // here have been stable across versions (ConnectWise makes the version pin optional).
         self.http
             .request(method, &format!("{}/{path}", self.base))
             .header(AUTHORIZATION, self.auth.clone())

@@ -3,9 +3,8 @@
 //! MSPs that run ConnectWise bill per-user services as *additions* on a client's *agreement*, and
 //! keep the client's people as *contacts* of its *company*. This crate reads those and applies
 //! rollcall's planned changes to them through ConnectWise's REST API 3.0, so the engine never
-//! sees a ConnectWise field name. What the API guarantees and demands is written down in
-//! `specs/CONTRACTS.md`, section "ConnectWise Manage (ConnectWise PSA) REST API", and under
-//! "Wire details that the vendors' own SDKs depend on".
+//! sees a ConnectWise field name. What the API guarantees and demands is enforced by the sandbox
+//! (`sandbox/`), which lists it in its module docs.
 //!
 //! - [`config`]: the pipeline's `target:` section ([`Config`]), which builds the client.
 //! - [`client`]: [`ConnectWise`], the [`rollcall_core::BillingSystem`] implementation.

@@ -336,7 +336,7 @@ pub struct Count {
 }
 
 /// A service ticket (`service/tickets`): what was done for a client's people. The entry date is
-/// `_info.dateEntered`; there is no top-level `dateEntered` (CONTRACTS.md, ConnectWise).
+/// `_info.dateEntered`; there is no top-level `dateEntered` (ConnectWise's API reference).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ticket {

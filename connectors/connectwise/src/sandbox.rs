@@ -2,8 +2,8 @@
 //!
 //! rollcall cannot test against a real ConnectWise site, and a mock that accepts anything would
 //! let the client's mistakes through. This sandbox keeps companies, contacts, agreements,
-//! additions and the catalogue in memory and enforces what the contract in
-//! `specs/CONTRACTS.md` ("ConnectWise Manage") lists: Basic auth with `company+public:private`
+//! additions and the catalogue in memory and enforces what ConnectWise's
+//! REST API 3.0 documents: Basic auth with `company+public:private`
 //! plus the `clientId` header, `page`/`pageSize` paging (default 25, at most 1000) with a `Link`
 //! header, a real `conditions=` parser ([`conditions`]), JSON-Patch bodies whose paths have no
 //! leading slash, validation errors in ConnectWise's `{code, message, errors[]}` shape, and exact
@@ -1399,7 +1399,7 @@ fn project(row: &Value, fields: &[Vec<String>]) -> Value {
 }
 
 /// `<…&page=N>; rel="next"` and friends, with `page` as the URL's last parameter, as
-/// ConnectWise writes them (CONTRACTS.md, "Wire details").
+/// ConnectWise writes them.
 fn link_header(uri: &Uri, headers: &HeaderMap, page: usize, last: usize) -> Option<HeaderValue> {
     let base = reqwest::Url::parse(&format!("http://{}{}", host(headers), uri.path())).ok()?;
     let kept: Vec<(String, String)> = uri

@@ -4,8 +4,7 @@
 //! little-endian, a bit field for account state, timestamps counted in 100 ns ticks since 1601.
 //! Every reader of AD data (an LDIF or CSV export now, a live LDAP connection later) must decode
 //! them identically, or the same person would get two ids and two states depending on how the
-//! directory was read. So the decoding lives here once. See `specs/CONTRACTS.md`, "Active
-//! Directory over LDAP".
+//! directory was read. So the decoding lives here once.
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
@@ -199,7 +198,7 @@ pub fn filetime_to_datetime(filetime: i64) -> Option<DateTime<Utc>> {
 /// When an account expires, from its `accountExpires` FILETIME; `None` when it never does.
 ///
 /// AD writes "never" two ways: 0 for an account that never had an expiry, and
-/// 0x7FFFFFFFFFFFFFFF once one was set and cleared (see CONTRACTS.md).
+/// 0x7FFFFFFFFFFFFFFF once one was set and cleared (Microsoft's accountExpires documentation).
 pub fn account_expires(filetime: i64) -> Option<DateTime<Utc>> {
     if filetime == 0 || filetime == i64::MAX {
         return None;

@@ -17,8 +17,7 @@
 //! - [`parse_csv`] and [`parse_ldif`] are the pure readers, usable without a runtime or a file.
 //!
 //! AD's value formats (objectGUID, userAccountControl, accountExpires) are decoded by
-//! [`rollcall_core::ad`], shared with live LDAP reads; see `specs/CONTRACTS.md`, "Active Directory
-//! over LDAP".
+//! [`rollcall_core::ad`], shared with live LDAP reads.
 //!
 //! ```
 //! use rollcall_core::Completeness;

@@ -247,7 +247,7 @@ impl Evidence {
         self.stated != Some(false)
             && self.blocked != Some(true)
             && !self.uac.is_some_and(UserAccountControl::is_disabled)
-            // An expired account cannot sign in, though AD leaves it "enabled" (CONTRACTS.md).
+            // An expired account cannot sign in, though AD leaves it "enabled".
             && self.expires.is_none_or(|at| at > now)
     }
 }

@@ -4,8 +4,8 @@
 //! pay per Microsoft 365 licence. This crate reads those people — enabled or not, their groups
 //! (transitively) and their licences resolved to SKU part numbers and names — through Graph
 //! v1.0, incrementally with delta queries, so the engine never sees a Graph field name. What the
-//! API guarantees and demands is written down in `specs/CONTRACTS.md`, section "Microsoft Graph
-//! (v1.0) — Entra ID", and under "Wire details that the vendors' own SDKs depend on".
+//! API guarantees and demands is enforced by the sandbox (`sandbox.rs`), which says it in its
+//! module docs.
 //!
 //! - [`config`]: the pipeline's `directory: { graph: … }` section ([`Config`]).
 //! - [`client`]: [`GraphDirectory`], the [`rollcall_core::Directory`] implementation.

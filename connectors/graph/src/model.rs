@@ -3,7 +3,7 @@
 //!
 //! The client and the sandbox both speak these types, so a field the client reads is a field the
 //! sandbox writes, and this is the only file where Graph's field names appear. Names, casing and
-//! the `@odata.*` annotations follow the Graph OpenAPI description (`specs/graph/`).
+//! the `@odata.*` annotations follow Microsoft's Graph OpenAPI description.
 //!
 //! A user's properties are [`Patch`]es: a delta query reports an updated user with "at least the
 //! properties that changed", so a property that is absent must be told apart from one that is

@@ -2,8 +2,8 @@
 //!
 //! rollcall cannot test against a real tenant, and a mock that answers anything would let the
 //! client's mistakes through. This sandbox keeps one tenant's users, groups (nested) and
-//! subscribed SKUs in memory and enforces what `specs/CONTRACTS.md` ("Microsoft Graph (v1.0) —
-//! Entra ID") and the Graph OpenAPI description require:
+//! subscribed SKUs in memory and enforces what Microsoft's Graph v1.0 documentation and the Graph OpenAPI description
+//! require:
 //!
 //! - the client-credentials token endpoint (`/{tenant}/oauth2/v2.0/token`, secret in the form or
 //!   as HTTP Basic), its OpenID discovery document, and OAuth error bodies (`invalid_client` …);

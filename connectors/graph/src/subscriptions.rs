@@ -7,7 +7,7 @@
 //! object (`resourceData.id`); the sync itself still reads through delta, so a missed or
 //! duplicated notification costs latency, never correctness.
 //!
-//! **What Graph demands** (`specs/CONTRACTS.md`, "Change notifications"):
+//! **What Graph demands** (Microsoft's "change notifications" documentation):
 //! - creating a subscription makes Graph POST `notificationUrl?validationToken=…` (and the
 //!   lifecycle URL's) and wait up to 10 s for a 200 `text/plain` echoing the token; until the
 //!   receiver does, the create fails (400, `ValidationError`). So the receiver must be

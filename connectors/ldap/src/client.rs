@@ -208,7 +208,7 @@ impl LdapDirectory {
                 diagnostic: diagnostic(text, "invalid credentials"),
             }),
             // strongerAuthRequired, confidentialityRequired: AD and Samba refuse simple binds
-            // without TLS when signing is required (CONTRACTS.md).
+            // without TLS when signing is required.
             8 | 13 => Err(LdapError::StrongAuthRequired {
                 server: self.server(),
                 diagnostic: diagnostic(text, "transport encryption required"),

@@ -3,8 +3,8 @@
 //!
 //! "The LDAP read failed" helps nobody at 2 a.m.: a firewall, an expired CA, a wrong password, a
 //! locked service account and a mistyped base DN each need a different fix, so each gets its own
-//! variant whose message says what to check. AD's bind diagnostics carry a data code (52e, 775…;
-//! `specs/CONTRACTS.md`, "Active Directory over LDAP") that is named in words here.
+//! variant whose message says what to check. AD's bind diagnostics carry a data code (52e, 775…,
+//! listed in docs/troubleshooting.md) that is named in words here.
 //!
 //! No variant ever carries the bind password: it is a [`rollcall_core::Secret`] and never leaves
 //! the bind call.

@@ -4,8 +4,7 @@
 //! the one record of who works there today. Reading it directly, on every run, is what makes
 //! billing follow joiners and leavers without anyone exporting a file. This crate is that read,
 //! done the way an ops engineer would point a tool at a real DC: TLS with the domain's own CA,
-//! a read-only service account, paged searches, AD's value formats and nested groups
-//! (`specs/CONTRACTS.md`, "Active Directory over LDAP").
+//! a read-only service account, paged searches, AD's value formats and nested groups.
 //!
 //! Its main concern is the product's key safety rule: a read that was cut short — a connection
 //! dropped mid-paging, a size or time limit, a referral elsewhere — must never look like a client

@@ -56,7 +56,7 @@ pub(crate) fn person_attributes(extra: &[String]) -> Vec<String> {
 
 /// One entry as returned, with text and binary values together: an attribute is binary when
 /// some value is not UTF-8, as ldap3's `SearchEntry` files it, so an objectGUID whose 16 bytes
-/// happen to be valid UTF-8 arrives as text (CRATES.md pitfall 9). Lookups ignore the case of
+/// happen to be valid UTF-8 arrives as text. Lookups ignore the case of
 /// names, as LDAP does.
 ///
 /// Decoded straight from the read buffer ([`Entry::from_wire`]): values are copied once, and
@@ -379,7 +379,7 @@ pub(crate) fn person(
         .text(ACCOUNT_EXPIRES)
         .and_then(|t| t.trim().parse::<i64>().ok())
         .and_then(ad::account_expires);
-    // An expired account cannot sign in, though AD leaves it "enabled" (CONTRACTS.md).
+    // An expired account cannot sign in, though AD leaves it "enabled".
     let enabled =
         !uac.is_some_and(UserAccountControl::is_disabled) && expires.is_none_or(|at| at > now);
 

@@ -1,7 +1,8 @@
 //! The TLS settings of a connection: one rustls provider, the pipeline's CA, and the loudly
 //! logged escape hatch.
 //!
-//! rollcall links exactly one rustls crypto provider, aws-lc-rs (CRATES.md pitfall 1); every
+//! rollcall links exactly one rustls crypto provider, aws-lc-rs (with two, rustls
+//! cannot pick one and panics at the first handshake; `scripts/test` checks that `ring` stays out); every
 //! config here is built on it explicitly, so nothing depends on which provider happens to be
 //! installed process-wide. Domains with a private CA (AD Certificate Services) are the rule
 //! among an MSP's clients, hence `ca_file` (pitfall 10: the OS store alone fails with
