@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use rollcall_core::text::clean;
 
 use crate::apply::{self, ClientOutcome, OutcomeState};
 use crate::config::{self, Pipeline};
@@ -33,6 +34,11 @@ pub struct Cli {
         default_value = ".rollcall/state.db"
     )]
     store: PathBuf,
+    /// A file holding the key OAuth tokens are encrypted with in the store and in Redis: 32
+    /// random bytes in base64 (`openssl rand -base64 32`). Or give the key itself in
+    /// ROLLCALL_STORE_KEY. Without either, tokens are stored in clear.
+    #[arg(long, global = true, env = "ROLLCALL_STORE_KEY_FILE")]
+    store_key_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -395,8 +401,18 @@ pub fn main() -> ExitCode {
     match runtime.block_on(command) {
         Ok(exit) => exit.code(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(3)
+            eprintln!("error: {}", clean(&format!("{e:#}")));
+            // A store that is not one is refused; a store key that is not one is bad input.
+            if matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Open { .. })
+            ) {
+                ExitCode::from(2)
+            } else if e.downcast_ref::<crate::seal::KeyError>().is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::from(3)
+            }
         }
     }
 }
@@ -407,7 +423,8 @@ fn init_logging(format: LogFormat, quiet: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_ansi(false)
+        .with_writer(|| crate::sanitise::CleanStderr);
     match format {
         LogFormat::Text => builder.with_target(false).compact().init(),
         LogFormat::Json => builder
@@ -442,7 +459,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Invalid);
             }
-            let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
+            let (store, queue) =
+                open_shared(&cli.queue, &cli.store, &cli.store_key_file, jobs.liveness()).await?;
             let parts = crate::web::ServiceParts {
                 pipelines,
                 store,
@@ -468,7 +486,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipelines) = load_all(&files) else {
                 return Ok(Exit::Invalid);
             };
-            let (store, queue) = open_shared(&cli.queue, &cli.store, jobs.liveness()).await?;
+            let (store, queue) =
+                open_shared(&cli.queue, &cli.store, &cli.store_key_file, jobs.liveness()).await?;
             let metrics = Arc::new(crate::metrics::Metrics::default());
             crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
             if let Some(addr) = metrics_listen {
@@ -645,7 +664,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 );
                 return Ok(Exit::Invalid);
             };
-            let mut store = Store::open(&cli.store).await?;
+            let mut store = open_store(&cli.store, &cli.store_key_file).await?;
             // With the queue on Redis, the connection is made for every worker.
             if cli.queue.as_deref().is_some_and(|q| q.starts_with("redis")) {
                 let queue = open_queue(&cli.queue, &cli.store, Default::default()).await?;
@@ -694,7 +713,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
+            let store = open_store(&cli.store, &cli.store_key_file).await?;
             let plan = make_plan(&pipeline, &store, client.as_deref(), allow_drop).await?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
@@ -713,7 +732,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
+            let store = open_store(&cli.store, &cli.store_key_file).await?;
             if plan.is_some() && allow_drop {
                 eprintln!(
                     "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
@@ -775,7 +794,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(pipeline) = load_for(&file, client.as_deref()) else {
                 return Ok(Exit::Invalid);
             };
-            let mut store = Store::open(&cli.store).await?;
+            let mut store = open_store(&cli.store, &cli.store_key_file).await?;
             let hand = Hand {
                 queue: &cli.queue,
                 store_path: &cli.store,
@@ -805,10 +824,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             limit,
             output,
         } => {
-            let store = Store::open(&cli.store).await?;
+            let store = open_store(&cli.store, &cli.store_key_file).await?;
             let rows = store.history(client.as_deref(), limit).await?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+                Output::Json => print!("{}", report::json(&rows)?),
                 Output::Table => print!("{}", report::history_text(&rows)),
             }
             Ok(Exit::Ok)
@@ -829,7 +848,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(c) = pipeline.client(&client) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
+            let store = open_store(&cli.store, &cli.store_key_file).await?;
             let billing = pipeline
                 .target
                 .build(&store.build_context())
@@ -852,7 +871,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
                 ReportFormat::Html => value_report::html(&report, value_report::TEMPLATE)
                     .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
                 ReportFormat::Csv => value_report::csv(&report),
-                ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+                ReportFormat::Json => report::json(&report)?,
             };
             match output {
                 Some(path) => std::fs::write(&path, text)
@@ -867,7 +886,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             template,
             output,
         } => {
-            let store = Store::open(&cli.store).await?;
+            let store = open_store(&cli.store, &cli.store_key_file).await?;
             let template = match template {
                 Some(path) => match std::fs::read_to_string(&path) {
                     Ok(t) => Some(t),
@@ -910,23 +929,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             let Some(c) = pipeline.client(&client) else {
                 return Ok(Exit::Invalid);
             };
-            let store = Store::open(&cli.store).await?;
+            let store = open_store(&cli.store, &cli.store_key_file).await?;
             let answer = match (person, product) {
                 (Some(p), _) => crate::explain::person(&pipeline, c, &store, &p).await,
                 (None, Some(x)) => crate::explain::product(&pipeline, c, &store, &x).await,
                 (None, None) => unreachable!("clap requires --person or --product"),
             };
             match answer {
+                // Names, groups and rules from the directory: cleaned for the terminal.
                 Ok(text) => {
-                    print!("{text}");
+                    print!("{}", clean(&text));
                     Ok(Exit::Ok)
                 }
                 Err(e @ crate::explain::ExplainError::Directory(_)) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", clean(&e.to_string()));
                     Ok(Exit::Remote)
                 }
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", clean(&e.to_string()));
                     Ok(Exit::Invalid)
                 }
             }
@@ -1080,13 +1100,21 @@ async fn open_queue(
     Ok(queue)
 }
 
+/// The store at `path`, with OAuth tokens encrypted when a store key is configured
+/// (`crate::seal`).
+async fn open_store(path: &Path, key_file: &Option<PathBuf>) -> anyhow::Result<Store> {
+    let key = crate::seal::StoreKey::configured(key_file.as_deref())?;
+    Ok(Store::open(path).await?.with_key(key.map(Arc::new)))
+}
+
 /// The store and the queue, as workers use them together (tokens shared through the queue).
 async fn open_shared(
     queue: &Option<String>,
     store: &Path,
+    key_file: &Option<PathBuf>,
     liveness: crate::queue::Liveness,
 ) -> anyhow::Result<(Store, crate::queue::Queue)> {
-    let local = Store::open(store).await?;
+    let local = open_store(store, key_file).await?;
     let queue = open_queue(queue, store, liveness).await?;
     Ok((share_tokens(local, &queue), queue))
 }
@@ -1097,10 +1125,10 @@ fn share_tokens(store: Store, queue: &crate::queue::Queue) -> Store {
     match queue.redis() {
         Some(conn) => {
             let local = store.token_vault();
-            store.with_token_vault(Arc::new(crate::queue::vault::RedisVault::new(
-                conn,
-                Some(local),
-            )))
+            let key = store.key();
+            store.with_token_vault(Arc::new(
+                crate::queue::vault::RedisVault::new(conn, Some(local)).with_key(key),
+            ))
         }
         None => store,
     }
@@ -1108,7 +1136,7 @@ fn share_tokens(store: Store, queue: &crate::queue::Queue) -> Store {
 
 fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
+        print!("{}", report::json(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
@@ -1124,15 +1152,18 @@ fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<(
             Some(j) => (j.pipeline.clone(), j.client.clone(), j.trigger.to_string()),
             None => ("?".into(), "?".into(), "?".into()),
         };
-        table.add_row([
-            r.id.clone(),
-            r.status.clone(),
-            r.attempts.to_string(),
-            pipeline,
-            client,
-            trigger,
-            r.error.clone().unwrap_or_default(),
-        ]);
+        table.add_row(
+            [
+                r.id.clone(),
+                r.status.clone(),
+                r.attempts.to_string(),
+                pipeline,
+                client,
+                trigger,
+                r.error.clone().unwrap_or_default(),
+            ]
+            .map(|text| clean(&text).into_owned()),
+        );
     }
     println!("{table}");
     Ok(())
@@ -1305,7 +1336,7 @@ pub async fn render_report(
         ReportFormat::Html => run_report::html(&report, template.unwrap_or(run_report::TEMPLATE))
             .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
         ReportFormat::Csv => run_report::csv(&report),
-        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Json => report::json(&report)?,
     })
 }
 
@@ -1513,10 +1544,7 @@ pub async fn apply_now(
     match render_report(store, &run_id, ReportFormat::Html, None).await {
         Ok(html) => {
             let path = store.report_path(&run_id);
-            let written = path
-                .parent()
-                .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(&path, html));
+            let written = crate::store_file::write_private(&path, html.as_bytes());
             match written {
                 Ok(()) => tracing::info!(report = %path.display(), "Wrote the run report."),
                 Err(e) => tracing::warn!(error = %e, "Cannot write the run report."),

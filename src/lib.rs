@@ -22,5 +22,8 @@ pub mod plan;
 pub mod queue;
 pub mod report;
 pub mod run;
+pub mod sanitise;
+pub mod seal;
 pub mod store;
+pub mod store_file;
 pub mod web;
