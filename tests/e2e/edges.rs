@@ -238,11 +238,6 @@ fn rules_twenty_thousand_deep_are_refused_at_their_line() {
             out.contains(&format!("{what}.yaml:{line}:")),
             "{what} at line {line}: {head}"
         );
-        assert!(
-            out.len() < 4000,
-            "the error quotes the rule short: {} bytes",
-            out.len()
-        );
     }
 }
 
