@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use rollcall_core::text::clean;
 
 use crate::config::{self, Pipeline};
 pub use crate::engine::Verdict as Exit;
@@ -34,6 +35,11 @@ pub struct Cli {
         default_value = ".rollcall/state.db"
     )]
     store: PathBuf,
+    /// A file holding the key OAuth tokens are encrypted with in the store and in Redis: 32
+    /// random bytes in base64 (`openssl rand -base64 32`). Or give the key itself in
+    /// ROLLCALL_STORE_KEY. Without either, tokens are stored in clear.
+    #[arg(long, global = true, env = "ROLLCALL_STORE_KEY_FILE")]
+    store_key_file: Option<PathBuf>,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -402,6 +408,8 @@ struct Invocation {
     quiet: bool,
     /// `--store`.
     store: PathBuf,
+    /// `--store-key-file`.
+    store_key_file: Option<PathBuf>,
     /// `--queue`.
     queue: Option<String>,
 }
@@ -460,6 +468,7 @@ pub fn main() -> ExitCode {
         bill_day,
         quiet: cli.quiet,
         store: cli.store.clone(),
+        store_key_file: cli.store_key_file.clone(),
         queue: cli.queue.clone(),
     };
     let span = tracing::info_span!("run", run = %invocation.run_id);
@@ -467,8 +476,18 @@ pub fn main() -> ExitCode {
     match runtime.block_on(command) {
         Ok(exit) => exit_code(exit),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(3)
+            eprintln!("error: {}", clean(&format!("{e:#}")));
+            // A store that is not one is refused; a store key that is not one is bad input.
+            if matches!(
+                e.downcast_ref::<crate::store::StoreError>(),
+                Some(crate::store::StoreError::Open { .. })
+            ) {
+                exit_code(Exit::Refused)
+            } else if e.downcast_ref::<crate::seal::KeyError>().is_some() {
+                exit_code(Exit::Invalid)
+            } else {
+                exit_code(Exit::Remote)
+            }
         }
     }
 }
@@ -480,8 +499,10 @@ fn init_logging(format: LogFormat, quiet: bool) {
     // Colours only for a terminal: a log file or journal keeps the escape codes as noise.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_writer(std::io::stderr);
+        // Directory text reaches logs: control characters are removed on the way out, so
+        // colour codes cannot be kept either.
+        .with_ansi(false)
+        .with_writer(|| crate::sanitise::CleanStderr);
     match format {
         LogFormat::Text => builder.with_target(false).compact().init(),
         LogFormat::Json => builder
@@ -614,7 +635,7 @@ async fn serve(
         );
         return Ok(Exit::Invalid);
     }
-    let (store, queue) = open_shared(&inv.queue, &inv.store, jobs.liveness()).await?;
+    let (store, queue) = open_shared(inv, jobs.liveness()).await?;
     let parts = crate::web::ServiceParts {
         pipelines,
         store,
@@ -649,7 +670,7 @@ async fn worker(
     let Some(pipelines) = load_all(inv.bill_day, &files) else {
         return Ok(Exit::Invalid);
     };
-    let (store, queue) = open_shared(&inv.queue, &inv.store, jobs.liveness()).await?;
+    let (store, queue) = open_shared(inv, jobs.liveness()).await?;
     let metrics = Arc::new(crate::metrics::Metrics::default());
     crate::queue::worker::start_schedules(&pipelines, &queue, &metrics);
     if let Some(addr) = metrics_listen {
@@ -843,7 +864,7 @@ async fn connect(inv: &Invocation, file: PathBuf, port: u16, wait: u64) -> anyho
         );
         return Ok(Exit::Invalid);
     };
-    let mut store = Store::open(&inv.store).await?;
+    let mut store = open_store(inv).await?;
     // With the queue on Redis, the connection is made for every worker.
     if inv.queue.as_deref().is_some_and(|q| q.starts_with("redis")) {
         let queue = open_queue(&inv.queue, &inv.store, Default::default()).await?;
@@ -894,7 +915,7 @@ async fn plan(
     let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
         return Ok(Exit::Invalid);
     };
-    let engine = Engine::new(Store::open(&inv.store).await?).await?;
+    let engine = Engine::new(open_store(inv).await?).await?;
     let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
     let options = Options {
         allow_drop,
@@ -923,7 +944,7 @@ async fn apply(
     let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
         return Ok(Exit::Invalid);
     };
-    let engine = hand_engine(&inv.queue, &inv.store).await?;
+    let engine = hand_engine(inv).await?;
     if plan.is_some() && allow_drop {
         eprintln!(
             "error: --allow-drop decides what a plan may remove, so it belongs to `rollcall plan`, \
@@ -983,7 +1004,7 @@ async fn run(
     let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
         return Ok(Exit::Invalid);
     };
-    let engine = hand_engine(&inv.queue, &inv.store).await?;
+    let engine = hand_engine(inv).await?;
     let bars = Bars::new(&pipeline, client.as_deref(), inv.quiet);
     let options = inv.by_hand("run", allow_drop, lock_wait_seconds, &bars);
     let synced = engine.sync(&pipeline, client.as_deref(), &options).await;
@@ -997,10 +1018,10 @@ async fn history(
     limit: u32,
     output: Output,
 ) -> anyhow::Result<Exit> {
-    let store = Store::open(&inv.store).await?;
+    let store = open_store(inv).await?;
     let rows = store.history(client.as_deref(), limit).await?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        Output::Json => print!("{}", report::json(&rows)?),
         Output::Table => print!("{}", report::history_text(&rows)),
     }
     Ok(Exit::Ok)
@@ -1042,7 +1063,7 @@ async fn value_report(
         ReportFormat::Html => value_report::html(&report, value_report::TEMPLATE)
             .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
         ReportFormat::Csv => value_report::csv(&report),
-        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Json => report::json(&report)?,
     };
     if !report.note.is_empty() {
         eprintln!("note: {}", report.note);
@@ -1063,7 +1084,7 @@ async fn value_report(
 }
 
 async fn runs(inv: &Invocation, limit: u32, output: Output) -> anyhow::Result<Exit> {
-    let store = Store::open(&inv.store).await?;
+    let store = open_store(inv).await?;
     let runs = crate::runs::recent(&store, limit).await?;
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&runs)?),
@@ -1079,7 +1100,7 @@ async fn report(
     template: Option<PathBuf>,
     output: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
-    let store = Store::open(&inv.store).await?;
+    let store = open_store(inv).await?;
     let template = match template {
         Some(path) => match std::fs::read_to_string(&path) {
             Ok(t) => Some(t),
@@ -1125,16 +1146,17 @@ async fn explain(
         (None, None) => unreachable!("clap requires --person or --product"),
     };
     match answer {
+        // Names, groups and rules from the directory: cleaned for the terminal.
         Ok(text) => {
-            print!("{text}");
+            print!("{}", clean(&text));
             Ok(Exit::Ok)
         }
         Err(e @ crate::explain::ExplainError::Directory(_)) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", clean(&e.to_string()));
             Ok(Exit::Remote)
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", clean(&e.to_string()));
             Ok(Exit::Invalid)
         }
     }
@@ -1215,8 +1237,9 @@ fn queue_location(
 /// the store always, and in the queue's lock store too when a queue is named or one is beside
 /// the store (workers may be syncing there). No queue file beside the store means no worker
 /// has run there: none is created.
-async fn hand_engine(queue: &Option<String>, store_path: &Path) -> anyhow::Result<Engine> {
-    let store = Store::open(store_path).await?;
+async fn hand_engine(inv: &Invocation) -> anyhow::Result<Engine> {
+    let (queue, store_path) = (&inv.queue, &inv.store);
+    let store = open_store(inv).await?;
     let location = queue_location(queue, store_path)?;
     if let crate::queue::QueueLocation::Sqlite(path) = &location
         && !path.exists()
@@ -1275,14 +1298,20 @@ async fn open_queue(
     Ok(queue)
 }
 
+/// The store at `--store`, with OAuth tokens encrypted when a store key is configured
+/// (`crate::seal`).
+async fn open_store(inv: &Invocation) -> anyhow::Result<Store> {
+    let key = crate::seal::StoreKey::configured(inv.store_key_file.as_deref())?;
+    Ok(Store::open(&inv.store).await?.with_key(key.map(Arc::new)))
+}
+
 /// The store and the queue, as workers use them together (tokens shared through the queue).
 async fn open_shared(
-    queue: &Option<String>,
-    store: &Path,
+    inv: &Invocation,
     liveness: crate::queue::Liveness,
 ) -> anyhow::Result<(Store, crate::queue::Queue)> {
-    let local = Store::open(store).await?;
-    let queue = open_queue(queue, store, liveness).await?;
+    let local = open_store(inv).await?;
+    let queue = open_queue(&inv.queue, &inv.store, liveness).await?;
     Ok((share_tokens(local, &queue), queue))
 }
 
@@ -1292,10 +1321,10 @@ fn share_tokens(store: Store, queue: &crate::queue::Queue) -> Store {
     match queue.redis() {
         Some(conn) => {
             let local = store.token_vault();
-            store.with_token_vault(Arc::new(crate::queue::vault::RedisVault::new(
-                conn,
-                Some(local),
-            )))
+            let key = store.key();
+            store.with_token_vault(Arc::new(
+                crate::queue::vault::RedisVault::new(conn, Some(local)).with_key(key),
+            ))
         }
         None => store,
     }
@@ -1303,7 +1332,7 @@ fn share_tokens(store: Store, queue: &crate::queue::Queue) -> Store {
 
 fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<()> {
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(rows)?);
+        print!("{}", report::json(&rows)?);
         return Ok(());
     }
     if rows.is_empty() {
@@ -1319,15 +1348,18 @@ fn print_jobs(rows: &[crate::queue::JobRow], output: Output) -> anyhow::Result<(
             Some(j) => (j.pipeline.clone(), j.client.clone(), j.trigger.to_string()),
             None => ("?".into(), "?".into(), "?".into()),
         };
-        table.add_row([
-            r.id.clone(),
-            r.status.clone(),
-            r.attempts.to_string(),
-            pipeline,
-            client,
-            trigger,
-            r.error.clone().unwrap_or_default(),
-        ]);
+        table.add_row(
+            [
+                r.id.clone(),
+                r.status.clone(),
+                r.attempts.to_string(),
+                pipeline,
+                client,
+                trigger,
+                r.error.clone().unwrap_or_default(),
+            ]
+            .map(|text| clean(&text).into_owned()),
+        );
     }
     println!("{table}");
     Ok(())
@@ -1386,7 +1418,7 @@ async fn one_client(
     let Some(pipeline) = load_for(inv.bill_day, file, Some(client)) else {
         return Ok(None);
     };
-    Ok(Some((pipeline, Store::open(&inv.store).await?)))
+    Ok(Some((pipeline, open_store(inv).await?)))
 }
 
 /// Loads a pipeline and checks `--client`, printing what is wrong; `None` means exit 1.
@@ -1514,7 +1546,7 @@ pub async fn render_report(
         ReportFormat::Html => run_report::html(&report, template.unwrap_or(run_report::TEMPLATE))
             .map_err(|e| anyhow::anyhow!("the report template failed: {e}"))?,
         ReportFormat::Csv => run_report::csv(&report),
-        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Json => report::json(&report)?,
     })
 }
 

@@ -25,5 +25,8 @@ pub mod queue;
 pub mod report;
 pub mod run;
 pub mod runs;
+pub mod sanitise;
+pub mod seal;
 pub mod store;
+pub mod store_file;
 pub mod web;

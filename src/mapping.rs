@@ -60,6 +60,7 @@ impl Predicate {
     /// Compiles and checks a predicate: it must parse, use only known variables, and yield a
     /// boolean for a typical person.
     pub fn compile(source: &str) -> Result<Predicate, String> {
+        crate::config::bounds::cel(source).map_err(|e| e.to_string())?;
         let program = Program::compile(source).map_err(|e| one_line(&e.to_string()))?;
         regexes::precompile(program.expression())?;
         let references = program.references();
@@ -394,6 +395,7 @@ impl TemplateSet {
     /// Compiles a template and renders it once, strictly, over a typical context so a
     /// misspelled field (`{{givn_name}}`) is an error at validation, not an empty contact field.
     pub fn add(&mut self, name: &str, source: &str, kind: TemplateKind) -> Result<(), String> {
+        crate::config::bounds::template(source).map_err(|e| e.to_string())?;
         self.registry
             .register_template_string(name, source)
             .map_err(|e| one_line(&e.to_string()))?;

@@ -617,6 +617,8 @@ async fn plan_client(
         proration,
         text_limit: billing.invoice_text_limit(),
     });
+    // Directory text is hostile: no control or bidi character reaches a vendor or a plan.
+    crate::sanitise::desired(&mut desired);
     progress.phase(&client.name, "reading the billing system");
     let identifiers: Vec<String> = desired.additions.keys().cloned().collect();
     let actual = match billing.read(&account, &identifiers).await {

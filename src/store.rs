@@ -106,6 +106,8 @@ pub struct Store {
     path: PathBuf,
     /// Where billing systems keep OAuth tokens when not here (Redis, for many machines).
     tokens: Option<std::sync::Arc<dyn rollcall_core::oauth::TokenVault>>,
+    /// Encrypts OAuth tokens at rest when the operator set one (`crate::seal`).
+    key: Option<std::sync::Arc<crate::seal::StoreKey>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -113,6 +115,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("shared_tokens", &self.tokens.is_some())
+            .field("encrypted_tokens", &self.key.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -154,6 +157,17 @@ impl Store {
         }
     }
 
+    /// This store, with OAuth tokens encrypted under `key` (none: written in clear).
+    pub fn with_key(mut self, key: Option<std::sync::Arc<crate::seal::StoreKey>>) -> Store {
+        self.key = key;
+        self
+    }
+
+    /// The key OAuth tokens are encrypted with, for vaults beside the store (Redis).
+    pub fn key(&self) -> Option<std::sync::Arc<crate::seal::StoreKey>> {
+        self.key.clone()
+    }
+
     /// This store, with OAuth tokens kept in `vault` instead (shared by every worker).
     pub fn with_token_vault(
         mut self,
@@ -163,34 +177,54 @@ impl Store {
         self
     }
 
-    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// Opens the store at `path` and brings its schema up to date. A missing store is made
+    /// (file 0600, new directories 0700: it holds OAuth tokens); an empty, foreign or newer
+    /// file is refused ([`crate::store_file`]), never taken for a new store.
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         let open_err = |message: String| StoreError::Open {
             path: path.to_owned(),
             message,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
-        }
+        crate::store_file::prepare(path, |p| async move {
+            let store = Self::connect(&p).await?;
+            store.migrate().await?;
+            store.pool.close().await;
+            Ok(())
+        })
+        .await
+        .map_err(|e| match e {
+            crate::store_file::Prepare::Refused(message) => open_err(message),
+            crate::store_file::Prepare::Store(e) => e,
+        })?;
+        let store = Self::connect(path).await?;
+        crate::store_file::check_schema(&store.pool, MIGRATIONS.len())
+            .await
+            .map_err(open_err)?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn connect(path: &Path) -> Result<Store, StoreError> {
         // A file name, not a URL: `%` and `?` in a path are just characters.
         let options = SqliteConnectOptions::new()
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(false)
             .journal_mode(SqliteJournalMode::Wal)
             .busy_timeout(std::time::Duration::from_secs(10));
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|e| open_err(e.to_string()))?;
-        let store = Store {
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Store {
             pool,
             path: path.to_owned(),
             tokens: None,
-        };
-        store.migrate().await?;
-        Ok(store)
+            key: None,
+        })
     }
 
     /// The store file's connection pool, for what keeps a table of its own in it: the client
@@ -753,7 +787,7 @@ impl rollcall_core::oauth::TokenVault for Store {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(vault_error)?;
-        text.map(|t| serde_json::from_str(&t).map_err(vault_error))
+        text.map(|t| crate::seal::unseal(self.key.as_deref(), connection, &t))
             .transpose()
     }
 
@@ -763,7 +797,8 @@ impl rollcall_core::oauth::TokenVault for Store {
         tokens: &rollcall_core::oauth::TokenSet,
     ) -> Result<(), rollcall_core::oauth::VaultError> {
         let mut conn = self.pool.acquire().await.map_err(vault_error)?;
-        write_tokens(&mut conn, connection, tokens).await
+        let row = crate::seal::seal(self.key.as_deref(), connection, tokens)?;
+        write_tokens(&mut conn, connection, row).await
     }
 
     async fn rotate(
@@ -786,14 +821,15 @@ impl rollcall_core::oauth::TokenVault for Store {
                     .await
                     .map_err(vault_error)?;
             let stored: rollcall_core::oauth::TokenSet = match text {
-                Some(t) => serde_json::from_str(&t).map_err(vault_error)?,
+                Some(t) => crate::seal::unseal(self.key.as_deref(), connection, &t)?,
                 None => return Err(VaultError::Missing(connection.to_owned()).into()),
             };
             if stored.access_token != stale_access {
                 return Ok(stored);
             }
             let fresh = refresh(stored).await?;
-            write_tokens(&mut conn, connection, &fresh).await?;
+            let row = crate::seal::seal(self.key.as_deref(), connection, &fresh)?;
+            write_tokens(&mut conn, connection, row).await?;
             Ok(fresh)
         }
         .await;
@@ -813,9 +849,8 @@ impl rollcall_core::oauth::TokenVault for Store {
 async fn write_tokens(
     conn: &mut SqliteConnection,
     connection: &str,
-    tokens: &rollcall_core::oauth::TokenSet,
+    text: String,
 ) -> Result<(), rollcall_core::oauth::VaultError> {
-    let text = serde_json::to_string(tokens).map_err(vault_error)?;
     sqlx::query(
         "INSERT INTO oauth_connections (name, tokens, updated_at) VALUES (?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at",

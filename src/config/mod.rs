@@ -8,6 +8,7 @@
 //! and a hint, all of them at once.
 
 mod at;
+pub mod bounds;
 pub mod connectors;
 mod error;
 pub mod invoice;
@@ -1004,7 +1005,7 @@ fn compile_predicate(
             errors.push(ConfigError::new(
                 path,
                 src.pos,
-                format!("bad CEL expression `{}`: {e}", src.value),
+                format!("bad CEL expression `{}`: {e}", bounds::excerpt(&src.value)),
                 mapping::PREDICATE_HINT,
             ));
             None

@@ -12,6 +12,7 @@ pub fn markdown(schema: &Value) -> String {
          types that read pipelines — so it is what rollcall accepts, key for key. Regenerate \
          with `rollcall schema --format markdown > docs/reference.md`.\n\n",
     );
+    out.push_str(&limits());
     section(&mut out, "Pipeline file", schema);
     if let Some(defs) = schema.get("$defs").and_then(Value::as_object) {
         for (name, def) in defs {
@@ -19,6 +20,31 @@ pub fn markdown(schema: &Value) -> String {
         }
     }
     out
+}
+
+/// What no schema says: how large a rule may be, and what happens to directory text.
+fn limits() -> String {
+    use super::bounds::{CEL_MAX_BYTES, CEL_MAX_DEPTH, TEMPLATE_MAX_BYTES, TEMPLATE_MAX_DEPTH};
+    format!(
+        "## Limits and text\n\n\
+         **Rule size.** A CEL expression may be up to {CEL_MAX_BYTES} bytes and hold up to \
+         {CEL_MAX_DEPTH} operators, `.` selections, calls and brackets in all (a bound on its \
+         depth); a handlebars template may be up to {TEMPLATE_MAX_BYTES} bytes and nest blocks \
+         (`{{{{#if}}}}`, `{{{{#each}}}}`, `{{{{^x}}}}`) and subexpressions up to {TEMPLATE_MAX_DEPTH} \
+         deep. A larger rule is refused by `rollcall validate` (exit 1, FILE:LINE:COLUMN of the \
+         rule) before any parser sees it, so no rule can overflow the stack or run for seconds. \
+         Split a long rule into several, or test a list with `in [...]`.\n\n\
+         **Directory text.** Control characters (C0 other than tab and line feed, DEL, C1: ESC, \
+         BEL, CSI …) and bidirectional controls (U+202A–U+202E, U+2066–U+2069, U+200E, U+200F, \
+         U+061C) are removed from every text rollcall makes from a directory before it is planned, \
+         sent to a billing system or shown: contact fields, product names, invoice lines, the \
+         names behind seats. Terminal tables, `explain`, `history`, logs and reports (HTML, CSV, \
+         JSON) are cleaned the same way on output. In every CSV rollcall writes, a cell that starts \
+         with `=`, `+`, `-`, `@`, a tab or a carriage return gets a leading `'` so a spreadsheet \
+         shows it as text; a plain number (`-12.50`) is left as a number. The saved-plan JSON of \
+         `rollcall plan --output json` keeps billing-system values exactly (JSON escapes control \
+         characters), because `apply` compares them.\n\n"
+    )
 }
 
 fn section(out: &mut String, name: &str, def: &Value) {

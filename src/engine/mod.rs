@@ -512,10 +512,7 @@ async fn write_report(store: &Store, run_id: &str) -> Option<PathBuf> {
     };
     let path = store.report_path(run_id);
     let written = html.and_then(|html| {
-        path.parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| std::fs::write(&path, html))
-            .map_err(|e| e.to_string())
+        crate::store_file::write_private(&path, html.as_bytes()).map_err(|e| e.to_string())
     });
     match written {
         Ok(()) => {

@@ -22,6 +22,8 @@ pub struct RedisVault {
     conn: redis::aio::ConnectionManager,
     /// The machine's own store, read when Redis has no tokens for a connection yet.
     local: Option<Arc<dyn TokenVault>>,
+    /// Encrypts the tokens in Redis as in the store (`crate::seal`).
+    key: Option<Arc<crate::seal::StoreKey>>,
 }
 
 impl std::fmt::Debug for RedisVault {
@@ -47,7 +49,17 @@ impl RedisVault {
         conn: redis::aio::ConnectionManager,
         local: Option<Arc<dyn TokenVault>>,
     ) -> RedisVault {
-        RedisVault { conn, local }
+        RedisVault {
+            conn,
+            local,
+            key: None,
+        }
+    }
+
+    /// This vault, writing tokens encrypted under `key` (none: in clear).
+    pub fn with_key(mut self, key: Option<Arc<crate::seal::StoreKey>>) -> RedisVault {
+        self.key = key;
+        self
     }
 
     async fn read(&self, connection: &str) -> Result<Option<TokenSet>, VaultError> {
@@ -57,12 +69,12 @@ impl RedisVault {
             .query_async(&mut conn)
             .await
             .map_err(store_err)?;
-        text.map(|t| serde_json::from_str(&t).map_err(store_err))
+        text.map(|t| crate::seal::unseal(self.key.as_deref(), connection, &t))
             .transpose()
     }
 
     async fn write(&self, connection: &str, tokens: &TokenSet) -> Result<(), VaultError> {
-        let text = serde_json::to_string(tokens).map_err(store_err)?;
+        let text = crate::seal::seal(self.key.as_deref(), connection, tokens)?;
         let mut conn = self.conn.clone();
         redis::cmd("SET")
             .arg(key(connection))
@@ -125,7 +137,7 @@ impl TokenVault for RedisVault {
             return Ok(None);
         };
         // Copied only if still absent: another machine may have moved newer tokens already.
-        let text = serde_json::to_string(&tokens).map_err(store_err)?;
+        let text = crate::seal::seal(self.key.as_deref(), connection, &tokens)?;
         let mut conn = self.conn.clone();
         let _: Option<String> = redis::cmd("SET")
             .arg(key(connection))

@@ -1,17 +1,38 @@
 //! What a person reads: plans, apply outcomes and history as terminal tables.
 //!
 //! JSON output is the serde form of the same values (`run::PipelinePlan`); this module only
-//! renders for eyes. Secrets cannot appear here: nothing it renders holds one.
+//! renders for eyes. Secrets cannot appear here: nothing it renders holds one. Directory and
+//! vendor text is hostile, so every cell and line passes `rollcall_core::text::clean` on its
+//! way out: no escape sequence or bidi override reaches a terminal or a report.
 
 pub mod run_report;
 pub mod value_report;
 
 use comfy_table::{Cell, ContentArrangement, Table, presets::UTF8_FULL_CONDENSED};
+use rollcall_core::text::clean;
 use rollcall_core::{AdditionFields, Change, ContactFields};
 
 use crate::apply::{ClientOutcome, OutcomeState};
 use crate::run::PipelinePlan;
 use crate::store::HistoryRow;
+
+/// A table cell of directory or vendor text, cleaned of control and bidi characters.
+fn cell(text: impl std::fmt::Display) -> Cell {
+    Cell::new(clean(&text.to_string()))
+}
+
+/// `value` as JSON with every string cleaned (see `rollcall_core::text::clean_json`): for
+/// reports and listings, whose JSON is read by people and tools alike.
+pub fn clean_json_value<T: serde::Serialize>(value: &T) -> serde_json::Result<serde_json::Value> {
+    let mut value = serde_json::to_value(value)?;
+    rollcall_core::text::clean_json(&mut value);
+    Ok(value)
+}
+
+/// `value` as pretty JSON, cleaned (see [`clean_json_value`]), with a final line end.
+pub fn json<T: serde::Serialize>(value: &T) -> serde_json::Result<String> {
+    Ok(serde_json::to_string_pretty(&clean_json_value(value)?)? + "\n")
+}
 
 fn table(headers: &[&str]) -> Table {
     let mut t = Table::new();
@@ -141,18 +162,18 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
         }
         for c in &plan.changes {
             let (before, after) = describe(&c.change);
-            let kind = Cell::new(c.change.kind().replace('_', " "));
+            let kind = cell(c.change.kind().replace('_', " "));
             let kind = if colour {
                 kind.fg(change_colour(&c.change))
             } else {
                 kind
             };
             t.add_row(vec![
-                Cell::new(&c.client),
+                cell(&c.client),
                 kind,
-                Cell::new(c.change.subject()),
-                Cell::new(before),
-                Cell::new(after),
+                cell(c.change.subject()),
+                cell(before),
+                cell(after),
             ]);
         }
         out.push_str(&t.to_string());
@@ -184,17 +205,17 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
             }
         };
         t.add_row(vec![
-            Cell::new(&c.client),
-            Cell::new(c.people_read),
-            Cell::new(format!("{} → {}", c.seats_before, c.seats_after)),
-            Cell::new(status),
+            cell(&c.client),
+            cell(c.people_read),
+            cell(format!("{} → {}", c.seats_before, c.seats_after)),
+            cell(status),
         ]);
     }
     out.push_str(&t.to_string());
     out.push('\n');
     for c in &plan.clients {
         if let Some(r) = &c.refusal {
-            out.push_str(&format!("\n{r}\n"));
+            out.push_str(&clean(&format!("\n{r}\n")));
         }
         // Withheld changes share one reason per client: say it once, then list them.
         let mut reasons: Vec<&str> = c.withheld.iter().map(|w| w.reason.as_str()).collect();
@@ -212,12 +233,12 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
                     )
                 })
                 .collect();
-            out.push_str(&format!(
+            out.push_str(&clean(&format!(
                 "\n{}: withheld {} change(s): {reason}:\n  {}",
                 c.client,
                 list.len(),
                 list.join("\n  ")
-            ));
+            )));
         }
         if !c.excluded.is_empty() {
             let mut by_rule: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
@@ -228,21 +249,21 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
                     .push(e.name.as_str());
             }
             for (rule, names) in by_rule {
-                out.push_str(&format!(
+                out.push_str(&clean(&format!(
                     "\n{}: not billed ({rule}): {}",
                     c.client,
                     names.join(", ")
-                ));
+                )));
             }
         }
         for conflict in &c.conflicts {
-            out.push_str(&format!(
+            out.push_str(&clean(&format!(
                 "\n{}: CONFLICT: {conflict} (hint: settle it by hand, e.g. a credit note or an extra line next period)",
                 c.client
-            ));
+            )));
         }
         for n in &c.notes {
-            out.push_str(&format!("\n{}: note: {n}", c.client));
+            out.push_str(&clean(&format!("\n{}: note: {n}", c.client)));
         }
     }
     if plan.clients.iter().any(|c| {
@@ -270,11 +291,7 @@ pub fn outcome_text(outcomes: &[ClientOutcome]) -> String {
             OutcomeState::Stale { reason } => format!("not applied: {reason}"),
             OutcomeState::Failed { error, hint } => format!("FAILED: {error}\n  hint: {hint}"),
         };
-        t.add_row(vec![
-            Cell::new(&o.client),
-            Cell::new(o.applied),
-            Cell::new(result),
-        ]);
+        t.add_row(vec![cell(&o.client), cell(o.applied), cell(result)]);
     }
     format!("{t}\n")
 }
@@ -295,19 +312,19 @@ pub fn history_text(rows: &[HistoryRow]) -> String {
             (None, false) => r.state.clone(),
         };
         t.add_row(vec![
-            Cell::new(
+            cell(
                 r.recorded_at
                     .get(..19)
                     .unwrap_or(&r.recorded_at)
                     .replace('T', " "),
             ),
-            Cell::new(&r.run_id),
-            Cell::new(&r.client),
-            Cell::new(r.kind.replace('_', " ")),
-            Cell::new(&r.subject),
-            Cell::new(state),
-            Cell::new(r.remote_id.as_deref().unwrap_or("")),
-            Cell::new(shorten(&after, 60)),
+            cell(&r.run_id),
+            cell(&r.client),
+            cell(r.kind.replace('_', " ")),
+            cell(&r.subject),
+            cell(state),
+            cell(r.remote_id.as_deref().unwrap_or("")),
+            cell(shorten(&after, 60)),
         ]);
     }
     // The run id whole on one line: it is copied into `rollcall report`.

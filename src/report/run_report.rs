@@ -488,9 +488,11 @@ fn escape(s: &str) -> String {
 
 /// Renders the report as HTML with `template` (the shipped one unless an operator gives theirs).
 pub fn html(report: &RunReport, template: &str) -> Result<String, String> {
+    crate::config::bounds::template(template).map_err(|e| e.to_string())?;
     let mut hb = handlebars::Handlebars::new();
     hb.set_strict_mode(false);
-    hb.render_template(template, report)
+    let report = super::clean_json_value(report).map_err(|e| e.to_string())?;
+    hb.render_template(template, &report)
         .map_err(|e| e.to_string())
 }
 
@@ -499,7 +501,8 @@ pub fn csv(report: &RunReport) -> String {
     let mut out = String::from(
         "run_id,client,product,identifier,seats_before,seats_after,unit_price,amount_before,amount_after,amount_change,status,people,currency\n",
     );
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    // Directory and vendor text: cleaned, and never a formula (rollcall_core::text).
+    let q = rollcall_core::text::csv_cell;
     for c in &report.clients {
         for p in &c.products {
             out.push_str(&format!(

@@ -194,14 +194,16 @@ pub async fn build(
 }
 
 pub fn html(report: &ValueReport, template: &str) -> Result<String, String> {
+    let report = super::clean_json_value(report).map_err(|e| e.to_string())?;
     handlebars::Handlebars::new()
-        .render_template(template, report)
+        .render_template(template, &report)
         .map_err(|e| e.to_string())
 }
 
 /// One row per person and ticket (a person without tickets gets one row of their own).
 pub fn csv(report: &ValueReport) -> String {
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    // Directory and vendor text: cleaned, and never a formula (rollcall_core::text).
+    let q = rollcall_core::text::csv_cell;
     let mut out = String::from("client,person,products,ticket,summary,opened,closed\n");
     for p in &report.people {
         if p.tickets.is_empty() {
@@ -220,8 +222,8 @@ pub fn csv(report: &ValueReport) -> String {
                 q(&p.products),
                 q(&t.id),
                 q(&t.summary),
-                t.opened,
-                t.closed
+                q(&t.opened),
+                q(&t.closed)
             ));
         }
     }

@@ -66,7 +66,9 @@ pub fn generic(key: &str, body: &[u8], header: &str, now: i64) -> Result<(), Ref
     let (Some(timestamp), Some(signature)) = (timestamp, signature) else {
         return Err(Refused::Malformed);
     };
-    if (now - timestamp).abs() > REPLAY_WINDOW_SECS {
+    // `abs_diff` cannot overflow: `now - t` for a `t` near `i64::MIN` would wrap to a small or
+    // negative age and pass as fresh.
+    if now.abs_diff(timestamp) > REPLAY_WINDOW_SECS.unsigned_abs() {
         return Err(Refused::Stale);
     }
     let mut m = mac(key.as_bytes());
@@ -131,6 +133,41 @@ mod tests {
             key,
             "client names compare without case"
         );
+    }
+
+    #[test]
+    fn timestamps_at_the_limits_of_i64_are_stale_not_fresh() {
+        let key = client_key("secret", "demo", "Acme");
+        let body = b"{}";
+        let now = 1_800_000_000_i64;
+        for t in [
+            now + i64::MIN,
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            -1,
+            0,
+            now + REPLAY_WINDOW_SECS + 1,
+            now - REPLAY_WINDOW_SECS - 1,
+        ] {
+            assert_eq!(
+                generic(&key, body, &sign(&key, t, body), now),
+                Err(Refused::Stale),
+                "t = {t}"
+            );
+        }
+        for now in [i64::MIN, i64::MAX] {
+            let t = now.saturating_add(1);
+            assert_eq!(generic(&key, body, &sign(&key, t, body), now), Ok(()));
+        }
+        for t in ["", "abc", "1e9", "99999999999999999999", " ", "+-1", "0x10"] {
+            let header = sign(&key, 1, body).replacen("t=1", &format!("t={t}"), 1);
+            assert_eq!(
+                generic(&key, body, &header, now),
+                Err(Refused::Malformed),
+                "t = {t:?}"
+            );
+        }
     }
 
     #[test]

@@ -520,3 +520,65 @@ async fn with_proration_a_newcomer_is_charged_by_the_day_on_a_line_of_their_own(
     }
     assert!(b.plan().await.changes.is_empty(), "prorated lines converge");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_store_key_tokens_are_encrypted_at_rest_and_a_wrong_key_is_a_clear_error() {
+    let b = Books::new().await;
+    // A plain row, as saved before a key was set, whose access token has expired: the next
+    // plan refreshes it and writes the new pair under the key.
+    let mut old = b.sandbox.connect();
+    old.expires_at = chrono::Utc::now() - chrono::Duration::hours(1);
+    b.store().await.save("books", &old).await.expect("save");
+    let key = "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=";
+    let other = "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI=";
+    let plan = |key: Option<&str>| {
+        let mut cmd = Command::new(rollcall_bin());
+        cmd.arg("plan")
+            .arg(b.dir.path().join("pipeline.yaml"))
+            .args(["--period", "2026-11-17"])
+            .env("ROLLCALL_STORE", b.store_path())
+            .env_remove("ROLLCALL_STORE_KEY")
+            .env_remove("RUST_LOG");
+        if let Some(key) = key {
+            cmd.env("ROLLCALL_STORE_KEY", key);
+        }
+        let o = cmd.output().expect("run rollcall");
+        let text =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        (o.status.code(), text)
+    };
+    let (code, text) = plan(Some(key));
+    assert_eq!(code, Some(0), "a plain row reads with a key set: {text}");
+
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(b.store_path());
+    let pool = sqlx::SqlitePool::connect_with(options)
+        .await
+        .expect("sqlite");
+    let row: String =
+        sqlx::query_scalar("SELECT tokens FROM oauth_connections WHERE name = 'books'")
+            .fetch_one(&pool)
+            .await
+            .expect("row");
+    pool.close().await;
+    assert!(row.starts_with("rcv1:"), "{row}");
+    assert!(
+        !row.contains(&old.refresh_token) && !row.contains("refresh_token"),
+        "{row}"
+    );
+
+    let (code, text) = plan(Some(key));
+    assert_eq!(code, Some(0), "the sealed row opens with its key: {text}");
+    let (code, text) = plan(Some(other));
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("do not open with this store key"), "{text}");
+    let (code, text) = plan(None);
+    assert_eq!(code, Some(3), "{text}");
+    assert!(text.contains("no store key is set"), "{text}");
+    let (code, text) = plan(Some("not a key"));
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("openssl rand -base64 32"), "{text}");
+    assert!(
+        !text.contains("not a key"),
+        "the key is never printed: {text}"
+    );
+}

@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod deploy;
+mod edges;
 mod first_steps;
 mod graph;
 mod invoices;

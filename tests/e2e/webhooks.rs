@@ -180,6 +180,14 @@ async fn forged_stale_unsigned_and_unknown_notifications_are_refused_and_never_s
         reqwest::StatusCode::UNAUTHORIZED,
         "an hour old"
     );
+    // Ages past the range of i64: `now - t` would wrap to a fresh-looking age.
+    for t in [now + i64::MIN, i64::MAX] {
+        assert_eq!(
+            s.post_signed("Acme", "Acme", t).await,
+            reqwest::StatusCode::UNAUTHORIZED,
+            "t = {t}"
+        );
+    }
     assert_eq!(
         s.post_signed("Nobody", "Nobody", now).await,
         reqwest::StatusCode::UNAUTHORIZED,
@@ -215,10 +223,15 @@ async fn forged_stale_unsigned_and_unknown_notifications_are_refused_and_never_s
         .text()
         .await
         .expect("text");
-    for why in ["forged", "stale", "unknown_client", "unsigned"] {
+    for (why, n) in [
+        ("forged", 1),
+        ("stale", 3),
+        ("unknown_client", 1),
+        ("unsigned", 1),
+    ] {
         assert!(
             metrics.contains(&format!(
-                r#"rollcall_webhooks_total{{source="client",outcome="{why}"}} 1"#
+                r#"rollcall_webhooks_total{{source="client",outcome="{why}"}} {n}"#
             )),
             "{why}: {metrics}"
         );

@@ -29,6 +29,7 @@ pub mod person;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secret;
+pub mod text;
 
 pub use billing::{
     AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,

@@ -52,8 +52,20 @@ impl TokenSet {
     /// Whether the access token should be renewed before use: it expires within a minute, so
     /// a request sent now could arrive with a dead token.
     pub fn expires_soon(&self, now: DateTime<Utc>) -> bool {
-        self.expires_at - chrono::Duration::seconds(60) <= now
+        // Checked: a stored time at the edge of chrono's range would panic on `-`.
+        self.expires_at
+            .checked_sub_signed(chrono::TimeDelta::seconds(60))
+            .is_none_or(|renew_at| renew_at <= now)
     }
+}
+
+/// When a token the vendor says lives `expires_in` seconds from `now` expires. A negative or
+/// absurd lifetime (past chrono's range) is no reason to panic: negative is already expired,
+/// too large is as far as time goes.
+pub fn expiry(now: DateTime<Utc>, expires_in: i64) -> DateTime<Utc> {
+    chrono::TimeDelta::try_seconds(expires_in.max(0))
+        .and_then(|lifetime| now.checked_add_signed(lifetime))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 /// A failure of the token store itself (not of the vendor).
@@ -303,7 +315,7 @@ impl TokenEndpoint {
                             .into(),
                     )
                 })?,
-            expires_at: Utc::now() + chrono::Duration::seconds(answer.expires_in.max(0)),
+            expires_at: expiry(Utc::now(), answer.expires_in),
             scope: answer.scope,
             tenant: None,
         })
@@ -610,6 +622,24 @@ mod tests {
             assert_eq!(t.await.expect("join").expect("rotate").access_token, "a1");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn token_lifetimes_at_the_limits_of_i64_neither_panic_nor_wrap() {
+        let now = Utc::now();
+        assert_eq!(expiry(now, 3600), now + chrono::TimeDelta::seconds(3600));
+        assert_eq!(
+            expiry(now, -5),
+            now,
+            "a negative lifetime is already expired"
+        );
+        assert_eq!(expiry(now, i64::MIN), now);
+        assert_eq!(expiry(now, i64::MAX), DateTime::<Utc>::MAX_UTC);
+        let mut tokens = set("a");
+        tokens.expires_at = expiry(now, i64::MAX);
+        assert!(!tokens.expires_soon(now));
+        tokens.expires_at = DateTime::<Utc>::MIN_UTC;
+        assert!(tokens.expires_soon(now));
     }
 
     #[test]

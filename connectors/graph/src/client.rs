@@ -367,7 +367,10 @@ impl Client {
         cache.issued += 1;
         let token = Token {
             header,
-            refresh_at: Instant::now() + lifetime - TOKEN_MARGIN.min(lifetime / 2),
+            // Checked: an absurd `expires_in` would overflow `Instant` and panic.
+            refresh_at: Instant::now()
+                .checked_add(lifetime - TOKEN_MARGIN.min(lifetime / 2))
+                .unwrap_or_else(|| Instant::now() + TOKEN_MARGIN),
             generation: cache.issued,
         };
         cache.current = Some(token.clone());

@@ -1,0 +1,157 @@
+//! The engine's edges for hostile text: what the mapping made (sent to billing systems and
+//! shown in plans) and what the logs print. The character rules are `rollcall_core::text`'s.
+//!
+//! The desired state is cleaned once, after mapping and before planning, rather than in each
+//! connector: the planner then compares clean text with clean text read back, so a name with
+//! an escape sequence neither reaches a vendor nor makes every resync an update.
+
+use std::io::Write;
+
+use rollcall_core::text::{clean, clean_in_place};
+
+use crate::plan::Desired;
+
+/// Removes control and bidi characters from every text of `desired` that a billing system or
+/// a person reads: contact fields, product names, invoice descriptions, the names and evidence
+/// behind seats, the invoice's customer. Contacts are keyed again by their cleaned fields, as
+/// the contacts read back from the billing system will be.
+pub fn desired(desired: &mut Desired) {
+    // Old key → cleaned key, for the seat holders that name their contact by key.
+    let mut rekeyed = std::collections::BTreeMap::new();
+    if let Some(contacts) = desired.contacts.as_mut() {
+        let dirty = std::mem::take(contacts);
+        for (old, mut fields) in dirty {
+            clean_in_place(&mut fields.first_name);
+            clean_in_place(&mut fields.last_name);
+            for text in [&mut fields.email, &mut fields.title, &mut fields.phone]
+                .into_iter()
+                .flatten()
+            {
+                clean_in_place(text);
+            }
+            if fields.key() != old {
+                rekeyed.insert(old.0, fields.key().0);
+            }
+            contacts.entry(fields.key()).or_insert(fields);
+        }
+    }
+    for addition in desired.additions.values_mut() {
+        clean_in_place(&mut addition.name);
+        clean_in_place(&mut addition.fields.invoice_description);
+        for holder in &mut addition.people {
+            clean_in_place(&mut holder.name);
+            if let Some(key) = holder.contact.as_mut() {
+                match rekeyed.get(key.as_str()) {
+                    Some(cleaned) => key.clone_from(cleaned),
+                    None => clean_in_place(key),
+                }
+            }
+            let evidence = std::mem::take(&mut holder.evidence);
+            holder.evidence = evidence
+                .into_iter()
+                .map(|(k, mut v)| {
+                    clean_in_place(&mut v);
+                    (clean(&k).into_owned(), v)
+                })
+                .collect();
+        }
+    }
+    for excluded in &mut desired.excluded {
+        clean_in_place(&mut excluded.name);
+    }
+    if let Some(invoice) = desired.invoice.as_mut() {
+        clean_in_place(&mut invoice.customer);
+        if let Some(email) = invoice.email.as_mut() {
+            clean_in_place(email);
+        }
+    }
+}
+
+/// Standard error with control and bidi characters removed from each log event: a person's
+/// name in a warning cannot retitle the terminal or hide the lines around it. (Log colours are
+/// off for the same reason: an escape sequence is never let through, whoever wrote it.)
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CleanStderr;
+
+impl Write for CleanStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        std::io::stderr()
+            .lock()
+            .write_all(clean(&text).as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rollcall_core::{AdditionFields, Completeness, ContactFields};
+
+    use super::*;
+    use crate::plan::{DesiredAddition, SeatHolder};
+
+    const HOSTILE: &str = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{202e}\u{9b}";
+
+    #[test]
+    fn every_text_of_the_desired_state_is_cleaned_and_contacts_rekeyed() {
+        let dirty = |s: &str| format!("{s}{HOSTILE}");
+        let contact = ContactFields {
+            first_name: dirty("Ann"),
+            last_name: dirty("Lee"),
+            email: None,
+            title: Some(dirty("Eng")),
+            phone: Some(dirty("555")),
+        };
+        let contact_key = contact.key();
+        let mut state = Desired {
+            completeness: Completeness::Complete,
+            contacts: Some(BTreeMap::from([(contact.key(), contact)])),
+            additions: BTreeMap::from([(
+                "M365".to_owned(),
+                DesiredAddition {
+                    product: "M365".into(),
+                    name: dirty("Microsoft 365"),
+                    rule: "true".into(),
+                    fields: AdditionFields {
+                        quantity: 1,
+                        unit_price: "1.00".parse().expect("price"),
+                        invoice_description: dirty("Ann Lee"),
+                    },
+                    counted: 1,
+                    people: vec![SeatHolder {
+                        person_id: "1".into(),
+                        name: dirty("Ann Lee"),
+                        evidence: BTreeMap::from([(dirty("title"), dirty("Eng"))]),
+                        grace_until: None,
+                        contact: Some(contact_key.0.clone()),
+                    }],
+                },
+            )]),
+            excluded: vec![],
+            ownership: None,
+            invoice: None,
+        };
+        desired(&mut state);
+        let shown = format!("{state:?}");
+        // Debug escapes what it would not print: none of these may be left to escape.
+        for escaped in ["\\u{1b}", "\\u{7}", "\\u{202e}", "\\u{9b}"] {
+            assert!(!shown.contains(escaped), "{escaped} in {shown}");
+        }
+        let contacts = state.contacts.expect("contacts");
+        let (key, fields) = contacts.iter().next().expect("one contact");
+        assert_eq!(key, &fields.key(), "keyed as the contact reads back");
+        assert_eq!(fields.first_name, "Ann]0;owned[2J");
+        let holder = &state.additions["M365"].people[0];
+        assert_eq!(
+            holder.contact.as_ref(),
+            Some(&key.0),
+            "the seat still finds its contact"
+        );
+    }
+}
