@@ -151,6 +151,18 @@ pub fn describe_error(status: reqwest::StatusCode, body: &[u8]) -> String {
     )
 }
 
+/// What Xero stores in the fields rollcall writes (docs/limits.md): one table, read by the
+/// client to fit values and by the sandbox to refuse longer ones as Xero does.
+pub const LIMITS: rollcall_core::FieldLimits = rollcall_core::FieldLimits {
+    contact_first_name: None,
+    contact_last_name: None,
+    contact_title: None,
+    contact_email: Some(255),
+    contact_phone: None,
+    line_description: Some(4000),
+    customer_name: Some(255),
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,15 +205,3 @@ mod tests {
         assert!(text.contains("Item code 'X' is not valid"), "{text}");
     }
 }
-
-/// What Xero stores in the fields rollcall writes (docs/limits.md): one table, read by the
-/// client to fit values and by the sandbox to refuse longer ones as Xero does.
-pub const LIMITS: rollcall_core::FieldLimits = rollcall_core::FieldLimits {
-    contact_first_name: None,
-    contact_last_name: None,
-    contact_title: None,
-    contact_email: Some(255),
-    contact_phone: None,
-    line_description: Some(4000),
-    customer_name: Some(255),
-};
