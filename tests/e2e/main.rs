@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod deploy;
+mod files;
 mod graph;
 mod invoices;
 mod ldap;
