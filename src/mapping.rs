@@ -48,6 +48,8 @@ pub const TEMPLATE_HINT_LINE: &str = "line descriptions are handlebars over {{pr
 pub struct Predicate {
     source: String,
     program: Arc<Program>,
+    /// Where the pipeline wrote it (`file:line:col`), for warnings about what it names.
+    at: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Predicate {
@@ -75,6 +77,7 @@ impl Predicate {
         let predicate = Predicate {
             source: source.to_owned(),
             program: Arc::new(program),
+            at: None,
         };
         match predicate.eval(&PersonVars::new(&sample_person())) {
             Ok(_) => Ok(predicate),
@@ -86,6 +89,22 @@ impl Predicate {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The predicate, remembering where the pipeline wrote it.
+    pub fn written_at(mut self, at: String) -> Self {
+        self.at = Some(at.into());
+        self
+    }
+
+    /// Where the pipeline wrote it, `file:line:col`, when known.
+    pub fn at(&self) -> Option<&str> {
+        self.at.as_deref()
+    }
+
+    /// The parsed expression, for checks over what the rule names.
+    pub fn expression(&self) -> &cel::IdedExpr {
+        self.program.expression()
     }
 
     /// True when the person matches.

@@ -528,10 +528,20 @@ async fn plan_client(
         warn!(error = %e, "Cannot save the directory's cursor; the next read will be a full one.");
     }
     out.people_read = read.people.len();
+    // Nobody read says nothing about groups; the empty read has its own warning.
+    let unseen = if read.people.is_empty() {
+        Vec::new()
+    } else {
+        crate::config::named_groups::unseen(&client.rules, &read.people, &directory.describe())
+    };
     let mut read = read;
     let counted_elsewhere = counted_by.take_counted(&mut read.people);
     out.completeness = Some(read.completeness.clone());
     out.notes.extend(read.warnings.iter().cloned());
+    for note in unseen {
+        warn!("{note}");
+        out.notes.push(note);
+    }
 
     let grace = if client.rules.grace_days > 0 {
         match store.held_seats(&pipeline.name, &client.name).await {
@@ -664,6 +674,7 @@ async fn plan_client(
     }
     let policy = GuardPolicy {
         max_seat_drop_percent: client.max_seat_drop_percent,
+        max_seat_drop: client.max_seat_drop,
         allow_drop,
     };
     let guarded = guard::check(&client.name, planned, &desired, &actual, policy);

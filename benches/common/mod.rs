@@ -103,6 +103,7 @@ pub fn map_and_plan(p: &Pipeline, read: &DirectoryRead, actual: &ClientState) ->
     let planned = plan::plan(&desired, actual);
     let policy = GuardPolicy {
         max_seat_drop_percent: 50,
+        max_seat_drop: None,
         allow_drop: false,
     };
     guard::check(&client.name, planned, &desired, actual, policy)

@@ -11,7 +11,10 @@ mod at;
 pub mod bounds;
 pub mod connectors;
 mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod invoice;
+pub mod named_groups;
 pub mod reference;
 pub mod variables;
 
@@ -282,6 +285,12 @@ pub struct GuardPolicy {
     /// (0–100). Removing every seat is always refused. Default: 50. `--allow-drop` overrides.
     #[serde(default)]
     pub max_seat_drop_percent: Option<At<u32>>,
+    /// Refuse a plan that removes more than this many seats (or deactivates more than this many
+    /// contacts) at once, as a count of people. Checked besides `max_seat_drop_percent`, so a
+    /// large client cannot lose hundreds of seats while staying under the share. Default: no
+    /// count limit. `--allow-drop` overrides.
+    #[serde(default)]
+    pub max_seat_drop: Option<At<u32>>,
 }
 
 /// A price: an exact decimal, written as a number (`22.50`) or a string (`"22.50"`).
@@ -388,6 +397,8 @@ pub struct Client {
     pub account: BillingAccount,
     pub rules: Rules,
     pub max_seat_drop_percent: u32,
+    /// Seats (people) a plan may remove at once; `None` for no count limit.
+    pub max_seat_drop: Option<u32>,
     /// Plans and reports, never writes.
     pub shadow: bool,
     /// Manages what it finds, made by rollcall or not.
@@ -811,16 +822,12 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
             path,
             &mut errors,
         );
-        let max_drop = c
-            .overrides
-            .guard
-            .as_ref()
-            .and_then(|g| g.max_seat_drop_percent.as_ref())
-            .or(raw
-                .defaults
-                .guard
-                .as_ref()
-                .and_then(|g| g.max_seat_drop_percent.as_ref()));
+        let guard = |get: fn(&GuardPolicy) -> Option<&At<u32>>| {
+            (c.overrides.guard.as_ref().and_then(get))
+                .or_else(|| raw.defaults.guard.as_ref().and_then(get))
+        };
+        let max_drop = guard(|g| g.max_seat_drop_percent.as_ref());
+        let max_drop_count = guard(|g| g.max_seat_drop.as_ref());
         let grace = c
             .overrides
             .grace_days
@@ -888,6 +895,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                 max_seat_drop_percent: max_drop
                     .map(|m| m.value)
                     .unwrap_or(defaults::MAX_SEAT_DROP_PERCENT),
+                max_seat_drop: max_drop_count.map(|m| m.value),
                 shadow: c.overrides.shadow.or(raw.defaults.shadow).unwrap_or(false),
                 adopt: c.overrides.adopt.or(raw.defaults.adopt).unwrap_or(false),
                 count_once_in: c
@@ -1000,7 +1008,12 @@ fn compile_predicate(
     errors: &mut Vec<ConfigError>,
 ) -> Option<Predicate> {
     match Predicate::compile(&src.value) {
-        Ok(p) => Some(p),
+        Ok(p) => Some(p.written_at(format!(
+            "{}:{}:{}",
+            path.display(),
+            src.pos.line,
+            src.pos.column
+        ))),
         Err(e) => {
             errors.push(ConfigError::new(
                 path,

@@ -17,6 +17,11 @@ use super::{Desired, Planned, seats_by_product};
 #[derive(Debug, Clone, Copy)]
 pub struct GuardPolicy {
     pub max_seat_drop_percent: u32,
+    /// The most seats (and contacts) one plan may remove, in people; `None` for no count limit.
+    ///
+    /// A share alone lets a 400-seat client lose 199 seats to an export cut at a line boundary,
+    /// which no parser can tell from 199 leavers; a count bounds what such a cut can cost.
+    pub max_seat_drop: Option<u32>,
     pub allow_drop: bool,
 }
 
@@ -127,7 +132,7 @@ pub fn check(
             policy.max_seat_drop_percent
         ))
     } else {
-        None
+        over_count(policy, removed, "removes", seats_before, "seats")
     };
     // People leaving shows in contacts as much as in seats: a client that bills no seats,
     // or only minimums, must not lose every contact to one bad read either.
@@ -148,7 +153,7 @@ pub fn check(
                 policy.max_seat_drop_percent
             ))
         } else {
-            None
+            over_count(policy, leaving, "deactivates", active, "contacts")
         }
     });
     let refusal = reason.map(|reason| Refusal {
@@ -165,6 +170,19 @@ pub fn check(
         seats_before,
         seats_after,
     }
+}
+
+/// The refusal for a plan that takes away more people than `max_seat_drop`, if it does.
+fn over_count(
+    policy: GuardPolicy,
+    removed: u64,
+    verb: &str,
+    of: u64,
+    what: &str,
+) -> Option<String> {
+    let max = policy.max_seat_drop?;
+    (removed > u64::from(max))
+        .then(|| format!("the plan {verb} {removed} of {of} {what}, more than max_seat_drop {max}"))
 }
 
 /// For an incomplete read: keeps what only adds, trims what lowers. An addition whose seat

@@ -251,6 +251,7 @@ fn unmanaged_contacts_are_left_alone() {
 fn policy(max: u32) -> GuardPolicy {
     GuardPolicy {
         max_seat_drop_percent: max,
+        max_seat_drop: None,
         allow_drop: false,
     }
 }
@@ -276,6 +277,73 @@ fn the_guard_refuses_a_drop_above_the_limit_and_allow_drop_lets_it_through() {
     assert!(g.refusal.is_none());
     let g = guard::check("acme", plan(&d, &a), &d, &a, policy(60));
     assert!(g.refusal.is_none(), "exactly at the limit passes");
+}
+
+#[test]
+fn a_count_limit_refuses_a_drop_the_share_lets_through() {
+    // The cut export: 400 → 240 stays under a 50% share.
+    let d = desired(&[], &[("M365", line(240, "22.00", "x"))]);
+    let a = actual(&[], &[("20", "M365", line(400, "22.00", "x"))]);
+    let counted = |max| GuardPolicy {
+        max_seat_drop: Some(max),
+        ..policy(50)
+    };
+    assert!(
+        guard::check("acme", plan(&d, &a), &d, &a, policy(50))
+            .refusal
+            .is_none()
+    );
+    let r = guard::check("acme", plan(&d, &a), &d, &a, counted(25))
+        .refusal
+        .expect("refused");
+    assert_eq!(r.seats_removed, 160);
+    assert!(
+        r.to_string()
+            .contains("removes 160 of 400 seats, more than max_seat_drop 25"),
+        "{r}"
+    );
+    let g = guard::check("acme", plan(&d, &a), &d, &a, counted(160));
+    assert!(g.refusal.is_none(), "exactly at the limit passes");
+    let g = guard::check(
+        "acme",
+        plan(&d, &a),
+        &d,
+        &a,
+        GuardPolicy {
+            allow_drop: true,
+            ..counted(0)
+        },
+    );
+    assert!(g.refusal.is_none());
+}
+
+#[test]
+fn a_count_limit_counts_contacts_deactivated() {
+    let people: Vec<(String, ContactFields, bool)> = (0..40)
+        .map(|n| (n.to_string(), person(&format!("P{n}"), None), true))
+        .collect();
+    let refs: Vec<(&str, ContactFields, bool)> = people
+        .iter()
+        .map(|(id, c, active)| (id.as_str(), c.clone(), *active))
+        .collect();
+    let a = actual(&refs, &[]);
+    let staying: Vec<ContactFields> = people.iter().take(10).map(|(_, c, _)| c.clone()).collect();
+    let d = desired(&staying, &[]);
+    let g = guard::check(
+        "acme",
+        plan(&d, &a),
+        &d,
+        &a,
+        GuardPolicy {
+            max_seat_drop: Some(25),
+            ..policy(100)
+        },
+    );
+    let r = g.refusal.expect("refused");
+    assert_eq!(
+        r.reason,
+        "the plan deactivates 30 of 40 contacts, more than max_seat_drop 25"
+    );
 }
 
 #[test]
@@ -637,7 +705,7 @@ proptest! {
     #[test]
     fn an_incomplete_read_never_lowers(mut d in arb::desired(), a in arb::actual()) {
         d.completeness = Completeness::Incomplete { reason: "cut short".into() };
-        let g = guard::check("c", plan(&d, &a), &d, &a, GuardPolicy { max_seat_drop_percent: 100, allow_drop: true });
+        let g = guard::check("c", plan(&d, &a), &d, &a, GuardPolicy { max_seat_drop_percent: 100, max_seat_drop: None, allow_drop: true });
         let before = seats_by_product(&d, &a);
         let applied = after(a, &g.changes);
         let now = seats_by_product(&d, &applied);
@@ -646,6 +714,19 @@ proptest! {
         }
         let removes = g.changes.iter().any(|c| matches!(c, Change::DeactivateContact { .. } | Change::CancelAddition { .. }));
         prop_assert!(!removes, "a removal went through");
+    }
+
+    /// `max_seat_drop`: a plan the guard lets through removes at most that many seats.
+    #[test]
+    fn a_count_limit_bounds_what_goes_through(d in arb::desired(), a in arb::actual(), max in 0u32..6) {
+        let policy = GuardPolicy { max_seat_drop_percent: 100, max_seat_drop: Some(max), allow_drop: false };
+        let g = guard::check("c", plan(&d, &a), &d, &a, policy);
+        if g.refusal.is_none() {
+            let before = seats_by_product(&d, &a);
+            let now = seats_by_product(&d, &after(a, &g.changes));
+            let removed: u64 = before.iter().map(|(p, &was)| u64::from(was.saturating_sub(now.get(p).copied().unwrap_or(0)))).sum();
+            prop_assert!(removed <= u64::from(max), "{removed} removed past max_seat_drop {max}");
+        }
     }
 }
 

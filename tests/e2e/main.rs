@@ -6,6 +6,7 @@ mod config_errors;
 mod deploy;
 mod edges;
 mod first_steps;
+mod files;
 mod graph;
 mod invoices;
 mod ldap;

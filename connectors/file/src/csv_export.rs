@@ -106,16 +106,11 @@ pub(crate) fn read_csv(
     // title may be half there, so that row is nobody rather than a person with wrong fields.
     let mut cut = ending(body);
     loop {
-        match reader.read_byte_record(&mut record) {
+        match lines.next_record(&mut reader, &mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
-                // Reading from memory fails only on input the csv crate cannot resynchronise
-                // after, so what follows is unknown.
-                let line = lines.at_byte(e.position().map_or(0, |p| p.byte()));
-                collector.incomplete(format!(
-                    "{source_name}:{line}: the CSV cannot be read past this line: {e}"
-                ));
+            Err(past) => {
+                collector.incomplete(format!("{source_name}:{past}"));
                 break;
             }
         }
@@ -215,6 +210,20 @@ impl<'a> Lines<'a> {
             byte: 0,
             line: 1,
         }
+    }
+
+    /// The next record into `record`; `Err` names the line past which the CSV cannot be read.
+    /// Reading from memory fails only on input the csv crate cannot resynchronise after, so
+    /// what follows is unknown.
+    pub(crate) fn next_record(
+        &mut self,
+        reader: &mut csv::Reader<&[u8]>,
+        record: &mut csv::ByteRecord,
+    ) -> Result<bool, String> {
+        reader.read_byte_record(record).map_err(|e| {
+            let line = self.at_byte(e.position().map_or(0, |p| p.byte()));
+            format!("{line}: the CSV cannot be read past this line: {e}")
+        })
     }
 
     pub(crate) fn at(&mut self, record: &csv::ByteRecord) -> u64 {

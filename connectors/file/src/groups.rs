@@ -151,14 +151,11 @@ pub(crate) fn parse_group_members(
     let mut lines = csv_export::Lines::new(body);
     lines.at(&record);
     loop {
-        match reader.read_byte_record(&mut record) {
+        match lines.next_record(&mut reader, &mut record) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => {
-                let line = lines.at_byte(e.position().map_or(0, |p| p.byte()));
-                notes.push(format!(
-                    "{source_name}:{line}: the group export cannot be read past this line: {e}"
-                ));
+            Err(past) => {
+                notes.push(format!("{source_name}:{past}"));
                 break;
             }
         }
