@@ -142,6 +142,7 @@ impl Store {
     pub fn build_context(&self) -> rollcall_core::BuildContext {
         rollcall_core::BuildContext {
             tokens: self.token_vault(),
+            mark: rollcall_core::owner_mark(""),
         }
     }
 

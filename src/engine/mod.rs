@@ -285,7 +285,7 @@ impl Engine {
     fn billing(&self, pipeline: &Pipeline) -> Result<Arc<dyn BillingSystem>, EngineError> {
         pipeline
             .target
-            .build(&self.store.build_context())
+            .build(&self.store.build_context().for_pipeline(&pipeline.name))
             .map_err(|e| EngineError::Billing(e.message))
     }
 

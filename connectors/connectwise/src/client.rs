@@ -57,6 +57,9 @@ pub struct ConnectWise {
     page_size: u32,
     /// Catalogue ids by lower-cased product identifier: products do not move while a run lasts.
     products: Arc<Mutex<HashMap<String, i64>>>,
+    /// The mark on what this client makes (an integrator tag on contacts, the `description`
+    /// of additions): the pipeline's, so two pipelines billing one company keep apart.
+    mark: String,
 }
 
 impl std::fmt::Debug for ConnectWise {
@@ -139,7 +142,16 @@ impl ConnectWise {
             client_id,
             page_size: config.page_size,
             products: Arc::new(Mutex::new(HashMap::new())),
+            mark: crate::model::MARK.to_owned(),
         })
+    }
+
+    /// This client, marking what it makes with `mark` ([`rollcall_core::owner_mark`]).
+    pub fn with_mark(self, mark: &str) -> Self {
+        ConnectWise {
+            mark: mark.to_owned(),
+            ..self
+        }
     }
 
     /// Requests sent so far, retries included.
@@ -427,7 +439,7 @@ impl ConnectWise {
         if let Some(id) = find().await? {
             return Ok(adopted(id));
         }
-        let body = new_contact(company_id, after);
+        let body = new_contact(company_id, after, &self.mark);
         let created = self
             .http
             .send_create(
@@ -548,7 +560,7 @@ impl ConnectWise {
             bill_customer: Some(BillCustomer::Billable),
             effective_date: Some(today()),
             invoice_description: Some(after.invoice_description.clone()),
-            description: Some(crate::model::MARK.to_owned()),
+            description: Some(self.mark.clone()),
             ..Addition::default()
         };
         let path = format!("finance/agreements/{agreement_id}/additions");
@@ -680,7 +692,7 @@ impl BillingSystem for ConnectWise {
                 id: c.id.to_string(),
                 fields: contact_fields(c),
                 active: !c.inactive_flag,
-                marked: c.integrator_tags.iter().any(|t| t == crate::model::MARK),
+                marked: c.integrator_tags.contains(&self.mark),
             })
             .collect();
         let mut additions = Vec::new();
@@ -699,7 +711,7 @@ impl BillingSystem for ConnectWise {
                 else {
                     continue;
                 };
-                additions.push(actual_addition(addition, product)?);
+                additions.push(actual_addition(addition, product, &self.mark)?);
             }
         }
         Ok(ClientState {
@@ -933,7 +945,7 @@ fn new_item(category: CommunicationType, type_name: &str, value: &str) -> Commun
     }
 }
 
-fn new_contact(company_id: i64, fields: &ContactFields) -> Contact {
+fn new_contact(company_id: i64, fields: &ContactFields, mark: &str) -> Contact {
     let mut items = Vec::new();
     set_item(
         &mut items,
@@ -953,7 +965,7 @@ fn new_contact(company_id: i64, fields: &ContactFields) -> Contact {
         company: Some(Reference::id(company_id)),
         title: fields.title.clone().filter(|t| !t.trim().is_empty()),
         communication_items: items,
-        integrator_tags: vec![crate::model::MARK.to_owned()],
+        integrator_tags: vec![mark.to_owned()],
         ..Contact::default()
     }
 }
@@ -972,7 +984,11 @@ fn product_identifier(addition: &Addition) -> Option<&str> {
     addition.product.as_ref()?.identifier.as_deref()
 }
 
-fn actual_addition(addition: &Addition, product: &str) -> Result<ActualAddition, RemoteError> {
+fn actual_addition(
+    addition: &Addition,
+    product: &str,
+    mark: &str,
+) -> Result<ActualAddition, RemoteError> {
     let quantity = addition.quantity.unwrap_or(Decimal::ZERO);
     let seats = Some(quantity)
         .filter(|q| q.fract().is_zero())
@@ -997,7 +1013,7 @@ fn actual_addition(addition: &Addition, product: &str) -> Result<ActualAddition,
             unit_price: addition.unit_price.unwrap_or(Decimal::ZERO),
             invoice_description: addition.invoice_description.clone().unwrap_or_default(),
         },
-        marked: addition.description.as_deref() == Some(crate::model::MARK),
+        marked: addition.description.as_deref() == Some(mark),
     })
 }
 
@@ -1104,7 +1120,7 @@ mod tests {
             quantity: Some(Decimal::new(25, 1)),
             ..Addition::default()
         };
-        let err = actual_addition(&addition, "M365-BP").expect_err("2.5 seats");
+        let err = actual_addition(&addition, "M365-BP", crate::model::MARK).expect_err("2.5 seats");
         assert_eq!(err.kind, RemoteErrorKind::Decode);
         assert!(
             err.message.contains("addition 41 (M365-BP)") && err.message.contains("2.5"),

@@ -71,8 +71,8 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 impl BillingConfig for Config {
     const STARTER: &'static str = STARTER;
 
-    fn build(&self, _context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
-        Ok(Arc::new(ConnectWise::new(self)?))
+    fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
+        Ok(Arc::new(ConnectWise::new(self)?.with_mark(&context.mark)))
     }
 }
 

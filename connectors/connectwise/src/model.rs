@@ -376,6 +376,8 @@ pub const COMMUNICATION_VALUE_MAX: usize = 250;
 /// rollcall's mark on what it makes: the integrator tag on a contact, and the `description`
 /// of an addition (the internal text; clients read `invoiceDescription`). A store that lost
 /// its records still knows these objects as rollcall's, and never takes one without it.
+/// Built by the engine, each pipeline marks with its own ([`rollcall_core::owner_mark`]);
+/// this plain mark is a client's made outside a pipeline (tests, tools).
 pub const MARK: &str = "rollcall";
 
 #[cfg(test)]

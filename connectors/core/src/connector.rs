@@ -14,6 +14,20 @@ use crate::{BillingSystem, Directory, RemoteError};
 pub struct BuildContext {
     /// Where OAuth connections keep their rotating tokens (rollcall's store).
     pub tokens: Arc<dyn TokenVault>,
+    /// The mark a billing system puts on what it makes, so that what one pipeline made is
+    /// known as its own without the store ([`owner_mark`]); a system with no field to carry
+    /// it ignores it.
+    pub mark: String,
+}
+
+/// The mark of the objects `pipeline` makes: `rollcall:` and eight hex digits of a hash of the
+/// pipeline's name. Short and fixed in length, so it fits any vendor's field; one pipeline's
+/// mark never claims what another pipeline billing the same company made.
+pub fn owner_mark(pipeline: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(pipeline.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("rollcall:{hex}")
 }
 
 impl BuildContext {
@@ -21,6 +35,15 @@ impl BuildContext {
     pub fn in_memory() -> Self {
         BuildContext {
             tokens: Arc::new(crate::oauth::MemoryVault::default()),
+            mark: owner_mark(""),
+        }
+    }
+
+    /// This context, marking objects as made by `pipeline`.
+    pub fn for_pipeline(self, pipeline: &str) -> Self {
+        BuildContext {
+            mark: owner_mark(pipeline),
+            ..self
         }
     }
 }
@@ -78,5 +101,17 @@ where
         Ok(value)
     } else {
         Err(serde::de::Error::custom(error(value)))
+    }
+}
+
+#[cfg(test)]
+mod mark_tests {
+    use super::owner_mark;
+
+    #[test]
+    fn each_pipeline_has_its_own_short_stable_mark() {
+        assert_eq!(owner_mark("demo"), owner_mark("demo"));
+        assert_ne!(owner_mark("demo"), owner_mark("m365-licences"));
+        assert_eq!(owner_mark(&"x".repeat(10_000)).len(), "rollcall:".len() + 8);
     }
 }

@@ -36,7 +36,7 @@ pub use billing::{
     BillingModel, BillingSystem, Change, ClientState, ContactFields, ContactKey, ServiceDesk,
     Ticket,
 };
-pub use connector::{BillingConfig, BuildContext, DirectoryConfig};
+pub use connector::{BillingConfig, BuildContext, DirectoryConfig, owner_mark};
 pub use directory::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Subscription};
 pub use error::{RemoteError, RemoteErrorKind};
 pub use invoice::{
