@@ -1045,7 +1045,7 @@ async fn value_report(
         .context("the client was checked on loading")?;
     let billing = pipeline
         .target
-        .build(&store.build_context())
+        .build(&store.build_context().for_pipeline(&pipeline.name))
         .context("cannot set up the billing system's client")?;
     let report = match value_report::build(&pipeline, c, &store, billing.as_ref(), from, to).await {
         Ok(r) => r,

@@ -158,3 +158,78 @@ async fn a_lost_or_new_store_still_removes_a_leavers_seat() {
     assert!(kim.active && !kim.marked, "{kim:?}");
     assert_eq!(kim.fields.first_name, "Kim");
 }
+
+/// Two pipelines bill one ConnectWise company (seats in one, a licence in the other), as the
+/// README's walk-through does: each marks what it makes with its own mark, so neither takes the
+/// other's contacts or additions for its own, with the store or without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_pipelines_billing_one_company_never_take_each_others_objects() {
+    let w = World::new(&people_csv(4, 4)).await;
+    let store = w.store();
+    let (code, out) = rollcall(&w, &store, &["run"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    let licences = w.dir.path().join("licences.yaml");
+    std::fs::write(
+        &licences,
+        crate::support::PIPELINE
+            .replace("name: e2e", "name: e2e-licences")
+            .replace("SANDBOX_URL", &w.sandbox.url())
+            .replace("identifier: M365-BP", "identifier: M365-E3")
+            .replace(
+                "  - id: helpdesk\n    identifier: HELPDESK-USER\n    unit_price: 35\n",
+                "",
+            )
+            .replace("acme.csv", "licensed.csv"),
+    )
+    .expect("write the second pipeline");
+    std::fs::write(
+        w.dir.path().join("licensed.csv"),
+        "id,given_name,surname,email,enabled,groups\n\
+         lic-1,Lee,One,lee.one@acme.example,true,M365 Users\n\
+         lic-2,Lou,Two,lou.two@acme.example,true,M365 Users\n",
+    )
+    .expect("write its people");
+    let run_licences = |store: &Path| {
+        let o = Command::new(rollcall_bin())
+            .args(["run"])
+            .arg(&licences)
+            .env("ROLLCALL_STORE", store)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run rollcall");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), text)
+    };
+    let first_pipelines_contacts_stand = |state: &rollcall_core::ClientState| {
+        for i in 0..4 {
+            let email = format!("user{i}@acme.example");
+            let c = state
+                .contacts
+                .iter()
+                .find(|c| c.fields.email.as_deref() == Some(email.as_str()))
+                .unwrap_or_else(|| panic!("{email} is gone"));
+            assert!(c.active, "{email} was deactivated by the other pipeline");
+        }
+    };
+
+    let (code, out) = run_licences(&store);
+    assert_eq!(code, Some(0), "{out}");
+    first_pipelines_contacts_stand(&w.state().await);
+    assert_eq!(w.quantity("M365-E3").await, Some(2));
+    assert_eq!(w.quantity("M365-BP").await, Some(4));
+
+    // Without the store, the marks alone tell each pipeline's objects apart.
+    let fresh = w.dir.path().join("fresh.db");
+    let (code, out) = run_licences(&fresh);
+    assert_eq!(code, Some(0), "{out}");
+    first_pipelines_contacts_stand(&w.state().await);
+    assert_eq!(w.quantity("M365-BP").await, Some(4));
+    let (code, out) = rollcall(&w, &fresh, &["plan"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("No changes"), "{out}");
+}
