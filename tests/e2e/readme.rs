@@ -214,6 +214,15 @@ fn every_yaml_block_of_the_readme_validates_with_the_example_it_belongs_to() {
     }
 }
 
+/// Documents of the workplace the project grew in, which a clone does not have. Kept in parts
+/// so that this file, too, passes the check it makes.
+const OUTSIDE: [[&str; 2]; 4] = [
+    ["CONTRACTS", ".md"],
+    ["CRATES", ".md"],
+    ["../", "shared"],
+    ["specs", "/"],
+];
+
 /// The project stands on its own files: nothing cites documents that are not in it.
 #[test]
 fn nothing_in_the_repository_cites_files_outside_it() {
@@ -229,17 +238,11 @@ fn nothing_in_the_repository_cites_files_outside_it() {
     let mut cited = Vec::new();
     for path in listed.stdout.split(|b| *b == 0).filter(|p| !p.is_empty()) {
         let path = String::from_utf8_lossy(path).into_owned();
-        if path == "tests/e2e/readme.rs" {
-            continue; // names them to look for them
-        }
         let Ok(text) = std::fs::read_to_string(Path::new(ROOT).join(&path)) else {
             continue;
         };
         for (n, line) in text.lines().enumerate() {
-            if ["CONTRACTS.md", "CRATES.md", "../shared", "specs/"]
-                .iter()
-                .any(|c| line.contains(c))
-            {
+            if OUTSIDE.iter().any(|parts| line.contains(&parts.concat())) {
                 cited.push(format!("{path}:{}: {}", n + 1, line.trim()));
             }
         }
