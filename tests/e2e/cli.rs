@@ -2,7 +2,7 @@
 
 use std::process::{Command, Output};
 
-use crate::support::{World, people_csv, rollcall_bin};
+use crate::support::{World, people_csv, printed, rollcall_bin};
 
 fn rollcall(w: &World, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(rollcall_bin());
@@ -15,14 +15,6 @@ fn rollcall(w: &World, args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run rollcall")
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validate_plan_and_run_exit_codes() {
     let w = World::new(&people_csv(6, 3)).await;
@@ -30,11 +22,11 @@ async fn validate_plan_and_run_exit_codes() {
     let file = file.to_str().expect("utf-8 path");
 
     let o = rollcall(&w, &["validate", file], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("ok:"));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert!(printed(&o).contains("ok:"));
 
     let o = rollcall(&w, &["plan", file, "--output", "json"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let plan: serde_json::Value =
         serde_json::from_slice(&o.stdout).expect("one JSON object on stdout");
     let changes = plan["changes"].as_array().expect("changes");
@@ -46,13 +38,13 @@ async fn validate_plan_and_run_exit_codes() {
     );
 
     let o = rollcall(&w, &["run", file], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let o = rollcall(&w, &["plan", file], &[]);
-    assert!(text(&o).contains("No changes"), "{}", text(&o));
+    assert!(printed(&o).contains("No changes"), "{}", printed(&o));
 
     let o = rollcall(&w, &["history"], &[]);
     assert_eq!(o.status.code(), Some(0));
-    assert!(text(&o).contains("create addition"), "{}", text(&o));
+    assert!(printed(&o).contains("create addition"), "{}", printed(&o));
 
     w.set_people(&people_csv(1, 1));
     let o = rollcall(&w, &["run", file], &[]);
@@ -60,20 +52,20 @@ async fn validate_plan_and_run_exit_codes() {
         o.status.code(),
         Some(2),
         "a guard refusal exits 2: {}",
-        text(&o)
+        printed(&o)
     );
-    assert!(text(&o).contains("--allow-drop"), "{}", text(&o));
+    assert!(printed(&o).contains("--allow-drop"), "{}", printed(&o));
 
     let o = rollcall(&w, &["apply", file, "--allow-drop"], &[]);
     assert_eq!(
         o.status.code(),
         Some(1),
         "no --yes off a terminal: {}",
-        text(&o)
+        printed(&o)
     );
-    assert!(text(&o).contains("--yes"));
+    assert!(printed(&o).contains("--yes"));
     let o = rollcall(&w, &["apply", file, "--allow-drop", "--yes"], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -95,7 +87,7 @@ async fn a_saved_plan_is_applied_with_apply_dash_dash_plan() {
         ],
         &[],
     );
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(3));
 
     std::fs::write(&saved, "{\"format\": 1,\n \"pipeline\": 3}").expect("write");
@@ -110,8 +102,8 @@ async fn a_saved_plan_is_applied_with_apply_dash_dash_plan() {
         ],
         &[],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    assert!(text(&o).contains("plan.json:2:"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    assert!(printed(&o).contains("plan.json:2:"), "{}", printed(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,7 +117,7 @@ async fn invalid_input_exits_1_and_an_unreachable_target_exits_3() {
     .expect("write");
     let o = rollcall(&w, &["validate", broken.to_str().expect("path")], &[]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("broken.yaml:"), "{}", text(&o));
+    assert!(printed(&o).contains("broken.yaml:"), "{}", printed(&o));
 
     let unreachable = w.dir.path().join("unreachable.yaml");
     let yaml = std::fs::read_to_string(w.pipeline_path())
@@ -133,8 +125,8 @@ async fn invalid_input_exits_1_and_an_unreachable_target_exits_3() {
         .replace(&w.sandbox.url(), "http://127.0.0.1:9/v4_6_release/apis/3.0");
     std::fs::write(&unreachable, yaml).expect("write");
     let o = rollcall(&w, &["plan", unreachable.to_str().expect("path")], &[]);
-    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-    assert!(text(&o).contains("hint:"), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", printed(&o));
+    assert!(printed(&o).contains("hint:"), "{}", printed(&o));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,15 +142,15 @@ async fn secrets_never_reach_output_logs_or_debug() {
             &["plan", file, "--log-format", format],
             &[("ROLLCALL_E2E_PRIVATE", secret), ("RUST_LOG", "trace")],
         );
-        assert_eq!(o.status.code(), Some(3), "{}", text(&o));
-        assert!(text(&o).contains("401"), "{}", text(&o));
+        assert_eq!(o.status.code(), Some(3), "{}", printed(&o));
+        assert!(printed(&o).contains("401"), "{}", printed(&o));
         assert!(
-            !text(&o).contains(secret),
+            !printed(&o).contains(secret),
             "the secret leaked:\n{}",
-            text(&o)
+            printed(&o)
         );
         assert!(
-            !text(&o).contains("Authorization: Basic"),
+            !printed(&o).contains("Authorization: Basic"),
             "an auth header leaked"
         );
     }
@@ -177,8 +169,8 @@ fn the_demo_runs_end_to_end() {
         .env_remove("RUST_LOG")
         .output()
         .expect("demo");
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    let out = printed(&o);
     assert!(out.contains("Writes since the first run: 0."), "{out}");
     assert!(out.contains("Grace Hopper"), "{out}");
 }
@@ -199,11 +191,11 @@ async fn pipeline_tests_pass_and_a_wrong_expectation_fails_with_a_diff() {
     let file = w.dir.path().join("tested.yaml");
     std::fs::write(&file, &ok).expect("write");
     let o = rollcall(&w, &["test", file.to_str().expect("path")], &[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert!(
-        text(&o).contains("1 case(s), 1 passed, 0 failed"),
+        printed(&o).contains("1 case(s), 1 passed, 0 failed"),
         "{}",
-        text(&o)
+        printed(&o)
     );
 
     let wrong = ok
@@ -214,8 +206,8 @@ async fn pipeline_tests_pass_and_a_wrong_expectation_fails_with_a_diff() {
         .replace("[ada@x, bob@x]", "[ada@x, carol@x]");
     std::fs::write(&file, wrong).expect("write");
     let o = rollcall(&w, &["test", file.to_str().expect("path")], &[]);
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
-    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", printed(&o));
+    let out = printed(&o);
     assert!(
         out.contains("FAIL  the M365 group takes M365 seats"),
         "{out}"
@@ -249,7 +241,7 @@ fn every_example_pipeline_passes_its_tests() {
         .args(&files)
         .output()
         .expect("rollcall test");
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
 }
 
 /// A new connector's one registration line brings `rollcall init --source/--target` with it, so
@@ -269,7 +261,7 @@ fn every_registered_connector_writes_a_starter_that_validates() {
             .args(["init", path, flag, kind])
             .output()
             .expect("rollcall");
-        assert_eq!(o.status.code(), Some(0), "{kind}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(0), "{kind}: {}", printed(&o));
         let written = std::fs::read_to_string(&file).expect("starter");
         assert!(
             !written.contains(": {}"),
@@ -286,7 +278,7 @@ fn every_registered_connector_writes_a_starter_that_validates() {
             .envs(secrets.iter().map(|name| (*name, "set-by-test")))
             .output()
             .expect("rollcall");
-        assert_eq!(o.status.code(), Some(0), "{kind}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(0), "{kind}: {}", printed(&o));
     }
 }
 
@@ -304,10 +296,10 @@ fn init_writes_a_starter_that_validates_and_passes_its_tests() {
     };
     let path = file.to_str().expect("path");
     let o = run(&["init", path]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     for cmd in ["validate", "test"] {
         let o = run(&[cmd, path]);
-        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(0), "{cmd}: {}", printed(&o));
     }
     let o = run(&["init", path]);
     assert_eq!(o.status.code(), Some(1), "never overwrites");
@@ -319,8 +311,8 @@ fn init_writes_a_starter_that_validates_and_passes_its_tests() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        text(&o).contains("no directory named `ftp` (hint: one of file"),
+        printed(&o).contains("no directory named `ftp` (hint: one of file"),
         "{}",
-        text(&o)
+        printed(&o)
     );
 }

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use crate::support::{PIPELINE, World, rollcall_bin};
+use crate::support::{PIPELINE, World, printed, rollcall_bin};
 
 fn rollcall(w: &World, args: &[&str]) -> Output {
     Command::new(rollcall_bin())
@@ -14,14 +14,6 @@ fn rollcall(w: &World, args: &[&str]) -> Output {
         .env_remove("ROLLCALL_STORE_KEY")
         .output()
         .expect("run rollcall")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Control and bidi characters a hostile directory entry carries.
@@ -51,13 +43,13 @@ async fn hostile_names_reach_no_terminal_report_log_or_billing_system() {
     let file = file.to_str().expect("utf-8 path");
 
     let plan = rollcall(&w, &["plan", file]);
-    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
-    assert!(text(&plan).contains("Ann]0;owned"), "{}", text(&plan));
-    assert_clean("plan", &text(&plan));
+    assert_eq!(plan.status.code(), Some(0), "{}", printed(&plan));
+    assert!(printed(&plan).contains("Ann]0;owned"), "{}", printed(&plan));
+    assert_clean("plan", &printed(&plan));
 
     let run = rollcall(&w, &["run", file]);
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
-    assert_clean("run and its logs", &text(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", printed(&run));
+    assert_clean("run and its logs", &printed(&run));
 
     // What ConnectWise received, as its sandbox keeps it (contacts, additions' descriptions).
     let received = serde_json::to_string(&w.sandbox.state()).expect("state");
@@ -66,9 +58,9 @@ async fn hostile_names_reach_no_terminal_report_log_or_billing_system() {
 
     let again = rollcall(&w, &["plan", file]);
     assert!(
-        text(&again).contains("No changes"),
+        printed(&again).contains("No changes"),
         "cleaned names read back equal: {}",
-        text(&again)
+        printed(&again)
     );
 
     for args in [
@@ -78,16 +70,16 @@ async fn hostile_names_reach_no_terminal_report_log_or_billing_system() {
         &["explain", file, "--client", "Acme", "--product", "m365"],
     ] {
         let o = rollcall(&w, args);
-        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o));
-        assert_clean(&format!("{args:?}"), &text(&o));
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", printed(&o));
+        assert_clean(&format!("{args:?}"), &printed(&o));
     }
     let history = rollcall(&w, &["history", "--output", "json"]);
     let rows: serde_json::Value = serde_json::from_slice(&history.stdout).expect("json");
     let run_id = rows[0]["run_id"].as_str().expect("run id").to_owned();
     for format in ["html", "csv", "json"] {
         let o = rollcall(&w, &["report", &run_id, "--format", format]);
-        assert_eq!(o.status.code(), Some(0), "{format}: {}", text(&o));
-        assert_clean(format, &text(&o));
+        assert_eq!(o.status.code(), Some(0), "{format}: {}", printed(&o));
+        assert_clean(format, &printed(&o));
     }
     let csv = rollcall(&w, &["report", &run_id, "--format", "csv"]);
     assert_formulas_neutralised(&String::from_utf8_lossy(&csv.stdout));
@@ -147,7 +139,7 @@ async fn the_value_report_csv_neutralises_formulas_from_names_and_tickets() {
     let file = w.pipeline_path();
     let file = file.to_str().expect("utf-8 path");
     let run = rollcall(&w, &["run", file]);
-    assert_eq!(run.status.code(), Some(0), "{}", text(&run));
+    assert_eq!(run.status.code(), Some(0), "{}", printed(&run));
     let today = chrono::Utc::now().date_naive();
     let contact = w
         .state()
@@ -184,8 +176,8 @@ async fn the_value_report_csv_neutralises_formulas_from_names_and_tickets() {
                 format,
             ],
         );
-        assert_eq!(o.status.code(), Some(0), "{format}: {}", text(&o));
-        assert_clean(format, &text(&o));
+        assert_eq!(o.status.code(), Some(0), "{format}: {}", printed(&o));
+        assert_clean(format, &printed(&o));
         if format == "csv" {
             let csv = String::from_utf8_lossy(&o.stdout);
             assert!(csv.contains("'+cmd"), "{csv}");
@@ -231,7 +223,7 @@ fn rules_twenty_thousand_deep_are_refused_at_their_line() {
             .args(["validate", path.to_str().expect("path")])
             .output()
             .expect("run rollcall");
-        let out = text(&o);
+        let out = printed(&o);
         let head: String = out.chars().take(2000).collect();
         assert_eq!(o.status.code(), Some(1), "{what}: {head}");
         assert!(
@@ -252,8 +244,8 @@ async fn an_empty_or_foreign_store_is_refused_and_a_new_one_is_private() {
     ] {
         std::fs::write(w.store(), contents).expect("write");
         let o = rollcall(&w, &["plan", file]);
-        assert_eq!(o.status.code(), Some(2), "{what}: {}", text(&o));
-        assert!(text(&o).contains(says), "{what}: {}", text(&o));
+        assert_eq!(o.status.code(), Some(2), "{what}: {}", printed(&o));
+        assert!(printed(&o).contains(says), "{what}: {}", printed(&o));
         assert_eq!(
             std::fs::read(w.store()).expect("read"),
             contents,
@@ -268,7 +260,7 @@ async fn an_empty_or_foreign_store_is_refused_and_a_new_one_is_private() {
         .env_remove("ROLLCALL_STORE_KEY")
         .output()
         .expect("run rollcall");
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

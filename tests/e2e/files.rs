@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use rollcall_harness::Slapd;
 use rollcall_harness::data::{self, READER_DN};
 
-use crate::support::{PIPELINE, World, people_csv, rollcall_bin};
+use crate::support::{PIPELINE, World, people_csv, printed, rollcall_bin};
 
 fn rollcall(w: &World, args: &[&str]) -> Output {
     Command::new(rollcall_bin())
@@ -17,14 +17,6 @@ fn rollcall(w: &World, args: &[&str]) -> Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("run rollcall")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// `n` people as an ldapsearch -LLL export, every one in the M365 group.
@@ -43,9 +35,13 @@ fn people_ldif(n: usize) -> String {
 /// Runs the pipeline with `--allow-drop` over a cut export and checks that nothing went down.
 async fn nothing_lowered(w: &World, file: &str, cut_at: &str) {
     let o = rollcall(w, &["run", file, "--allow-drop"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains(cut_at), "the cut is named: {}", text(&o));
-    assert_eq!(w.quantity("M365-BP").await, Some(40), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert!(
+        printed(&o).contains(cut_at),
+        "the cut is named: {}",
+        printed(&o)
+    );
+    assert_eq!(w.quantity("M365-BP").await, Some(40), "{}", printed(&o));
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(40));
     let state = w.state().await;
     assert!(
@@ -78,7 +74,7 @@ async fn a_csv_cut_mid_row_and_an_ldif_cut_mid_entry_lower_nothing() {
     let pipeline = w.pipeline_path();
     let file = pipeline.to_str().expect("utf-8 path");
     let o = rollcall(&w, &["run", file]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert_eq!(w.quantity("M365-BP").await, Some(40));
 
     // Cut inside row 26 (line 27), in the middle of its title.
@@ -102,9 +98,9 @@ async fn a_csv_cut_mid_row_and_an_ldif_cut_mid_entry_lower_nothing() {
     .expect("write pipeline");
     let o = rollcall(&w, &["plan", file]);
     assert!(
-        text(&o).contains("No changes"),
+        printed(&o).contains("No changes"),
         "the LDIF reads as the CSV did: {}",
-        text(&o)
+        printed(&o)
     );
     let ldif = people_ldif(40);
     let entry = ldif.find("dn: CN=Given24 ").expect("entry 24");

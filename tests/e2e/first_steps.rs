@@ -5,15 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
-use crate::support::{World, people_csv, rollcall_bin};
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::support::{World, people_csv, printed, rollcall_bin};
 
 fn validate(yaml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -26,7 +18,7 @@ fn validate(yaml: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
         .envs(env.iter().copied())
         .output()
         .expect("rollcall");
-    (o.status.code(), text(&o))
+    (o.status.code(), printed(&o))
 }
 
 const THREE_CLIENTS: &str = r#"name: t
@@ -149,15 +141,15 @@ fn init_names_every_variable_to_export_and_validate_names_them_all_at_once() {
             .expect("rollcall")
     };
     let o = run(&["init"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert!(
-        text(&o).contains("export CW_PUBLIC_KEY=… CW_PRIVATE_KEY=…"),
+        printed(&o).contains("export CW_PUBLIC_KEY=… CW_PRIVATE_KEY=…"),
         "{}",
-        text(&o)
+        printed(&o)
     );
     let o = run(&["validate"]);
     assert_eq!(o.status.code(), Some(1));
-    let out = text(&o);
+    let out = printed(&o);
     assert!(
         out.contains("CW_PUBLIC_KEY is not set") && out.contains("CW_PRIVATE_KEY is not set"),
         "both at once:\n{out}"
@@ -192,7 +184,7 @@ fn every_argument_and_option_is_described_and_sandbox_names_every_kind() {
         .args(["sandbox", "--help"])
         .output()
         .expect("rollcall");
-    let help = text(&o);
+    let help = printed(&o);
     for kind in rollcall::config::connectors::SANDBOXES {
         assert!(
             help.contains(kind),
@@ -217,12 +209,16 @@ async fn runs_and_history_give_the_ids_report_takes() {
     let file = w.pipeline_path();
     let file = file.to_str().expect("path");
     let o = rollcall(&w, &["runs"]);
-    assert!(text(&o).contains("No runs recorded yet"), "{}", text(&o));
+    assert!(
+        printed(&o).contains("No runs recorded yet"),
+        "{}",
+        printed(&o)
+    );
     let o = rollcall(&w, &["run", file]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     w.set_people(&people_csv(3, 2));
     let o = rollcall(&w, &["run", file]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
 
     let o = rollcall(&w, &["runs", "--output", "json"]);
     let runs: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
@@ -237,17 +233,17 @@ async fn runs_and_history_give_the_ids_report_takes() {
     assert_eq!(runs[0]["amount_after"], "149.00");
     let newest = runs[0]["run_id"].as_str().expect("id").to_owned();
 
-    let table = text(&rollcall(&w, &["runs"]));
+    let table = printed(&rollcall(&w, &["runs"]));
     assert!(table.contains(&newest), "{table}");
     assert!(table.contains("184.00 → 149.00 USD"), "{table}");
-    let history = text(&rollcall(&w, &["history"]));
+    let history = printed(&rollcall(&w, &["history"]));
     assert!(
         history.contains(&newest),
         "history shows run ids:\n{history}"
     );
     let o = rollcall(&w, &["report", &newest, "--format", "csv"]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(text(&o).contains("HELPDESK-USER"));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
+    assert!(printed(&o).contains("HELPDESK-USER"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,14 +329,14 @@ async fn a_value_report_for_a_period_before_the_ledger_says_why_it_is_empty() {
         ]
     };
     let o = rollcall(&w, &args("2020-01-01", "2020-03-31"));
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     assert!(
-        text(&o).contains("No seat of Acme has been recorded yet"),
+        printed(&o).contains("No seat of Acme has been recorded yet"),
         "{}",
-        text(&o)
+        printed(&o)
     );
     let o = rollcall(&w, &["run", file]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(0), "{}", printed(&o));
     let o = rollcall(&w, &args("2020-01-01", "2020-03-31"));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
     let note = report["note"].as_str().expect("note");

@@ -6,23 +6,23 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use crate::support::{World, people_csv, rollcall_bin};
+use crate::support::{World, people_csv, printed, rollcall_bin};
 
 /// `rollcall ARGS PIPELINE` with the store at `store`; its exit code and everything it printed.
 fn rollcall(w: &World, store: &Path, args: &[&str]) -> (Option<i32>, String) {
+    rollcall_on(&w.pipeline_path(), store, args)
+}
+
+/// [`rollcall`] with another pipeline file.
+fn rollcall_on(pipeline: &Path, store: &Path, args: &[&str]) -> (Option<i32>, String) {
     let o: Output = Command::new(rollcall_bin())
         .args(args)
-        .arg(w.pipeline_path())
+        .arg(pipeline)
         .env("ROLLCALL_STORE", store)
         .env_remove("RUST_LOG")
         .output()
         .expect("run rollcall");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    (o.status.code(), text)
+    (o.status.code(), printed(&o))
 }
 
 async fn contact(w: &World, email: &str) -> Option<rollcall_core::ActualContact> {
@@ -190,21 +190,7 @@ async fn two_pipelines_billing_one_company_never_take_each_others_objects() {
          lic-2,Lou,Two,lou.two@acme.example,true,M365 Users\n",
     )
     .expect("write its people");
-    let run_licences = |store: &Path| {
-        let o = Command::new(rollcall_bin())
-            .args(["run"])
-            .arg(&licences)
-            .env("ROLLCALL_STORE", store)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run rollcall");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        (o.status.code(), text)
-    };
+    let run_licences = |store: &Path| rollcall_on(&licences, store, &["run"]);
     let first_pipelines_contacts_stand = |state: &rollcall_core::ClientState| {
         for i in 0..4 {
             let email = format!("user{i}@acme.example");

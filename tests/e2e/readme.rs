@@ -149,14 +149,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn output_text(o: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[test]
 fn every_yaml_block_of_the_readme_validates_with_the_example_it_belongs_to() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -209,7 +201,7 @@ fn every_yaml_block_of_the_readme_validates_with_the_example_it_belongs_to() {
             "README.md:{} ({}, merged into {example}):\n{}\n{text}",
             block.line,
             block.section,
-            output_text(&o)
+            crate::support::printed(&o)
         );
     }
 }

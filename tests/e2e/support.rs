@@ -189,6 +189,15 @@ impl World {
     }
 }
 
+/// What a command printed, standard output then standard error.
+pub fn printed(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
 pub fn rollcall_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_rollcall"))
 }
