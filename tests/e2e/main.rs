@@ -1,6 +1,7 @@
 //! rollcall's end-to-end tests: one binary, real HTTP against the vendor sandboxes, the real
 //! `rollcall` executable for exit codes and logs.
 
+mod autotask;
 mod cli;
 mod config_errors;
 mod deploy;
