@@ -95,7 +95,7 @@ const STARTER: &str = r#"  autotask:
     secret: ${AUTOTASK_SECRET}               # secrets are references, never values
     integration_code: ${AUTOTASK_INTEGRATION_CODE}   # the user's API tracking identifier
     # The zone is found from the user name; `rollcall sandbox autotask` serves this one:
-    zone_lookup_url: http://127.0.0.1:8424/ATServicesRest/V1.0
+    zone_lookup_url: http://127.0.0.1:8426/ATServicesRest/V1.0
     # rate_limit_per_hour: 5000                # Autotask allows 10000 per database
 "#;
 
