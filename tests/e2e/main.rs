@@ -1,8 +1,10 @@
 //! rollcall's end-to-end tests: one binary, real HTTP against the vendor sandboxes, the real
 //! `rollcall` executable for exit codes and logs.
 
+mod browser;
 mod cli;
 mod config_errors;
+mod console;
 mod deploy;
 mod edges;
 mod files;
