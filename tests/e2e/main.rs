@@ -3,8 +3,10 @@
 
 mod approvals;
 mod autotask;
+mod browser;
 mod cli;
 mod config_errors;
+mod console;
 mod deploy;
 mod edges;
 mod files;
