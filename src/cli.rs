@@ -195,7 +195,8 @@ enum Command {
     },
     /// Serve signed change notifications (a client's HR system, Entra ID, Xero) and queue a
     /// sync of the client each one is about, debounced; tick the pipelines' schedules; and
-    /// (unless `--workers 0`) run workers in this process. Secrets come from the environment:
+    /// (unless `--workers 0`) run workers in this process; with ROLLCALL_CONSOLE_TOKEN, serve
+    /// the console under /console. Secrets come from the environment:
     /// ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY, ROLLCALL_GRAPH_CLIENT_STATE.
     Serve {
         /// The pipeline files (YAML).
@@ -392,7 +393,7 @@ enum Command {
     },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
-        /// Which vendor: connectwise, graph, quickbooks or xero.
+        /// Which vendor: autotask, connectwise, graph, quickbooks or xero.
         kind: String,
         /// The port on 127.0.0.1 to listen on.
         #[arg(long, default_value_t = 8421)]
@@ -701,9 +702,15 @@ async fn serve(
         return Ok(Exit::Invalid);
     };
     let secrets = crate::web::Secrets::from_env();
-    if secrets.generic.is_none() && secrets.xero.is_none() && secrets.graph_client_state.is_none() {
+    if secrets.generic.is_none()
+        && secrets.xero.is_none()
+        && secrets.graph_client_state.is_none()
+        && crate::web::console::Settings::from_env()
+            .off_because()
+            .is_some()
+    {
         eprintln!(
-            "error: no webhook secret is set, so every notification would be refused (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE)"
+            "error: no webhook secret is set, so every notification would be refused, and the console is off (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE, and ROLLCALL_CONSOLE_TOKEN for the console)"
         );
         return Ok(Exit::Invalid);
     }

@@ -2,8 +2,11 @@
 //! `rollcall` executable for exit codes and logs.
 
 mod approvals;
+mod autotask;
+mod browser;
 mod cli;
 mod config_errors;
+mod console;
 mod deploy;
 mod edges;
 mod files;
