@@ -43,6 +43,10 @@ type Lookup<T> = std::pin::Pin<
     Box<dyn std::future::Future<Output = Result<Option<T>, RemoteError>> + Send + 'static>,
 >;
 
+/// Clients' states read ahead, by account (company, contract), with the products they were
+/// read for.
+type ReadAhead = HashMap<(String, Option<String>), (Vec<String>, ClientState)>;
+
 /// The connector's kind, as pipelines name it and errors report it.
 pub const VENDOR: &str = "autotask";
 
@@ -62,6 +66,8 @@ pub struct Autotask {
     zone: Arc<OnceCell<String>>,
     /// Services by lower-cased name: the catalogue does not move while a run lasts.
     services: Arc<Mutex<HashMap<String, Service>>>,
+    /// Clients' states read ahead by `prepare`, each answering one `read`.
+    prefetched: Arc<Mutex<ReadAhead>>,
     /// The mark on what this client makes (a contact's `externalID`, a contract service's
     /// `internalDescription`): the pipeline's, so two pipelines billing one company keep apart.
     mark: String,
@@ -154,6 +160,7 @@ impl Autotask {
             page_size: config.page_size,
             zone: Arc::new(OnceCell::new()),
             services: Arc::new(Mutex::new(HashMap::new())),
+            prefetched: Arc::new(Mutex::new(HashMap::new())),
             mark: crate::model::MARK.to_owned(),
         })
     }
@@ -273,39 +280,16 @@ impl Autotask {
     }
 
     async fn find_company(&self, company: &str) -> Result<Company, RemoteError> {
-        let operation = "find company";
-        let filter = match company.trim().strip_prefix("id:") {
-            Some(id) => Filter::eq("id", numeric_id("company", id)?),
-            None => Filter::eq("companyName", company.trim()),
-        };
-        let found: Vec<Company> = self.query(operation, "Companies", vec![filter]).await?;
-        let mut active: Vec<Company> = found.into_iter().filter(|c| c.is_active).collect();
-        match active.len() {
-            1 => Ok(active.remove(0)),
-            0 => Err(RemoteError::new(
-                VENDOR,
-                operation,
-                RemoteErrorKind::NotFound,
-                format!("no active company {company:?} exists in Autotask (CRM > Companies)"),
-            )),
-            n => Err(RemoteError::new(
-                VENDOR,
-                operation,
-                RemoteErrorKind::Rejected,
-                format!(
-                    "{n} active companies are named {company:?} (ids {}); write the client's \
-                     company as `id:N` so rollcall knows which",
-                    ids(active.iter().map(|c| c.id))
-                ),
-            )),
-        }
+        let found: Vec<Company> = self
+            .query("find company", "Companies", vec![company_filter(company)?])
+            .await?;
+        pick_company(found, company)
     }
 
     async fn find_contract(&self, company: &Company, name: &str) -> Result<Contract, RemoteError> {
-        let operation = "find contract";
         let found: Vec<Contract> = self
             .query(
-                operation,
+                "find contract",
                 "Contracts",
                 vec![
                     Filter::eq("companyID", company.id),
@@ -313,40 +297,7 @@ impl Autotask {
                 ],
             )
             .await?;
-        let total = found.len();
-        let mut open: Vec<Contract> = found
-            .into_iter()
-            .filter(|c| c.contract_type == RECURRING_SERVICE && c.status == 1)
-            .collect();
-        let company = &company.company_name;
-        match open.len() {
-            1 => Ok(open.remove(0)),
-            0 if total > 0 => Err(RemoteError::new(
-                VENDOR,
-                operation,
-                RemoteErrorKind::NotFound,
-                format!(
-                    "the contract {name:?} of company {company:?} is not an active recurring \
-                     service contract; seats are billed as units of its services"
-                ),
-            )),
-            0 => Err(RemoteError::new(
-                VENDOR,
-                operation,
-                RemoteErrorKind::NotFound,
-                format!("company {company:?} has no contract named {name:?}"),
-            )),
-            n => Err(RemoteError::new(
-                VENDOR,
-                operation,
-                RemoteErrorKind::Rejected,
-                format!(
-                    "company {company:?} has {n} active recurring service contracts named \
-                     {name:?} (ids {}); rename all but one so rollcall knows which carries the seats",
-                    ids(open.iter().map(|c| c.id))
-                ),
-            )),
-        }
+        pick_contract(found, company, name)
     }
 
     /// The catalogue's services named by `products` (ignoring case), read once per run for all
@@ -461,21 +412,7 @@ impl Autotask {
         let periods: Vec<ContractServiceUnit> = self
             .query(operation, "ContractServiceUnits", filter)
             .await?;
-        let mut latest: HashMap<i64, &ContractServiceUnit> = HashMap::new();
-        for period in &periods {
-            // Compared by date: the API's filter compares instants, and a period ending today
-            // at midnight still covers today.
-            if !(day(&period.start_date) <= day(&today) && day(&today) <= day(&period.end_date)) {
-                continue;
-            }
-            let newer = latest
-                .get(&period.contract_service_id)
-                .is_none_or(|have| day(&have.start_date) <= day(&period.start_date));
-            if newer {
-                latest.insert(period.contract_service_id, period);
-            }
-        }
-        Ok(latest.into_iter().map(|(id, p)| (id, p.units)).collect())
+        Ok(units_in_force(&periods, &today))
     }
 
     /// Brings a contract service's units to `target` with one adjustment of the difference
@@ -814,42 +751,20 @@ impl Autotask {
     }
 }
 
-#[async_trait]
-impl BillingSystem for Autotask {
-    fn kind(&self) -> &'static str {
-        VENDOR
-    }
-
-    fn field_limits(&self) -> rollcall_core::FieldLimits {
-        crate::model::LIMITS
-    }
-
-    /// The catalogue is read once for every client of the run.
-    async fn prepare(
+impl Autotask {
+    /// A client's state from what was read of it.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
         &self,
-        _accounts: &[BillingAccount],
-        products: &[String],
-    ) -> Result<(), RemoteError> {
-        if !products.is_empty() {
-            self.services(products).await?;
-        }
-        Ok(())
-    }
-
-    #[tracing::instrument(skip_all, fields(vendor = VENDOR, company = %account.company))]
-    async fn read(
-        &self,
-        account: &BillingAccount,
+        company: &Company,
+        contract: Option<&Contract>,
+        contacts: &[Contact],
+        on_contract: &[ContractService],
+        units: &HashMap<i64, Decimal>,
+        services: &[Service],
         products: &[String],
     ) -> Result<ClientState, RemoteError> {
-        let company = self.find_company(&account.company).await?;
-        let contract = match &account.agreement {
-            Some(name) => Some(self.find_contract(&company, name).await?),
-            None => None,
-        };
-        let contacts = self
-            .contacts_of(company.id)
-            .await?
+        let contacts = contacts
             .iter()
             .map(|c| ActualContact {
                 id: c.id.to_string(),
@@ -859,43 +774,36 @@ impl BillingSystem for Autotask {
             })
             .collect();
         let mut additions = Vec::new();
-        if let Some(contract) = contract.as_ref().filter(|_| !products.is_empty()) {
-            let services = self.services(products).await?;
-            let on_contract = self
-                .contract_services("list contract services", contract.id, None)
-                .await?;
-            let units = self.units_today("read units", contract.id, None).await?;
-            for contract_service in &on_contract {
-                // Report the product as the pipeline spells it: names ignore case.
-                let Some(product) = services
-                    .iter()
-                    .find(|s| s.id == contract_service.service_id)
-                    .and_then(|s| products.iter().find(|p| p.eq_ignore_ascii_case(&s.name)))
-                else {
-                    continue;
-                };
-                let held = units.get(&contract_service.id).copied().unwrap_or_default();
-                let marked =
-                    contract_service.internal_description.as_deref() == Some(self.mark.as_str());
-                // Rollcall's own service without units is one it cancelled (or whose units a
-                // crash cut short): not billed, so not a line to compare.
-                if marked && held.is_zero() {
-                    continue;
-                }
-                additions.push(ActualAddition {
-                    id: contract_service.id.to_string(),
-                    product: product.clone(),
-                    fields: AdditionFields {
-                        quantity: whole_units(contract_service, product, held)?,
-                        unit_price: contract_service.price(),
-                        invoice_description: contract_service
-                            .invoice_description
-                            .clone()
-                            .unwrap_or_default(),
-                    },
-                    marked,
-                });
+        for contract_service in on_contract {
+            // Report the product as the pipeline spells it: names ignore case.
+            let Some(product) = services
+                .iter()
+                .find(|s| s.id == contract_service.service_id)
+                .and_then(|s| products.iter().find(|p| p.eq_ignore_ascii_case(&s.name)))
+            else {
+                continue;
+            };
+            let held = units.get(&contract_service.id).copied().unwrap_or_default();
+            let marked =
+                contract_service.internal_description.as_deref() == Some(self.mark.as_str());
+            // Rollcall's own service without units is one it cancelled (or whose units a
+            // crash cut short): not billed, so not a line to compare.
+            if marked && held.is_zero() {
+                continue;
             }
+            additions.push(ActualAddition {
+                id: contract_service.id.to_string(),
+                product: product.clone(),
+                fields: AdditionFields {
+                    quantity: whole_units(contract_service, product, held)?,
+                    unit_price: contract_service.price(),
+                    invoice_description: contract_service
+                        .invoice_description
+                        .clone()
+                        .unwrap_or_default(),
+                },
+                marked,
+            });
         }
         Ok(ClientState {
             account: AccountRef {
@@ -906,6 +814,243 @@ impl BillingSystem for Autotask {
             contacts,
             additions,
         })
+    }
+
+    /// Every account's state, each entity read once for all of them (`in` filters of up to
+    /// 500 values). An account whose company or contract is not found exactly once is left
+    /// out: its own read then says why.
+    async fn read_together(
+        &self,
+        accounts: &[BillingAccount],
+        products: &[String],
+    ) -> Result<ReadAhead, RemoteError> {
+        let mut by_company = Vec::new();
+        for account in accounts {
+            by_company.push(company_filter(&account.company)?);
+        }
+        let mut companies: Vec<Company> = Vec::new();
+        for chunk in by_company.chunks(IN_LIMIT) {
+            companies.extend(
+                self.query::<Company>(
+                    "read companies",
+                    "Companies",
+                    vec![Filter::any(chunk.to_vec())],
+                )
+                .await?,
+            );
+        }
+        let mut resolved = Vec::new();
+        for account in accounts {
+            let named: Vec<Company> = companies
+                .iter()
+                .filter(|c| company_matches(c, &account.company))
+                .cloned()
+                .collect();
+            if let Ok(company) = pick_company(named, &account.company) {
+                resolved.push((account, company));
+            }
+        }
+        let company_ids: Vec<i64> = resolved.iter().map(|(_, c)| c.id).collect();
+        let contracts: Vec<Contract> = self
+            .query_in(
+                "read contracts",
+                "Contracts",
+                "companyID",
+                &company_ids,
+                vec![],
+            )
+            .await?;
+        let contacts: Vec<Contact> = self
+            .query_in(
+                "read contacts",
+                "Contacts",
+                "companyID",
+                &company_ids,
+                vec![],
+            )
+            .await?;
+        let mut ready = Vec::new();
+        for (account, company) in resolved {
+            let contract = match &account.agreement {
+                Some(name) => {
+                    let named = contracts
+                        .iter()
+                        .filter(|c| {
+                            c.company_id == company.id
+                                && c.contract_name.trim().to_lowercase()
+                                    == name.trim().to_lowercase()
+                        })
+                        .cloned()
+                        .collect();
+                    match pick_contract(named, &company, name) {
+                        Ok(contract) => Some(contract),
+                        Err(_) => continue,
+                    }
+                }
+                None => None,
+            };
+            ready.push((account, company, contract));
+        }
+        let contract_ids: Vec<i64> = ready
+            .iter()
+            .filter_map(|(_, _, c)| c.as_ref().map(|c| c.id))
+            .collect();
+        let (services, on_contracts, units) = if products.is_empty() || contract_ids.is_empty() {
+            Default::default()
+        } else {
+            let today = today();
+            let periods: Vec<ContractServiceUnit> = self
+                .query_in(
+                    "read units",
+                    "ContractServiceUnits",
+                    "contractID",
+                    &contract_ids,
+                    vec![
+                        Filter::compare("lte", "startDate", today.as_str()),
+                        Filter::compare("gte", "endDate", today.as_str()),
+                    ],
+                )
+                .await?;
+            (
+                self.services(products).await?,
+                self.query_in::<ContractService>(
+                    "list contract services",
+                    "ContractServices",
+                    "contractID",
+                    &contract_ids,
+                    vec![],
+                )
+                .await?,
+                units_in_force(&periods, &today),
+            )
+        };
+        let mut states = HashMap::new();
+        for (account, company, contract) in ready {
+            let of_company: Vec<Contact> = contacts
+                .iter()
+                .filter(|c| c.company_id == company.id)
+                .cloned()
+                .collect();
+            let on_contract: Vec<ContractService> = match &contract {
+                Some(contract) if !products.is_empty() => on_contracts
+                    .iter()
+                    .filter(|s| s.contract_id == contract.id)
+                    .cloned()
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let state = self.assemble(
+                &company,
+                contract.as_ref(),
+                &of_company,
+                &on_contract,
+                &units,
+                &services,
+                products,
+            )?;
+            states.insert(account_key(account), (products.to_vec(), state));
+        }
+        Ok(states)
+    }
+
+    /// Every record whose `field` is one of `values`, in requests of up to 500 values.
+    async fn query_in<T: DeserializeOwned>(
+        &self,
+        operation: &str,
+        entity: &str,
+        field: &str,
+        values: &[i64],
+        also: Vec<Filter>,
+    ) -> Result<Vec<T>, RemoteError> {
+        let mut rows = Vec::new();
+        for chunk in values.chunks(IN_LIMIT) {
+            let mut filter = vec![Filter::compare("in", field, chunk.to_vec())];
+            filter.extend(also.iter().cloned());
+            rows.extend(self.query(operation, entity, filter).await?);
+        }
+        Ok(rows)
+    }
+}
+
+#[async_trait]
+impl BillingSystem for Autotask {
+    fn kind(&self) -> &'static str {
+        VENDOR
+    }
+
+    fn field_limits(&self) -> rollcall_core::FieldLimits {
+        crate::model::LIMITS
+    }
+
+    /// The catalogue is read once for every client of the run, and for two clients or more
+    /// every client's company, contract, contacts, contract services and units are read
+    /// together, a page per 500 records, instead of five requests per client.
+    async fn prepare(
+        &self,
+        accounts: &[BillingAccount],
+        products: &[String],
+    ) -> Result<(), RemoteError> {
+        if !products.is_empty() {
+            self.services(products).await?;
+        }
+        if accounts.len() >= 2 {
+            let states = self.read_together(accounts, products).await?;
+            *self
+                .prefetched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = states;
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(skip_all, fields(vendor = VENDOR, company = %account.company))]
+    async fn read(
+        &self,
+        account: &BillingAccount,
+        products: &[String],
+    ) -> Result<ClientState, RemoteError> {
+        // A state read ahead answers one read only: any later read (after applying, to verify)
+        // goes to Autotask again.
+        let ahead = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&account_key(account));
+        if let Some((read_for, mut state)) = ahead
+            && products
+                .iter()
+                .all(|p| read_for.iter().any(|r| r.eq_ignore_ascii_case(p)))
+        {
+            // Read for every product of the pipeline; the client bills some of them.
+            state
+                .additions
+                .retain(|a| products.iter().any(|p| p.eq_ignore_ascii_case(&a.product)));
+            return Ok(state);
+        }
+        let company = self.find_company(&account.company).await?;
+        let contract = match &account.agreement {
+            Some(name) => Some(self.find_contract(&company, name).await?),
+            None => None,
+        };
+        let contacts = self.contacts_of(company.id).await?;
+        let (services, on_contract, units) = match contract.as_ref() {
+            Some(contract) if !products.is_empty() => (
+                self.services(products).await?,
+                self.contract_services("list contract services", contract.id, None)
+                    .await?,
+                self.units_today("read units", contract.id, None).await?,
+            ),
+            _ => Default::default(),
+        };
+        self.assemble(
+            &company,
+            contract.as_ref(),
+            &contacts,
+            &on_contract,
+            &units,
+            &services,
+            products,
+        )
     }
 
     #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
@@ -937,6 +1082,122 @@ impl BillingSystem for Autotask {
             )),
         }
     }
+}
+
+/// Values in one `in` filter, and conditions in one `or`: Autotask's limit per query.
+const IN_LIMIT: usize = 500;
+
+/// What a read ahead is kept under: the account as the pipeline names it.
+fn account_key(account: &BillingAccount) -> (String, Option<String>) {
+    (
+        account.company.trim().to_lowercase(),
+        account
+            .agreement
+            .as_deref()
+            .map(|a| a.trim().to_lowercase()),
+    )
+}
+
+/// The condition that finds a pipeline's company: `id:N`, or its name.
+fn company_filter(company: &str) -> Result<Filter, RemoteError> {
+    Ok(match company.trim().strip_prefix("id:") {
+        Some(id) => Filter::eq("id", numeric_id("company", id)?),
+        None => Filter::eq("companyName", company.trim()),
+    })
+}
+
+fn company_matches(found: &Company, company: &str) -> bool {
+    match company.trim().strip_prefix("id:") {
+        Some(id) => id.trim().parse() == Ok(found.id),
+        None => found.company_name.trim().to_lowercase() == company.trim().to_lowercase(),
+    }
+}
+
+/// The one active company of those found for `company`.
+fn pick_company(found: Vec<Company>, company: &str) -> Result<Company, RemoteError> {
+    let operation = "find company";
+    let mut active: Vec<Company> = found.into_iter().filter(|c| c.is_active).collect();
+    match active.len() {
+        1 => Ok(active.remove(0)),
+        0 => Err(RemoteError::new(
+            VENDOR,
+            operation,
+            RemoteErrorKind::NotFound,
+            format!("no active company {company:?} exists in Autotask (CRM > Companies)"),
+        )),
+        n => Err(RemoteError::new(
+            VENDOR,
+            operation,
+            RemoteErrorKind::Rejected,
+            format!(
+                "{n} active companies are named {company:?} (ids {}); write the client's \
+                 company as `id:N` so rollcall knows which",
+                ids(active.iter().map(|c| c.id))
+            ),
+        )),
+    }
+}
+
+/// The one active recurring service contract of those found under `name`.
+fn pick_contract(
+    found: Vec<Contract>,
+    company: &Company,
+    name: &str,
+) -> Result<Contract, RemoteError> {
+    let operation = "find contract";
+    let total = found.len();
+    let mut open: Vec<Contract> = found
+        .into_iter()
+        .filter(|c| c.contract_type == RECURRING_SERVICE && c.status == 1)
+        .collect();
+    let company = &company.company_name;
+    match open.len() {
+        1 => Ok(open.remove(0)),
+        0 if total > 0 => Err(RemoteError::new(
+            VENDOR,
+            operation,
+            RemoteErrorKind::NotFound,
+            format!(
+                "the contract {name:?} of company {company:?} is not an active recurring \
+                 service contract; seats are billed as units of its services"
+            ),
+        )),
+        0 => Err(RemoteError::new(
+            VENDOR,
+            operation,
+            RemoteErrorKind::NotFound,
+            format!("company {company:?} has no contract named {name:?}"),
+        )),
+        n => Err(RemoteError::new(
+            VENDOR,
+            operation,
+            RemoteErrorKind::Rejected,
+            format!(
+                "company {company:?} has {n} active recurring service contracts named \
+                 {name:?} (ids {}); rename all but one so rollcall knows which carries the seats",
+                ids(open.iter().map(|c| c.id))
+            ),
+        )),
+    }
+}
+
+/// Units in force on `today`, by contract service: the latest period covering it. Compared by
+/// date: the API's filter compares instants, and a period ending today at midnight still
+/// covers today.
+fn units_in_force(periods: &[ContractServiceUnit], today: &str) -> HashMap<i64, Decimal> {
+    let mut latest: HashMap<i64, &ContractServiceUnit> = HashMap::new();
+    for period in periods {
+        if !(day(&period.start_date) <= day(today) && day(today) <= day(&period.end_date)) {
+            continue;
+        }
+        let newer = latest
+            .get(&period.contract_service_id)
+            .is_none_or(|have| day(&have.start_date) <= day(&period.start_date));
+        if newer {
+            latest.insert(period.contract_service_id, period);
+        }
+    }
+    latest.into_iter().map(|(id, p)| (id, p.units)).collect()
 }
 
 /// Turns an Autotask error body (`{"errors": ["…", …]}`) into one line.

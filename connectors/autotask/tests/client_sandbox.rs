@@ -258,3 +258,42 @@ async fn values_longer_than_autotask_stores_are_refused_naming_the_field() {
     assert!(err.message.contains("firstName"), "{err}");
     assert!(sandbox.state().contacts.is_empty());
 }
+
+#[tokio::test]
+async fn a_read_ahead_answers_one_read_and_later_reads_see_what_was_applied() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let globex = BillingAccount {
+        company: "Globex Corporation".into(),
+        ..acme()
+    };
+    let products = [M365.to_owned()];
+    at.prepare(&[acme(), globex.clone()], &products)
+        .await
+        .expect("prepare");
+    // Zone, catalogue, then companies, contracts, contacts, contract services and units once
+    // for both clients.
+    assert_eq!(sandbox.requests(), 7);
+    let state = at.read(&acme(), &products).await.expect("read ahead");
+    assert_eq!(sandbox.requests(), 7, "answered from the read ahead");
+    assert_eq!(state.account.company_id, "101");
+    let person = ContactFields {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: Some("ada@acme.example".into()),
+        ..ContactFields::default()
+    };
+    at.apply(
+        &state.account,
+        &Change::CreateContact {
+            key: person.key(),
+            after: person,
+        },
+    )
+    .await
+    .expect("contact");
+    let again = at.read(&acme(), &products).await.expect("read again");
+    assert_eq!(again.contacts.len(), 1, "a second read goes to Autotask");
+    let globex_state = at.read(&globex, &products).await.expect("globex");
+    assert_eq!(globex_state.account.company_id, "102");
+}
