@@ -387,6 +387,7 @@ impl Approvals {
                 ),
                 approval: Some(approval.id.clone()),
                 account,
+                billed_as: None,
             },
         )
         .await;
@@ -878,6 +879,7 @@ pub async fn after_sync(
                         detail: format!("{} (hint: {})", failure.message, failure.hint),
                         approval: None,
                         account: c.resolved.clone(),
+                        billed_as: Some(c.account.clone()),
                     },
                 )
                 .await;
@@ -921,6 +923,7 @@ pub async fn after_sync(
                             detail: verdict.detail.clone().unwrap_or_default(),
                             approval: None,
                             account: c.resolved.clone(),
+                            billed_as: Some(c.account.clone()),
                         },
                     )
                     .await;
@@ -957,6 +960,7 @@ pub async fn after_sync(
                 ),
                 approval: Some(held.id.clone()),
                 account: c.and_then(|c| c.resolved.clone()),
+                billed_as: c.map(|c| c.account.clone()),
             },
         )
         .await;

@@ -46,6 +46,9 @@ pub struct Event {
     pub approval: Option<String>,
     /// The client's company in the billing system, when known (a ticket goes there).
     pub account: Option<AccountRef>,
+    /// Where the client is billed, as the pipeline says: a ticket finds the company by it when
+    /// the sync failed before the billing system was read.
+    pub billed_as: Option<rollcall_core::BillingAccount>,
 }
 
 /// An event as sent: with where to act on it.

@@ -45,16 +45,28 @@ impl Channel for TicketChannel {
                 billing.kind()
             ))
         })?;
-        let account = message
+        let known = message
             .event
             .account
-            .as_ref()
-            .filter(|a| !a.company_id.is_empty())
-            .ok_or_else(|| {
-                Undelivered::permanent(
+            .clone()
+            .filter(|a| !a.company_id.is_empty());
+        let account = match (known, &message.event.billed_as) {
+            (Some(a), _) => a,
+            // The sync failed before the billing system was read: find the company now.
+            (None, Some(billed_as)) => billing
+                .read(billed_as, &[])
+                .await
+                .map(|state| state.account)
+                .map_err(|e| {
+                    Undelivered::permanent(format!("ticket: cannot find the client's company: {e}"))
+                })?,
+            (None, None) => {
+                return Err(Undelivered::permanent(
                     "ticket: the client's company is not known in the billing system",
-                )
-            })?;
+                ));
+            }
+        };
+        let account = &account;
         let ticket = NewTicket {
             board: self.board.clone(),
             summary: message.event.title.clone(),

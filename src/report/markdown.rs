@@ -20,8 +20,9 @@ pub fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '-' | '!'
-            | '|' | '<' | '>' | '~' | '@' => {
+            // `@` would mention a GitHub user; `[` starts a link or an image; the rest emphasise,
+            // quote code, break a table cell or open HTML.
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '|' | '<' | '>' | '~' | '@' => {
                 out.push('\\');
                 out.push(c);
             }
