@@ -80,6 +80,7 @@ billing_systems! {
     ConnectWise("connectwise") => rollcall_connectwise::Config,
     QuickBooks("quickbooks") => rollcall_quickbooks::Config,
     Xero("xero") => rollcall_xero::Config,
+    HaloPsa("halopsa") => rollcall_halopsa::Config,
 }
 
 directories! {
@@ -89,7 +90,7 @@ directories! {
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &["connectwise", "graph", "quickbooks", "xero"];
+pub const SANDBOXES: &[&str] = &["connectwise", "graph", "halopsa", "quickbooks", "xero"];
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -151,6 +152,19 @@ pub fn run_sandbox(
                 seed.tenant_name, seed.tenant_id, seed.client_id
             );
             rollcall_xero::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
+        "halopsa" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => read_seed(&path)?,
+                None => rollcall_halopsa::Seed::demo(),
+            };
+            println!(
+                "HaloPSA sandbox at http://{addr} (url; token at /auth/token, client id `{}`, secret as in the seed); Ctrl-C stops it",
+                seed.client_id
+            );
+            rollcall_halopsa::run_standalone(addr, seed)
                 .await
                 .map_err(|e| e.to_string())
         })),
