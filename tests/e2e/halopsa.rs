@@ -374,7 +374,7 @@ async fn request_counts_of_a_first_run_and_a_resync_stay_near_the_paging_bound()
          (paging bound {read_bound} reads + {writes_bound} for the writes), \
          no-change resync {resync} (bound {read_bound})"
     );
-    assert!(resync <= read_bound * 2, "resync made {resync} requests");
+    assert!(resync <= read_bound, "resync made {resync} requests");
     assert!(
         first <= 2 * read_bound + writes_bound + 2 * CLIENTS as u64 + 2,
         "first run made {first} requests"
