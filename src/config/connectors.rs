@@ -81,6 +81,7 @@ billing_systems! {
     Autotask("autotask") => rollcall_autotask::Config,
     QuickBooks("quickbooks") => rollcall_quickbooks::Config,
     Xero("xero") => rollcall_xero::Config,
+    HaloPsa("halopsa") => rollcall_halopsa::Config,
 }
 
 directories! {
@@ -90,7 +91,14 @@ directories! {
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &["autotask", "connectwise", "graph", "quickbooks", "xero"];
+pub const SANDBOXES: &[&str] = &[
+    "autotask",
+    "connectwise",
+    "graph",
+    "halopsa",
+    "quickbooks",
+    "xero",
+];
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -166,6 +174,19 @@ pub fn run_sandbox(
                 seed.tenant_name, seed.tenant_id, seed.client_id
             );
             rollcall_xero::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
+        "halopsa" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => read_seed(&path)?,
+                None => rollcall_halopsa::Seed::demo(),
+            };
+            println!(
+                "HaloPSA sandbox at http://{addr} (url; token at /auth/token, client id `{}`, secret as in the seed); Ctrl-C stops it",
+                seed.client_id
+            );
+            rollcall_halopsa::run_standalone(addr, seed)
                 .await
                 .map_err(|e| e.to_string())
         })),

@@ -12,6 +12,7 @@ mod edges;
 mod files;
 mod first_steps;
 mod graph;
+mod halopsa;
 mod invoices;
 mod ldap;
 mod leases;
