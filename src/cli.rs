@@ -129,6 +129,13 @@ enum Output {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum PlanOutput {
+    Table,
+    Json,
+    Markdown,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Check a pipeline file: YAML shape, CEL rules, templates, product references.
@@ -144,8 +151,9 @@ enum Command {
         #[arg(long)]
         client: Option<String>,
         /// `json` prints one object with a `changes` array; save it to apply it later.
-        #[arg(long, value_enum, default_value_t = Output::Table)]
-        output: Output,
+        /// `markdown` is a summary per client for a pull-request comment.
+        #[arg(long, value_enum, default_value_t = PlanOutput::Table)]
+        output: PlanOutput,
         /// Let plans through that remove more seats than the guard allows.
         #[arg(long)]
         allow_drop: bool,
@@ -187,7 +195,8 @@ enum Command {
     },
     /// Serve signed change notifications (a client's HR system, Entra ID, Xero) and queue a
     /// sync of the client each one is about, debounced; tick the pipelines' schedules; and
-    /// (unless `--workers 0`) run workers in this process. Secrets come from the environment:
+    /// (unless `--workers 0`) run workers in this process; with ROLLCALL_CONSOLE_TOKEN, serve
+    /// the console under /console. Secrets come from the environment:
     /// ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY, ROLLCALL_GRAPH_CLIENT_STATE.
     Serve {
         /// The pipeline files (YAML).
@@ -384,7 +393,7 @@ enum Command {
     },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
-        /// Which vendor: connectwise, graph, quickbooks or xero.
+        /// Which vendor: autotask, connectwise, graph, quickbooks or xero.
         kind: String,
         /// The port on 127.0.0.1 to listen on.
         #[arg(long, default_value_t = 8421)]
@@ -395,6 +404,52 @@ enum Command {
     },
     /// See rollcall work end to end with nothing installed: a sandbox, a plan, an apply, a resync.
     Demo,
+    /// Plans waiting for a person (refused by a guard, or held by the pipeline's approval
+    /// policy), and the decisions made on earlier ones. With an id: that one and its plan.
+    Approvals {
+        /// One approval (its id, or the id's first characters), shown with its plan.
+        id: Option<String>,
+        /// Only approvals in this state: pending, approved, rejected, superseded, expired.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// A table, or JSON for scripts.
+        #[arg(long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Apply exactly the plan of a pending approval, if the billing system has not changed
+    /// since it was made (otherwise the approval is superseded and the client planned again).
+    Approve {
+        /// The approval's id (or its first characters), as `rollcall approvals` lists it.
+        id: String,
+        /// The pipeline file, when it is no longer where the plan was made from.
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+        /// Do not ask for confirmation (needed when not at a terminal).
+        #[arg(long, short)]
+        yes: bool,
+        /// The day the plan takes effect (YYYY-MM-DD): when later than today, nothing is
+        /// written now, and the client's first sync on or after that day applies the plan.
+        #[arg(long)]
+        effective: Option<String>,
+        /// How long to wait for a client another sync holds.
+        #[arg(long, default_value_t = 60)]
+        lock_wait_seconds: u64,
+    },
+    /// Reject a pending approval: nothing is written for it.
+    Reject {
+        /// The approval's id (or its first characters).
+        id: String,
+        /// Why, for the record and the people notified.
+        #[arg(long)]
+        reason: String,
+        /// The pipeline file, when it is no longer where the plan was made from (for its
+        /// notification channels).
+        #[arg(long)]
+        pipeline: Option<PathBuf>,
+    },
 }
 
 /// What this invocation's options say about every run it makes: passed down, never global.
@@ -613,6 +668,24 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
         Command::Schema { format } => schema(format),
         Command::Sandbox { kind, port, seed } => sandbox(kind, port, seed).await,
         Command::Demo => demo::run().await,
+        Command::Approvals {
+            id,
+            state,
+            limit,
+            output,
+        } => approvals(&inv, id, state, limit, output).await,
+        Command::Approve {
+            id,
+            pipeline,
+            yes,
+            effective,
+            lock_wait_seconds,
+        } => approve(&inv, id, pipeline, yes, effective, lock_wait_seconds).await,
+        Command::Reject {
+            id,
+            reason,
+            pipeline,
+        } => reject(&inv, id, reason, pipeline).await,
     }
 }
 
@@ -629,9 +702,15 @@ async fn serve(
         return Ok(Exit::Invalid);
     };
     let secrets = crate::web::Secrets::from_env();
-    if secrets.generic.is_none() && secrets.xero.is_none() && secrets.graph_client_state.is_none() {
+    if secrets.generic.is_none()
+        && secrets.xero.is_none()
+        && secrets.graph_client_state.is_none()
+        && crate::web::console::Settings::from_env()
+            .off_because()
+            .is_some()
+    {
         eprintln!(
-            "error: no webhook secret is set, so every notification would be refused (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE)"
+            "error: no webhook secret is set, so every notification would be refused, and the console is off (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE, and ROLLCALL_CONSOLE_TOKEN for the console)"
         );
         return Ok(Exit::Invalid);
     }
@@ -909,7 +988,7 @@ async fn plan(
     inv: &Invocation,
     file: PathBuf,
     client: Option<String>,
-    output: Output,
+    output: PlanOutput,
     allow_drop: bool,
 ) -> anyhow::Result<Exit> {
     let Some(pipeline) = load_for(inv.bill_day, &file, client.as_deref()) else {
@@ -926,10 +1005,180 @@ async fn plan(
     Bars::finish(bars);
     let plan = plan?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-        Output::Table => print!("{}", report::plan_text_styled(&plan, colour())),
+        PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
+        PlanOutput::Table => print!("{}", report::plan_text_styled(&plan, colour())),
+        PlanOutput::Markdown => print!("{}", report::markdown::plan(&plan)),
     }
     Ok(Exit::of_plan(&plan))
+}
+
+async fn approvals(
+    inv: &Invocation,
+    id: Option<String>,
+    state: Option<String>,
+    limit: u32,
+    output: Output,
+) -> anyhow::Result<Exit> {
+    use crate::approvals::{Approvals, cli};
+    let state = match state
+        .as_deref()
+        .map(str::parse::<crate::approvals::ApprovalState>)
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: --state: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let approvals = Approvals::open(&open_store(inv).await?).await?;
+    match id {
+        Some(id) => match approvals.get(&id).await {
+            Ok((a, plan)) => match output {
+                Output::Json => print!(
+                    "{}",
+                    report::json(&serde_json::json!({ "approval": a, "plan": plan }))?
+                ),
+                Output::Table => {
+                    print!("{}", cli::detail(&a));
+                    print!("{}", report::plan_text_styled(&plan, colour()));
+                }
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(Exit::Invalid);
+            }
+        },
+        None => {
+            let list = approvals.list(state, limit).await?;
+            match output {
+                Output::Json => print!("{}", report::json(&list)?),
+                Output::Table => print!("{}", cli::table(&list)),
+            }
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+async fn approve(
+    inv: &Invocation,
+    id: String,
+    pipeline: Option<PathBuf>,
+    yes: bool,
+    effective: Option<String>,
+    lock_wait_seconds: u64,
+) -> anyhow::Result<Exit> {
+    use crate::approvals::{self, ApprovalError, Approvals, cli};
+    let effective = match effective.as_deref().map(approvals::parse_day).transpose() {
+        Ok(day) => day,
+        Err(e) => {
+            eprintln!("error: --effective: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let (approval, plan) = match Approvals::open(&open_store(inv).await?)
+        .await?
+        .get(&id)
+        .await
+    {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    let file = pipeline.unwrap_or_else(|| PathBuf::from(&approval.pipeline_file));
+    let Some(pipeline) = load(inv.bill_day, &file) else {
+        return Ok(Exit::Invalid);
+    };
+    print!("{}", cli::detail(&approval));
+    print!("{}", report::plan_text_styled(&plan, colour()));
+    // What is asked is whether to apply the refused changes.
+    let mut asked = plan.clone();
+    for c in &mut asked.clients {
+        c.refusal = None;
+    }
+    if !yes && !confirm(&asked)? {
+        return Ok(if std::io::stdin().is_terminal() {
+            Exit::Ok
+        } else {
+            Exit::Invalid
+        });
+    }
+    let engine = hand_engine(inv).await?;
+    let options = Options {
+        lock_wait: Duration::from_secs(lock_wait_seconds),
+        run_id: Some(&inv.run_id),
+        ..Options::default()
+    };
+    match approvals::approve(
+        &engine,
+        &pipeline,
+        &approval.id,
+        &cli::who(),
+        effective,
+        &options,
+    )
+    .await
+    {
+        Ok(decided) => {
+            print!("{}", cli::decided(&decided));
+            Ok(decided.verdict())
+        }
+        Err(ApprovalError::Engine(e @ EngineError::Busy(_))) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Remote)
+        }
+        Err(ApprovalError::Engine(e)) => Err(e.into()),
+        Err(ApprovalError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Invalid)
+        }
+    }
+}
+
+async fn reject(
+    inv: &Invocation,
+    id: String,
+    reason: String,
+    pipeline: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    use crate::approvals::{Approvals, cli};
+    if reason.trim().is_empty() {
+        eprintln!(
+            "error: --reason is empty (hint: say why, for the record and the people notified)"
+        );
+        return Ok(Exit::Invalid);
+    }
+    let approvals = Approvals::open(&open_store(inv).await?).await?;
+    let (found, _) = match approvals.get(&id).await {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(Exit::Invalid);
+        }
+    };
+    // The pipeline is only for its notification channels: a moved or broken file does not
+    // keep anyone from saying no.
+    let file = pipeline.unwrap_or_else(|| PathBuf::from(&found.pipeline_file));
+    let pipeline = config::load(&file).ok();
+    match approvals
+        .reject(&found.id, &cli::who(), reason.trim(), pipeline.as_ref())
+        .await
+    {
+        Ok(a) => {
+            println!(
+                "approval {} rejected; nothing was written for client `{}`",
+                a.id, a.client
+            );
+            Ok(Exit::Ok)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(Exit::Invalid)
+        }
+    }
 }
 
 async fn apply(
@@ -1276,6 +1525,9 @@ fn print_synced(
     }
     if let Some(path) = &synced.report {
         println!("report: {}", path.display());
+    }
+    for held in &synced.approvals {
+        println!("{held}");
     }
     Ok(synced.verdict())
 }

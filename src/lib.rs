@@ -11,6 +11,7 @@
 //! See ARCHITECTURE.md for the code map and the invariants the tests hold.
 
 pub mod apply;
+pub mod approvals;
 pub mod cli;
 pub mod config;
 pub mod connect;
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod explain;
 pub mod mapping;
 pub mod metrics;
+pub mod notify;
 pub mod pipeline_tests;
 pub mod plan;
 pub mod queue;

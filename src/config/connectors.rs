@@ -84,6 +84,7 @@ macro_rules! directories {
 
 billing_systems! {
     ConnectWise("connectwise") => rollcall_connectwise::Config,
+    Autotask("autotask") => rollcall_autotask::Config,
     QuickBooks("quickbooks") => rollcall_quickbooks::Config,
     Xero("xero") => rollcall_xero::Config,
 }
@@ -95,7 +96,7 @@ directories! {
 }
 
 /// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &["connectwise", "graph", "quickbooks", "xero"];
+pub const SANDBOXES: &[&str] = &["autotask", "connectwise", "graph", "quickbooks", "xero"];
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -118,6 +119,20 @@ pub fn run_sandbox(
                 seed.credentials.company_id
             );
             rollcall_connectwise::run_standalone(addr, seed)
+                .await
+                .map_err(|e| e.to_string())
+        })),
+        "autotask" => Some(Box::pin(async move {
+            let seed = match seed {
+                Some(path) => read_seed(&path)?,
+                None => rollcall_autotask::Seed::demo(),
+            };
+            println!(
+                "Autotask sandbox: zone lookup at http://{addr}{} (API user `{}`; secret and integration code as in the seed); Ctrl-C stops it",
+                rollcall_autotask::sandbox::API_ROOT,
+                seed.credentials.username
+            );
+            rollcall_autotask::run_standalone(addr, seed)
                 .await
                 .map_err(|e| e.to_string())
         })),

@@ -7,6 +7,7 @@
 //! this module sees the raw form, and every problem found is reported with FILE:LINE:COLUMN
 //! and a hint, all of them at once.
 
+pub mod approval;
 mod at;
 pub mod bounds;
 pub mod connectors;
@@ -15,6 +16,7 @@ mod error;
 mod fuzz;
 pub mod invoice;
 pub mod named_groups;
+pub mod notify;
 pub mod reference;
 pub mod variables;
 
@@ -62,6 +64,14 @@ pub struct RawPipeline {
     /// PSA targets, whose agreements bill themselves.
     #[serde(default)]
     pub invoice: Option<InvoicePolicy>,
+    /// Which plans wait for a person's approval besides those a guard refuses
+    /// (docs/approvals.md).
+    #[serde(default)]
+    pub policy: approval::RawPolicy,
+    /// Whom rollcall tells about refusals, failures, lost connections and approvals
+    /// (docs/approvals.md).
+    #[serde(default)]
+    pub notify: notify::RawNotify,
     /// Test cases for the rules: people in, expected seats, contacts and lines out. Run them
     /// with `rollcall test FILE`; more can live in a sibling `NAME.tests.yaml`.
     #[serde(default)]
@@ -380,6 +390,10 @@ pub struct Pipeline {
     pub products: Vec<Product>,
     pub clients: Vec<Client>,
     pub templates: TemplateSet,
+    /// Which plans wait for a person (`policy:`).
+    pub approval: approval::ApprovalPolicy,
+    /// Whom rollcall tells (`notify:`).
+    pub notify: notify::Notify,
 }
 
 /// A product as the engine uses it.
@@ -932,6 +946,10 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
         None => None,
         Some(s) => Some(check_schedule(path, s).map_err(|e| ConfigErrors(vec![e]))?),
     };
+    let notify_errors = notify::check(path, &raw.notify);
+    if !notify_errors.is_empty() {
+        return Err(ConfigErrors(notify_errors));
+    }
     Ok(Pipeline {
         name: raw.name.value,
         file: path.to_owned(),
@@ -944,6 +962,8 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
         products,
         clients,
         templates,
+        approval: approval::ApprovalPolicy::from(&raw.policy),
+        notify: notify::Notify::from(raw.notify),
     })
 }
 

@@ -51,6 +51,12 @@ pub struct Options<'a> {
     pub run_id: Option<&'a str>,
     /// Who watches the run: the CLI's progress bars, or nobody.
     pub progress: &'a dyn Progress,
+    /// Who or what started the sync, as a pending approval records it (a queued job's
+    /// trigger); by default the command and the user running it.
+    pub trigger: Option<&'a str>,
+    /// The approval whose plan this is: applied as it stands, neither held by the pipeline's
+    /// approval policy nor kept as a new approval (`crate::approvals`).
+    pub approval: Option<&'a str>,
 }
 
 impl Default for Options<'_> {
@@ -62,6 +68,8 @@ impl Default for Options<'_> {
             verify: false,
             run_id: None,
             progress: &run::Quiet,
+            trigger: None,
+            approval: None,
         }
     }
 }
@@ -74,6 +82,8 @@ impl std::fmt::Debug for Options<'_> {
             .field("lock_wait", &self.lock_wait)
             .field("verify", &self.verify)
             .field("run_id", &self.run_id)
+            .field("trigger", &self.trigger)
+            .field("approval", &self.approval)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +167,8 @@ pub struct Synced {
     pub outcomes: Vec<ClientOutcome>,
     /// The run's HTML report beside the store, when it could be written.
     pub report: Option<PathBuf>,
+    /// The clients whose plans wait for a person, each with its approval's id.
+    pub approvals: Vec<crate::approvals::Held>,
 }
 
 impl Synced {
@@ -298,7 +310,11 @@ impl Engine {
         options: &Options<'_>,
     ) -> Result<PipelinePlan, EngineError> {
         let billing = self.billing(pipeline)?;
-        Ok(self.plan_with(billing, pipeline, only, options).await)
+        let mut plan = self.plan_with(billing, pipeline, only, options).await;
+        if options.approval.is_none() {
+            crate::approvals::hold(pipeline, &mut plan);
+        }
+        Ok(plan)
     }
 
     async fn plan_with(
@@ -332,35 +348,43 @@ impl Engine {
             Some(name) => pipeline.client(name).into_iter().collect(),
             None => pipeline.clients.iter().collect(),
         };
-        self.leased(pipeline, &clients, options, async {
-            let plan = self
-                .plan_with(billing.clone(), pipeline, only, options)
-                .await;
-            self.apply_recorded(plan, billing, options).await
-        })
-        .await
+        let synced = self
+            .leased(pipeline, &clients, options, async {
+                let mut plan = self
+                    .plan_with(billing.clone(), pipeline, only, options)
+                    .await;
+                crate::approvals::hold(pipeline, &mut plan);
+                self.apply_recorded(plan, billing, options).await
+            })
+            .await?;
+        Ok(crate::approvals::after_sync(self, pipeline, synced, options).await)
     }
 
     /// Applies a plan made earlier (saved, or shown and confirmed) under its clients' leases.
     pub async fn apply(
         &self,
         pipeline: &Pipeline,
-        plan: PipelinePlan,
+        mut plan: PipelinePlan,
         options: &Options<'_>,
     ) -> Result<Synced, EngineError> {
         let billing = self.billing(pipeline)?;
+        if options.approval.is_none() {
+            crate::approvals::hold(pipeline, &mut plan);
+        }
         let clients: Vec<&Client> = plan
             .clients
             .iter()
             .filter_map(|c| pipeline.client(&c.client))
             .collect();
-        self.leased(
-            pipeline,
-            &clients,
-            options,
-            self.apply_recorded(plan, billing, options),
-        )
-        .await
+        let synced = self
+            .leased(
+                pipeline,
+                &clients,
+                options,
+                self.apply_recorded(plan, billing, options),
+            )
+            .await?;
+        Ok(crate::approvals::after_sync(self, pipeline, synced, options).await)
     }
 
     /// Runs `work` holding every lease `clients` need, each write it makes checked first.
@@ -425,6 +449,7 @@ impl Engine {
             plan,
             outcomes,
             report,
+            approvals: Vec::new(),
         };
         let verdict = format!("{:?}", synced.verdict()).to_lowercase();
         store.finish_run(&synced.run_id, &verdict).await?;

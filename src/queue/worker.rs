@@ -198,9 +198,11 @@ impl JobRunner {
             })?
             .name
             .clone();
+        let trigger = job.trigger.to_string();
         let options = crate::engine::Options {
             command: "worker",
             lock_wait: self.options.lock_wait,
+            trigger: Some(&trigger),
             ..Default::default()
         };
         let synced = match self.engine.sync(pipeline, Some(&client), &options).await {

@@ -5,6 +5,7 @@
 //! vendor text is hostile, so every cell and line passes `rollcall_core::text::clean` on its
 //! way out: no escape sequence or bidi override reaches a terminal or a report.
 
+pub mod markdown;
 pub mod run_report;
 pub mod value_report;
 

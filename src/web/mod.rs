@@ -13,6 +13,7 @@
 //! workers take it (`--workers`), or `rollcall worker` processes elsewhere do, on the same
 //! Redis. The service also ticks the pipelines' schedules.
 
+pub mod console;
 pub mod signature;
 pub mod subscribe;
 
@@ -258,6 +259,7 @@ pub fn router(service: Arc<Service>) -> Router {
             post(connectwise),
         )
         .route("/hooks/graph", post(graph))
+        .nest("/console", console::router(service.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
 }

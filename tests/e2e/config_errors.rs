@@ -90,8 +90,8 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown target kind",
         from: "  connectwise:",
-        to: "  autotask:",
-        expect: &["p.yaml:3:", "autotask", "connectwise"],
+        to: "  syncro:",
+        expect: &["p.yaml:3:", "syncro", "connectwise"],
     },
     Case {
         name: "unknown directory kind",

@@ -1,8 +1,12 @@
 //! rollcall's end-to-end tests: one binary, real HTTP against the vendor sandboxes, the real
 //! `rollcall` executable for exit codes and logs.
 
+mod approvals;
+mod autotask;
+mod browser;
 mod cli;
 mod config_errors;
+mod console;
 mod deploy;
 mod edges;
 mod files;
@@ -12,9 +16,12 @@ mod invoices;
 mod ldap;
 mod leases;
 mod limits;
+mod markdown;
+mod notify;
 mod periods;
 mod queue;
 mod readme;
+mod receivers;
 mod report;
 mod support;
 mod sync;

@@ -17,8 +17,8 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use rollcall_core::http::{Created, HttpClient, HttpSettings, RateLimit, RetryPolicy};
 use rollcall_core::{
     AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,
-    BillingSystem, Change, ClientState, ContactFields, ContactKey, RemoteError, RemoteErrorKind,
-    ServiceDesk, Ticket,
+    BillingSystem, Change, ClientState, ContactFields, ContactKey, NewTicket, RemoteError,
+    RemoteErrorKind, ServiceDesk, Ticket,
 };
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
@@ -664,6 +664,93 @@ impl ServiceDesk for ConnectWise {
                 closed: t.closed_date,
             })
             .collect())
+    }
+
+    /// The ticket's summary ends with its reference, so a create whose answer was lost is
+    /// found again by it before it is sent again.
+    async fn open_ticket(
+        &self,
+        account: &AccountRef,
+        ticket: &NewTicket,
+    ) -> Result<String, RemoteError> {
+        let company_id = numeric_id("company", &account.company_id)?;
+        let operation = format!("open ticket in company {company_id}");
+        let summary = ticket_summary(&ticket.summary, &ticket.reference);
+        let find = {
+            let (this, summary) = (self.clone(), summary.clone());
+            move || -> Lookup {
+                let (this, summary) = (this.clone(), summary.clone());
+                Box::pin(async move { this.find_ticket(company_id, &summary).await })
+            }
+        };
+        if let Some(id) = find().await? {
+            return Ok(id.to_string());
+        }
+        let body = WireTicket {
+            id: 0,
+            summary,
+            company: Some(Reference::id(company_id)),
+            contact: None,
+            status: None,
+            closed_date: None,
+            board: Some(Reference::named(ticket.board.trim())),
+            initial_description: Some(ticket.description.clone()),
+            info: None,
+        };
+        let created = self
+            .http
+            .send_create(
+                &operation,
+                || self.request(Method::POST, "service/tickets").json(&body),
+                find,
+            )
+            .await?;
+        match created {
+            Created::Sent(reply) => {
+                let made: WireTicket = decode(&operation, &reply.body)?;
+                Ok(made.id.to_string())
+            }
+            Created::Found(id) => Ok(id.to_string()),
+        }
+    }
+}
+
+/// A ticket summary ConnectWise stores whole: the text shortened to leave room for
+/// ` [reference]` at the end.
+fn ticket_summary(text: &str, reference: &str) -> String {
+    let tag = format!(" [{reference}]");
+    let room = crate::model::TICKET_SUMMARY_MAX.saturating_sub(tag.chars().count());
+    let text = text.trim();
+    let short: String = if text.chars().count() > room {
+        let mut s: String = text.chars().take(room.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    } else {
+        text.to_owned()
+    };
+    format!("{short}{tag}")
+}
+
+impl ConnectWise {
+    async fn find_ticket(
+        &self,
+        company_id: i64,
+        summary: &str,
+    ) -> Result<Option<i64>, RemoteError> {
+        let rows: Vec<WireTicket> = self
+            .list(
+                "find ticket",
+                "service/tickets",
+                &[(
+                    "conditions",
+                    format!("company/id={company_id} and summary={}", quoted(summary)),
+                )],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .find(|t| t.summary == summary)
+            .map(|t| t.id))
     }
 }
 

@@ -350,9 +350,27 @@ pub struct Ticket {
     pub status: Option<Reference>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub closed_date: Option<String>,
+    /// The service board it is on (by id or name when created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<Reference>,
+    /// The text a ticket is opened with (its first note).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_description: Option<String>,
     #[serde(rename = "_info", default, skip_serializing_if = "Option::is_none")]
     pub info: Option<Info>,
 }
+
+/// A service board (`service/boards`): the queue a ticket is worked from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Board {
+    #[serde(default)]
+    pub id: i64,
+    pub name: String,
+}
+
+/// The longest ticket `summary` ConnectWise stores.
+pub const TICKET_SUMMARY_MAX: usize = 100;
 
 /// What ConnectWise stores in the fields rollcall writes (docs/limits.md): one table, read by
 /// the client to fit values and by the sandbox to refuse longer ones as ConnectWise does.

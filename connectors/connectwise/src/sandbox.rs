@@ -8,6 +8,8 @@
 //! header, a real `conditions=` parser ([`conditions`]), JSON-Patch bodies whose paths have no
 //! leading slash, validation errors in ConnectWise's `{code, message, errors[]}` shape, and exact
 //! decimal quantities and prices. Ids are integers assigned in sequence, per object type.
+//! Service tickets can be listed and opened (on one of the site's service boards, which a seed
+//! names or which default to `Help Desk` and `Billing`).
 //!
 //! Faults are injected per path prefix (relative to the API base, e.g. `company/contacts`):
 //! [`Sandbox::throttle`] (429 with `Retry-After`), [`Sandbox::fail`] (500),
@@ -38,9 +40,9 @@ use serde_json::{Map, Value};
 
 use crate::config::{Config, MAX_PAGE_SIZE};
 use crate::model::{
-    Addition, Agreement, AgreementStatus, CatalogItem, CommunicationType, Company, CompanyInfo,
-    Contact, Count, ErrorResponse, Info, LIMITS, PatchOperation, Reference, SystemInfo, Ticket,
-    ValidationError,
+    Addition, Agreement, AgreementStatus, Board, CatalogItem, CommunicationType, Company,
+    CompanyInfo, Contact, Count, ErrorResponse, Info, LIMITS, PatchOperation, Reference,
+    SystemInfo, TICKET_SUMMARY_MAX, Ticket, ValidationError,
 };
 use conditions::Expr;
 
@@ -95,6 +97,21 @@ pub struct Seed {
     pub additions: Vec<Addition>,
     #[serde(default)]
     pub tickets: Vec<Ticket>,
+    /// The service boards tickets may be opened on. Default: `Help Desk` and `Billing`.
+    #[serde(default = "standard_boards")]
+    pub boards: Vec<Board>,
+}
+
+/// The boards a site starts with when its seed names none.
+fn standard_boards() -> Vec<Board> {
+    ["Help Desk", "Billing"]
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| Board {
+            id: i as i64 + 1,
+            name: name.to_owned(),
+        })
+        .collect()
 }
 
 impl Seed {
@@ -160,6 +177,7 @@ impl Seed {
             contacts: Vec::new(),
             additions: Vec::new(),
             tickets: Vec::new(),
+            boards: standard_boards(),
         }
     }
 
@@ -178,6 +196,7 @@ pub struct State {
     pub additions: Vec<Addition>,
     pub catalog: Vec<CatalogItem>,
     pub tickets: Vec<Ticket>,
+    pub boards: Vec<Board>,
 }
 
 /// Why a sandbox could not start.
@@ -338,6 +357,8 @@ impl Sandbox {
                 name: Some(if closed.is_some() { "Closed" } else { "New" }.to_owned()),
             }),
             closed_date: closed.map(str::to_owned),
+            board: None,
+            initial_description: None,
             info: Some(info),
         });
         Some(id)
@@ -642,6 +663,7 @@ fn load(seed: Seed) -> Result<Db, String> {
         stamp_created(&mut ticket.info, &now);
         db.state.tickets.push(ticket);
     }
+    db.state.boards = seed.boards;
     Ok(db)
 }
 
@@ -993,7 +1015,10 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/procurement/catalog", list_of(Kind::Catalog))
         .route("/procurement/catalog/count", count_of(Kind::Catalog))
         .route("/procurement/catalog/{id}", one_of(Kind::Catalog))
-        .route("/service/tickets", list_of(Kind::Ticket))
+        .route(
+            "/service/tickets",
+            list_of(Kind::Ticket).post(create_ticket),
+        )
         .route("/service/tickets/count", count_of(Kind::Ticket))
         .route("/service/tickets/{id}", one_of(Kind::Ticket))
         .route_layer(middleware::from_fn_with_state(shared.clone(), authenticate));
@@ -1976,6 +2001,79 @@ fn normalize_addition(
             .unwrap_or(AgreementStatus::Active)
     });
     Ok(addition)
+}
+
+/// Opens a service ticket: a summary of at most 100 characters, an existing company, and a
+/// board of the site named by id or name (ConnectWise refuses a ticket on a board it does not
+/// have).
+async fn create_ticket(
+    AxumState(s): AxumState<Arc<Shared>>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let kind = Kind::Ticket;
+    let mut ticket: Ticket = parse_body(&body, "a ticket")?;
+    let mut db = s.db();
+    let db = &mut *db;
+    let mut errors = Vec::new();
+    ticket.summary = ticket.summary.trim().to_owned();
+    if ticket.summary.is_empty() {
+        errors.push(field_error(
+            kind,
+            "NullValue",
+            "summary",
+            "summary is required",
+        ));
+    }
+    too_long(
+        &mut errors,
+        kind,
+        "summary",
+        Some(&ticket.summary),
+        Some(TICKET_SUMMARY_MAX),
+    );
+    match resolve_company(&db.state, ticket.company.as_ref()) {
+        Ok(company) => ticket.company = Some(company),
+        Err(mut error) => {
+            error.resource = kind.resource().to_owned();
+            errors.push(error);
+        }
+    }
+    let board = ticket.board.as_ref().and_then(|r| {
+        db.state.boards.iter().find(|b| {
+            (r.id != 0 && b.id == r.id)
+                || (r.id == 0
+                    && r.name
+                        .as_deref()
+                        .is_some_and(|n| n.trim().eq_ignore_ascii_case(&b.name)))
+        })
+    });
+    match board {
+        Some(b) => {
+            ticket.board = Some(Reference {
+                id: b.id,
+                identifier: None,
+                name: Some(b.name.clone()),
+            })
+        }
+        None => errors.push(field_error(
+            kind,
+            "InvalidObject",
+            "board",
+            "board is required and must be one of the site's service boards",
+        )),
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::invalid(kind, errors));
+    }
+    ticket.id = take(&mut db.ids.ticket);
+    ticket.contact = None;
+    ticket.closed_date = None;
+    ticket.status = Some(Reference::named("New"));
+    ticket.info = None;
+    stamp_created(&mut ticket.info, &now());
+    db.state.tickets.push(ticket.clone());
+    s.wrote();
+    Ok((StatusCode::CREATED, Json(ticket)).into_response())
 }
 
 async fn create_contact(

@@ -259,12 +259,34 @@ pub struct Ticket {
     pub closed: Option<String>,
 }
 
+/// A ticket rollcall opens for a person at the MSP to act on (a plan waiting for approval, a
+/// failed sync), on the client's company.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTicket {
+    /// The service board it goes on, by name.
+    pub board: String,
+    /// One line; the connector shortens it to what the system stores, keeping `reference`.
+    pub summary: String,
+    /// The ticket's text.
+    pub description: String,
+    /// Unique to what the ticket is about (an approval's id, an event's): a retried create
+    /// finds the ticket an earlier attempt made by it, so none is opened twice.
+    pub reference: String,
+}
+
 /// A PSA's service desk: the tickets of a client's company. Only PSAs have one, so it is a
 /// capability a billing system may offer, not part of the role.
 #[async_trait]
 pub trait ServiceDesk: Send + Sync {
     /// Every ticket of the account's company (the caller picks the period).
     async fn tickets(&self, account: &AccountRef) -> Result<Vec<Ticket>, RemoteError>;
+
+    /// Opens a ticket on the account's company; its id.
+    async fn open_ticket(
+        &self,
+        account: &AccountRef,
+        ticket: &NewTicket,
+    ) -> Result<String, RemoteError>;
 }
 
 /// A billing system: a PSA or an accounting package.

@@ -33,8 +33,8 @@ pub mod text;
 
 pub use billing::{
     AccountRef, ActualAddition, ActualContact, AdditionFields, Applied, BillingAccount,
-    BillingModel, BillingSystem, Change, ClientState, ContactFields, ContactKey, ServiceDesk,
-    Ticket,
+    BillingModel, BillingSystem, Change, ClientState, ContactFields, ContactKey, NewTicket,
+    ServiceDesk, Ticket,
 };
 pub use connector::{BillingConfig, BuildContext, DirectoryConfig, owner_mark};
 pub use directory::{

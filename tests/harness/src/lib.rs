@@ -10,9 +10,11 @@
 //! - [`data::generate`] writes the directory both servers load, with the facts a test asserts.
 //! - [`TestCa`] issues the certificates for ldaps and StartTLS.
 //! - [`RedisServer`] is an empty `redis-server` for the job queue's many-worker tests.
+//! - [`ChromeDriver`] drives Debian's headless Chromium for the console's browser tests.
 //! - [`servers_available`] is cargo's `requires`: a missing server binary skips the test with
 //!   the reason printed, unless `ROLLCALL_REQUIRE_SERVERS=1` (CI), where it fails.
 
+mod chromedriver;
 pub mod data;
 pub mod fleet;
 mod process;
@@ -21,6 +23,7 @@ mod samba;
 mod slapd;
 mod tls;
 
+pub use chromedriver::ChromeDriver;
 pub use process::{require_servers, servers_available};
 pub use redis::RedisServer;
 pub use samba::SambaDc;

@@ -23,7 +23,8 @@ pub fn servers_available(test: &str, programs: &[&str]) -> bool {
     }
     let why = format!(
         "{test}: skipped: {} not found (scripts/test installs slapd ldap-utils samba samba-ad-dc \
-         samba-ad-provision samba-dsdb-modules winbind ldb-tools openssl redis-server)",
+         samba-ad-provision samba-dsdb-modules winbind ldb-tools openssl redis-server \
+         chromium chromium-driver)",
         missing.join(", ")
     );
     if require_servers() {

@@ -1,0 +1,299 @@
+//! The Autotask client against the stateful sandbox over real HTTP: zone discovery, header
+//! auth, paging, the threshold, unit adjustments, and writes whose answers are lost.
+
+use std::time::Duration;
+
+use rollcall_autotask::model::Contact;
+use rollcall_autotask::{Autotask, Sandbox, Seed};
+use rollcall_core::http::RetryPolicy;
+use rollcall_core::{
+    AccountRef, AdditionFields, BillingAccount, BillingSystem, Change, ContactFields,
+    RemoteErrorKind,
+};
+use rust_decimal::Decimal;
+
+const M365: &str = "Microsoft 365 Business Premium";
+
+fn fast(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: attempts,
+        base_delay: Duration::from_millis(5),
+        max_delay: Duration::from_millis(20),
+        max_retry_after: Duration::from_secs(2),
+    }
+}
+
+fn client(sandbox: &Sandbox) -> Autotask {
+    Autotask::with_retry(&sandbox.config(), fast(4)).expect("client")
+}
+
+fn acme() -> BillingAccount {
+    BillingAccount {
+        company: "Acme Corporation".into(),
+        agreement: Some("Managed Services".into()),
+        invoice: None,
+    }
+}
+
+fn fields(quantity: u32) -> AdditionFields {
+    AdditionFields {
+        quantity,
+        unit_price: Decimal::new(2200, 2),
+        invoice_description: "M365 for everyone".into(),
+    }
+}
+
+async fn account(at: &Autotask) -> AccountRef {
+    at.read(&acme(), &[M365.to_owned()])
+        .await
+        .expect("read")
+        .account
+}
+
+#[tokio::test]
+async fn the_zone_is_found_and_a_wrong_secret_is_refused() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let zone = at.zone().await.expect("zone");
+    assert_eq!(
+        zone,
+        format!("http://{}/ATServicesRest/V1.0", sandbox.addr())
+    );
+    let state = at.read(&acme(), &[]).await.expect("read");
+    assert_eq!(state.account.company_id, "101");
+    assert_eq!(state.account.agreement_id.as_deref(), Some("201"));
+
+    let mut wrong = sandbox.config();
+    wrong.secret = rollcall_core::Secret::new("not-the-secret");
+    let err = Autotask::with_retry(&wrong, fast(2))
+        .expect("client")
+        .read(&acme(), &[])
+        .await
+        .expect_err("401");
+    assert_eq!(err.kind, RemoteErrorKind::Unauthorized, "{err}");
+    assert!(!err.to_string().contains("not-the-secret"), "{err}");
+}
+
+#[tokio::test]
+async fn every_page_is_read_through_next_page_urls() {
+    let mut seed = Seed::demo();
+    seed.contacts = (0..1203)
+        .map(|i| Contact {
+            id: 10_000 + i,
+            company_id: 101,
+            first_name: format!("Given{i}"),
+            last_name: format!("Sur{i}"),
+            email_address: Some(format!("user{i}@acme.example")),
+            is_active: 1,
+            ..Contact::default()
+        })
+        .collect();
+    let sandbox = Sandbox::start(seed).await;
+    let at = client(&sandbox);
+    let state = at.read(&acme(), &[]).await.expect("read");
+    assert_eq!(state.contacts.len(), 1203);
+    let mut ids: Vec<&str> = state.contacts.iter().map(|c| c.id.as_str()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), 1203, "no contact read twice");
+    // Zone, company, contract, and three pages of contacts.
+    assert_eq!(sandbox.requests(), 6);
+}
+
+#[tokio::test]
+async fn units_change_only_by_adjustments_and_a_replayed_change_adjusts_nothing() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let account = account(&at).await;
+    let created = at
+        .apply(
+            &account,
+            &Change::CreateAddition {
+                product: M365.into(),
+                after: fields(5),
+            },
+        )
+        .await
+        .expect("create");
+    let state = at.read(&acme(), &[M365.to_owned()]).await.expect("read");
+    assert_eq!(state.additions.len(), 1);
+    assert_eq!(state.additions[0].id, created.remote_id);
+    assert_eq!(state.additions[0].fields, fields(5));
+    assert!(state.additions[0].marked);
+
+    let leaver = Change::UpdateAddition {
+        id: created.remote_id.clone(),
+        product: M365.into(),
+        before: fields(5),
+        after: fields(4),
+    };
+    at.apply(&account, &leaver).await.expect("update");
+    at.apply(&account, &leaver).await.expect("replayed");
+    let adjustments = sandbox.state().adjustments;
+    let changes: Vec<i64> = adjustments.iter().map(|a| a.unit_change).collect();
+    assert_eq!(
+        changes,
+        [5, -1],
+        "one adjustment of -1 for the leaver, none for the replay"
+    );
+    let state = at.read(&acme(), &[M365.to_owned()]).await.expect("read");
+    assert_eq!(state.additions[0].fields.quantity, 4);
+
+    // Cancelled: 0 units from today, and no longer a billed line.
+    at.apply(
+        &account,
+        &Change::CancelAddition {
+            id: created.remote_id.clone(),
+            product: M365.into(),
+            before: fields(4),
+        },
+    )
+    .await
+    .expect("cancel");
+    let state = at.read(&acme(), &[M365.to_owned()]).await.expect("read");
+    assert!(state.additions.is_empty(), "{:?}", state.additions);
+    // Billed again: the same contract service is taken up, never a second one.
+    let again = at
+        .apply(
+            &account,
+            &Change::CreateAddition {
+                product: M365.into(),
+                after: fields(2),
+            },
+        )
+        .await
+        .expect("again");
+    assert_eq!(again.remote_id, created.remote_id);
+    assert_eq!(sandbox.state().contract_services.len(), 1);
+}
+
+#[tokio::test]
+async fn a_lost_answer_after_autotask_committed_is_never_written_twice() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let account = account(&at).await;
+    sandbox.drop_response_after_commit("/Contacts", 1);
+    sandbox.drop_response_after_commit("/Services", 1);
+    sandbox.drop_response_after_commit("ServiceAdjustments", 1);
+    let person = ContactFields {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: Some("ada@acme.example".into()),
+        ..ContactFields::default()
+    };
+    let contact = at
+        .apply(
+            &account,
+            &Change::CreateContact {
+                key: person.key(),
+                after: person.clone(),
+            },
+        )
+        .await
+        .expect("contact");
+    assert!(contact.reconciled, "found by reading, not made again");
+    let addition = at
+        .apply(
+            &account,
+            &Change::CreateAddition {
+                product: M365.into(),
+                after: fields(3),
+            },
+        )
+        .await
+        .expect("addition");
+    assert!(addition.reconciled);
+    let state = sandbox.state();
+    assert_eq!(state.contacts.len(), 1);
+    assert_eq!(state.contract_services.len(), 1);
+    assert_eq!(state.adjustments.len(), 1, "{:?}", state.adjustments);
+    let read = at.read(&acme(), &[M365.to_owned()]).await.expect("read");
+    assert_eq!(read.additions[0].fields.quantity, 3);
+}
+
+#[tokio::test]
+async fn throttled_requests_are_retried_and_the_hourly_threshold_is_reported() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    sandbox.throttle("Contacts", 2);
+    let at = client(&sandbox);
+    at.read(&acme(), &[]).await.expect("read after two 429s");
+    assert_eq!(sandbox.throttled(), 2);
+
+    let mut seed = Seed::demo();
+    seed.requests_per_hour = 2;
+    let sandbox = Sandbox::start(seed).await;
+    let err = client(&sandbox)
+        .read(&acme(), &[])
+        .await
+        .expect_err("over the threshold");
+    assert!(
+        matches!(err.kind, RemoteErrorKind::Throttled { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.message.contains("threshold of 2 requests per hour"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn values_longer_than_autotask_stores_are_refused_naming_the_field() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = Autotask::with_retry(&sandbox.config(), fast(1)).expect("client");
+    let account = account(&at).await;
+    let person = ContactFields {
+        first_name: "x".repeat(51),
+        last_name: "Lovelace".into(),
+        ..ContactFields::default()
+    };
+    let err = at
+        .apply(
+            &account,
+            &Change::CreateContact {
+                key: person.key(),
+                after: person,
+            },
+        )
+        .await
+        .expect_err("too long");
+    assert!(err.message.contains("firstName"), "{err}");
+    assert!(sandbox.state().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn a_read_ahead_answers_one_read_and_later_reads_see_what_was_applied() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let globex = BillingAccount {
+        company: "Globex Corporation".into(),
+        ..acme()
+    };
+    let products = [M365.to_owned()];
+    at.prepare(&[acme(), globex.clone()], &products)
+        .await
+        .expect("prepare");
+    // Zone, catalogue, then companies, contracts, contacts, contract services and units once
+    // for both clients.
+    assert_eq!(sandbox.requests(), 7);
+    let state = at.read(&acme(), &products).await.expect("read ahead");
+    assert_eq!(sandbox.requests(), 7, "answered from the read ahead");
+    assert_eq!(state.account.company_id, "101");
+    let person = ContactFields {
+        first_name: "Ada".into(),
+        last_name: "Lovelace".into(),
+        email: Some("ada@acme.example".into()),
+        ..ContactFields::default()
+    };
+    at.apply(
+        &state.account,
+        &Change::CreateContact {
+            key: person.key(),
+            after: person,
+        },
+    )
+    .await
+    .expect("contact");
+    let again = at.read(&acme(), &products).await.expect("read again");
+    assert_eq!(again.contacts.len(), 1, "a second read goes to Autotask");
+    let globex_state = at.read(&globex, &products).await.expect("globex");
+    assert_eq!(globex_state.account.company_id, "102");
+}
