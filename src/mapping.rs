@@ -384,6 +384,9 @@ pub struct TemplateSet {
     /// Line templates that iterate `people`: only they get each person's fields, which
     /// would otherwise be built for every seat holder of every product on every run.
     uses_people: std::collections::HashSet<String>,
+    /// Whether any template mentions `groups`: a person's groups may then be printed, so a
+    /// directory must read every group, not only those the rules name.
+    mentions_groups: bool,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -408,6 +411,7 @@ impl TemplateSet {
         TemplateSet {
             registry,
             uses_people: Default::default(),
+            mentions_groups: false,
         }
     }
 
@@ -421,6 +425,7 @@ impl TemplateSet {
         if matches!(kind, TemplateKind::Line) && source.contains("people") {
             self.uses_people.insert(name.to_owned());
         }
+        self.mentions_groups |= source.contains("groups");
         let mut strict = Handlebars::new();
         strict.set_strict_mode(true);
         strict.register_escape_fn(handlebars::no_escape);
@@ -451,6 +456,11 @@ impl TemplateSet {
                     None => text,
                 }
             })
+    }
+
+    /// Whether any template mentions a person's `groups`.
+    pub fn mentions_groups(&self) -> bool {
+        self.mentions_groups
     }
 
     /// Renders over `data`, which a template set may render several templates over: handlebars'

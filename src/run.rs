@@ -336,6 +336,10 @@ pub async fn plan_pipeline(
         warn!(error = %e, "Cannot read the billing system ahead for every client; reading client by client.");
     }
     let accounts = &accounts;
+    // Directories of one run share what they read in common (one tenant's users and groups
+    // for all its clients).
+    let share = rollcall_core::RunShare::default();
+    let share = &share;
     let planned: Vec<Vec<(usize, ClientPlan, Vec<Change>)>> = futures::stream::iter(units)
         .map(|unit| {
             let billing = billing.clone();
@@ -366,6 +370,7 @@ pub async fn plan_pipeline(
                         allow_drop,
                         &mut counted_by,
                         progress,
+                        share,
                     )
                     .instrument(span)
                     .await;
@@ -485,13 +490,21 @@ async fn plan_client(
     allow_drop: bool,
     counted_by: &mut CountedBy,
     progress: &dyn Progress,
+    share: &rollcall_core::RunShare,
 ) -> (ClientPlan, Vec<Change>) {
     let mut out = ClientPlan::new(client);
     let now = pipeline.planned_at();
     out.planned_at = Some(now);
     out.account = account.clone();
     progress.phase(&client.name, "reading the directory");
-    let directory = client.directory.build(pipeline.dir());
+    let context = rollcall_core::DirectoryContext {
+        groups: crate::config::named_groups::wanted(
+            &client.rules,
+            pipeline.templates.mentions_groups(),
+        ),
+        share: share.clone(),
+    };
+    let directory = client.directory.build_in(pipeline.dir(), &context);
     let source = directory.describe();
     // A store that cannot be read costs an incremental read, not the run.
     let cursor = match store.cursor(&pipeline.name, &client.name, &source).await {

@@ -60,6 +60,12 @@ macro_rules! directories {
                 match self { $( DirectorySource::$variant(c) => c.build(pipeline_dir), )+ }
             }
 
+            /// The directory of one client of a run (the groups its rules name, what the run's
+            /// directories share).
+            pub fn build_in(&self, pipeline_dir: &Path, context: &rollcall_core::DirectoryContext) -> Arc<dyn Directory> {
+                match self { $( DirectorySource::$variant(c) => c.build_in(pipeline_dir, context), )+ }
+            }
+
             /// The tenant whose change notifications concern this directory, if it sends any.
             pub fn notifying_tenant(&self) -> Option<&str> {
                 match self { $( DirectorySource::$variant(c) => c.notifying_tenant(), )+ }

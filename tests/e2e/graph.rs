@@ -294,3 +294,55 @@ async fn a_change_in_entra_id_reaches_serve_through_its_subscription_and_is_sync
     );
     assert_eq!(seats(&b, "Acme").await, 3, "Ada's seat is gone");
 }
+
+/// Three clients of one tenant are read as one: the users, the group list and the SKUs once per
+/// run, and only the groups their rules name (`Service Accounts`) or scope by (each client's
+/// staff group), each once — the paging lower bound. Before, each client read every group's
+/// members, the tenant's users and its SKUs again: about three times as many requests.
+#[tokio::test]
+async fn three_clients_of_one_tenant_cost_the_paging_lower_bound_of_graph_requests() {
+    let b = both().await;
+    b.graph.reset_counters();
+    let plan = engine::plan(&b.pipeline, &b.store, None, false)
+        .await
+        .expect("plan");
+    assert_eq!(Verdict::of_plan(&plan), Verdict::Ok, "{:?}", plan.clients);
+    assert_eq!(plan.clients.len(), 3);
+
+    // The example's page size is set to 2 above, so every collection pages.
+    let pages = |items: usize| items.div_ceil(2).max(1);
+    let sizes = b.graph.group_sizes();
+    let read: usize = sizes
+        .iter()
+        .filter(|(name, _)| {
+            [
+                "Acme Staff",
+                "Globex Staff",
+                "Initech Staff",
+                "Service Accounts",
+            ]
+            .contains(&name.as_str())
+        })
+        .map(|(_, n)| pages(*n))
+        .sum();
+    let lower_bound = 1 // token
+        + pages(b.graph.users().len()) // users, by delta
+        + pages(sizes.len()) // the group list
+        + read // the named groups' transitive members
+        + 1; // subscribed SKUs
+    let log = b.graph.request_log();
+    let sent = b.graph.requests("");
+    assert!(
+        sent * 100 <= lower_bound * 105,
+        "{sent} Graph requests for three clients of one tenant, against a lower bound of \
+         {lower_bound}: {log:#?}"
+    );
+    assert_eq!(b.graph.token_requests(), 1, "{log:#?}");
+    let all_staff = b.graph.group_id("All Staff").expect("group");
+    assert_eq!(
+        b.graph.requests(&format!("/v1.0/groups/{all_staff}")),
+        0,
+        "no rule names All Staff: {log:#?}"
+    );
+    println!("graph requests for three clients of one tenant: {sent} (lower bound {lower_bound})");
+}

@@ -71,6 +71,17 @@ pub trait DirectoryConfig {
 
     fn build(&self, pipeline_dir: &Path) -> Arc<dyn Directory>;
 
+    /// [`build`](Self::build) for one client of a run: the groups its rules name, and what
+    /// the run's directories share. Directories that gain nothing from either build as usual.
+    fn build_in(
+        &self,
+        pipeline_dir: &Path,
+        context: &crate::directory::DirectoryContext,
+    ) -> Arc<dyn Directory> {
+        let _ = context;
+        self.build(pipeline_dir)
+    }
+
     /// The tenant whose change notifications concern this directory (an Entra tenant), so a
     /// notification resyncs only the clients it is about; `None` for sources that send none.
     fn notifying_tenant(&self) -> Option<&str> {

@@ -229,6 +229,11 @@ impl Groups {
         self.transitive = true;
     }
 
+    /// The index of the group with DN key `key`, if the source listed it.
+    pub fn index_of(&self, key: &str) -> Option<u32> {
+        self.index.get(key).copied()
+    }
+
     /// Each group's DN key, by index.
     pub fn keys(&self) -> &[String] {
         &self.keys

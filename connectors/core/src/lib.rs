@@ -37,7 +37,10 @@ pub use billing::{
     ServiceDesk, Ticket,
 };
 pub use connector::{BillingConfig, BuildContext, DirectoryConfig, owner_mark};
-pub use directory::{Completeness, Cursor, Directory, DirectoryError, DirectoryRead, Subscription};
+pub use directory::{
+    Completeness, Cursor, Directory, DirectoryContext, DirectoryError, DirectoryRead, GroupsWanted,
+    RunShare, Subscription,
+};
 pub use error::{RemoteError, RemoteErrorKind};
 pub use invoice::{
     ActualInvoice, BillingPeriod, InvoiceFields, InvoiceLine, InvoiceStatus, InvoiceTarget,

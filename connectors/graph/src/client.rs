@@ -17,6 +17,16 @@
 //! groups are read a few at a time. Licences need one `/subscribedSkus` call for the whole
 //! tenant, which turns each `skuId` into its part number (and [`crate::skus`] into a name).
 //!
+//! **Only the groups the rules name, once per tenant per run.** Inside a run the engine tells
+//! each client's directory which groups its rules can tell apart
+//! ([`GroupsWanted`]), and hands every directory the run's [`RunShare`](rollcall_core::RunShare):
+//! the clients of one tenant and app then share one HTTP client and token and a
+//! [`TenantRun`], which reads the users, the group list and the SKUs once, and each group's
+//! transitive members once, only for groups some client names (or scopes by, with `group`).
+//! Three clients of one tenant cost the paging lower bound of the groups they name, not three
+//! times every group's members (BENCHMARKS.md). A person's `groups` then lists only those
+//! groups; a rule that looks at groups other than by name (`size(groups)`) reads them all.
+//!
 //! **Delta.** With `delta: true` the users are read through `/users/delta`: the first run
 //! enumerates everyone and returns a [`Cursor`] holding the round's `@odata.deltaLink` and a
 //! compact snapshot of the users; a later run follows that link, receives only the users
@@ -50,8 +60,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit, Reply, RetryPolicy};
 use rollcall_core::{
-    Completeness, Cursor, Directory, DirectoryError, DirectoryRead, License, Person, RemoteError,
-    RemoteErrorKind, Secret, Subscription,
+    Completeness, Cursor, Directory, DirectoryContext, DirectoryError, DirectoryRead, GroupsWanted,
+    License, Person, RemoteError, RemoteErrorKind, Secret, Subscription,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -83,11 +93,67 @@ const TOKEN_MARGIN: Duration = Duration::from_secs(300);
 const CURSOR_VERSION: u64 = 1;
 
 /// A tenant's people, read through Microsoft Graph. Clones share the HTTP client, its rate limit
-/// and call count, and the token.
+/// and call count, and the token; so do the directories one run builds for clients of the same
+/// tenant and app ([`DirectoryConfig::build_in`](rollcall_core::DirectoryConfig::build_in)),
+/// which also share what the run reads of the tenant.
 #[derive(Clone)]
 pub struct GraphDirectory {
     source: String,
     client: Result<Arc<Client>, ConfigError>,
+    /// The configured `group`: whose members this client's people are.
+    group: Option<String>,
+    /// The groups this client's rules name: the only memberships it needs read.
+    wanted: GroupsWanted,
+    /// What this run has read of the tenant, shared by its clients; `None` outside a run,
+    /// where every read reads afresh.
+    run: Option<Arc<TenantRun>>,
+}
+
+/// What one run reads of one tenant, once, whichever of its clients asks first: the users, the
+/// group list, each group's transitive members, the SKUs. Only the groups some client's rules
+/// name (or scope by) are ever read.
+#[derive(Default)]
+pub(crate) struct TenantRun {
+    users: tokio::sync::OnceCell<Result<Arc<UsersRead>, RemoteError>>,
+    groups: tokio::sync::OnceCell<Arc<Walk<Group>>>,
+    members:
+        std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Walk<DirectoryObject>>>>>>,
+    skus: tokio::sync::OnceCell<SkusRead>,
+}
+
+/// The users part of a run, with the warnings reading them gave.
+struct UsersRead {
+    users: Users,
+    warnings: Vec<String>,
+}
+
+/// skuId (lower case) → part number and the tenant's subscriptions, or why they are unknown.
+type SkusRead = Result<(HashMap<String, String>, Vec<Subscription>), String>;
+
+/// The tenant and app a client's directory reads as: directories that agree on all of it share
+/// one HTTP client, token and run. Kept in memory only; holds a digest of the secret, so two
+/// clients with different secrets for one app never share a sign-in.
+fn share_key(config: &Config) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut secret = std::collections::hash_map::DefaultHasher::new();
+    config.client_secret.expose().hash(&mut secret);
+    format!(
+        "graph|{}|{}|{}|{}|{}|{}|{}|{:x}",
+        config.login_url.trim().trim_end_matches('/'),
+        config.tenant_id.trim(),
+        config.client_id.trim(),
+        config.graph_url.trim().trim_end_matches('/'),
+        config.page_size,
+        config.delta,
+        config.rate_limit_per_second,
+        secret.finish()
+    )
+}
+
+/// What the directories of one run built for one tenant and app share.
+struct Shared {
+    client: Result<Arc<Client>, ConfigError>,
+    run: Arc<TenantRun>,
 }
 
 impl std::fmt::Debug for GraphDirectory {
@@ -106,7 +172,6 @@ pub(crate) struct Client {
     pub(crate) graph: String,
     client_id: String,
     secret: Secret,
-    group: Option<String>,
     page_size: u32,
     delta: bool,
     /// What a cursor must have been written for: tenant, app, endpoints and the properties read.
@@ -141,7 +206,27 @@ impl GraphDirectory {
         Ok(GraphDirectory {
             source,
             client: Ok(Arc::new(client)),
+            group: scope_group(config),
+            wanted: GroupsWanted::All,
+            run: None,
         })
+    }
+
+    /// The directory of one client of a run: it reads only the groups `context` says its
+    /// rules name, and shares the HTTP client, token and everything read of the tenant with
+    /// the run's other clients of the same tenant and app (`retry` as in [`Self::with_retry`]).
+    pub fn in_run(config: &Config, context: &DirectoryContext, retry: RetryPolicy) -> Self {
+        let shared = context.share.get_or_insert(&share_key(config), || Shared {
+            client: Client::new(config, retry).map(Arc::new),
+            run: Arc::default(),
+        });
+        GraphDirectory {
+            source: describe(config),
+            client: shared.client.clone(),
+            group: scope_group(config),
+            wanted: context.groups.clone(),
+            run: Some(shared.run.clone()),
+        }
     }
 
     /// `DirectoryConfig::build` cannot fail, so a configuration mistake is kept and reported
@@ -152,6 +237,9 @@ impl GraphDirectory {
             Err(error) => GraphDirectory {
                 source: describe(config),
                 client: Err(error),
+                group: scope_group(config),
+                wanted: GroupsWanted::All,
+                run: None,
             },
         }
     }
@@ -175,6 +263,15 @@ impl GraphDirectory {
     }
 }
 
+fn scope_group(config: &Config) -> Option<String> {
+    config
+        .group
+        .as_deref()
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+        .map(str::to_owned)
+}
+
 fn describe(config: &Config) -> String {
     match &config.group {
         Some(group) => format!("graph {} (group {group})", config.tenant_id.trim()),
@@ -196,17 +293,32 @@ impl Directory for GraphDirectory {
                 source_name: self.source.clone(),
                 message: error.to_string(),
             })?;
-        client.read(cursor).await.map_err(|failure| match failure {
-            Failure::Remote(error) => DirectoryError::Unavailable {
-                source_name: self.source.clone(),
-                message: format!("{error} (hint: {})", hint(&error)),
-            },
-            Failure::Scope(message) => DirectoryError::Malformed {
-                source_name: self.source.clone(),
-                message,
-            },
-        })
+        let run = self.run.clone().unwrap_or_default();
+        let scope = Scope {
+            group: self.group.as_deref(),
+            wanted: &self.wanted,
+        };
+        client
+            .read(&run, cursor, scope)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Remote(error) => DirectoryError::Unavailable {
+                    source_name: self.source.clone(),
+                    message: format!("{error} (hint: {})", hint(&error)),
+                },
+                Failure::Scope(message) => DirectoryError::Malformed {
+                    source_name: self.source.clone(),
+                    message,
+                },
+            })
     }
+}
+
+/// Whose people one client's read keeps, and which memberships it needs.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    group: Option<&'a str>,
+    wanted: &'a GroupsWanted,
 }
 
 /// Why a read produced nothing usable.
@@ -308,12 +420,6 @@ impl Client {
             graph: format!("{graph}/v1.0"),
             client_id: config.client_id.trim().to_owned(),
             secret: config.client_secret.clone(),
-            group: config
-                .group
-                .as_deref()
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(str::to_owned),
             page_size: config.page_size,
             delta: config.delta,
             token: Mutex::new(TokenCache::default()),
@@ -496,19 +602,38 @@ impl Client {
     // -----------------------------------------------------------------------------------------
     // The read
 
-    async fn read(&self, cursor: Option<&Cursor>) -> Result<DirectoryRead, Failure> {
+    async fn read(
+        &self,
+        run: &TenantRun,
+        cursor: Option<&Cursor>,
+        need: Scope<'_>,
+    ) -> Result<DirectoryRead, Failure> {
         let mut warnings = Vec::new();
         let mut cut: Vec<String> = Vec::new();
         // Sign in first: refused credentials are an error, not an empty tenant.
         self.token().await?;
 
-        let users = self.read_users(cursor, &mut warnings).await?;
+        let read = run
+            .users
+            .get_or_init(|| async {
+                let mut warnings = Vec::new();
+                let users = self.read_users(cursor, &mut warnings).await?;
+                Ok(Arc::new(UsersRead { users, warnings }))
+            })
+            .await
+            .clone()?;
+        warnings.extend(read.warnings.iter().cloned());
+        let users = &read.users;
         cut.extend(users.cut.clone());
 
-        let (memberships, scope) = self.read_memberships(&mut cut).await?;
-        let (skus, subscriptions) = match self.read_skus(&mut cut).await {
-            Some((ids, subscriptions)) => (Some(ids), subscriptions),
-            None => (None, Vec::new()),
+        let (memberships, scope) = self.read_memberships(run, need, &mut cut).await?;
+        let skus = run.skus.get_or_init(|| self.read_skus()).await;
+        let (skus, subscriptions) = match skus {
+            Ok((ids, subscriptions)) => (Some(ids), subscriptions.clone()),
+            Err(why) => {
+                cut.push(why.clone());
+                (None, Vec::new())
+            }
         };
 
         let mut unknown_skus = BTreeSet::new();
@@ -520,7 +645,7 @@ impl Client {
                 continue;
             }
             let groups = memberships.get(&known.id).cloned().unwrap_or_default();
-            people.push(known.person(groups, skus.as_ref(), &mut unknown_skus));
+            people.push(known.person(groups, skus, &mut unknown_skus));
         }
         if skus.is_some() {
             for sku in unknown_skus {
@@ -544,7 +669,7 @@ impl Client {
                     v: CURSOR_VERSION,
                     scope: self.cursor_scope.clone(),
                     delta_link: link.clone(),
-                    users: users.users.into_values().collect(),
+                    users: users.users.values().cloned().collect(),
                 }
                 .into_cursor(),
             ),
@@ -635,27 +760,37 @@ impl Client {
         })
     }
 
-    /// Every group's transitive members, inverted to user id → group names; and, with `group`
-    /// configured, the ids of that group's members.
+    /// The transitive members of every group the client's rules name (all groups when they
+    /// look at groups otherwise), inverted to user id → group names; and, with `group`
+    /// configured, the ids of that group's members. Each group is read once per run, whichever
+    /// client of the tenant needs it first.
     async fn read_memberships(
         &self,
+        run: &TenantRun,
+        need: Scope<'_>,
         cut: &mut Vec<String>,
     ) -> Result<(HashMap<String, Vec<String>>, Option<BTreeSet<String>>), Failure> {
-        let url = format!(
-            "{}/groups?$select={}&$top={}",
-            self.graph,
-            Self::select(GROUP_SELECT),
-            self.page_size
-        );
-        let walk: Walk<Group> = self.walk("list groups", url, false).await;
+        let walk = run
+            .groups
+            .get_or_init(|| async {
+                let url = format!(
+                    "{}/groups?$select={}&$top={}",
+                    self.graph,
+                    Self::select(GROUP_SELECT),
+                    self.page_size
+                );
+                Arc::new(self.walk("list groups", url, false).await)
+            })
+            .await
+            .clone();
         if let Some(error) = &walk.error {
             cut.push(format!(
                 "listing groups stopped after {} pages: {error}",
                 walk.pages
             ));
         }
-        let groups = walk.items;
-        let scope_id = match &self.group {
+        let groups = &walk.items;
+        let scope_id = match need.group {
             None => None,
             Some(wanted) => {
                 let matches: Vec<&Group> = groups
@@ -694,13 +829,28 @@ impl Client {
         // the async trait's future (rust-lang/rust#64552).
         let mut pending = Vec::with_capacity(groups.len());
         for group in groups {
+            let name = group.display_name.as_deref().unwrap_or(&group.id);
+            if !need.wanted.wants(name) && scope_id.as_deref() != Some(group.id.as_str()) {
+                continue;
+            }
             let url = format!(
                 "{}/groups/{}/transitiveMembers?$select={select}&$top={}",
                 self.graph, group.id, self.page_size
             );
+            let cell = run
+                .members
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .entry(group.id.clone())
+                .or_default()
+                .clone();
             pending.push(async move {
-                let walk: Walk<DirectoryObject> =
-                    self.walk("list a group's members", url, false).await;
+                let walk = cell
+                    .get_or_init(|| async {
+                        Arc::new(self.walk("list a group's members", url, false).await)
+                    })
+                    .await
+                    .clone();
                 (group, walk)
             });
         }
@@ -723,9 +873,9 @@ impl Client {
             }
             let users = walk
                 .items
-                .into_iter()
+                .iter()
                 .filter(|m| m.odata_type.as_deref().is_none_or(|t| t == USER_TYPE))
-                .map(|m| m.id);
+                .map(|m| m.id.clone());
             if scope_id.as_deref() == Some(group.id.as_str()) {
                 let ids: BTreeSet<String> = users.collect();
                 for id in &ids {
@@ -749,11 +899,8 @@ impl Client {
     }
 
     /// skuId (lower case) → part number, and the tenant's subscriptions (bought and
-    /// assigned), or `None` when the list could not be read.
-    async fn read_skus(
-        &self,
-        cut: &mut Vec<String>,
-    ) -> Option<(HashMap<String, String>, Vec<Subscription>)> {
+    /// assigned), or why the list could not be read.
+    async fn read_skus(&self) -> SkusRead {
         let url = format!(
             "{}/subscribedSkus?$select={}",
             self.graph,
@@ -761,10 +908,9 @@ impl Client {
         );
         let walk: Walk<SubscribedSku> = self.walk("list subscribed SKUs", url, false).await;
         if let Some(error) = walk.error {
-            cut.push(format!(
+            return Err(format!(
                 "licences could not be resolved to SKU part numbers: {error}"
             ));
-            return None;
         }
         let subscriptions = walk
             .items
@@ -789,7 +935,7 @@ impl Client {
             .into_iter()
             .filter_map(|sku| Some((sku.sku_id?.to_ascii_lowercase(), sku.sku_part_number?)))
             .collect();
-        Some((ids, subscriptions))
+        Ok((ids, subscriptions))
     }
 }
 

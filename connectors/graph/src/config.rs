@@ -108,6 +108,18 @@ impl DirectoryConfig for Config {
         Arc::new(GraphDirectory::from_config(self))
     }
 
+    fn build_in(
+        &self,
+        _pipeline_dir: &Path,
+        context: &rollcall_core::DirectoryContext,
+    ) -> Arc<dyn Directory> {
+        Arc::new(GraphDirectory::in_run(
+            self,
+            context,
+            rollcall_core::http::RetryPolicy::default(),
+        ))
+    }
+
     fn change_notifications(&self) -> Option<Arc<dyn rollcall_core::notify::ChangeNotifications>> {
         Some(Arc::new(
             crate::subscriptions::GraphChangeNotifications::new(GraphDirectory::from_config(self)),

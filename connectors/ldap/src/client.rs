@@ -41,9 +41,28 @@ pub struct ReadSummary {
     pub people: usize,
     pub completeness: Completeness,
     pub warnings: Vec<String>,
-    /// How nested groups were worked out on this server.
+    /// How nested groups were worked out on this server: `client` for both client-side
+    /// strategies (groups' `member` or, on AD under `auto`, groups' `memberOf`).
     pub nested_groups: NestedGroups,
     pub pages: usize,
+    /// Search requests sent, on either connection (the root DSE, every page, every range):
+    /// what the read cost the server, which tests pin so that a strategy costing one search
+    /// per group cannot come back unnoticed.
+    pub searches: usize,
+}
+
+/// How this read works nesting out, `auto` resolved against the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Nesting {
+    /// One in-chain search per group, asked for by name (`nested_groups: in_chain`).
+    InChain,
+    /// Every group's `member`, in ranges, expanded here (`client`, and `auto` off AD).
+    Members,
+    /// Every group's `memberOf` (the groups it is in), expanded here from each person's own
+    /// `memberOf`: `auto` on AD, whose `memberOf` is the server-kept back link of `member`, so
+    /// the same nesting costs one search of a few bytes per group instead of one domain-wide
+    /// search per group (in-chain) or every member's DN (`member`).
+    Parents,
 }
 
 /// How one search ended, when it did not end well.
@@ -67,6 +86,7 @@ struct Query<'a> {
 #[derive(Default)]
 struct Tally {
     pages: usize,
+    searches: usize,
     warnings: Vec<String>,
 }
 
@@ -311,7 +331,8 @@ impl LdapDirectory {
 
     /// Whether the server says it is Active Directory. A server that hides its root DSE is
     /// taken not to be.
-    async fn is_active_directory(&self, ldap: &mut Ldap) -> bool {
+    async fn is_active_directory(&self, ldap: &mut Ldap, tally: &mut Tally) -> bool {
+        tally.searches += 1;
         let res = ldap
             .with_timeout(self.op_timeout())
             .search(
@@ -381,6 +402,7 @@ impl LdapDirectory {
         loop {
             let mut stopped: Option<Cut> = None;
             let warnings = &mut tally.warnings;
+            tally.searches += 1;
             let page = wire
                 .search_page(&search, Some((size, &cookie)), &mut |item| match item {
                     Item::Entry(bytes) => match Entry::from_wire(bytes) {
@@ -546,6 +568,7 @@ impl LdapDirectory {
         attribute: &str,
         mut next_low: u32,
         out: &mut Vec<String>,
+        searches: &mut usize,
     ) -> Result<(), LdapError> {
         let step = self.config.range_size.max(1);
         let during = format!("reading {attribute} of {dn} in ranges");
@@ -554,6 +577,7 @@ impl LdapDirectory {
                 "{attribute};range={next_low}-{}",
                 next_low.saturating_add(step - 1)
             );
+            *searches += 1;
             let res = ldap
                 .with_timeout(self.op_timeout())
                 .search(dn, ldap3::Scope::Base, "(objectClass=*)", vec![want])
@@ -591,6 +615,7 @@ impl LdapDirectory {
         ldap: &mut Ldap,
         entry: &mut Entry,
         attribute: &str,
+        searches: &mut usize,
     ) -> Result<Vec<String>, LdapError> {
         let mut values = Vec::new();
         let mut resume = None;
@@ -606,8 +631,15 @@ impl LdapDirectory {
             values.extend(v);
         }
         if let Some(low) = resume {
-            self.rest_of_range(ldap, &entry.dn.clone(), attribute, low, &mut values)
-                .await?;
+            self.rest_of_range(
+                ldap,
+                &entry.dn.clone(),
+                attribute,
+                low,
+                &mut values,
+                searches,
+            )
+            .await?;
         }
         Ok(values)
     }
@@ -620,13 +652,14 @@ impl LdapDirectory {
         }
     }
 
-    /// Reads the groups and who is in them. Every group is read, since a pipeline's rules may
-    /// name any of them.
+    /// Reads the groups and how they nest: one paged search of every group under the group
+    /// bases (a pipeline's rules may name any of them), then, by `mode`, each group's members
+    /// or the groups it is in, completed in ranges where the server cut them.
     async fn read_groups(
         &self,
         ldap: &mut Ldap,
         wire: &mut Wire,
-        mode: NestedGroups,
+        mode: Nesting,
         ad: bool,
         tally: &mut Tally,
     ) -> Result<Groups, Cut> {
@@ -642,11 +675,20 @@ impl LdapDirectory {
         } else {
             model::MEMBER.to_owned()
         };
-        let attrs = match mode {
-            NestedGroups::Client => vec![model::CN.to_owned(), member_attr],
-            _ => vec![model::CN.to_owned()],
+        let (attrs, links) = match mode {
+            Nesting::Members => (vec![model::CN.to_owned(), member_attr], model::MEMBER),
+            // A group is in few groups: AD sends `memberOf` whole below MaxValRange, and in
+            // ranges (completed below) above it.
+            Nesting::Parents => (
+                vec![model::CN.to_owned(), model::MEMBER_OF.to_owned()],
+                model::MEMBER_OF,
+            ),
+            Nesting::InChain => (vec![model::CN.to_owned()], model::MEMBER),
         };
         let scope = self.scope();
+        // Each group's DN key and the DNs of the groups it is in, resolved once every group is
+        // known (a parent may come later in the answer, or under another base).
+        let mut nesting: Vec<(String, Vec<String>)> = Vec::new();
         for base in self.group_bases().to_vec() {
             // Entries are kept (groups are few) and ranges completed after the page loop,
             // since the connection is busy with the paged search meanwhile.
@@ -674,24 +716,42 @@ impl LdapDirectory {
             }
             for mut e in found {
                 let name = model::group_name(&e.dn, e.text(model::CN));
-                let Some(idx) = groups.add(model::dn_key(&e.dn), name) else {
+                let key = model::dn_key(&e.dn);
+                let Some(idx) = groups.add(key.clone(), name) else {
                     continue;
                 };
-                if mode == NestedGroups::Client {
-                    let members = self
-                        .all_values(ldap, &mut e, model::MEMBER)
-                        .await
-                        .map_err(Cut::Fatal)?;
-                    // A person is in several groups: their key is allocated once.
-                    let mut key = String::new();
-                    for m in members {
-                        model::dn_key_into(&m, &mut key);
-                        groups.add_member(&key, idx);
-                    }
+                if mode == Nesting::InChain {
+                    continue;
+                }
+                let values = self
+                    .all_values(ldap, &mut e, links, &mut tally.searches)
+                    .await
+                    .map_err(Cut::Fatal)?;
+                if mode == Nesting::Parents {
+                    nesting.push((key, values));
+                    continue;
+                }
+                // A person is in several groups: their key is allocated once.
+                let mut member = String::new();
+                for m in values {
+                    model::dn_key_into(&m, &mut member);
+                    groups.add_member(&member, idx);
                 }
             }
         }
-        if mode == NestedGroups::InChain {
+        let mut parent = String::new();
+        for (key, parents) in nesting {
+            for dn in parents {
+                model::dn_key_into(&dn, &mut parent);
+                // A group outside the group bases: its name still reaches the people directly
+                // in it (their own `memberOf`), but what it nests in is not known, exactly as
+                // when members are read.
+                if let Some(p) = groups.index_of(&parent) {
+                    groups.add_member(&key, p);
+                }
+            }
+        }
+        if mode == Nesting::InChain {
             groups.set_transitive();
             // The group DNs as the server wrote them are needed for the filter; keys are
             // lowercased, which AD's DN matching ignores anyway.
@@ -780,11 +840,15 @@ impl LdapDirectory {
         on_person: &mut (dyn FnMut(Person) + Send),
     ) -> Result<ReadSummary, LdapError> {
         let mut tally = Tally::default();
-        let ad = self.is_active_directory(&mut ldap).await;
+        let ad = self.is_active_directory(&mut ldap, &mut tally).await;
+        // Chosen by what each costs, not by what the server can do: AD answers in-chain
+        // searches, but one per group over the people's base is a domain-wide search each
+        // (24–34 s against a Samba DC where the people alone take 0.4 s: BENCHMARKS.md),
+        // while the groups' own `memberOf` gives the same nesting in one small search.
         let mode = match self.config.nested_groups {
-            NestedGroups::Auto if ad => NestedGroups::InChain,
-            NestedGroups::Auto => NestedGroups::Client,
-            m => m,
+            NestedGroups::Auto if ad => Nesting::Parents,
+            NestedGroups::Auto | NestedGroups::Client => Nesting::Members,
+            NestedGroups::InChain => Nesting::InChain,
         };
         let mut groups = match self
             .read_groups(&mut ldap, &mut wire, mode, ad, &mut tally)
@@ -859,7 +923,10 @@ impl LdapDirectory {
                 )
                 .await;
             for mut e in std::mem::take(&mut ranged) {
-                match self.all_values(&mut ldap, &mut e, model::MEMBER_OF).await {
+                match self
+                    .all_values(&mut ldap, &mut e, model::MEMBER_OF, &mut tally.searches)
+                    .await
+                {
                     Ok(all) => {
                         e.set_texts(model::MEMBER_OF, all);
                         if let Some(p) = handle(e, &mut groups)
@@ -910,8 +977,12 @@ impl LdapDirectory {
             people,
             completeness,
             warnings: tally.warnings,
-            nested_groups: mode,
+            nested_groups: match mode {
+                Nesting::InChain => NestedGroups::InChain,
+                Nesting::Members | Nesting::Parents => NestedGroups::Client,
+            },
             pages: tally.pages,
+            searches: tally.searches,
         })
     }
 }

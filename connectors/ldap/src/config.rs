@@ -95,9 +95,10 @@ pub struct Config {
     #[serde(default = "default_operation_timeout")]
     pub operation_timeout_secs: u64,
 
-    /// How nested group membership is worked out: `auto` (the default) asks the server and uses
-    /// `in_chain` on Active Directory, `client` elsewhere; `in_chain` uses AD's
-    /// LDAP_MATCHING_RULE_IN_CHAIN; `client` reads the groups' members and expands them here.
+    /// How nested group membership is worked out: `auto` (the default) reads every group under
+    /// `group_base_dns` once and expands nesting here, at the cost of one search; `in_chain`
+    /// asks AD to expand each group with LDAP_MATCHING_RULE_IN_CHAIN, one search per group;
+    /// `client` reads every group's members and expands them here.
     #[serde(default)]
     pub nested_groups: NestedGroups,
 
@@ -144,11 +145,15 @@ pub enum Scope {
 #[serde(rename_all = "snake_case")]
 #[schemars(rename = "LdapNestedGroups")]
 pub enum NestedGroups {
-    /// `in_chain` when the server says it is Active Directory, else `client`.
+    /// The cheapest exact way the server allows, never a search per group: on Active
+    /// Directory every group's `memberOf` (the groups it is in) in one search, expanded from
+    /// each person's own `memberOf`; elsewhere as `client`.
     #[default]
     Auto,
-    /// One in-chain search per group (1.2.840.113556.1.4.1941): the server expands nesting.
-    /// Only Active Directory and Samba support it; others silently match nothing.
+    /// One in-chain search per group (1.2.840.113556.1.4.1941) over `base_dns`: the server
+    /// expands nesting, also through groups outside `group_base_dns`, but each search walks
+    /// the people's whole base, which on a large domain costs seconds per group. Only Active
+    /// Directory and Samba support it; others silently match nothing.
     InChain,
     /// Read every group's `member` (in ranges) and expand nesting here, with cycle detection.
     Client,

@@ -27,5 +27,10 @@ pub use chromedriver::ChromeDriver;
 pub use process::{require_servers, servers_available};
 pub use redis::RedisServer;
 pub use samba::SambaDc;
+
+/// The Samba DC's administrator account and password (UPN form), for tools outside the tests.
+pub fn samba_admin() -> (&'static str, &'static str) {
+    (samba::ADMIN_UPN, samba::ADMIN_PASSWORD)
+}
 pub use slapd::Slapd;
 pub use tls::TestCa;
