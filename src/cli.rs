@@ -702,15 +702,14 @@ async fn serve(
         return Ok(Exit::Invalid);
     };
     let secrets = crate::web::Secrets::from_env();
-    if secrets.generic.is_none()
-        && secrets.xero.is_none()
-        && secrets.graph_client_state.is_none()
+    if secrets.is_empty()
         && crate::web::console::Settings::from_env()
             .off_because()
             .is_some()
     {
         eprintln!(
-            "error: no webhook secret is set, so every notification would be refused, and the console is off (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE, and ROLLCALL_CONSOLE_TOKEN for the console)"
+            "error: no webhook secret is set, so every notification would be refused, and the console is off (hint: set {}, and ROLLCALL_CONSOLE_TOKEN for the console)",
+            crate::web::secret_names()
         );
         return Ok(Exit::Invalid);
     }
@@ -794,9 +793,11 @@ async fn subscribe(
     let Some(pipelines) = load_all(inv.bill_day, &files) else {
         return Ok(Exit::Invalid);
     };
-    let Some(state) = crate::web::Secrets::from_env().graph_client_state else {
+    let Some(state) = crate::web::Secrets::from_env().subscription_state().cloned() else {
+        let names: Vec<_> = crate::web::subscription_settings().iter().map(|s| s.env).collect();
         eprintln!(
-            "error: ROLLCALL_GRAPH_CLIENT_STATE is not set (hint: the secret every notification must carry; `serve` checks it)"
+            "error: {} is not set (hint: the secret every notification must carry; `serve` checks it)",
+            names.join(" or ")
         );
         return Ok(Exit::Invalid);
     };
@@ -913,7 +914,7 @@ async fn webhook_key(inv: &Invocation, file: PathBuf, client: String) -> anyhow:
     let Some(pipeline) = load_for(inv.bill_day, &file, Some(&client)) else {
         return Ok(Exit::Invalid);
     };
-    let Some(secret) = crate::web::Secrets::from_env().generic else {
+    let Some(secret) = crate::web::Secrets::from_env().generic().cloned() else {
         eprintln!(
             "error: ROLLCALL_WEBHOOK_SECRET is not set (hint: the service's secret, the same one `rollcall serve` runs with)"
         );

@@ -23,8 +23,11 @@ mod error;
 pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod standalone;
 pub mod skus;
 pub mod subscriptions;
+pub mod webhook;
 
 pub use client::GraphDirectory;
 pub use config::Config;

@@ -70,6 +70,11 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 }
 
 impl BillingConfig for Config {
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     const STARTER: &'static str = STARTER;
 
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {

@@ -103,6 +103,11 @@ impl Config {
 }
 
 impl BillingConfig for Config {
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     const STARTER: &'static str = STARTER;
 
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
