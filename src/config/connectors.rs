@@ -112,6 +112,9 @@ directories! {
     Graph("graph") => rollcall_graph::Config,
 }
 
+/// The kind of billing system `rollcall init` writes a pipeline for when none is named.
+pub const DEFAULT_TARGET: &str = "connectwise";
+
 /// Every connector's webhook, with the kind of connector it belongs to (`rollcall serve`
 /// mounts each at `/hooks/{segment}`).
 pub fn inbound_hooks() -> Vec<(&'static str, &'static dyn Inbound)> {

@@ -152,7 +152,7 @@ pub struct ServiceParts {
     pub debounce: Duration,
     /// Shared with the process's workers, so `/metrics` shows their jobs too.
     pub metrics: Arc<Metrics>,
-    /// Where directories reach this service: with it (and `ROLLCALL_GRAPH_CLIENT_STATE`), the
+    /// Where directories reach this service: with it (and the subscriptions' secret), the
     /// service keeps their change subscriptions alive.
     pub public_url: Option<String>,
 }

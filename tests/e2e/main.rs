@@ -4,6 +4,7 @@
 mod approvals;
 mod autotask;
 mod browser;
+mod boundaries;
 mod cli;
 mod config_errors;
 mod console;
