@@ -397,8 +397,8 @@ enum Command {
     },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
-        /// Which connector's sandbox, by its kind as a pipeline names it (an unknown kind lists
-        /// them all).
+        // Which connector's sandbox, by its kind as a pipeline names it: listed from the registry.
+        #[arg(help = config::connectors::sandbox_help())]
         kind: String,
         /// The port on 127.0.0.1 to listen on.
         #[arg(long, default_value_t = 8421)]
@@ -798,8 +798,14 @@ async fn subscribe(
     let Some(pipelines) = load_all(inv.bill_day, &files) else {
         return Ok(Exit::Invalid);
     };
-    let Some(state) = crate::web::Secrets::from_env().subscription_state().cloned() else {
-        let names: Vec<_> = crate::web::subscription_settings().iter().map(|s| s.env).collect();
+    let Some(state) = crate::web::Secrets::from_env()
+        .subscription_state()
+        .cloned()
+    else {
+        let names: Vec<_> = crate::web::subscription_settings()
+            .iter()
+            .map(|s| s.env)
+            .collect();
         eprintln!(
             "error: {} is not set (hint: the secret every notification must carry; `serve` checks it)",
             names.join(" or ")

@@ -148,6 +148,11 @@ pub static SANDBOXES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLo
     kinds
 });
 
+/// `rollcall sandbox --help`'s words for its argument: the kinds this build can run.
+pub fn sandbox_help() -> String {
+    format!("Which vendor's sandbox: {}.", SANDBOXES.join(", "))
+}
+
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
 /// Runs the named sandbox on `addr` until interrupted; `None` if there is no such sandbox.

@@ -105,7 +105,12 @@ pub fn secret_names() -> String {
         .chain(hook_settings())
         .map(|s| s.env)
         .collect();
-    names.dedup();
+    let mut seen = Vec::new();
+    names.retain(|n| {
+        let fresh = !seen.contains(n);
+        seen.push(*n);
+        fresh
+    });
     match names.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => names.join(""),
@@ -525,11 +530,11 @@ async fn inbound(
     request: &InboundRequest<'_>,
 ) -> Response {
     let source = hook.segment();
-    let received = hook.receive(request, service.as_ref());
+    let received = hook.receive(request, &**service);
     for why in &received.rejected {
         service.count(
             "rollcall_webhooks_total",
-            &[("source", source), ("outcome", why)],
+            &[("source", source), ("outcome", *why)],
         );
     }
     let status = match received.answer {
@@ -537,18 +542,16 @@ async fn inbound(
         Answer::Reply { content_type, body } => {
             return ([(header::CONTENT_TYPE, content_type)], body).into_response();
         }
-        Answer::Accepted(status) => {
-            StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED)
-        }
+        Answer::Accepted(status) => StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
     };
     let lifecycle = format!("rollcall_{source}_lifecycle_total");
     for (event, renew) in &received.lifecycle {
-        service.count(&lifecycle, &[("event", event)]);
+        service.count(&lifecycle, &[("event", event.as_str())]);
         if *renew {
-            info!(source, event, "A webhook asks for its subscriptions to be renewed.");
+            info!(source, event = %event, "A webhook asks for its subscriptions to be renewed.");
             if service.public_url.is_none() {
                 warn!(
-                    event,
+                    event = %event,
                     "No --public-url: run `rollcall subscribe` to renew the subscription."
                 );
             }
@@ -607,7 +610,12 @@ async fn resync_target_tenants(service: &Arc<Service>, tenants: &[String], sourc
 
 /// The clients of a change subscription as last ensured, else those whose directory notifies
 /// for `tenant`.
-fn resync_directory(service: &Arc<Service>, subscription: Option<&str>, tenant: &str, source: &str) {
+fn resync_directory(
+    service: &Arc<Service>,
+    subscription: Option<&str>,
+    tenant: &str,
+    source: &str,
+) {
     let by_subscription = subscription.and_then(|id| {
         service
             .subscribed

@@ -51,7 +51,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The files `file` declares as test-only modules (`#[cfg(test)] mod name;`).
 fn test_module_files(file: &Path, text: &str) -> Vec<PathBuf> {
     let lines: Vec<&str> = text.lines().collect();
-    let dir = if file.file_name().is_some_and(|n| n == "mod.rs" || n == "lib.rs" || n == "main.rs")
+    let dir = if file
+        .file_name()
+        .is_some_and(|n| n == "mod.rs" || n == "lib.rs" || n == "main.rs")
     {
         file.parent().expect("dir").to_owned()
     } else {
@@ -69,7 +71,12 @@ fn test_module_files(file: &Path, text: &str) -> Vec<PathBuf> {
                 .strip_suffix(';')?;
             Some(name.to_owned())
         })
-        .flat_map(|name| [dir.join(format!("{name}.rs")), dir.join(&name).join("mod.rs")])
+        .flat_map(|name| {
+            [
+                dir.join(format!("{name}.rs")),
+                dir.join(&name).join("mod.rs"),
+            ]
+        })
         .collect()
 }
 
@@ -144,7 +151,10 @@ fn src_outside_the_registry_names_no_vendor() {
 fn the_check_sees_vendors_in_identifiers_and_paths_but_not_inside_words() {
     assert_eq!(vendor_in("use rollcall_graph::Seed;"), Some("graph"));
     assert_eq!(vendor_in("env XERO_WEBHOOK_KEY"), Some("xero"));
-    assert_eq!(vendor_in(r#"route("/hooks/connectwise/{p}")"#), Some("connectwise"));
+    assert_eq!(
+        vendor_in(r#"route("/hooks/connectwise/{p}")"#),
+        Some("connectwise")
+    );
     assert_eq!(vendor_in("/// Entra ID tenants"), Some("entra"));
     assert_eq!(vendor_in("one_paragraph(central)"), None);
     let text = "fn a() {}\n#[cfg(test)]\nmod tests {\n    fn b() { \"xero\" }\n}\nfn c() {}\n";

@@ -3,8 +3,8 @@
 
 mod approvals;
 mod autotask;
-mod browser;
 mod boundaries;
+mod browser;
 mod cli;
 mod config_errors;
 mod console;

@@ -98,6 +98,8 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 }
 
 impl DirectoryConfig for Config {
+    const STARTER: &'static str = STARTER;
+
     fn inbound() -> Option<&'static dyn rollcall_core::inbound::Inbound> {
         Some(&crate::webhook::Webhook)
     }
@@ -106,8 +108,6 @@ impl DirectoryConfig for Config {
     fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
         Some(&crate::standalone::Standalone)
     }
-
-    const STARTER: &'static str = STARTER;
 
     fn notifying_tenant(&self) -> Option<&str> {
         Some(&self.tenant_id)

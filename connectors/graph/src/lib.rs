@@ -23,9 +23,9 @@ mod error;
 pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+pub mod skus;
 #[cfg(feature = "sandbox")]
 mod standalone;
-pub mod skus;
 pub mod subscriptions;
 pub mod webhook;
 

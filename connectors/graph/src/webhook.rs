@@ -6,8 +6,7 @@
 //! are synced as after any change.
 
 use rollcall_core::inbound::{
-    Answer, Concerns, Inbound, InboundContext, InboundRequest, Received, SecretSetting,
-    same_secret,
+    Answer, Concerns, Inbound, InboundContext, InboundRequest, Received, SecretSetting, same_secret,
 };
 use serde_json::Value;
 
@@ -150,7 +149,10 @@ mod tests {
         );
         let forged = serde_json::json!({ "value": [{ "clientState": "guess" }] });
         assert_eq!(receive(&forged, &[]).answer, Answer::Refused("forged"));
-        let echo = receive(&Value::Null, &[("validationToken".into(), "V: t".into())]);
+        let echo = receive(
+            &Value::Null,
+            &[("validationToken".to_owned(), "V: t".to_owned())],
+        );
         assert_eq!(
             echo.answer,
             Answer::Reply {

@@ -103,12 +103,12 @@ impl Config {
 }
 
 impl BillingConfig for Config {
+    const STARTER: &'static str = STARTER;
+
     #[cfg(feature = "sandbox")]
     fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
         Some(&crate::standalone::Standalone)
     }
-
-    const STARTER: &'static str = STARTER;
 
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(QuickBooks::new(self, context.tokens.clone())?))

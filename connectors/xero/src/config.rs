@@ -99,6 +99,8 @@ impl Config {
 }
 
 impl BillingConfig for Config {
+    const STARTER: &'static str = STARTER;
+
     fn inbound() -> Option<&'static dyn rollcall_core::inbound::Inbound> {
         Some(&crate::webhook::Webhook)
     }
@@ -107,8 +109,6 @@ impl BillingConfig for Config {
     fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
         Some(&crate::standalone::Standalone)
     }
-
-    const STARTER: &'static str = STARTER;
 
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(Xero::new(self, context.tokens.clone())?))

@@ -5,8 +5,7 @@
 
 use base64::Engine as _;
 use rollcall_core::inbound::{
-    Concerns, Inbound, InboundContext, InboundRequest, Received, SecretSetting,
-    hmac_sha256_matches,
+    Concerns, Inbound, InboundContext, InboundRequest, Received, SecretSetting, hmac_sha256_matches,
 };
 
 /// `XERO_WEBHOOK_KEY`: the key Xero signs its webhooks with (the app's webhook settings).
@@ -46,7 +45,11 @@ impl Inbound for Webhook {
         }
         let tenants = serde_json::from_slice::<serde_json::Value>(request.body)
             .ok()
-            .and_then(|v| v.get("events").and_then(serde_json::Value::as_array).cloned())
+            .and_then(|v| {
+                v.get("events")
+                    .and_then(serde_json::Value::as_array)
+                    .cloned()
+            })
             .unwrap_or_default()
             .iter()
             .filter_map(|e| e.get("tenantId").and_then(serde_json::Value::as_str))
