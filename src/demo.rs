@@ -44,7 +44,9 @@ pub async fn run() -> anyhow::Result<Verdict> {
     std::fs::write(people.join("initech.ldif"), INITECH)?;
     let kind = load(&pipeline_path)?.target.kind();
     let role = config::connectors::sandbox(kind)
-        .with_context(|| format!("the demo needs the `{kind}` sandbox, and this build has none"))?;
+        .with_context(|| {
+            format!("the demo needs the `{kind}` sandbox, and this build has none (built without feature `sandboxes`)")
+        })?;
     let Some(start) = role.start_demo() else {
         bail!("the `{kind}` sandbox cannot run the demo: it does not count its writes");
     };

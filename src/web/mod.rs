@@ -1,9 +1,9 @@
 //! `rollcall serve`: resyncs within seconds of a change, triggered by signed notifications.
 //!
 //! A client adds an employee; their HR system (or their directory, or the billing system) tells
-//! rollcall; rollcall resyncs **that client only**. Notifications come in bursts (a new starter touches many
-//! objects), so each client's resyncs are debounced: every notification inside the window joins
-//! the one resync already scheduled, and a notification that arrives while the client is being
+//! rollcall; rollcall resyncs **that client only**. Notifications come in bursts (a new starter
+//! touches many objects), so each client's resyncs are debounced: every notification inside the
+//! window joins the one resync already scheduled, and a notification that arrives while the client is being
 //! synced schedules exactly one more. A client is never synced twice at once.
 //!
 //! Nothing unsigned, forged or stale is ever acted on: it is refused (401), counted in
