@@ -39,10 +39,7 @@ async fn bench() {
     let store = rollcall::store::Store::open(&dir.path().join("s.db"))
         .await
         .expect("store");
-    let secrets = Secrets {
-        generic: Some(Secret::new("bench-secret")),
-        ..Secrets::default()
-    };
+    let secrets = Secrets::default().with("ROLLCALL_WEBHOOK_SECRET", Secret::new("bench-secret"));
     let parts = ServiceParts {
         pipelines: vec![std::sync::Arc::new(pipeline)],
         store,

@@ -179,7 +179,8 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         lock_wait_seconds: u64,
     },
-    /// Approve rollcall's access to the pipeline's accounting system (QuickBooks, Xero): prints
+    /// Approve rollcall's access to the pipeline's billing system, for one that signs in with
+    /// OAuth (the accounting systems): prints
     /// the consent page's address, waits for the redirect on a loopback port, and keeps the
     /// tokens in the store. Run it again when a run says the connection must be reconnected.
     Connect {
@@ -193,11 +194,13 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         wait: u64,
     },
-    /// Serve signed change notifications (a client's HR system, Entra ID, Xero) and queue a
+    /// Serve signed change notifications (a client's HR system, a directory or billing system
+    /// that pushes its changes) and queue a
     /// sync of the client each one is about, debounced; tick the pipelines' schedules; and
     /// (unless `--workers 0`) run workers in this process; with ROLLCALL_CONSOLE_TOKEN, serve
     /// the console under /console. Secrets come from the environment:
-    /// ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY, ROLLCALL_GRAPH_CLIENT_STATE.
+    /// ROLLCALL_WEBHOOK_SECRET, and each connector's webhook secret (docs/deploy.md lists them;
+    /// the service warns at start of one its pipelines need that is unset).
     Serve {
         /// The pipeline files (YAML).
         #[arg(required = true)]
@@ -213,7 +216,7 @@ enum Command {
         workers: usize,
         /// The address directories reach this service at (`https://rollcall.example.com`):
         /// with it, their change subscriptions are created and renewed (`rollcall subscribe`)
-        /// every twelve hours and when Graph asks.
+        /// every twelve hours and when the directory asks.
         #[arg(long, env = "ROLLCALL_PUBLIC_URL")]
         public_url: Option<String>,
         #[command(flatten)]
@@ -235,9 +238,10 @@ enum Command {
         #[command(flatten)]
         jobs: JobSettings,
     },
-    /// Create or renew the change subscriptions of every directory that can notify (Entra ID),
+    /// Create or renew the change subscriptions of every directory that can notify,
     /// pointed at this service's webhooks. `serve --public-url` does it on its own; run this
-    /// to set them up or check them. Needs ROLLCALL_GRAPH_CLIENT_STATE, and the service
+    /// to set them up or check them. Needs the secret the subscriptions carry (its webhook's,
+    /// as `serve` checks it), and the service
     /// answering at the URL (the subscription's handshake calls it).
     Subscribe {
         /// The pipeline files (YAML).
@@ -346,7 +350,7 @@ enum Command {
         #[arg(long, default_value = "file")]
         source: String,
         /// The kind of billing system.
-        #[arg(long, default_value = "connectwise")]
+        #[arg(long, default_value = config::connectors::DEFAULT_TARGET)]
         target: String,
     },
     /// A recorded run's report: who was billed for what, before → after, money, guards, errors.
@@ -393,7 +397,8 @@ enum Command {
     },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
-        /// Which vendor: autotask, connectwise, graph, halopsa, quickbooks or xero.
+        // Which connector's sandbox, by its kind as a pipeline names it: listed from the registry.
+        #[arg(help = config::connectors::sandbox_help())]
         kind: String,
         /// The port on 127.0.0.1 to listen on.
         #[arg(long, default_value_t = 8421)]
@@ -702,15 +707,14 @@ async fn serve(
         return Ok(Exit::Invalid);
     };
     let secrets = crate::web::Secrets::from_env();
-    if secrets.generic.is_none()
-        && secrets.xero.is_none()
-        && secrets.graph_client_state.is_none()
+    if secrets.is_empty()
         && crate::web::console::Settings::from_env()
             .off_because()
             .is_some()
     {
         eprintln!(
-            "error: no webhook secret is set, so every notification would be refused, and the console is off (hint: set ROLLCALL_WEBHOOK_SECRET, XERO_WEBHOOK_KEY or ROLLCALL_GRAPH_CLIENT_STATE, and ROLLCALL_CONSOLE_TOKEN for the console)"
+            "error: no webhook secret is set, so every notification would be refused, and the console is off (hint: set {}, and ROLLCALL_CONSOLE_TOKEN for the console)",
+            crate::web::secret_names()
         );
         return Ok(Exit::Invalid);
     }
@@ -794,9 +798,17 @@ async fn subscribe(
     let Some(pipelines) = load_all(inv.bill_day, &files) else {
         return Ok(Exit::Invalid);
     };
-    let Some(state) = crate::web::Secrets::from_env().graph_client_state else {
+    let Some(state) = crate::web::Secrets::from_env()
+        .subscription_state()
+        .cloned()
+    else {
+        let names: Vec<_> = crate::web::subscription_settings()
+            .iter()
+            .map(|s| s.env)
+            .collect();
         eprintln!(
-            "error: ROLLCALL_GRAPH_CLIENT_STATE is not set (hint: the secret every notification must carry; `serve` checks it)"
+            "error: {} is not set (hint: the secret every notification must carry; `serve` checks it)",
+            names.join(" or ")
         );
         return Ok(Exit::Invalid);
     };
@@ -913,7 +925,7 @@ async fn webhook_key(inv: &Invocation, file: PathBuf, client: String) -> anyhow:
     let Some(pipeline) = load_for(inv.bill_day, &file, Some(&client)) else {
         return Ok(Exit::Invalid);
     };
-    let Some(secret) = crate::web::Secrets::from_env().generic else {
+    let Some(secret) = crate::web::Secrets::from_env().generic().cloned() else {
         eprintln!(
             "error: ROLLCALL_WEBHOOK_SECRET is not set (hint: the service's secret, the same one `rollcall serve` runs with)"
         );
@@ -938,7 +950,7 @@ async fn connect(inv: &Invocation, file: PathBuf, port: u16, wait: u64) -> anyho
     };
     let Some(app) = pipeline.target.oauth() else {
         eprintln!(
-            "error: the `{}` target signs in with the keys in its section; there is nothing to connect (hint: `connect` is for accounting systems that use OAuth: quickbooks, xero)",
+            "error: the `{}` target signs in with the keys in its section; there is nothing to connect (hint: `connect` is for billing systems that sign in with OAuth, the accounting systems)",
             pipeline.target.kind()
         );
         return Ok(Exit::Invalid);

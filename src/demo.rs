@@ -1,7 +1,7 @@
 //! `rollcall demo`: the product end to end with nothing installed.
 //!
-//! Starts the ConnectWise sandbox seeded with three client companies, runs the bundled example
-//! pipeline (`mappings/examples/demo.yaml`, its people read from bundled CSV and LDIF exports)
+//! Starts the sandbox of the billing system the bundled example pipeline names, seeded with
+//! three client companies (found through the registry, like every sandbox), runs the pipeline (`mappings/examples/demo.yaml`, its people read from bundled CSV and LDIF exports)
 //! and walks through what an ops engineer sees: the first plan and its apply, a resync that
 //! plans nothing and writes nothing, a leaver, and an export that arrives empty and is not
 //! allowed to lower anyone's bill. Every step checks itself, so the demo doubles as a smoke test.
@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use rollcall_connectwise::{Sandbox, Seed};
 
 use crate::engine::{Engine, Options, Verdict};
 use crate::{config, report};
@@ -38,15 +37,24 @@ pub async fn run() -> anyhow::Result<Verdict> {
         Workdir(std::env::temp_dir().join(format!("rollcall-demo-{}", uuid::Uuid::new_v4())));
     let people = work.0.join("people");
     std::fs::create_dir_all(&people).context("cannot create the demo's work folder")?;
-    let sandbox = Sandbox::start(Seed::demo()).await;
     let pipeline_path = work.0.join("demo.yaml");
+    std::fs::write(&pipeline_path, PIPELINE)?;
+    std::fs::write(people.join("acme.csv"), ACME)?;
+    std::fs::write(people.join("globex.csv"), GLOBEX)?;
+    std::fs::write(people.join("initech.ldif"), INITECH)?;
+    let kind = load(&pipeline_path)?.target.kind();
+    let role = config::connectors::sandbox(kind)
+        .with_context(|| {
+            format!("the demo needs the `{kind}` sandbox, and this build has none (built without feature `sandboxes`)")
+        })?;
+    let Some(start) = role.start_demo() else {
+        bail!("the `{kind}` sandbox cannot run the demo: it does not count its writes");
+    };
+    let sandbox = start.await;
     std::fs::write(
         &pipeline_path,
         PIPELINE.replace(EXAMPLE_URL, &sandbox.url()),
     )?;
-    std::fs::write(people.join("acme.csv"), ACME)?;
-    std::fs::write(people.join("globex.csv"), GLOBEX)?;
-    std::fs::write(people.join("initech.ldif"), INITECH)?;
     let store = crate::store::Store::open(&work.0.join("state.db")).await?;
     let engine = Engine::new(store.clone()).await?;
     let options = Options {
@@ -55,7 +63,8 @@ pub async fn run() -> anyhow::Result<Verdict> {
     };
 
     println!(
-        "rollcall demo: a ConnectWise Manage sandbox is listening at {}",
+        "rollcall demo: a {} sandbox is listening at {}",
+        role.title(),
         sandbox.url()
     );
     println!("pipeline: mappings/examples/demo.yaml (3 clients; people from CSV and LDIF exports)");
@@ -104,7 +113,7 @@ pub async fn run() -> anyhow::Result<Verdict> {
     step("5. History: every change, recorded before and after it was sent");
     let history = store.history(None, 12).await?;
     print!("{}", report::history_text(&history));
-    println!("Try it yourself: `rollcall sandbox connectwise --port 8421` in one terminal, then");
+    println!("Try it yourself: `rollcall sandbox {kind} --port 8421` in one terminal, then");
     println!("`rollcall plan mappings/examples/demo.yaml` in another.");
     Ok(Verdict::Ok)
 }

@@ -837,7 +837,7 @@ fn purchased(
             person: "-".into(),
             rule: format!("count: purchased of {}", seat.product),
             message: "this directory does not report purchased licences; count `licenses` \
-                      (assigned) instead, or read the client from graph"
+                      (assigned) instead, or read the client from a directory that reports purchases"
                 .into(),
         });
     }

@@ -101,7 +101,7 @@ pub struct Approval {
     pub state: ApprovalState,
     /// Why the plan was refused or held.
     pub reason: String,
-    /// Who or what made the plan: `rollcall run by alice`, `schedule …`, `webhook (graph)`.
+    /// Who or what made the plan: `rollcall run by alice`, `schedule …`, `webhook (client)`.
     pub trigger: String,
     /// When it was kept (RFC 3339, UTC).
     pub created: String,

@@ -5,15 +5,25 @@
 //! {...}}`), and a `build` that hands back the role as a trait object. The enum is externally
 //! tagged on purpose: an internally tagged one (`kind: connectwise`) makes serde buffer the
 //! section, and every error inside it would lose its line and column. Nothing else in `src/`
-//! matches on a connector's name.
+//! matches on a connector's name: the `serve` webhooks, `rollcall sandbox` and the demo find a
+//! connector's optional roles (its webhook, its sandbox) through its config type here.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use rollcall_core::inbound::Inbound;
 use rollcall_core::oauth::ConnectApp;
+use rollcall_core::standalone::SandboxRole;
 use rollcall_core::{
     BillingConfig, BillingSystem, BuildContext, Directory, DirectoryConfig, RemoteError,
 };
+
+/// A kind of connector and its optional roles (sandbox, webhook), as its config type has them.
+type Roles = (
+    &'static str,
+    fn() -> Option<&'static dyn SandboxRole>,
+    fn() -> Option<&'static dyn Inbound>,
+);
 
 macro_rules! billing_systems {
     ($($variant:ident($kind:literal) => $config:ty,)+) => {
@@ -40,6 +50,9 @@ macro_rules! billing_systems {
 
         /// Kinds of billing system and the `target:` section `rollcall init` writes for each.
         pub const TARGET_STARTERS: &[(&str, &str)] = &[$( ($kind, <$config as BillingConfig>::STARTER), )+];
+
+        /// Kinds of billing system with their optional roles.
+        const BILLING_KINDS: &[Roles] = &[$( ($kind, <$config as BillingConfig>::sandbox, <$config as BillingConfig>::inbound), )+];
     };
 }
 
@@ -79,6 +92,9 @@ macro_rules! directories {
 
         /// Kinds of directory and the `directory:` section `rollcall init` writes for each.
         pub const DIRECTORY_STARTERS: &[(&str, &str)] = &[$( ($kind, <$config as DirectoryConfig>::STARTER), )+];
+
+        /// Kinds of directory with their optional roles.
+        const DIRECTORY_KINDS: &[Roles] = &[$( ($kind, <$config as DirectoryConfig>::sandbox, <$config as DirectoryConfig>::inbound), )+];
     };
 }
 
@@ -96,15 +112,46 @@ directories! {
     Graph("graph") => rollcall_graph::Config,
 }
 
-/// Vendor sandboxes `rollcall sandbox KIND` can run.
-pub const SANDBOXES: &[&str] = &[
-    "autotask",
-    "connectwise",
-    "graph",
-    "halopsa",
-    "quickbooks",
-    "xero",
-];
+/// The kind of billing system `rollcall init` writes a pipeline for when none is named.
+pub const DEFAULT_TARGET: &str = "connectwise";
+
+/// Every connector's webhook, with the kind of connector it belongs to (`rollcall serve`
+/// mounts each at `/hooks/{segment}`).
+pub fn inbound_hooks() -> Vec<(&'static str, &'static dyn Inbound)> {
+    let mut out: Vec<_> = BILLING_KINDS
+        .iter()
+        .chain(DIRECTORY_KINDS)
+        .filter_map(|(kind, _, hook)| hook().map(|h| (*kind, h)))
+        .collect();
+    out.sort_by_key(|(kind, _)| *kind);
+    out
+}
+
+/// The sandbox of a kind of connector, if it has one.
+pub fn sandbox(kind: &str) -> Option<&'static dyn SandboxRole> {
+    BILLING_KINDS
+        .iter()
+        .chain(DIRECTORY_KINDS)
+        .find(|(k, _, _)| *k == kind)
+        .and_then(|(_, sandbox, _)| sandbox())
+}
+
+/// Vendor sandboxes `rollcall sandbox KIND` can run, by name.
+pub static SANDBOXES: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut kinds: Vec<_> = BILLING_KINDS
+        .iter()
+        .chain(DIRECTORY_KINDS)
+        .filter(|(_, sandbox, _)| sandbox().is_some())
+        .map(|(kind, _, _)| *kind)
+        .collect();
+    kinds.sort_unstable();
+    kinds
+});
+
+/// `rollcall sandbox --help`'s words for its argument: the kinds this build can run.
+pub fn sandbox_help() -> String {
+    format!("Which vendor's sandbox: {}.", SANDBOXES.join(", "))
+}
 
 type SandboxRun = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>>>>;
 
@@ -114,95 +161,5 @@ pub fn run_sandbox(
     addr: std::net::SocketAddr,
     seed: Option<&Path>,
 ) -> Option<SandboxRun> {
-    let seed = seed.map(Path::to_owned);
-    match kind {
-        "connectwise" => Some(Box::pin(async move {
-            let seed = match seed {
-                Some(path) => read_seed(&path)?,
-                None => rollcall_connectwise::Seed::demo(),
-            };
-            println!(
-                "ConnectWise Manage sandbox at http://{addr}{} (company id `{}`; keys as in the seed); Ctrl-C stops it",
-                rollcall_connectwise::sandbox::API_BASE,
-                seed.credentials.company_id
-            );
-            rollcall_connectwise::run_standalone(addr, seed)
-                .await
-                .map_err(|e| e.to_string())
-        })),
-        "autotask" => Some(Box::pin(async move {
-            let seed = match seed {
-                Some(path) => read_seed(&path)?,
-                None => rollcall_autotask::Seed::demo(),
-            };
-            println!(
-                "Autotask sandbox: zone lookup at http://{addr}{} (API user `{}`; secret and integration code as in the seed); Ctrl-C stops it",
-                rollcall_autotask::sandbox::API_ROOT,
-                seed.credentials.username
-            );
-            rollcall_autotask::run_standalone(addr, seed)
-                .await
-                .map_err(|e| e.to_string())
-        })),
-        "graph" => Some(Box::pin(async move {
-            let seed = match seed {
-                Some(path) => read_seed(&path)?,
-                None => rollcall_graph::Seed::demo(),
-            };
-            println!(
-                "Microsoft Graph sandbox at http://{addr} (login_url and graph_url; tenant `{}`, client id `{}`; secret as in the seed); Ctrl-C stops it",
-                seed.tenant_id, seed.client_id
-            );
-            rollcall_graph::run_standalone(addr, seed)
-                .await
-                .map_err(|e| e.to_string())
-        })),
-        "quickbooks" => Some(Box::pin(async move {
-            let seed = match seed {
-                Some(path) => read_seed(&path)?,
-                None => rollcall_quickbooks::Seed::demo(),
-            };
-            println!(
-                "QuickBooks Online sandbox at http://{addr} (realm `{}`, client id `{}`; consent is approved at once); Ctrl-C stops it",
-                seed.realm_id, seed.client_id
-            );
-            rollcall_quickbooks::run_standalone(addr, seed)
-                .await
-                .map_err(|e| e.to_string())
-        })),
-        "xero" => Some(Box::pin(async move {
-            let seed = match seed {
-                Some(path) => read_seed(&path)?,
-                None => rollcall_xero::Seed::demo(),
-            };
-            println!(
-                "Xero sandbox at http://{addr} (organisation `{}` {}, client id `{}`; consent is approved at once); Ctrl-C stops it",
-                seed.tenant_name, seed.tenant_id, seed.client_id
-            );
-            rollcall_xero::run_standalone(addr, seed)
-                .await
-                .map_err(|e| e.to_string())
-        })),
-        "halopsa" => Some(Box::pin(async move {
-            let seed = match seed {
-                Some(path) => read_seed(&path)?,
-                None => rollcall_halopsa::Seed::demo(),
-            };
-            println!(
-                "HaloPSA sandbox at http://{addr} (url; token at /auth/token, client id `{}`, secret as in the seed); Ctrl-C stops it",
-                seed.client_id
-            );
-            rollcall_halopsa::run_standalone(addr, seed)
-                .await
-                .map_err(|e| e.to_string())
-        })),
-        _ => None,
-    }
-}
-
-/// A sandbox seed from a JSON file, with the file and position in the error.
-fn read_seed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+    sandbox(kind).map(|s| s.run(addr, seed))
 }

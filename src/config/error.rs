@@ -182,7 +182,7 @@ pub(crate) fn step_over(text: &str, e: &ConfigError) -> Option<String> {
 
 /// A hint that fits what is actually written: a required key that is missing from its
 /// mapping but present a few lines away at another indentation was mis-indented, not left
-/// out; a target written as `kind: connectwise` needs the kind as the key.
+/// out; a target written as `kind: KIND` needs the kind as the key.
 pub(crate) fn fitting_hint(text: &str, message: &str) -> Option<String> {
     if let Some(field) = quoted_after(message, "missing field") {
         let found = text.lines().enumerate().find(|(_, l)| {
@@ -200,9 +200,14 @@ pub(crate) fn fitting_hint(text: &str, message: &str) -> Option<String> {
         });
     }
     if quoted_after(message, "unknown variant") == Some("kind") {
-        return Some(
-            "the kind of target is the key itself: write `target:` and under it `connectwise:` (or `quickbooks:`, `xero:`) with that system's settings indented below".into(),
-        );
+        let kinds: Vec<String> = super::connectors::TARGET_STARTERS
+            .iter()
+            .map(|(kind, _)| format!("`{kind}:`"))
+            .collect();
+        return Some(format!(
+            "the kind of target is the key itself: write `target:` and under it the kind ({}) with that system's settings indented below",
+            kinds.join(", ")
+        ));
     }
     None
 }

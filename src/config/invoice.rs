@@ -1,6 +1,6 @@
 //! How accounting targets invoice: the period an invoice covers, its dates and the reference it
 //! is found again by. Lives apart from the rest of the config because only invoice-model
-//! targets (QuickBooks, Xero) read it; for a PSA the agreement bills itself.
+//! targets (those that bill by invoice) read it; for a PSA the agreement bills itself.
 
 use chrono::{Datelike, Days, NaiveDate};
 use rollcall_core::{BillingPeriod, InvoiceTarget};

@@ -60,7 +60,7 @@ pub struct RawPipeline {
     /// resyncs notifications ask for.
     #[serde(default)]
     pub schedule: Option<SchedulePolicy>,
-    /// How accounting targets (QuickBooks, Xero) invoice: period, dates, reference. Ignored by
+    /// How accounting targets (those that bill by invoice) invoice: period, dates, reference. Ignored by
     /// PSA targets, whose agreements bill themselves.
     #[serde(default)]
     pub invoice: Option<InvoicePolicy>,
@@ -125,7 +125,7 @@ pub struct RawProduct {
     /// What one seat is: `people` (default: each person who matches `seats` takes one),
     /// `licenses` (each assigned licence whose SKU is in `licenses` is one seat) or
     /// `purchased` (each licence of those SKUs the tenant bought, assigned or not; needs a
-    /// directory that knows purchases, such as graph).
+    /// directory that knows purchases, such as a cloud tenant's).
     #[serde(default)]
     pub count: Counting,
     /// SKU part numbers counted when `count: licenses` (e.g. `[SPB, O365_BUSINESS_PREMIUM]`).
@@ -152,7 +152,8 @@ pub enum Counting {
     People,
     /// Each assigned licence of `licenses` held by a person who matches `seats`.
     Licenses,
-    /// The licences of `licenses` the tenant bought (Graph's subscribedSkus), assigned or not.
+    /// The licences of `licenses` the tenant bought (as its directory reports them), assigned
+    /// or not.
     Purchased,
 }
 
@@ -343,7 +344,7 @@ mod defaults {
     pub const LAST_NAME: &str = "{{surname}}";
     pub const EMAIL: &str = "{{email}}";
     pub const MAX_SEAT_DROP_PERCENT: u32 = 50;
-    /// People an MSP never bills per user, recognised the way AD and Entra mark them.
+    /// People an MSP never bills per user, recognised the way directories mark them.
     pub const EXCLUSIONS: &[(&str, &str)] = &[
         (
             "service accounts",
@@ -893,7 +894,7 @@ pub fn compile(raw: RawPipeline, path: &Path) -> Result<Pipeline, ConfigErrors> 
                     "client `{name}` sets `bill_to` or `email`, which only accounting targets read; `{}` bills through agreements",
                     raw.target.kind()
                 ),
-                "remove them, or bill this pipeline to an accounting system (quickbooks, xero)",
+                "remove them, or bill this pipeline to an accounting system (a target that bills by invoice)",
             );
         }
         if let Some(rules) = rules {

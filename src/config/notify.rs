@@ -59,7 +59,7 @@ pub enum RawChannel {
     },
     /// Email through an SMTP server.
     Email(EmailChannel),
-    /// A service ticket on the client's company in the billing system (ConnectWise), on the
+    /// A service ticket on the client's company in the billing system (a PSA's service desk), on the
     /// board named.
     Ticket {
         /// The service board tickets are opened on (e.g. `Billing`).

@@ -416,7 +416,7 @@ fn ours_addition(desired: &Desired, a: &ActualAddition) -> bool {
             .is_none_or(|o| o.additions.contains(&a.id))
 }
 
-/// Ids compare as numbers when both are numbers (ConnectWise), else as text.
+/// Ids compare as numbers when both are numbers (a PSA's record ids), else as text.
 fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(x), Ok(y)) => x.cmp(&y),

@@ -1,7 +1,7 @@
 //! Vendor rate limits shared by every worker: GCRA in a Lua script, on Redis's clock.
 //!
-//! Each vendor tenant has one limit (ConnectWise per company, QuickBooks per realm, Xero per
-//! organisation), however many workers call it. In one process the connectors' own limiter
+//! Each vendor tenant has one limit (per company, realm or organisation, as the connector keys
+//! it), however many workers call it. In one process the connectors' own limiter
 //! does; with workers on several machines, each would spend the whole budget, so the queue on
 //! Redis installs this one instead ([`rollcall_core::http::share_rate_limits`]). One key per
 //! tenant holds the theoretical arrival time of the next request; a request that would come

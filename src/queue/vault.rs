@@ -1,6 +1,6 @@
 //! OAuth tokens in Redis, for workers on many machines.
 //!
-//! QuickBooks and Xero rotate refresh tokens: each refresh returns a new one and the old one
+//! Accounting systems rotate refresh tokens: each refresh returns a new one and the old one
 //! dies. Workers with a token copy each would race and lock each other out, so with the queue
 //! on Redis the tokens live there, and a refresh happens under a Redis lock: the first worker
 //! to find the access token stale refreshes; the others, once the lock is theirs, find a newer

@@ -3,7 +3,7 @@
 //! through at a quarterly review.
 //!
 //! Who was billed comes from the seat ledger (every span that overlaps the period), what was
-//! done from the billing system's service desk (ConnectWise tickets), joined through the
+//! done from the billing system's service desk (a PSA's tickets), joined through the
 //! person's contact. Billing systems without a service desk cannot make one, and say so.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +26,7 @@ pub enum ValueReportError {
     Remote(#[from] rollcall_core::RemoteError),
     #[error(
         "the billing system `{0}` has no service desk, so there are no tickets to report \
-         (hint: the client value report needs a PSA such as connectwise)"
+         (hint: the client value report needs a PSA, a billing system with a service desk)"
     )]
     NoServiceDesk(&'static str),
     #[error("the period is empty: --from {from} is after --to {to}")]

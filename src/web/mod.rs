@@ -1,9 +1,9 @@
 //! `rollcall serve`: resyncs within seconds of a change, triggered by signed notifications.
 //!
-//! A client adds an employee; their HR system (or Entra ID, or Xero) tells rollcall; rollcall
-//! resyncs **that client only**. Notifications come in bursts (a new starter touches many
-//! objects), so each client's resyncs are debounced: every notification inside the window joins
-//! the one resync already scheduled, and a notification that arrives while the client is being
+//! A client adds an employee; their HR system (or their directory, or the billing system) tells
+//! rollcall; rollcall resyncs **that client only**. Notifications come in bursts (a new starter
+//! touches many objects), so each client's resyncs are debounced: every notification inside the
+//! window joins the one resync already scheduled, and a notification that arrives while the client is being
 //! synced schedules exactly one more. A client is never synced twice at once.
 //!
 //! Nothing unsigned, forged or stale is ever acted on: it is refused (401), counted in
@@ -12,6 +12,11 @@
 //! An accepted notification becomes a job on the queue ([`crate::queue`]): the service's own
 //! workers take it (`--workers`), or `rollcall worker` processes elsewhere do, on the same
 //! Redis. The service also ticks the pipelines' schedules.
+//!
+//! Clients' own systems sign with a key derived from the service's secret
+//! (`/hooks/clients/…`). A vendor's webhook is its connector's (`rollcall_core::inbound`):
+//! the routes under `/hooks/{segment}`, their secrets and the warnings about unset ones all
+//! come from the registry, and this module only counts, answers and resyncs.
 
 pub mod console;
 pub mod signature;
@@ -24,12 +29,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawPathParams, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rollcall_core::Secret;
-use serde_json::Value;
+use rollcall_core::inbound::{
+    Answer, Concerns, Inbound, InboundContext, InboundRequest, SERVICE_SECRET, SecretSetting,
+    WebhookSecrets,
+};
 use tracing::{info, warn};
 
 use crate::config::Pipeline;
@@ -40,30 +48,72 @@ use crate::store::Store;
 /// Largest notification body accepted; the vendors' are a few KiB.
 const BODY_LIMIT: usize = 256 * 1024;
 
-/// The secrets notifications are checked with, from the environment.
+/// The secrets notifications are checked with, from the environment: the service's own
+/// (`ROLLCALL_WEBHOOK_SECRET`, for clients' systems) and those each connector's webhook
+/// declares ([`rollcall_core::inbound::Inbound::secrets`]).
 #[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    /// `ROLLCALL_WEBHOOK_SECRET`: the service secret each client's key is derived from.
-    pub generic: Option<Secret>,
-    /// `XERO_WEBHOOK_KEY`: the key Xero signs its webhooks with.
-    pub xero: Option<Secret>,
-    /// `ROLLCALL_GRAPH_CLIENT_STATE`: the `clientState` given to Graph subscriptions.
-    pub graph_client_state: Option<Secret>,
-}
+pub struct Secrets(WebhookSecrets);
 
 impl Secrets {
     pub fn from_env() -> Secrets {
-        let read = |name: &str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .map(Secret::new)
-        };
-        Secrets {
-            generic: read("ROLLCALL_WEBHOOK_SECRET"),
-            xero: read("XERO_WEBHOOK_KEY"),
-            graph_client_state: read("ROLLCALL_GRAPH_CLIENT_STATE"),
-        }
+        Secrets(WebhookSecrets::from_env(
+            std::iter::once(&SERVICE_SECRET).chain(hook_settings()),
+        ))
+    }
+
+    /// These secrets with the setting named `env` set to `value`.
+    pub fn with(self, env: &str, value: Secret) -> Secrets {
+        Secrets(self.0.with(env, value))
+    }
+
+    /// The service's secret, from which each client's webhook key is derived.
+    pub fn generic(&self) -> Option<&Secret> {
+        self.0.get(SERVICE_SECRET.env)
+    }
+
+    /// The secret change subscriptions carry, if set.
+    pub fn subscription_state(&self) -> Option<&Secret> {
+        subscription_settings()
+            .iter()
+            .find_map(|s| self.0.get(s.env))
+    }
+
+    /// Whether no secret at all is set (every notification would be refused).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Every secret setting of the connectors' webhooks.
+fn hook_settings() -> impl Iterator<Item = &'static SecretSetting> {
+    crate::config::connectors::inbound_hooks()
+        .into_iter()
+        .flat_map(|(_, hook)| hook.secrets())
+}
+
+/// The settings change subscriptions take their secret from (`rollcall subscribe`).
+pub fn subscription_settings() -> Vec<&'static SecretSetting> {
+    crate::config::connectors::inbound_hooks()
+        .into_iter()
+        .filter_map(|(_, hook)| hook.subscription_secret())
+        .collect()
+}
+
+/// Every webhook secret setting's name, for hints: `A, B or C`.
+pub fn secret_names() -> String {
+    let mut names: Vec<&str> = std::iter::once(&SERVICE_SECRET)
+        .chain(hook_settings())
+        .map(|s| s.env)
+        .collect();
+    let mut seen = Vec::new();
+    names.retain(|n| {
+        let fresh = !seen.contains(n);
+        seen.push(*n);
+        fresh
+    });
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
     }
 }
 
@@ -81,8 +131,8 @@ pub struct Service {
     public_url: Option<String>,
     /// Wakes the subscription renewal (a lifecycle event asked for it).
     renew: tokio::sync::Notify,
-    /// Which clients each change subscription (by id) is about, as last ensured: Graph's
-    /// notifications name the tenant by its GUID, which pipelines may not use.
+    /// Which clients each change subscription (by id) is about, as last ensured: a
+    /// directory's notifications may name the tenant by an id pipelines do not use.
     subscribed: Mutex<HashMap<String, Vec<(usize, String)>>>,
 }
 
@@ -107,7 +157,7 @@ pub struct ServiceParts {
     pub debounce: Duration,
     /// Shared with the process's workers, so `/metrics` shows their jobs too.
     pub metrics: Arc<Metrics>,
-    /// Where directories reach this service: with it (and `ROLLCALL_GRAPH_CLIENT_STATE`), the
+    /// Where directories reach this service: with it (and the subscriptions' secret), the
     /// service keeps their change subscriptions alive.
     pub public_url: Option<String>,
 }
@@ -253,12 +303,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .route("/hooks/clients/{pipeline}/{client}", post(generic))
-        .route("/hooks/xero", post(xero))
-        .route(
-            "/hooks/connectwise/{pipeline}/{client}/{key}",
-            post(connectwise),
-        )
-        .route("/hooks/graph", post(graph))
+        .merge(hooks())
         .nest("/console", console::router(service.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(service)
@@ -308,7 +353,7 @@ pub async fn serve(
 pub fn start_subscription_renewal(service: &Arc<Service>) {
     let (Some(url), Some(state)) = (
         service.public_url.clone(),
-        service.secrets.graph_client_state.clone(),
+        service.secrets.subscription_state().cloned(),
     ) else {
         return;
     };
@@ -361,6 +406,7 @@ pub fn start_subscription_renewal(service: &Arc<Service>) {
 pub async fn run(service: Arc<Service>, addr: SocketAddr) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     info!(addr = %listener.local_addr()?, "Listening for notifications.");
+    warn_of_missing_secrets(&service);
     start_subscription_renewal(&service);
     serve(service, listener, async {
         let _ = tokio::signal::ctrl_c().await;
@@ -406,7 +452,7 @@ async fn generic(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = &service.secrets.generic else {
+    let Some(secret) = service.secrets.generic() else {
         return service.refused("client", "not_configured");
     };
     let Some(header) = headers
@@ -435,71 +481,112 @@ async fn generic(
     }
 }
 
-/// ConnectWise callbacks (`system/callbacks`): ConnectWise signs nothing, so the callback URL
-/// registered for a client carries that client's key (`rollcall webhook-key`) as its secret.
-/// The body (`{Action, Type, ID, Entity}`) is not trusted for anything but logging.
-async fn connectwise(
-    State(service): State<Arc<Service>>,
-    Path((pipeline, client, key)): Path<(String, String, String)>,
-    body: Bytes,
-) -> Response {
-    let Some(secret) = &service.secrets.generic else {
-        return service.refused("connectwise", "not_configured");
-    };
-    let Some((index, name)) = service.find(&pipeline, &client) else {
-        return service.refused("connectwise", "unknown_client");
-    };
-    let expected = signature::client_key(secret.expose(), &pipeline, &name);
-    if !signature::same_secret(&key, &expected) {
-        return service.refused("connectwise", "forged");
+/// Each connector's webhook at `/hooks/{segment}{params}`, from the registry.
+fn hooks() -> Router<Arc<Service>> {
+    let mut router = Router::new();
+    for (_, hook) in crate::config::connectors::inbound_hooks() {
+        let path = format!("/hooks/{}{}", hook.segment(), hook.params());
+        router = router.route(
+            &path,
+            post(
+                move |State(service): State<Arc<Service>>,
+                      params: RawPathParams,
+                      Query(query): Query<Vec<(String, String)>>,
+                      headers: HeaderMap,
+                      body: Bytes| async move {
+                    let params: Vec<(String, String)> = params
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    let request = InboundRequest {
+                        params: &params,
+                        query: &query,
+                        headers: &headers,
+                        body: &body,
+                        now: chrono::Utc::now().timestamp(),
+                    };
+                    inbound(&service, hook, &request).await
+                },
+            ),
+        );
     }
-    let what = serde_json::from_slice::<Value>(&body).unwrap_or_default();
-    let field = |k: &str| {
-        what.get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("?")
-            .to_owned()
-    };
-    let (action, object) = (field("Action"), field("Type"));
-    info!(client = %name, %action, %object, "ConnectWise callback.");
-    service.count(
-        "rollcall_webhooks_total",
-        &[("source", "connectwise"), ("outcome", "accepted")],
-    );
-    service.request_resync(index, &name, "connectwise");
-    StatusCode::OK.into_response()
+    router
 }
 
-/// Xero webhooks: the intent-to-receive handshake is just this check (200 when the signature
-/// is right, 401 when not). Xero's events name invoices and contacts of the MSP's own
-/// organisation, so every client billed in that organisation is resynced (each debounced; a
-/// resync with nothing to change writes nothing).
-async fn xero(State(service): State<Arc<Service>>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(key) = &service.secrets.xero else {
-        return service.refused("xero", "not_configured");
-    };
-    let given = headers
-        .get("x-xero-signature")
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if !signature::xero(key.expose(), &body, given) {
-        return service.refused("xero", "forged");
+impl InboundContext for Service {
+    fn secret(&self, setting: &SecretSetting) -> Option<&Secret> {
+        self.secrets.0.get(setting.env)
     }
-    service.count(
-        "rollcall_webhooks_total",
-        &[("source", "xero"), ("outcome", "accepted")],
-    );
-    let tenants: Vec<String> = serde_json::from_slice::<Value>(&body)
-        .ok()
-        .and_then(|v| v.get("events").and_then(Value::as_array).cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|e| {
-            e.get("tenantId")
-                .and_then(Value::as_str)
-                .map(str::to_lowercase)
-        })
-        .collect();
+
+    fn client(&self, pipeline: &str, client: &str) -> Option<String> {
+        self.find(pipeline, client).map(|(_, name)| name)
+    }
+}
+
+/// A connector's webhook: its verdict answered and counted, what it concerns resynced.
+async fn inbound(
+    service: &Arc<Service>,
+    hook: &'static dyn Inbound,
+    request: &InboundRequest<'_>,
+) -> Response {
+    let source = hook.segment();
+    let received = hook.receive(request, &**service);
+    for why in &received.rejected {
+        service.count(
+            "rollcall_webhooks_total",
+            &[("source", source), ("outcome", *why)],
+        );
+    }
+    let status = match received.answer {
+        Answer::Refused(why) => return service.refused(source, why),
+        Answer::Reply { content_type, body } => {
+            return ([(header::CONTENT_TYPE, content_type)], body).into_response();
+        }
+        Answer::Accepted(status) => StatusCode::from_u16(status).unwrap_or(StatusCode::ACCEPTED),
+    };
+    let lifecycle = format!("rollcall_{source}_lifecycle_total");
+    for (event, renew) in &received.lifecycle {
+        service.count(&lifecycle, &[("event", event.as_str())]);
+        if *renew {
+            info!(source, event = %event, "A webhook asks for its subscriptions to be renewed.");
+            if service.public_url.is_none() {
+                warn!(
+                    event = %event,
+                    "No --public-url: run `rollcall subscribe` to renew the subscription."
+                );
+            }
+            service.renew.notify_one();
+        }
+    }
+    for _ in 0..received.accepted {
+        service.count(
+            "rollcall_webhooks_total",
+            &[("source", source), ("outcome", "accepted")],
+        );
+    }
+    let mut target_tenants = Vec::new();
+    for concerns in received.concerns {
+        match concerns {
+            Concerns::Client { pipeline, client } => {
+                if let Some((index, name)) = service.find(&pipeline, &client) {
+                    service.request_resync(index, &name, source);
+                }
+            }
+            Concerns::TargetTenant(tenant) => target_tenants.push(tenant.to_lowercase()),
+            Concerns::Directory {
+                subscription,
+                tenant,
+            } => resync_directory(service, subscription.as_deref(), &tenant, source),
+        }
+    }
+    if !target_tenants.is_empty() {
+        resync_target_tenants(service, &target_tenants, source).await;
+    }
+    status.into_response()
+}
+
+/// Every client of the pipelines whose target's OAuth connection is on one of `tenants`.
+async fn resync_target_tenants(service: &Arc<Service>, tenants: &[String], source: &str) {
     for (i, pipeline) in service.pipelines.iter().enumerate() {
         let Some(app) = pipeline.target.oauth() else {
             continue;
@@ -515,104 +602,63 @@ async fn xero(State(service): State<Arc<Service>>, headers: HeaderMap, body: Byt
             .map(|t| t.to_lowercase());
         if tenant.is_some_and(|t| tenants.contains(&t)) {
             for c in &pipeline.clients {
-                service.request_resync(i, &c.name, "xero");
+                service.request_resync(i, &c.name, source);
             }
         }
     }
-    StatusCode::OK.into_response()
 }
 
-/// Microsoft Graph change notifications: the subscription handshake echoes `validationToken`;
-/// each notification must carry the subscription's `clientState`, and resyncs the clients whose
-/// directory is the notifying tenant.
-async fn graph(
-    State(service): State<Arc<Service>>,
-    Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
-) -> Response {
-    if let Some(token) = query.get("validationToken") {
-        return ([(header::CONTENT_TYPE, "text/plain")], token.clone()).into_response();
-    }
-    let Some(expected) = &service.secrets.graph_client_state else {
-        return service.refused("graph", "not_configured");
-    };
-    let Ok(payload) = serde_json::from_slice::<Value>(&body) else {
-        return service.refused("graph", "malformed");
-    };
-    let mut accepted = 0;
-    for n in payload
-        .get("value")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let state = n
-            .get("clientState")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        if !signature::same_secret(state, expected.expose()) {
-            service.count(
-                "rollcall_webhooks_total",
-                &[("source", "graph"), ("outcome", "forged")],
-            );
-            continue;
+/// The clients of a change subscription as last ensured, else those whose directory notifies
+/// for `tenant`.
+fn resync_directory(
+    service: &Arc<Service>,
+    subscription: Option<&str>,
+    tenant: &str,
+    source: &str,
+) {
+    let by_subscription = subscription.and_then(|id| {
+        service
+            .subscribed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+    });
+    if let Some(clients) = by_subscription {
+        for (i, client) in clients {
+            service.request_resync(i, &client, source);
         }
-        accepted += 1;
-        let lifecycle = n.get("lifecycleEvent").and_then(Value::as_str);
-        if let Some(event @ ("reauthorizationRequired" | "subscriptionRemoved")) = lifecycle {
-            info!(event, "Graph asks for its subscription to be renewed.");
-            service.count("rollcall_graph_lifecycle_total", &[("event", event)]);
-            if service.public_url.is_none() {
+        return;
+    }
+    for (i, pipeline) in service.pipelines.iter().enumerate() {
+        for c in &pipeline.clients {
+            if c.directory
+                .notifying_tenant()
+                .is_some_and(|t| t.eq_ignore_ascii_case(tenant))
+            {
+                service.request_resync(i, &c.name, source);
+            }
+        }
+    }
+}
+
+/// Warns, at start, of each webhook secret unset while a pipeline uses its connector: those
+/// notifications would all be refused.
+fn warn_of_missing_secrets(service: &Service) {
+    for (kind, hook) in crate::config::connectors::inbound_hooks() {
+        let used = service.pipelines.iter().any(|p| {
+            p.target.kind() == kind || p.clients.iter().any(|c| c.directory.kind() == kind)
+        });
+        for setting in hook.secrets() {
+            if used && service.secrets.0.get(setting.env).is_none() {
                 warn!(
-                    event,
-                    "No --public-url: run `rollcall subscribe` to renew the subscription."
+                    setting = setting.env,
+                    webhook = %format!("/hooks/{}", hook.segment()),
+                    "{} is not set ({}): these notifications will be refused.",
+                    setting.env,
+                    setting.what
                 );
             }
-            service.renew.notify_one();
-            continue;
-        }
-        // `missed`: changes were dropped, so the tenant's clients are synced like after any.
-        if let Some(event) = lifecycle {
-            service.count("rollcall_graph_lifecycle_total", &[("event", event)]);
-        }
-        service.count(
-            "rollcall_webhooks_total",
-            &[("source", "graph"), ("outcome", "accepted")],
-        );
-        let by_subscription = n
-            .get("subscriptionId")
-            .and_then(Value::as_str)
-            .and_then(|id| {
-                service
-                    .subscribed
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(id)
-                    .cloned()
-            });
-        if let Some(clients) = by_subscription {
-            for (i, client) in clients {
-                service.request_resync(i, &client, "graph");
-            }
-            continue;
-        }
-        let tenant = n
-            .get("tenantId")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        for (i, pipeline) in service.pipelines.iter().enumerate() {
-            for c in &pipeline.clients {
-                if c.directory
-                    .notifying_tenant()
-                    .is_some_and(|t| t.eq_ignore_ascii_case(tenant))
-                {
-                    service.request_resync(i, &c.name, "graph");
-                }
-            }
         }
     }
-    if accepted == 0 {
-        return service.refused("graph", "forged");
-    }
-    StatusCode::ACCEPTED.into_response()
 }

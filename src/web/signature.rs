@@ -1,8 +1,8 @@
-//! Who may make rollcall resync a client: checks of the signatures webhook senders put on their
-//! requests. Every comparison is constant-time (`hmac`'s `verify_slice`), and a failed check
-//! says nothing about why beyond "refused", so a prober learns nothing.
+//! Who may make rollcall resync a client: the check of the signature a client's own system
+//! puts on its requests (vendors' webhooks check their own, in their connectors). Every
+//! comparison is constant-time (`hmac`'s `verify_slice`), and a failed check says nothing about
+//! why beyond "refused", so a prober learns nothing.
 
-use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -11,27 +11,11 @@ type HmacSha256 = Hmac<Sha256>;
 /// How old a generic webhook's timestamp may be, either way, before it is refused as a replay.
 pub const REPLAY_WINDOW_SECS: i64 = 300;
 
+pub use rollcall_core::inbound::{client_key, same_secret};
+
 fn mac(key: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     HmacSha256::new_from_slice(key).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"))
-}
-
-/// Xero's `x-xero-signature`: base64 of HMAC-SHA256 of the raw body under the webhook key.
-pub fn xero(key: &str, body: &[u8], header: &str) -> bool {
-    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(header.trim()) else {
-        return false;
-    };
-    let mut m = mac(key.as_bytes());
-    m.update(body);
-    m.verify_slice(&given).is_ok()
-}
-
-/// The key a client's system signs its webhooks with: derived from the service's secret and
-/// the client, so no per-client key has to be stored, and one client's key opens nothing else.
-pub fn client_key(secret: &str, pipeline: &str, client: &str) -> String {
-    let mut m = mac(secret.as_bytes());
-    m.update(format!("rollcall-client-key\0{pipeline}\0{}", client.to_lowercase()).as_bytes());
-    hex(&m.finalize().into_bytes())
 }
 
 /// Signs a generic webhook body as a sender must: `t=<unix seconds>,v1=<hex HMAC-SHA256 of
@@ -75,12 +59,6 @@ pub fn generic(key: &str, body: &[u8], header: &str, now: i64) -> Result<(), Ref
     m.update(format!("{timestamp}.").as_bytes());
     m.update(body);
     m.verify_slice(&signature).map_err(|_| Refused::Forged)
-}
-
-/// Compares two secrets without leaking where they differ.
-pub fn same_secret(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -168,17 +146,5 @@ mod tests {
                 "t = {t:?}"
             );
         }
-    }
-
-    #[test]
-    fn xero_signatures_are_base64_hmac_of_the_raw_body() {
-        let body =
-            br#"{"events":[],"firstEventSequence":0,"lastEventSequence":0,"entropy":"S0M3"}"#;
-        let mut m = mac(b"webhook-key");
-        m.update(body);
-        let header = base64::engine::general_purpose::STANDARD.encode(m.finalize().into_bytes());
-        assert!(xero("webhook-key", body, &header));
-        assert!(!xero("other-key", body, &header));
-        assert!(!xero("webhook-key", body, "not base64!"));
     }
 }

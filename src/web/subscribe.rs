@@ -1,9 +1,9 @@
 //! Keeping directories' change notifications pointed at this service (`rollcall subscribe`,
 //! and `serve --public-url` every twelve hours and on a lifecycle event).
 //!
-//! A directory that can push its changes (Entra ID) does so only through subscriptions that
-//! must be created against a webhook Microsoft can reach, and renewed before they expire
-//! (Graph's last under 30 days). One set per directory tenant, however many clients share it.
+//! A directory that can push its changes does so only through subscriptions that must be
+//! created against a webhook its vendor can reach, and renewed before they expire (some last
+//! under 30 days). One set per directory tenant, however many clients share it.
 
 use std::sync::Arc;
 use std::time::Duration;

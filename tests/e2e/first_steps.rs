@@ -185,7 +185,7 @@ fn every_argument_and_option_is_described_and_sandbox_names_every_kind() {
         .output()
         .expect("rollcall");
     let help = printed(&o);
-    for kind in rollcall::config::connectors::SANDBOXES {
+    for kind in rollcall::config::connectors::SANDBOXES.iter() {
         assert!(
             help.contains(kind),
             "`sandbox --help` omits {kind}:\n{help}"

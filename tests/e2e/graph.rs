@@ -232,10 +232,7 @@ async fn a_change_in_entra_id_reaches_serve_through_its_subscription_and_is_sync
         )
         .await
         .expect("queue"),
-        secrets: Secrets {
-            graph_client_state: Some(Secret::new(STATE)),
-            ..Secrets::default()
-        },
+        secrets: Secrets::default().with("ROLLCALL_GRAPH_CLIENT_STATE", Secret::new(STATE)),
         debounce: Duration::from_millis(300),
         metrics: Arc::default(),
         public_url: None,

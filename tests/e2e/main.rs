@@ -3,6 +3,7 @@
 
 mod approvals;
 mod autotask;
+mod boundaries;
 mod browser;
 mod cli;
 mod config_errors;

@@ -27,11 +27,10 @@ struct Served {
 async fn served(debounce: Duration) -> Served {
     let world = World::new(&people_csv(6, 3)).await;
     let pipeline = rollcall::config::load(&world.pipeline_path()).unwrap_or_else(|e| panic!("{e}"));
-    let secrets = Secrets {
-        generic: Some(Secret::new(SECRET)),
-        xero: Some(Secret::new(XERO_KEY)),
-        graph_client_state: Some(Secret::new(CLIENT_STATE)),
-    };
+    let secrets = Secrets::default()
+        .with("ROLLCALL_WEBHOOK_SECRET", Secret::new(SECRET))
+        .with("XERO_WEBHOOK_KEY", Secret::new(XERO_KEY))
+        .with("ROLLCALL_GRAPH_CLIENT_STATE", Secret::new(CLIENT_STATE));
     let service = service_with_worker(&world, pipeline, secrets, debounce).await;
     let url = crate::support::serve_on_loopback(&service).await;
     Served {

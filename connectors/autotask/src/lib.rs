@@ -20,6 +20,8 @@ mod error;
 pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod standalone;
 
 pub use client::Autotask;
 pub use config::Config;

@@ -71,6 +71,15 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 impl BillingConfig for Config {
     const STARTER: &'static str = STARTER;
 
+    fn inbound() -> Option<&'static dyn rollcall_core::inbound::Inbound> {
+        Some(&crate::webhook::Webhook)
+    }
+
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(ConnectWise::new(self)?.with_mark(&context.mark)))
     }

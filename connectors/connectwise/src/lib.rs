@@ -18,6 +18,9 @@ mod error;
 pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod standalone;
+pub mod webhook;
 
 pub use client::ConnectWise;
 pub use config::Config;

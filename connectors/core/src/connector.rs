@@ -61,6 +61,16 @@ pub trait BillingConfig {
     fn oauth(&self) -> Option<crate::oauth::ConnectApp> {
         None
     }
+
+    /// The webhook this kind of system pushes its changes to, if it does.
+    fn inbound() -> Option<&'static dyn crate::inbound::Inbound> {
+        None
+    }
+
+    /// The sandbox of this kind of system, if the connector was built with one.
+    fn sandbox() -> Option<&'static dyn crate::standalone::SandboxRole> {
+        None
+    }
 }
 
 /// A directory's section of a pipeline (`clients[].directory:`). `pipeline_dir` is the folder of
@@ -91,6 +101,16 @@ pub trait DirectoryConfig {
     /// The subscriptions that make this directory notify rollcall of changes; `None` for
     /// sources that cannot.
     fn change_notifications(&self) -> Option<Arc<dyn crate::notify::ChangeNotifications>> {
+        None
+    }
+
+    /// The webhook this kind of directory pushes its changes to, if it does.
+    fn inbound() -> Option<&'static dyn crate::inbound::Inbound> {
+        None
+    }
+
+    /// The sandbox of this kind of directory, if the connector was built with one.
+    fn sandbox() -> Option<&'static dyn crate::standalone::SandboxRole> {
         None
     }
 }

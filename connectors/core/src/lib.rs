@@ -9,6 +9,11 @@
 //! [`AdditionFields`], [`ClientState`], [`Change`]. Vendor field names stay inside each
 //! connector's `model.rs`.
 //!
+//! Two more roles are optional: a connector whose vendor pushes notifications owns its webhook
+//! ([`inbound::Inbound`]), and one with a sandbox of its vendor runs it standalone
+//! ([`standalone::SandboxRole`]); both are reached through the config traits, so the registry
+//! line that names a connector is all the engine needs.
+//!
 //! HTTP plumbing ([`http`]) lives here once — rate limiting, retries with backoff and jitter,
 //! `Retry-After`, reconcile-before-retry for creates that have no idempotency key, redaction —
 //! so no connector writes its own retry loop.
@@ -20,6 +25,7 @@ pub mod directory;
 pub mod error;
 pub mod groups;
 pub mod http;
+pub mod inbound;
 pub mod invoice;
 pub mod limits;
 pub mod money;
@@ -29,6 +35,7 @@ pub mod person;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secret;
+pub mod standalone;
 pub mod text;
 
 pub use billing::{

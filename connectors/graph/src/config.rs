@@ -100,6 +100,15 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 impl DirectoryConfig for Config {
     const STARTER: &'static str = STARTER;
 
+    fn inbound() -> Option<&'static dyn rollcall_core::inbound::Inbound> {
+        Some(&crate::webhook::Webhook)
+    }
+
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     fn notifying_tenant(&self) -> Option<&str> {
         Some(&self.tenant_id)
     }

@@ -24,7 +24,10 @@ pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod skus;
+#[cfg(feature = "sandbox")]
+mod standalone;
 pub mod subscriptions;
+pub mod webhook;
 
 pub use client::GraphDirectory;
 pub use config::Config;

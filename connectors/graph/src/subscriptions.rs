@@ -570,7 +570,7 @@ impl GraphChangeNotifications {
 #[async_trait::async_trait(?Send)]
 impl rollcall_core::notify::ChangeNotifications for GraphChangeNotifications {
     fn webhook(&self) -> &'static str {
-        "graph"
+        crate::webhook::SEGMENT
     }
 
     async fn ensure(

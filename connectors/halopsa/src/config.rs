@@ -72,6 +72,11 @@ fn page_size_in_range<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32,
 impl BillingConfig for Config {
     const STARTER: &'static str = STARTER;
 
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(HaloPsa::new(self)?.with_mark(&context.mark)))
     }

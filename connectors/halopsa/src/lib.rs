@@ -18,6 +18,8 @@ pub mod config;
 pub mod model;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod standalone;
 
 pub use client::HaloPsa;
 pub use config::{Config, ConfigError};

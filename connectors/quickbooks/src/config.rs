@@ -105,6 +105,11 @@ impl Config {
 impl BillingConfig for Config {
     const STARTER: &'static str = STARTER;
 
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(QuickBooks::new(self, context.tokens.clone())?))
     }

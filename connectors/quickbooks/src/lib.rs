@@ -14,6 +14,8 @@ mod model;
 mod recorded_tests;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod standalone;
 
 pub use client::{QuickBooks, doc_number};
 pub use config::Config;

@@ -101,6 +101,15 @@ impl Config {
 impl BillingConfig for Config {
     const STARTER: &'static str = STARTER;
 
+    fn inbound() -> Option<&'static dyn rollcall_core::inbound::Inbound> {
+        Some(&crate::webhook::Webhook)
+    }
+
+    #[cfg(feature = "sandbox")]
+    fn sandbox() -> Option<&'static dyn rollcall_core::standalone::SandboxRole> {
+        Some(&crate::standalone::Standalone)
+    }
+
     fn build(&self, context: &BuildContext) -> Result<Arc<dyn BillingSystem>, RemoteError> {
         Ok(Arc::new(Xero::new(self, context.tokens.clone())?))
     }

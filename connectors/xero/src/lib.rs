@@ -15,6 +15,9 @@ mod model;
 mod recorded_tests;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
+#[cfg(feature = "sandbox")]
+mod standalone;
+pub mod webhook;
 
 pub use client::Xero;
 pub use config::Config;

@@ -1,0 +1,31 @@
+//! `rollcall sandbox xero` and (where it counts writes) `rollcall demo`: this connector's
+//! sandbox in its role, with the banner that tells a user how to point a pipeline at it.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use rollcall_core::standalone::{SandboxFuture, SandboxRole, seed_or};
+
+use crate::sandbox::{Seed, run_standalone};
+
+/// This connector's sandbox, run standalone.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Standalone;
+
+impl SandboxRole for Standalone {
+    fn title(&self) -> &'static str {
+        "Xero"
+    }
+
+    fn run(&self, addr: SocketAddr, seed: Option<&Path>) -> SandboxFuture<Result<(), String>> {
+        let seed = seed.map(Path::to_owned);
+        Box::pin(async move {
+            let seed = seed_or(seed.as_deref(), Seed::demo)?;
+            println!(
+                "Xero sandbox at http://{addr} (organisation `{}` {}, client id `{}`; consent is approved at once); Ctrl-C stops it",
+                seed.tenant_name, seed.tenant_id, seed.client_id
+            );
+            run_standalone(addr, seed).await.map_err(|e| e.to_string())
+        })
+    }
+}
