@@ -264,12 +264,24 @@ struct Walk {
     background: Background,
 }
 
-fn free_port() -> String {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-        .to_string()
+/// One free port per name, all different: each listener is held until every port is chosen,
+/// because a port released at once can be handed out again by the very next bind (the walk
+/// once gave two sandboxes the same port, and `connect` reached the wrong one).
+fn free_ports<'a>(names: &[&'a str]) -> BTreeMap<&'a str, String> {
+    let held: Vec<std::net::TcpListener> = names
+        .iter()
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
+        .collect();
+    names
+        .iter()
+        .zip(&held)
+        .map(|(name, l)| {
+            (
+                *name,
+                l.local_addr().expect("its address").port().to_string(),
+            )
+        })
+        .collect()
 }
 
 impl Walk {
@@ -286,10 +298,8 @@ impl Walk {
         .expect("PATH")
         .to_string_lossy()
         .into_owned();
-        let ports: BTreeMap<&'static str, String> = ["8421", "8431", "8423", "8424", "8080"]
-            .into_iter()
-            .map(|p| (p, free_port()))
-            .collect();
+        let ports: BTreeMap<&'static str, String> =
+            free_ports(&["8421", "8431", "8423", "8424", "8080"]);
         let walk = Walk {
             dir,
             path,
