@@ -13,6 +13,7 @@
 pub mod apply;
 pub mod approvals;
 pub mod cli;
+pub mod db;
 pub mod config;
 pub mod connect;
 pub mod demo;
@@ -30,5 +31,6 @@ pub mod runs;
 pub mod sanitise;
 pub mod seal;
 pub mod store;
+pub mod store_admin;
 pub mod store_file;
 pub mod web;
