@@ -13,9 +13,9 @@
 pub mod apply;
 pub mod approvals;
 pub mod cli;
-pub mod db;
 pub mod config;
 pub mod connect;
+pub mod db;
 pub mod demo;
 pub mod engine;
 pub mod explain;

@@ -454,18 +454,22 @@ impl Store {
 
     /// A recorded run: when, its plan and its outcomes. `None` if there is no such run.
     pub async fn report(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
-        Ok(on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE run_id = ?"))
+        Ok(
+            on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE run_id = ?"))
         .bind(run_id)
         .fetch_optional(p)
-        .await)?)
+        .await)?,
+        )
     }
 
     /// Every recorded run of a pipeline, oldest first: the history behind the seat charts.
     pub async fn reports(&self, pipeline: &str) -> Result<Vec<RunRecord>, StoreError> {
-        Ok(on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE pipeline = ? ORDER BY created_at"))
+        Ok(
+            on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT run_id, created_at, plan, outcomes FROM run_reports WHERE pipeline = ? ORDER BY created_at"))
         .bind(pipeline)
         .fetch_all(p)
-        .await)?)
+        .await)?,
+        )
     }
 
     /// Where a run's HTML report is written: beside the store, in `reports/`; with the store
@@ -487,14 +491,16 @@ impl Store {
     /// The most recent runs, newest first, with what each planned and came to when it was
     /// recorded (`rollcall runs`).
     pub async fn runs(&self, limit: u32) -> Result<Vec<RunRow>, StoreError> {
-        Ok(on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT r.id, r.pipeline, r.command, r.started_at, r.finished_at, r.outcome,
+        Ok(
+            on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT r.id, r.pipeline, r.command, r.started_at, r.finished_at, r.outcome,
                     p.plan, p.outcomes
              FROM runs r LEFT JOIN run_reports p ON p.run_id = r.id
              ORDER BY r.started_at DESC, r.id DESC
              LIMIT ?"))
         .bind(i64::from(limit))
         .fetch_all(p)
-        .await)?)
+        .await)?,
+        )
     }
 
     pub async fn has_run(&self, id: &str) -> Result<bool, StoreError> {
@@ -888,7 +894,8 @@ impl Store {
         pipeline: &str,
         client: &str,
     ) -> Result<Vec<(String, String)>, StoreError> {
-        Ok(on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT DISTINCT c.kind, c.subject FROM changes c JOIN runs r ON r.id = c.run_id
+        Ok(
+            on_db!(&self.db, p => sqlx::query_as(self.db.sql("SELECT DISTINCT c.kind, c.subject FROM changes c JOIN runs r ON r.id = c.run_id
              WHERE r.pipeline = ? AND lower(c.client) = lower(?) AND c.remote_id IS NULL
                AND c.kind IN ('create_contact', 'create_addition')
                AND (c.state = 'pending'
@@ -896,7 +903,8 @@ impl Store {
         .bind(pipeline)
         .bind(client)
         .fetch_all(p)
-        .await)?)
+        .await)?,
+        )
     }
 
     /// The seats held now, per product id, with when each holder last matched: the input of
@@ -1032,7 +1040,7 @@ async fn migrate_postgres(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     }
     let from = usize::try_from(current.unwrap_or(0)).unwrap_or(0);
     for sql in &PG_MIGRATIONS[from..] {
-        sqlx::raw_sql(sql).execute(&mut *tx).await?;
+        sqlx::raw_sql(*sql).execute(&mut *tx).await?;
     }
     sqlx::query("UPDATE rollcall_schema SET version = $1")
         .bind(known)
@@ -1171,7 +1179,8 @@ impl rollcall_core::oauth::TokenVault for Store {
     }
 }
 
-const WRITE_TOKENS: &str = "INSERT INTO oauth_connections (name, tokens, updated_at) VALUES (?, ?, ?)
+const WRITE_TOKENS: &str =
+    "INSERT INTO oauth_connections (name, tokens, updated_at) VALUES (?, ?, ?)
      ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, updated_at = excluded.updated_at";
 
 fn vault_error(e: impl std::fmt::Display) -> rollcall_core::oauth::VaultError {

@@ -152,11 +152,10 @@ fn describe(counts: &Counts) -> String {
 async fn pg_counts(pool: &sqlx::PgPool) -> Result<Counts, sqlx::Error> {
     let mut out = Vec::new();
     for &table in TABLES {
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
-            "SELECT count(*) FROM {table}"
-        )))
-        .fetch_one(pool)
-        .await?;
+        let n: i64 =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                .fetch_one(pool)
+                .await?;
         out.push((table, n));
     }
     Ok(out)
@@ -186,9 +185,11 @@ async fn sqlite_tables(
             .await?;
     let mut out = BTreeMap::new();
     for name in names {
-        let row = sqlx::query(sqlx::AssertSqlSafe(format!("SELECT * FROM \"{name}\" LIMIT 0")))
-            .fetch_optional(pool)
-            .await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT * FROM \"{name}\" LIMIT 0"
+        )))
+        .fetch_optional(pool)
+        .await?;
         let columns = row
             .map(|r| r.columns().iter().map(|c| c.name().to_owned()).collect())
             .unwrap_or_default();

@@ -147,11 +147,7 @@ pub async fn pending_of(
 
 /// Keeps a new pending approval; in the same transaction, the client's older pending ones are
 /// superseded by it. The ids superseded.
-pub async fn insert(
-    pool: &Db,
-    a: &Approval,
-    plan: &str,
-) -> Result<Vec<String>, sqlx::Error> {
+pub async fn insert(pool: &Db, a: &Approval, plan: &str) -> Result<Vec<String>, sqlx::Error> {
     let supersede = pool.sql(
         "UPDATE approvals SET state = 'superseded', superseded_by = ?, decided_at = ? \
          WHERE pipeline = ? AND client = ? AND state = 'pending' RETURNING id",

@@ -315,16 +315,15 @@ impl ClientLocks for PgLocks {
         .execute(&mut *tx)
         .await
         .map_err(pg)?;
-        let (held, fence, live): (Option<String>, i64, bool) = sqlx::query_as(sqlx::AssertSqlSafe(
-            format!(
+        let (held, fence, live): (Option<String>, i64, bool) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT holder, fence, expires_ms > {PG_NOW_MS} FROM rollcall_client_locks
                  WHERE key = $1 FOR UPDATE"
-            ),
-        ))
-        .bind(key)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(pg)?;
+            )))
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg)?;
         if held.is_some() && live {
             tx.rollback().await.map_err(pg)?;
             return Ok(None);
@@ -684,7 +683,12 @@ mod contention {
                     {
                         fences.push(lease.fence);
                         tokio::task::yield_now().await;
-                        assert!(locks.renew(&lease, Duration::from_secs(30)).await.expect("renew"));
+                        assert!(
+                            locks
+                                .renew(&lease, Duration::from_secs(30))
+                                .await
+                                .expect("renew")
+                        );
                         locks.release(&lease).await.expect("release");
                     }
                 }

@@ -72,14 +72,21 @@ fn the_compose_file_runs_web_and_workers_on_one_redis_and_one_postgres_with_comm
         assert_eq!(s["build"]["dockerfile"], "deploy/Dockerfile");
         assert_eq!(s["environment"]["ROLLCALL_QUEUE"], "redis://redis:6379");
         // Every container shares the one PostgreSQL store the compose file runs.
-        let store = s["environment"]["ROLLCALL_STORE"].as_str().expect("a store");
+        let store = s["environment"]["ROLLCALL_STORE"]
+            .as_str()
+            .expect("a store");
         let expected = format!(
             "postgres://{}:${{POSTGRES_PASSWORD}}@postgres:5432/{}",
             pg["POSTGRES_USER"].as_str().expect("user"),
             pg["POSTGRES_DB"].as_str().expect("database")
         );
         assert_eq!(store, expected);
-        parses(&["--store".into(), store.into(), "store".into(), "check".into()]);
+        parses(&[
+            "--store".into(),
+            store.into(),
+            "store".into(),
+            "check".into(),
+        ]);
     }
     assert!(
         worker["deploy"]["replicas"].as_u64().is_some_and(|n| n > 1),

@@ -290,7 +290,10 @@ async fn three_workers_on_two_machines_share_one_postgres_store_and_sync_each_cl
     let clients = 200;
     let mut fleet = fleet(redis, clients, 2, "").await;
     fleet.store = db.url();
-    let machines = [fleet.dir.path().join("machine-a"), fleet.dir.path().join("machine-b")];
+    let machines = [
+        fleet.dir.path().join("machine-a"),
+        fleet.dir.path().join("machine-b"),
+    ];
     for m in &machines {
         std::fs::create_dir(m).expect("machine dir");
     }
@@ -301,7 +304,12 @@ async fn three_workers_on_two_machines_share_one_postgres_store_and_sync_each_cl
     let rows = fleet.wait_done(clients, Duration::from_secs(240)).await;
     assert_eq!(rows.len(), clients, "one job per client");
     assert_written_once(&fleet.sandbox, clients, 2);
-    assert_eq!(fleet.runs().await, clients, "each job ran once\n{}", fleet.logs());
+    assert_eq!(
+        fleet.runs().await,
+        clients,
+        "each job ran once\n{}",
+        fleet.logs()
+    );
     let store = rollcall::store::Store::open(std::path::Path::new(&fleet.store))
         .await
         .expect("store");

@@ -20,7 +20,9 @@ pub struct PgDatabase {
 
 impl std::fmt::Debug for PgDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgDatabase").field("name", &self.name).finish()
+        f.debug_struct("PgDatabase")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -28,7 +30,16 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 
 fn psql(host: &str, port: u16, user: &str, sql: &str) -> Result<(), String> {
     let out = Command::new("psql")
-        .args(["-h", host, "-p", &port.to_string(), "-U", user, "-d", "postgres"])
+        .args([
+            "-h",
+            host,
+            "-p",
+            &port.to_string(),
+            "-U",
+            user,
+            "-d",
+            "postgres",
+        ])
         .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql])
         .env("PGCONNECT_TIMEOUT", "5")
         .output()
