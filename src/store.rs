@@ -364,7 +364,7 @@ impl Store {
             .await
             .map_err(|e| {
                 open_err(format!(
-                    "cannot connect: {e} (hint: is the server up, does the database exist,                      may this user connect?)"
+                    "cannot connect: {e} (hint: is the server up, does the database exist, may this user connect?)"
                 ))
             })?;
         let store = Store {
@@ -1012,7 +1012,7 @@ async fn migrate_postgres(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     match current {
         Some(v) if v > known => {
             return Err(refused(format!(
-                "it was written by a newer rollcall (schema version {v}; this rollcall knows up                  to {known}) (hint: run the newer rollcall, or restore a backup this version made)"
+                "it was written by a newer rollcall (schema version {v}; this rollcall knows up to {known}) (hint: run the newer rollcall, or restore a backup this version made)"
             )));
         }
         Some(v) if v == known => return Ok(tx.commit().await?),
@@ -1025,7 +1025,7 @@ async fn migrate_postgres(pool: &sqlx::PgPool) -> Result<(), StoreError> {
             .await?;
             if foreign {
                 return Err(refused(
-                    "the database has a `runs` table but no rollcall schema version: it is not a                      rollcall store (hint: give rollcall a database of its own)"
+                    "the database has a `runs` table but no rollcall schema version: it is not a rollcall store (hint: give rollcall a database of its own)"
                         .into(),
                 ));
             }
@@ -1385,5 +1385,30 @@ mod tests {
             "the rotated token survives a restart"
         );
         assert_eq!(kept.tenant.as_deref(), Some("realm"));
+    }
+
+    #[tokio::test]
+    async fn a_postgres_store_from_a_newer_rollcall_or_another_program_is_refused() {
+        let Some(db) = rollcall_harness::PgDatabase::create("store refusals on postgres") else {
+            return;
+        };
+        let url = PathBuf::from(db.url());
+        let store = Store::open(&url).await.expect("new store");
+        let Db::Postgres(pool) = store.db() else {
+            panic!("a postgres url opens postgres")
+        };
+        sqlx::query("UPDATE rollcall_schema SET version = 999")
+            .execute(pool)
+            .await
+            .expect("bump");
+        let e = Store::open(&url).await.expect_err("newer");
+        assert!(e.to_string().contains("newer rollcall"), "{e}");
+        sqlx::raw_sql("DROP TABLE rollcall_schema")
+            .execute(pool)
+            .await
+            .expect("drop");
+        let e = Store::open(&url).await.expect_err("foreign");
+        assert!(e.to_string().contains("not a rollcall store"), "{e}");
+        store.db().close().await;
     }
 }

@@ -337,3 +337,62 @@ pub async fn check(location: &Path) -> Result<Checked, AdminError> {
         problems,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn check_passes_a_good_sqlite_store_and_names_what_is_wrong_with_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("state.db");
+        let store = Store::open(&path).await.expect("store");
+        store.begin_run("r1", "p", "run").await.expect("run");
+        let good = check(&path).await.expect("check");
+        assert!(good.problems.is_empty(), "{:?}", good.problems);
+        assert_eq!(good.version, i64::try_from(SCHEMA_VERSION).ok());
+        assert!(good.counts.contains(&("runs", 1)), "{:?}", good.counts);
+        let crate::db::Db::Sqlite(pool) = store.db() else {
+            panic!("a path opens SQLite")
+        };
+        sqlx::raw_sql("PRAGMA user_version = 999")
+            .execute(pool)
+            .await
+            .expect("bump");
+        let newer = check(&path).await.expect("check");
+        assert!(
+            newer.problems.iter().any(|p| p.contains("newer rollcall")),
+            "{:?}",
+            newer.problems
+        );
+        store.db().close().await;
+        let missing = check(&dir.path().join("nothing.db")).await;
+        assert!(
+            matches!(&missing, Err(AdminError::Refused(m)) if m.contains("no store at")),
+            "{missing:?}"
+        );
+        assert!(
+            !dir.path().join("nothing.db").exists(),
+            "check makes no store"
+        );
+    }
+
+    #[tokio::test]
+    async fn copy_refuses_the_wrong_way_round_and_a_missing_source() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("state.db");
+        let pg = Path::new("postgres://nobody@127.0.0.1:1/none");
+        let e = copy(pg, &file, false).await.expect_err("pg as source");
+        assert!(e.to_string().contains("--from must be an SQLite"), "{e}");
+        let e = copy(&file, &dir.path().join("b.db"), false)
+            .await
+            .expect_err("sqlite as target");
+        assert!(
+            e.to_string().contains("--to must be a PostgreSQL URL"),
+            "{e}"
+        );
+        let e = copy(&file, pg, false).await.expect_err("no source");
+        assert!(e.to_string().contains("there is no store at"), "{e}");
+        assert!(!file.exists(), "a missing source is not made");
+    }
+}
