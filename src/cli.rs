@@ -27,7 +27,8 @@ use crate::{demo, pipeline_tests, report};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Where rollcall keeps its history (an SQLite file).
+    /// Where rollcall keeps its history: an SQLite file, or a PostgreSQL database
+    /// (`postgres://user@host/db`) that rollcall processes on many machines share.
     #[arg(
         long,
         global = true,
@@ -102,6 +103,26 @@ enum JobsAction {
         /// The job's id, as `rollcall jobs` lists it.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreAction {
+    /// Copy every table of an SQLite store into a PostgreSQL store, then check both hold the
+    /// same rows. Stop rollcall first: runs during the copy would be missing from it.
+    Copy {
+        /// The SQLite store file (e.g. .rollcall/state.db).
+        #[arg(long)]
+        from: PathBuf,
+        /// The PostgreSQL store: postgres://user@host/db (made and migrated if new).
+        #[arg(long)]
+        to: PathBuf,
+        /// Replace everything the target holds (it is refused when not empty).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Check the store (`--store`): its schema version, that every table is there and, on
+    /// SQLite, the file's integrity. Exits 2 with what to do when something is wrong.
+    Check,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -443,6 +464,11 @@ enum Command {
         #[arg(long, default_value_t = 60)]
         lock_wait_seconds: u64,
     },
+    /// The store itself: copy an SQLite store to PostgreSQL, or check a store.
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
+    },
     /// Reject a pending approval: nothing is written for it.
     Reject {
         /// The approval's id (or its first characters).
@@ -691,6 +717,52 @@ async fn dispatch(cli: Cli, inv: Invocation) -> anyhow::Result<Exit> {
             reason,
             pipeline,
         } => reject(&inv, id, reason, pipeline).await,
+        Command::Store { action } => store_command(&inv, action).await,
+    }
+}
+
+/// `rollcall store copy` and `rollcall store check` ([`crate::store_admin`]).
+async fn store_command(inv: &Invocation, action: StoreAction) -> anyhow::Result<Exit> {
+    use crate::store_admin::{AdminError, check, copy};
+    let outcome = match action {
+        StoreAction::Copy { from, to, force } => copy(&from, &to, force).await.map(|counts| {
+            for (table, n) in &counts {
+                println!("{table:<18} {n:>8} row(s)");
+            }
+            println!(
+                "Copied {} to {}; row counts match. Point --store / ROLLCALL_STORE at it.",
+                from.display(),
+                crate::db::display(&to)
+            );
+            true
+        }),
+        StoreAction::Check => check(&inv.store).await.map(|c| {
+            println!("store:          {} ({})", c.location, c.backend);
+            let version = c.version.map_or("none".into(), |v| v.to_string());
+            println!(
+                "schema version: {version} (this rollcall: {})",
+                crate::store::SCHEMA_VERSION
+            );
+            for (table, n) in &c.counts {
+                println!("{table:<18} {n:>8} row(s)");
+            }
+            for p in &c.problems {
+                eprintln!("error: {p}");
+            }
+            if c.problems.is_empty() {
+                println!("ok");
+            }
+            c.problems.is_empty()
+        }),
+    };
+    match outcome {
+        Ok(true) => Ok(Exit::Ok),
+        Ok(false) => Ok(Exit::Refused),
+        Err(AdminError::Refused(why)) => {
+            eprintln!("error: {why}");
+            Ok(Exit::Refused)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -982,7 +1054,7 @@ async fn connect(inv: &Invocation, file: PathBuf, port: u16, wait: u64) -> anyho
             println!(
                 "Connected `{}` (organisation {tenant}). Its tokens are kept in {} and refreshed as they rotate.",
                 app.connection,
-                inv.store.display()
+                crate::db::display(&inv.store)
             );
             Ok(Exit::Ok)
         }
@@ -1478,7 +1550,7 @@ fn say_started(
         eprintln!(
             "rollcall {}: {what}; queue {queue}; store {}; pipelines {}",
             env!("CARGO_PKG_VERSION"),
-            store.display(),
+            crate::db::display(store),
             names.join(", ")
         );
     }
@@ -1490,6 +1562,11 @@ fn queue_location(
 ) -> anyhow::Result<crate::queue::QueueLocation> {
     Ok(match queue {
         Some(q) => q.parse()?,
+        // A PostgreSQL store has no directory to keep a queue file in.
+        None if crate::db::is_postgres(store) => anyhow::bail!(
+            "the store is on PostgreSQL, so there is no queue file beside it (hint: name the \
+             queue: --queue redis://HOST:6379, or --queue sqlite:PATH for one machine)"
+        ),
         None => crate::queue::QueueLocation::beside(store),
     })
 }
@@ -1501,6 +1578,11 @@ fn queue_location(
 async fn hand_engine(inv: &Invocation) -> anyhow::Result<Engine> {
     let (queue, store_path) = (&inv.queue, &inv.store);
     let store = open_store(inv).await?;
+    if queue.is_none() && crate::db::is_postgres(store_path) {
+        // Workers sharing a PostgreSQL store take their leases in it: the store's lease is
+        // enough, and no local queue file is made.
+        return Ok(Engine::new(store).await?);
+    }
     let location = queue_location(queue, store_path)?;
     if let crate::queue::QueueLocation::Sqlite(path) = &location
         && !path.exists()

@@ -247,7 +247,7 @@ fn now() -> String {
 impl Approvals {
     /// Approvals kept in `store` (their table is made on first use).
     pub async fn open(store: &Store) -> Result<Approvals, ApprovalError> {
-        queries::create(store.pool()).await?;
+        queries::create(store.db()).await?;
         Ok(Approvals {
             store: store.clone(),
         })
@@ -256,7 +256,7 @@ impl Approvals {
     /// Pending approvals past their time become expired (each told to the pipeline's channels
     /// when `pipelines` holds it).
     async fn expire(&self, pipelines: &[&Pipeline]) -> Result<(), ApprovalError> {
-        let expired = queries::expire(self.store.pool(), &now()).await?;
+        let expired = queries::expire(self.store.db(), &now()).await?;
         for id in expired {
             info!(approval = %id, "A pending approval expired.");
             if let Some(a) = self.find(&id).await.ok().flatten()
@@ -275,7 +275,7 @@ impl Approvals {
         limit: u32,
     ) -> Result<Vec<Approval>, ApprovalError> {
         self.expire(&[]).await?;
-        queries::list(self.store.pool(), state, limit)
+        queries::list(self.store.db(), state, limit)
             .await?
             .into_iter()
             .map(Approval::try_from)
@@ -287,7 +287,7 @@ impl Approvals {
         if id.is_empty() {
             return Err(ApprovalError::NotFound(id.to_owned()));
         }
-        let mut rows = queries::find(self.store.pool(), id).await?;
+        let mut rows = queries::find(self.store.db(), id).await?;
         match rows.len() {
             0 => Ok(None),
             1 => Ok(rows.pop().map(Approval::try_from).transpose()?),
@@ -310,7 +310,7 @@ impl Approvals {
             .find(id)
             .await?
             .ok_or_else(|| ApprovalError::NotFound(id.to_owned()))?;
-        let text = queries::plan(self.store.pool(), &approval.id)
+        let text = queries::plan(self.store.db(), &approval.id)
             .await?
             .unwrap_or_default();
         let plan = serde_json::from_str(&text).map_err(|_| ApprovalError::Unreadable {
@@ -333,7 +333,7 @@ impl Approvals {
         pending(&approval)?;
         let at = now();
         let decided = queries::decide(
-            self.store.pool(),
+            self.store.db(),
             &queries::Decision {
                 id: &approval.id,
                 state: ApprovalState::Rejected,
@@ -480,7 +480,7 @@ pub async fn approve(
     {
         let day = day.format("%Y-%m-%d").to_string();
         let scheduled =
-            queries::schedule(engine.store().pool(), &approval.id, by, &now(), &day).await?;
+            queries::schedule(engine.store().db(), &approval.id, by, &now(), &day).await?;
         let (approval, _) = approvals.get(&approval.id).await?;
         if !scheduled {
             return Err(not_pending(&approval));
@@ -551,7 +551,7 @@ pub async fn approve(
         )
         .await?;
         queries::decide(
-            engine.store().pool(),
+            engine.store().db(),
             &queries::Decision {
                 id: &approval.id,
                 state: ApprovalState::Superseded,
@@ -581,7 +581,7 @@ pub async fn approve(
         });
     }
     let decided = queries::decide(
-        engine.store().pool(),
+        engine.store().db(),
         &queries::Decision {
             id: &approval.id,
             state: ApprovalState::Approved,
@@ -738,7 +738,7 @@ async fn keep(
         });
     };
     let one = client_plan(plan, c);
-    if let Some((row, text)) = queries::pending_of(store.pool(), &pipeline.name, client).await? {
+    if let Some((row, text)) = queries::pending_of(store.db(), &pipeline.name, client).await? {
         let same = serde_json::from_str::<PipelinePlan>(&text).is_ok_and(|kept| {
             kept.changes == one.changes
                 && kept.clients.first().and_then(|k| k.fingerprint.clone()) == c.fingerprint
@@ -784,7 +784,7 @@ async fn keep(
         id: approval.id.clone(),
         what: "plan".into(),
     })?;
-    let superseded = queries::insert(store.pool(), &approval, &text).await?;
+    let superseded = queries::insert(store.db(), &approval, &text).await?;
     info!(approval = %approval.id, client, "Kept the plan as a pending approval.");
     for old in superseded {
         if let Some(a) = approvals.find(&old).await? {
@@ -891,7 +891,7 @@ pub async fn after_sync(
                     && options.approval.is_none()
                 {
                     match queries::supersede_pending(
-                        store.pool(),
+                        store.db(),
                         &pipeline.name,
                         &c.client,
                         &now(),

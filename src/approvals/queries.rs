@@ -1,11 +1,13 @@
-//! Every statement approvals make, in one place and in plain SQL, on the store's SQLite pool.
+//! Every statement approvals make, in one place and in plain SQL, on the store's database
+//! (SQLite or PostgreSQL: the statements are the same but for placeholders, [`Db::sql`]).
 //!
-//! The table is created here (`CREATE TABLE IF NOT EXISTS`, like the lease table) rather than in
-//! the store's numbered migrations, so approvals stay a module of their own: moving them to
-//! another database means porting this file. Times are RFC 3339 text in UTC with whole seconds
+//! On SQLite the table is created here (`CREATE TABLE IF NOT EXISTS`, like the lease table)
+//! rather than in the store's numbered migrations, so approvals stay a module of their own; a
+//! PostgreSQL store is made with it by its first migration (`store::PG_MIGRATIONS`). Times are RFC 3339 text in UTC with whole seconds
 //! (`2026-12-07T05:20:53Z`), which sort as they compare; money is decimal text.
 
-use sqlx::SqlitePool;
+use crate::db::Db;
+use crate::on_db;
 
 use super::{Approval, ApprovalState};
 
@@ -43,9 +45,11 @@ const COLUMNS: &str = "id, pipeline, pipeline_file, client, state, reason, trigg
     seats_before, seats_after, currency, amount_before, amount_after, refused_run, created_at, \
     expires_at, effective, decided_at, decided_by, note, applied_run, superseded_by";
 
-pub async fn create(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    sqlx::query(TABLE).execute(pool).await?;
-    sqlx::query(INDEX).execute(pool).await?;
+pub async fn create(db: &Db) -> Result<(), sqlx::Error> {
+    if let Db::Sqlite(pool) = db {
+        sqlx::query(TABLE).execute(pool).await?;
+        sqlx::query(INDEX).execute(pool).await?;
+    }
     Ok(())
 }
 
@@ -77,63 +81,61 @@ pub struct Row {
 }
 
 /// Pending approvals whose time has passed become expired; the ids that did.
-pub async fn expire(pool: &SqlitePool, now: &str) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE approvals SET state = 'expired', decided_at = ? \
-         WHERE state = 'pending' AND expires_at <= ? RETURNING id",
-    )
+pub async fn expire(pool: &Db, now: &str) -> Result<Vec<String>, sqlx::Error> {
+    on_db!(pool, p => sqlx::query_scalar(pool.sql("UPDATE approvals SET state = 'expired', decided_at = ? \
+         WHERE state = 'pending' AND expires_at <= ? RETURNING id"))
     .bind(now)
     .bind(now)
-    .fetch_all(pool)
-    .await
+    .fetch_all(p)
+    .await)
 }
 
 pub async fn list(
-    pool: &SqlitePool,
+    pool: &Db,
     state: Option<ApprovalState>,
     limit: u32,
 ) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM approvals WHERE (?1 IS NULL OR state = ?1) \
+    on_db!(pool, p => sqlx::query_as(pool.sql(&format!(
+        "SELECT {COLUMNS} FROM approvals WHERE (CAST(?1 AS TEXT) IS NULL OR state = ?1) \
          ORDER BY created_at DESC, id DESC LIMIT ?2"
     )))
     .bind(state.map(ApprovalState::as_str))
     .bind(i64::from(limit))
-    .fetch_all(pool)
-    .await
+    .fetch_all(p)
+    .await)
 }
 
 /// The approvals whose id is `id` or starts with it (people type the first characters).
-pub async fn find(pool: &SqlitePool, id: &str) -> Result<Vec<Row>, sqlx::Error> {
-    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+pub async fn find(pool: &Db, id: &str) -> Result<Vec<Row>, sqlx::Error> {
+    on_db!(pool, p => sqlx::query_as(pool.sql(&format!(
         "SELECT {COLUMNS} FROM approvals WHERE id = ?1 OR substr(id, 1, length(?1)) = ?1 LIMIT 2"
     )))
     .bind(id)
-    .fetch_all(pool)
-    .await
+    .fetch_all(p)
+    .await)
 }
 
-pub async fn plan(pool: &SqlitePool, id: &str) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT plan FROM approvals WHERE id = ?")
+pub async fn plan(pool: &Db, id: &str) -> Result<Option<String>, sqlx::Error> {
+    on_db!(pool, p => sqlx::query_scalar(pool.sql("SELECT plan FROM approvals WHERE id = ?"))
         .bind(id)
-        .fetch_optional(pool)
-        .await
+        .fetch_optional(p)
+        .await)
 }
 
 /// The pending approval of a client, if there is one, with its plan.
 pub async fn pending_of(
-    pool: &SqlitePool,
+    pool: &Db,
     pipeline: &str,
     client: &str,
 ) -> Result<Option<(Row, String)>, sqlx::Error> {
-    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+    let row: Option<Row> = on_db!(pool, p => sqlx::query_as(pool.sql(&format!(
         "SELECT {COLUMNS} FROM approvals WHERE pipeline = ? AND client = ? AND state = 'pending' \
          ORDER BY created_at DESC LIMIT 1"
     )))
     .bind(pipeline)
     .bind(client)
-    .fetch_optional(pool)
-    .await?;
+    .fetch_optional(p)
+    .await)?;
     match row {
         Some(row) => {
             let plan = plan(pool, &row.id).await?.unwrap_or_default();
@@ -145,69 +147,70 @@ pub async fn pending_of(
 
 /// Keeps a new pending approval; in the same transaction, the client's older pending ones are
 /// superseded by it. The ids superseded.
-pub async fn insert(
-    pool: &SqlitePool,
-    a: &Approval,
-    plan: &str,
-) -> Result<Vec<String>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let superseded: Vec<String> = sqlx::query_scalar(
+pub async fn insert(pool: &Db, a: &Approval, plan: &str) -> Result<Vec<String>, sqlx::Error> {
+    let supersede = pool.sql(
         "UPDATE approvals SET state = 'superseded', superseded_by = ?, decided_at = ? \
          WHERE pipeline = ? AND client = ? AND state = 'pending' RETURNING id",
-    )
-    .bind(&a.id)
-    .bind(&a.created)
-    .bind(&a.pipeline)
-    .bind(&a.client)
-    .fetch_all(&mut *tx)
-    .await?;
-    sqlx::query(
+    );
+    let add = pool.sql(
         "INSERT INTO approvals (id, pipeline, pipeline_file, client, state, reason, trigger, plan, \
          fingerprint, seats_before, seats_after, currency, amount_before, amount_after, \
          refused_run, created_at, expires_at) \
          VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&a.id)
-    .bind(&a.pipeline)
-    .bind(&a.pipeline_file)
-    .bind(&a.client)
-    .bind(&a.reason)
-    .bind(&a.trigger)
-    .bind(plan)
-    .bind(&a.fingerprint)
-    .bind(i64::try_from(a.seats_before).unwrap_or(i64::MAX))
-    .bind(i64::try_from(a.seats_after).unwrap_or(i64::MAX))
-    .bind(&a.currency)
-    .bind(a.amount_before.to_string())
-    .bind(a.amount_after.to_string())
-    .bind(&a.refused_run)
-    .bind(&a.created)
-    .bind(&a.expires)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    Ok(superseded)
+    );
+    on_db!(pool, p => {
+        let mut tx = p.begin().await?;
+        let superseded: Vec<String> = sqlx::query_scalar(supersede)
+            .bind(&a.id)
+            .bind(&a.created)
+            .bind(&a.pipeline)
+            .bind(&a.client)
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query(add)
+            .bind(&a.id)
+            .bind(&a.pipeline)
+            .bind(&a.pipeline_file)
+            .bind(&a.client)
+            .bind(&a.reason)
+            .bind(&a.trigger)
+            .bind(plan)
+            .bind(&a.fingerprint)
+            .bind(i64::try_from(a.seats_before).unwrap_or(i64::MAX))
+            .bind(i64::try_from(a.seats_after).unwrap_or(i64::MAX))
+            .bind(&a.currency)
+            .bind(a.amount_before.to_string())
+            .bind(a.amount_after.to_string())
+            .bind(&a.refused_run)
+            .bind(&a.created)
+            .bind(&a.expires)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(superseded)
+    })
 }
 
 /// Supersedes a client's pending approvals without a successor (its bill was since changed by
 /// a run that needed none). The ids superseded.
 pub async fn supersede_pending(
-    pool: &SqlitePool,
+    pool: &Db,
     pipeline: &str,
     client: &str,
     now: &str,
     note: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
+    let sql = pool.sql(
         "UPDATE approvals SET state = 'superseded', decided_at = ?, note = ? \
          WHERE pipeline = ? AND client = ? AND state = 'pending' RETURNING id",
-    )
-    .bind(now)
-    .bind(note)
-    .bind(pipeline)
-    .bind(client)
-    .fetch_all(pool)
-    .await
+    );
+    on_db!(pool, p => sqlx::query_scalar(sql)
+        .bind(now)
+        .bind(note)
+        .bind(pipeline)
+        .bind(client)
+        .fetch_all(p)
+        .await)
 }
 
 /// A decision on a pending approval.
@@ -224,12 +227,10 @@ pub struct Decision<'a> {
 
 /// Records a decision; false when the approval was no longer pending (someone else decided
 /// first, or it expired): the first decision stands.
-pub async fn decide(pool: &SqlitePool, d: &Decision<'_>) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?, note = ?, \
+pub async fn decide(pool: &Db, d: &Decision<'_>) -> Result<bool, sqlx::Error> {
+    let done = on_db!(pool, p => sqlx::query(pool.sql("UPDATE approvals SET state = ?, decided_at = ?, decided_by = ?, note = ?, \
          effective = COALESCE(?, effective), applied_run = ?, superseded_by = ? \
-         WHERE id = ? AND state = 'pending'",
-    )
+         WHERE id = ? AND state = 'pending'"))
     .bind(d.state.as_str())
     .bind(d.at)
     .bind(d.by)
@@ -238,30 +239,30 @@ pub async fn decide(pool: &SqlitePool, d: &Decision<'_>) -> Result<bool, sqlx::E
     .bind(d.applied_run)
     .bind(d.superseded_by)
     .bind(d.id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }
 
 /// Records that a pending approval is approved to take effect on `day`; it stays pending
 /// until then. False when it was no longer pending.
 pub async fn schedule(
-    pool: &SqlitePool,
+    pool: &Db,
     id: &str,
     by: &str,
     at: &str,
     day: &str,
 ) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "UPDATE approvals SET effective = ?, decided_by = ?, decided_at = ?, \
-         note = 'approved to take effect on ' || ? WHERE id = ? AND state = 'pending'",
-    )
+    let done = on_db!(pool, p => sqlx::query(pool.sql("UPDATE approvals SET effective = ?, decided_by = ?, decided_at = ?, \
+         note = 'approved to take effect on ' || ? WHERE id = ? AND state = 'pending'"))
     .bind(day)
     .bind(by)
     .bind(at)
     .bind(day)
     .bind(id)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .execute(p)
+    .await
+    .map(|r| r.rows_affected()))?;
+    Ok(done == 1)
 }

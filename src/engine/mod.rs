@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::apply::{self, ClientOutcome, OutcomeState, WriteFence};
 use crate::config::{Client, Pipeline};
-use crate::queue::locks::{ClientLocks, LeaseSet, LeaseSetError, LockError, SqliteLocks};
+use crate::queue::locks::{ClientLocks, LeaseSet, LeaseSetError, LockError};
 use crate::report::run_report::{self, RunReport};
 use crate::run::{self, FailureClass, PipelinePlan, Progress};
 use crate::store::{RunRecord, Store, StoreError};
@@ -258,10 +258,9 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// An engine on `store`, its leases kept in the store file.
+    /// An engine on `store`, its leases kept in the store (its file, or its PostgreSQL server).
     pub async fn new(store: Store) -> Result<Engine, LockError> {
-        let in_store: Arc<dyn ClientLocks> =
-            Arc::new(SqliteLocks::new(store.pool().clone()).await?);
+        let in_store = crate::queue::locks::store_locks(store.db()).await?;
         Ok(Engine {
             store,
             locks: vec![in_store],

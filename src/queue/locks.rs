@@ -7,7 +7,9 @@
 //! partition from Redis) finds a newer fence there and stops before writing anything more.
 //!
 //! On Redis the lease is a key set with `NX PX` and checked by a Lua script; on the SQLite
-//! queue file it is a row, taken and checked inside `BEGIN IMMEDIATE` transactions.
+//! queue file it is a row, taken and checked inside `BEGIN IMMEDIATE` transactions; on a
+//! PostgreSQL store it is the same row, read `FOR UPDATE` and timed by the server's clock, so
+//! machines whose clocks disagree still agree on when a lease ran out.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +32,16 @@ pub enum LockError {
     Redis(#[from] redis::RedisError),
     #[error("client lock (SQLite): {0}")]
     Sqlite(#[from] sqlx::Error),
+    #[error("client lock (PostgreSQL): {0}")]
+    Postgres(sqlx::Error),
+}
+
+/// The leases kept in the store itself, whichever database it is on.
+pub async fn store_locks(db: &crate::db::Db) -> Result<Arc<dyn ClientLocks>, LockError> {
+    Ok(match db {
+        crate::db::Db::Sqlite(pool) => Arc::new(SqliteLocks::new(pool.clone()).await?),
+        crate::db::Db::Postgres(pool) => Arc::new(PgLocks { pool: pool.clone() }),
+    })
 }
 
 /// Where client leases are kept.
@@ -272,6 +284,101 @@ impl ClientLocks for SqliteLocks {
     }
 }
 
+/// Leases in a PostgreSQL store, for workers on many machines sharing it. The table is made by
+/// the store's migrations. Each step is one transaction that locks the key's row
+/// (`SELECT … FOR UPDATE`), so check-then-set is atomic between machines; the fence only grows.
+#[derive(Debug, Clone)]
+pub struct PgLocks {
+    pool: sqlx::PgPool,
+}
+
+/// The server's clock in milliseconds: one clock for every machine.
+const PG_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+
+#[async_trait::async_trait]
+impl ClientLocks for PgLocks {
+    async fn try_acquire(
+        &self,
+        key: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, LockError> {
+        let ttl = i64::try_from(millis(ttl)).unwrap_or(i64::MAX);
+        let pg = LockError::Postgres;
+        let mut tx = self.pool.begin().await.map_err(pg)?;
+        // The row is made free once, so there is always a row to lock.
+        sqlx::query(
+            "INSERT INTO rollcall_client_locks (key, holder, fence, expires_ms)
+             VALUES ($1, NULL, 0, 0) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg)?;
+        let (held, fence, live): (Option<String>, i64, bool) =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT holder, fence, expires_ms > {PG_NOW_MS} FROM rollcall_client_locks
+                 WHERE key = $1 FOR UPDATE"
+            )))
+            .bind(key)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg)?;
+        if held.is_some() && live {
+            tx.rollback().await.map_err(pg)?;
+            return Ok(None);
+        }
+        let fence = fence + 1;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE rollcall_client_locks SET holder = $2, fence = $3, expires_ms = {PG_NOW_MS} + $4
+             WHERE key = $1"
+        )))
+        .bind(key)
+        .bind(holder)
+        .bind(fence)
+        .bind(ttl)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(Lease {
+            key: key.to_owned(),
+            holder: holder.to_owned(),
+            fence: u64::try_from(fence).unwrap_or_default(),
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<bool, LockError> {
+        let ttl = i64::try_from(millis(ttl)).unwrap_or(i64::MAX);
+        let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE rollcall_client_locks SET expires_ms = {PG_NOW_MS} + $1
+             WHERE key = $2 AND holder = $3 AND fence = $4 AND expires_ms > {PG_NOW_MS}"
+        )))
+        .bind(ttl)
+        .bind(&lease.key)
+        .bind(&lease.holder)
+        .bind(i64::try_from(lease.fence).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(LockError::Postgres)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<(), LockError> {
+        sqlx::query(
+            "UPDATE rollcall_client_locks SET holder = NULL, expires_ms = 0
+             WHERE key = $1 AND holder = $2 AND fence = $3",
+        )
+        .bind(&lease.key)
+        .bind(&lease.holder)
+        .bind(i64::try_from(lease.fence).unwrap_or(i64::MAX))
+        .execute(&self.pool)
+        .await
+        .map_err(LockError::Postgres)?;
+        Ok(())
+    }
+}
+
 /// A lease being kept alive while its client syncs. The write path asks it, before each
 /// write, whether the lease still holds (and extends it); once lost it stays lost.
 pub struct HeldLease {
@@ -465,9 +572,29 @@ mod tests {
         SqliteLocks::new(pool).await.expect("table")
     }
 
+    /// The lease stores both backends of the store keep: SQLite, then a PostgreSQL store of
+    /// its own (when the test server is there; required under `ROLLCALL_REQUIRE_SERVERS=1`).
+    async fn on_both<F, Fut>(name: &str, test: F)
+    where
+        F: Fn(Arc<dyn ClientLocks>) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        test(Arc::new(sqlite().await)).await;
+        if let Some(db) = rollcall_harness::PgDatabase::create(name) {
+            let store = crate::store::Store::open(std::path::Path::new(&db.url()))
+                .await
+                .expect("postgres store");
+            test(store_locks(store.db()).await.expect("locks")).await;
+            store.db().close().await;
+        }
+    }
+
     #[tokio::test]
     async fn a_held_lock_is_refused_and_fences_grow() {
-        let locks = sqlite().await;
+        on_both("lease fences", held_and_fenced).await;
+    }
+
+    async fn held_and_fenced(locks: Arc<dyn ClientLocks>) {
         let ttl = Duration::from_secs(30);
         let a = locks
             .try_acquire("p/c", "a", ttl)
@@ -497,7 +624,10 @@ mod tests {
 
     #[tokio::test]
     async fn an_expired_lease_is_taken_over_and_the_old_holder_is_fenced_out() {
-        let locks = sqlite().await;
+        on_both("lease expiry", expired_taken_over).await;
+    }
+
+    async fn expired_taken_over(locks: Arc<dyn ClientLocks>) {
         let a = locks
             .try_acquire("p/c", "a", Duration::from_millis(50))
             .await
@@ -510,12 +640,70 @@ mod tests {
             .expect("query")
             .expect("expired, so free");
         assert_eq!(b.fence, a.fence + 1);
-        let held = HeldLease::new(Arc::new(locks), a, Duration::from_secs(30));
+        let held = HeldLease::new(locks, a, Duration::from_secs(30));
         assert!(!held.still_held().await);
         assert!(
             crate::apply::WriteFence::check(held.as_ref())
                 .await
                 .is_err()
         );
+    }
+}
+
+#[cfg(test)]
+mod contention {
+    use super::*;
+
+    /// Many tasks on many pools race for one PostgreSQL lease: exactly one holds it at a time,
+    /// and every lease taken has a fence no other lease had.
+    #[tokio::test]
+    async fn racing_machines_get_one_lease_each_time_on_postgres() {
+        let Some(db) = rollcall_harness::PgDatabase::create("lease contention") else {
+            return;
+        };
+        let url = db.url();
+        let first = crate::store::Store::open(std::path::Path::new(&url))
+            .await
+            .expect("store");
+        let mut tasks = Vec::new();
+        for machine in 0..4 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                let store = crate::store::Store::open(std::path::Path::new(&url))
+                    .await
+                    .expect("store");
+                let locks = store_locks(store.db()).await.expect("locks");
+                let mut fences = Vec::new();
+                while fences.len() < 5 {
+                    let holder = format!("m{machine}");
+                    if let Some(lease) = locks
+                        .try_acquire("p/acme", &holder, Duration::from_secs(30))
+                        .await
+                        .expect("acquire")
+                    {
+                        fences.push(lease.fence);
+                        tokio::task::yield_now().await;
+                        assert!(
+                            locks
+                                .renew(&lease, Duration::from_secs(30))
+                                .await
+                                .expect("renew")
+                        );
+                        locks.release(&lease).await.expect("release");
+                    }
+                }
+                store.db().close().await;
+                fences
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.expect("join"));
+        }
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "no fence was handed out twice");
+        first.db().close().await;
     }
 }

@@ -52,7 +52,8 @@ fn env<'a>(container: &'a Value, name: &str) -> Option<&'a str> {
 }
 
 #[test]
-fn the_compose_file_runs_web_and_workers_on_one_redis_with_commands_rollcall_understands() {
+fn the_compose_file_runs_web_and_workers_on_one_redis_and_one_postgres_with_commands_rollcall_understands()
+ {
     let compose = yaml("compose.yaml");
     let services = &compose["services"];
     let web = &services["web"];
@@ -66,14 +67,36 @@ fn the_compose_file_runs_web_and_workers_on_one_redis_with_commands_rollcall_und
     let command = strings(&worker["command"]);
     parses(&command);
     assert_eq!(command[0], "worker");
+    let pg = &services["postgres"]["environment"];
     for s in [web, worker] {
         assert_eq!(s["build"]["dockerfile"], "deploy/Dockerfile");
         assert_eq!(s["environment"]["ROLLCALL_QUEUE"], "redis://redis:6379");
-        assert_eq!(
-            s["environment"]["ROLLCALL_STORE"],
-            "/var/lib/rollcall/state.db"
+        // Every container shares the one PostgreSQL store the compose file runs.
+        let store = s["environment"]["ROLLCALL_STORE"]
+            .as_str()
+            .expect("a store");
+        let expected = format!(
+            "postgres://{}:${{POSTGRES_PASSWORD}}@postgres:5432/{}",
+            pg["POSTGRES_USER"].as_str().expect("user"),
+            pg["POSTGRES_DB"].as_str().expect("database")
         );
+        assert_eq!(store, expected);
+        parses(&[
+            "--store".into(),
+            store.into(),
+            "store".into(),
+            "check".into(),
+        ]);
     }
+    assert!(
+        worker["deploy"]["replicas"].as_u64().is_some_and(|n| n > 1),
+        "workers scaled out"
+    );
+    assert!(
+        services["postgres"]["image"]
+            .as_str()
+            .is_some_and(|i| i.starts_with("postgres"))
+    );
     assert!(
         services["redis"]["image"]
             .as_str()
@@ -102,8 +125,12 @@ fn the_kubernetes_manifests_agree_with_serve_and_worker_and_carry_a_valid_pipeli
     assert_eq!(web["ports"][0]["containerPort"], port);
     assert_eq!(web["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(web["readinessProbe"]["httpGet"]["path"], "/readyz");
-    let worker =
-        &named("StatefulSet", "rollcall-worker")["spec"]["template"]["spec"]["containers"][0];
+    let workers = named("Deployment", "rollcall-worker");
+    assert!(
+        workers["spec"]["replicas"].as_u64().is_some_and(|n| n > 1),
+        "workers scaled out"
+    );
+    let worker = &workers["spec"]["template"]["spec"]["containers"][0];
     let args = strings(&worker["args"]);
     parses(&args);
     let metrics = args
@@ -117,10 +144,33 @@ fn the_kubernetes_manifests_agree_with_serve_and_worker_and_carry_a_valid_pipeli
     assert_eq!(worker["readinessProbe"]["httpGet"]["path"], "/readyz");
     let redis = named("Service", "rollcall-redis");
     let redis_port = redis["spec"]["ports"][0]["port"].as_u64().expect("port");
+    let postgres = named("Service", "rollcall-postgres");
+    let pg_port = postgres["spec"]["ports"][0]["port"].as_u64().expect("port");
     for c in [web, worker] {
         assert_eq!(
             env(c, "ROLLCALL_QUEUE"),
             Some(format!("redis://rollcall-redis:{redis_port}").as_str())
+        );
+        // The password comes from the Secret, defined before the store URL that expands it.
+        let names: Vec<&str> = c["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .filter_map(|e| e["name"].as_str())
+            .collect();
+        let (password, store) = (
+            names.iter().position(|n| *n == "POSTGRES_PASSWORD"),
+            names.iter().position(|n| *n == "ROLLCALL_STORE"),
+        );
+        assert!(password.is_some() && password < store, "{names:?}");
+        assert_eq!(
+            env(c, "ROLLCALL_STORE"),
+            Some(
+                format!(
+                    "postgres://rollcall:$(POSTGRES_PASSWORD)@rollcall-postgres:{pg_port}/rollcall"
+                )
+                .as_str()
+            )
         );
     }
     let secret_keys: Vec<&String> = kind("Secret")["stringData"]

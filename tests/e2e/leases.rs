@@ -28,6 +28,8 @@ enum Mode {
     NoQueue,
     Sqlite,
     Redis(RedisServer),
+    /// No queue, the store on PostgreSQL: the lease is a row locked `FOR UPDATE`.
+    Postgres(rollcall_harness::PgDatabase),
 }
 
 struct Race {
@@ -48,7 +50,7 @@ impl Race {
         fleet::write_pipeline(dir.path(), &sandbox.url(), clients, PEOPLE, "", 1000)
             .expect("pipeline");
         let queue = match &mode {
-            Mode::NoQueue => None,
+            Mode::NoQueue | Mode::Postgres(_) => None,
             Mode::Sqlite => Some(dir.path().join("queue.db").display().to_string()),
             Mode::Redis(r) => Some(r.url()),
         };
@@ -68,12 +70,18 @@ impl Race {
     }
 
     fn store(&self) -> PathBuf {
-        self.dir.path().join("state.db")
+        match &self._mode {
+            Mode::Postgres(db) => PathBuf::from(db.url()),
+            _ => self.dir.path().join("state.db"),
+        }
     }
 
     fn run(&self, client: &str, lock_wait_seconds: u32) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
-        cmd.env("ROLLCALL_STORE", self.store())
+        // In the test's directory: with the store on PostgreSQL, run reports are written under
+        // the working directory.
+        cmd.current_dir(self.dir.path())
+            .env("ROLLCALL_STORE", self.store())
             .env_remove("ROLLCALL_QUEUE")
             .env("RUST_LOG", "warn")
             .args([
@@ -227,4 +235,12 @@ async fn runs_started_together_bill_a_client_once_beside_a_redis_queue() {
         RedisServer::start().unwrap_or_else(|e| panic!("{e}")),
     ))
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_started_together_on_one_postgres_store_bill_a_client_once() {
+    let Some(db) = rollcall_harness::PgDatabase::create("runs racing on a postgres store") else {
+        return;
+    };
+    race_in(Mode::Postgres(db)).await;
 }

@@ -21,6 +21,7 @@ mod limits;
 mod markdown;
 mod notify;
 mod periods;
+mod postgres;
 mod queue;
 mod readme;
 mod receivers;

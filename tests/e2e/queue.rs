@@ -36,6 +36,10 @@ struct Fleet {
     sandbox: Sandbox,
     dir: tempfile::TempDir,
     queue: String,
+    /// `ROLLCALL_STORE`: the SQLite file in `dir`, or a PostgreSQL URL.
+    store: String,
+    /// Where each worker was started (its working directory).
+    worker_dirs: Vec<PathBuf>,
     workers: Vec<Child>,
     _backend: Backend,
 }
@@ -68,10 +72,13 @@ async fn fleet(backend: Backend, clients: usize, per_client: usize, schedule: &s
         Backend::Sqlite => dir.path().join("queue.db").display().to_string(),
         Backend::Redis(r) => r.url(),
     };
+    let store = dir.path().join("state.db").display().to_string();
     Fleet {
         sandbox,
         dir,
         queue,
+        store,
+        worker_dirs: Vec::new(),
         workers: Vec::new(),
         _backend: backend,
     }
@@ -84,7 +91,7 @@ impl Fleet {
 
     fn rollcall(&self) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rollcall"));
-        cmd.env("ROLLCALL_STORE", self.dir.path().join("state.db"))
+        cmd.env("ROLLCALL_STORE", &self.store)
             .env("ROLLCALL_QUEUE", &self.queue)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
@@ -94,6 +101,12 @@ impl Fleet {
     /// Starts one `rollcall worker` process; its log goes to `worker-N.log`. A worker that
     /// misses three heartbeats is taken for dead and its jobs handed on.
     fn start_worker(&mut self, heartbeat_seconds: u32) {
+        let here = self.dir.path().to_owned();
+        self.start_worker_in(&here, heartbeat_seconds);
+    }
+
+    /// As [`Fleet::start_worker`], with `dir` as the worker's working directory.
+    fn start_worker_in(&mut self, dir: &std::path::Path, heartbeat_seconds: u32) {
         let n = self.workers.len();
         let log = std::fs::File::create(self.dir.path().join(format!("worker-{n}.log")))
             .expect("log file");
@@ -103,11 +116,13 @@ impl Fleet {
             .args(["--concurrency", "2"])
             .args(["--heartbeat-seconds", &heartbeat_seconds.to_string()])
             .args(["--lock-ttl-seconds", "3", "--retry-backoff-seconds", "1"])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn a worker");
         self.workers.push(child);
+        self.worker_dirs.push(dir.to_owned());
     }
 
     fn logs(&self) -> String {
@@ -178,7 +193,7 @@ impl Fleet {
     }
 
     async fn runs(&self) -> usize {
-        let store = rollcall::store::Store::open(&self.dir.path().join("state.db"))
+        let store = rollcall::store::Store::open(std::path::Path::new(&self.store))
             .await
             .expect("store");
         store.reports("fleet").await.expect("runs").len()
@@ -259,6 +274,68 @@ async fn three_worker_processes_sync_two_hundred_clients_exactly_once_on_redis()
         return;
     };
     three_workers_sync_each_client_once(redis).await;
+}
+
+/// Three workers in two working directories (two machines), one Redis queue, one PostgreSQL
+/// store: every client synced once, every run in the one store with its ledger, and no store
+/// file made on either machine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_on_two_machines_share_one_postgres_store_and_sync_each_client_once() {
+    let Some(redis) = Backend::redis("queue on redis, store on postgres") else {
+        return;
+    };
+    let Some(db) = rollcall_harness::PgDatabase::create("workers sharing a postgres store") else {
+        return;
+    };
+    let clients = 200;
+    let mut fleet = fleet(redis, clients, 2, "").await;
+    fleet.store = db.url();
+    let machines = [
+        fleet.dir.path().join("machine-a"),
+        fleet.dir.path().join("machine-b"),
+    ];
+    for m in &machines {
+        std::fs::create_dir(m).expect("machine dir");
+    }
+    fleet.enqueue(None);
+    for m in [&machines[0], &machines[1], &machines[0]] {
+        fleet.start_worker_in(m, 5);
+    }
+    let rows = fleet.wait_done(clients, Duration::from_secs(240)).await;
+    assert_eq!(rows.len(), clients, "one job per client");
+    assert_written_once(&fleet.sandbox, clients, 2);
+    assert_eq!(
+        fleet.runs().await,
+        clients,
+        "each job ran once\n{}",
+        fleet.logs()
+    );
+    let store = rollcall::store::Store::open(std::path::Path::new(&fleet.store))
+        .await
+        .expect("store");
+    for n in 0..clients {
+        let held = store
+            .held_seats("fleet", &client_id(n))
+            .await
+            .expect("ledger");
+        assert_eq!(
+            held.values().map(Vec::len).sum::<usize>(),
+            4,
+            "{}: two people on two products, once each in the one ledger",
+            client_id(n)
+        );
+    }
+    for m in &machines {
+        let files: Vec<_> = std::fs::read_dir(m)
+            .expect("machine dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".db"))
+            .collect();
+        assert!(files.is_empty(), "no store file on a machine: {files:?}");
+    }
+    assert!(!fleet.dir.path().join("state.db").exists());
+    store.db().close().await;
 }
 
 async fn killed_worker_is_taken_over(backend: Backend) {

@@ -10,6 +10,7 @@
 //! - [`data::generate`] writes the directory both servers load, with the facts a test asserts.
 //! - [`TestCa`] issues the certificates for ldaps and StartTLS.
 //! - [`RedisServer`] is an empty `redis-server` for the job queue's many-worker tests.
+//! - [`PgDatabase`] is a database of its own on the shared PostgreSQL server, dropped after.
 //! - [`ChromeDriver`] drives Debian's headless Chromium for the console's browser tests.
 //! - [`servers_available`] is cargo's `requires`: a missing server binary skips the test with
 //!   the reason printed, unless `ROLLCALL_REQUIRE_SERVERS=1` (CI), where it fails.
@@ -17,6 +18,7 @@
 mod chromedriver;
 pub mod data;
 pub mod fleet;
+mod postgres;
 mod process;
 mod redis;
 mod samba;
@@ -24,6 +26,7 @@ mod slapd;
 mod tls;
 
 pub use chromedriver::ChromeDriver;
+pub use postgres::PgDatabase;
 pub use process::{require_servers, servers_available};
 pub use redis::RedisServer;
 pub use samba::SambaDc;
