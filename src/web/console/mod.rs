@@ -11,8 +11,10 @@
 //! (the Content-Security-Policy forbids it). Everything but the login page needs sign-in
 //! ([`auth`]); every form is checked for its CSRF token and origin before its handler runs.
 //! Pages read the store, queue and pipelines the service already holds; the only writes are the
-//! buttons' (a job queued again), each through the same function the CLI calls.
+//! buttons' (a job queued again, an approval approved or rejected), each through the same
+//! function the CLI calls.
 
+pub mod approvals;
 pub mod auth;
 pub mod chart;
 pub mod views;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use approvals::Deciding;
 pub use auth::Settings;
 use auth::{Auth, SignedIn};
 
@@ -71,6 +74,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         "message",
         include_str!("../../../templates/console/message.hbs"),
     ),
+    (
+        "approvals",
+        include_str!("../../../templates/console/approvals.hbs"),
+    ),
+    (
+        "approval",
+        include_str!("../../../templates/console/approval.hbs"),
+    ),
+    (
+        "decided",
+        include_str!("../../../templates/console/decided.hbs"),
+    ),
 ];
 
 /// What every console handler shares.
@@ -78,6 +93,7 @@ pub struct Console {
     service: Arc<Service>,
     auth: Auth,
     pages: handlebars::Handlebars<'static>,
+    deciding: Deciding,
 }
 
 impl std::fmt::Debug for Console {
@@ -102,6 +118,7 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         service,
         auth: Auth::new(settings),
         pages: pages(),
+        deciding: Deciding::default(),
     });
     match console.auth.off_because() {
         Some(why) => info!(why, "The console at /console is off."),
@@ -114,6 +131,10 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         .route("/runs/{id}", get(run_report))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}/retry", post(retry))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/reject", post(approvals::reject))
         .route("/connections", get(connections))
         .route("/health", get(health))
         .route("/logout", post(logout))
@@ -428,7 +449,13 @@ async fn clients(
     Extension(who): Extension<SignedIn>,
 ) -> Response {
     match views::clients(&console.service).await {
-        Ok(rows) => console.render("clients", "clients", Some(&who), json!({ "clients": rows })),
+        Ok(mut rows) => {
+            let pending = pending_approvals(&console).await;
+            for row in &mut rows {
+                row.approval = pending.get(&(row.pipeline.clone(), row.client.clone())).cloned();
+            }
+            console.render("clients", "clients", Some(&who), json!({ "clients": rows }))
+        }
         Err(e) => console.failed("the clients", &e, &who),
     }
 }
@@ -447,8 +474,32 @@ async fn client(
         );
     };
     match views::client_page(&console.service, found, &client).await {
-        Ok(page) => console.render("client", "clients", Some(&who), page),
+        Ok(mut page) => {
+            page.approval = pending_approvals(&console)
+                .await
+                .remove(&(page.pipeline.clone(), page.client.clone()));
+            console.render("client", "clients", Some(&who), page)
+        }
         Err(e) => console.failed("the client's runs", &e, &who),
+    }
+}
+
+/// Each client's pending approval; a store that cannot say leaves the pages without links.
+async fn pending_approvals(
+    console: &Console,
+) -> std::collections::HashMap<(String, String), views::PendingLink> {
+    match approvals::pending_of(console).await {
+        Ok(pending) => pending
+            .into_iter()
+            .map(|(k, id)| {
+                let href = approvals::href(&id);
+                (k, views::PendingLink { id, href })
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "The console could not read the pending approvals.");
+            Default::default()
+        }
     }
 }
 

@@ -120,6 +120,9 @@ const PAGES: &[&str] = &[
     "/console/jobs?failed=1",
     "/console/connections",
     "/console/health",
+    "/console/approvals",
+    "/console/approvals?state=all",
+    "/console/approvals?state=rejected",
 ];
 
 #[tokio::test]
@@ -314,4 +317,112 @@ async fn without_a_token_set_the_console_is_off_and_opens_for_nobody() {
         let a = f.get("/console", &[("authorization", "Bearer ")]).await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     }
+}
+
+#[tokio::test]
+async fn the_approval_pages_and_buttons_refuse_a_stranger_and_a_form_without_its_csrf_token() {
+    let f = fixture(Some(TOKEN)).await;
+    for page in ["/console/approvals/0123456789ab", "/console/approvals"] {
+        assert_eq!(f.get(page, &[]).await.status, StatusCode::UNAUTHORIZED, "{page}");
+        let browser = f.get(page, &[("accept", "text/html")]).await;
+        assert_eq!(browser.status, StatusCode::SEE_OTHER, "{page}");
+    }
+    for button in ["approve", "reject"] {
+        let path = format!("/console/approvals/0123456789ab/{button}");
+        let a = f.post(&path, &[], "csrf=00&reason=no").await;
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{button}");
+        let wrong = f
+            .post(&path, &[("authorization", "Bearer not-the-token-at-all")], "reason=no")
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{button}");
+    }
+    let (cookie, csrf) = f.sign_in().await;
+    for button in ["approve", "reject"] {
+        let path = format!("/console/approvals/0123456789ab/{button}");
+        for (form, origin, why) in [
+            ("reason=no".to_owned(), "http://127.0.0.1:8080", "no token"),
+            ("csrf=0000&reason=no".to_owned(), "http://127.0.0.1:8080", "a wrong token"),
+            (format!("csrf={csrf}&reason=no"), "https://evil.example", "another site"),
+        ] {
+            let a = f
+                .post(&path, &[("cookie", &cookie), ("origin", origin)], &form)
+                .await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{button}, {why}: {}", a.body);
+        }
+        // With both, the handler runs and says what is wrong: there is no such approval.
+        let a = f
+            .post(
+                &path,
+                &[("cookie", &cookie), ("origin", "http://127.0.0.1:8080")],
+                &format!("csrf={csrf}&reason=no"),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{button}: {}", a.body);
+        assert!(a.body.contains("data-outcome=\"not_found\""), "{}", a.body);
+        assert!(a.body.contains("Approvals page lists them"), "{}", a.body);
+    }
+    // A rejection needs a reason; an effective day must be a day.
+    let bearer = format!("Bearer {TOKEN}");
+    let a = f
+        .post(
+            "/console/approvals/0123456789ab/reject",
+            &[("authorization", &bearer)],
+            "reason=%20%20",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("needs a reason"), "{}", a.body);
+    let a = f
+        .post(
+            "/console/approvals/0123456789ab/approve",
+            &[("authorization", &bearer)],
+            "effective=next+tuesday",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    assert!(a.body.contains("YYYY-MM-DD"), "{}", a.body);
+    let a = f
+        .get("/console/approvals?state=maybe", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+    let none = f
+        .get("/console/approvals/0123456789ab", &[("authorization", &bearer)])
+        .await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.body);
+}
+
+#[tokio::test]
+async fn a_notifications_approval_link_is_a_console_page() {
+    // What src/notify links to must be a route here: a moved page would break every message
+    // already sent.
+    let event = crate::notify::Event {
+        kind: crate::config::notify::EventKind::Refused,
+        pipeline: "p".into(),
+        client: "Acme".into(),
+        title: "t".into(),
+        detail: "d".into(),
+        approval: Some("0123456789ab".into()),
+        account: None,
+        billed_as: None,
+    };
+    let message = crate::notify::Message::new(event, Some("https://rollcall.example.net"));
+    let link = message.link.clone().expect("a link");
+    let path = link
+        .strip_prefix("https://rollcall.example.net")
+        .expect("under the console's address");
+    assert_eq!(path, super::approvals::href("0123456789ab"));
+    // The console's own address, copied from a browser, links to the same page.
+    let copied = crate::notify::Message::new(
+        crate::notify::Event {
+            approval: Some("0123456789ab".into()),
+            ..message.event.clone()
+        },
+        Some("https://rollcall.example.net/console/"),
+    );
+    assert_eq!(copied.link.as_deref(), Some(link.as_str()));
+    let f = fixture(Some(TOKEN)).await;
+    let a = f.get(path, &[("authorization", &format!("Bearer {TOKEN}"))]).await;
+    // The route answers (no approval of that id in this empty store), not the router's 404.
+    assert_eq!(a.status, StatusCode::NOT_FOUND);
+    assert!(a.body.contains("No such approval"), "{}", a.body);
 }
