@@ -186,13 +186,15 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
         .await;
     b.click(&b.find("#sign-in").await).await;
     assert!(
-        b.text(&b.find("#login-error").await)
+        b.text(&b.wait_for("#login-error").await)
             .await
             .contains("not the console's token")
     );
     assert!(b.cookies().await.is_empty(), "no session for a wrong token");
     b.type_into(&b.find("#token").await, TOKEN).await;
     b.click(&b.find("#sign-in").await).await;
+    // A click that submits a form may return before the next page is there.
+    b.wait_for("#clients").await;
     assert_eq!(b.url().await, format!("{}/console", s.url));
     let cookies = b.cookies().await;
     assert_eq!(cookies.len(), 1, "{cookies:?}");
@@ -217,6 +219,7 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
         .await;
     assert_eq!(money, format!("{} USD", first.amount_after));
     b.click(&b.find("tr[data-client='Acme'] a").await).await;
+    b.wait_for("#seats-now").await;
     assert!(b.url().await.ends_with("/console/clients/e2e/Acme"));
     assert_eq!(
         b.text(&b.find("#seats-now").await).await,
@@ -237,6 +240,7 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
     b.goto(&format!("{}/console/runs", s.url)).await;
     b.click(&b.find(&format!("tr[data-run='{}'] a", first.run_id)).await)
         .await;
+    b.wait_for("#summary").await;
     assert!(b.source().await.contains("Billing run for e2e"));
 
     // A job that fails (every agreement read does), shown with its error; retried once the
@@ -268,8 +272,8 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
     );
     w.sandbox.clear_faults();
     b.click(&b.find("button.retry").await).await;
+    b.wait_for("#retried").await;
     assert!(b.url().await.contains("/console/jobs?retried="));
-    b.find("#retried").await;
     let start = Instant::now();
     while w.quantity("M365-BP").await != Some(4) {
         assert!(
@@ -290,6 +294,7 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
 
     // Signed out, the console is closed again.
     b.click(&b.find("header form button").await).await;
+    b.wait_for("#token").await;
     assert!(b.url().await.contains("/console/login?signed_out=1"));
     b.goto(&format!("{}/console/jobs", s.url)).await;
     assert!(b.url().await.contains("/console/login?next="));
@@ -356,7 +361,8 @@ async fn an_approval_is_shown_escaped_refused_to_strangers_and_forged_forms_and_
     // Listed as pending, and linked from the client's rows.
     let list = s.page("/console/approvals").await;
     assert!(
-        list.contains(&format!("data-approval=\"{id}\"")) && list.contains("data-state=\"pending\""),
+        list.contains(&format!("data-approval=\"{id}\""))
+            && list.contains("data-state=\"pending\""),
         "{list}"
     );
     assert!(s.page("/console").await.contains(&page));
@@ -371,15 +377,25 @@ async fn an_approval_is_shown_escaped_refused_to_strangers_and_forged_forms_and_
         "data-product=\"M365-BP\"",
         "4 → 1",
         "deactivate contact",
-        "&lt;img src=x onerror=alert(1)&gt;",
+        // Handlebars escapes `=` too.
+        "&lt;img src&#x3D;x onerror&#x3D;alert(1)&gt;",
         "id=\"approve\"",
         "id=\"reject\"",
     ] {
         assert!(shown.contains(expected), "{expected}:\n{shown}");
     }
-    assert!(!shown.contains("<img"), "markup from a name is text: {shown}");
-    assert!(!shown.contains('\u{202E}'), "no bidi override reaches the page");
-    assert!(shown.contains("HYPERLINK"), "the formula is shown as text: {shown}");
+    assert!(
+        !shown.contains("<img"),
+        "markup from a name is text: {shown}"
+    );
+    assert!(
+        !shown.contains('\u{202E}'),
+        "no bidi override reaches the page"
+    );
+    assert!(
+        shown.contains("HYPERLINK"),
+        "the formula is shown as text: {shown}"
+    );
 
     // A stranger's POST, and a signed-in browser's POST without its CSRF token, write nothing.
     let http = reqwest::Client::builder()
@@ -424,7 +440,11 @@ async fn an_approval_is_shown_escaped_refused_to_strangers_and_forged_forms_and_
         assert_eq!(forged.status(), reqwest::StatusCode::FORBIDDEN, "{form}");
     }
     assert_eq!(w.quantity("M365-BP").await, Some(4), "nothing written");
-    assert!(s.page(&page).await.contains("id=\"approval-state\">pending<"));
+    assert!(
+        s.page(&page)
+            .await
+            .contains("id=\"approval-state\">pending<")
+    );
 
     // Two tabs, or a double click: both POSTs at once. One applies; the other is told the
     // approval was already decided, and nothing is written twice.
@@ -439,7 +459,10 @@ async fn an_approval_is_shown_escaped_refused_to_strangers_and_forged_forms_and_
     assert_eq!(first, reqwest::StatusCode::OK, "{applied}\n{}", s.logs());
     assert!(applied.contains("data-outcome=\"applied\""), "{applied}");
     assert_eq!(second, reqwest::StatusCode::CONFLICT, "{refused}");
-    assert!(refused.contains("data-outcome=\"already_decided\""), "{refused}");
+    assert!(
+        refused.contains("data-outcome=\"already_decided\""),
+        "{refused}"
+    );
     assert!(refused.contains("is approved, not pending"), "{refused}");
     assert_eq!(w.quantity("M365-BP").await, Some(1));
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(3));
@@ -457,8 +480,15 @@ async fn an_approval_is_shown_escaped_refused_to_strangers_and_forged_forms_and_
         .list(None, 10)
         .await
         .expect("list");
-    assert_eq!(approvals.len(), 1, "no second approval was planned: {approvals:?}");
-    assert_eq!(approvals[0].state, rollcall::approvals::ApprovalState::Approved);
+    assert_eq!(
+        approvals.len(),
+        1,
+        "no second approval was planned: {approvals:?}"
+    );
+    assert_eq!(
+        approvals[0].state,
+        rollcall::approvals::ApprovalState::Approved
+    );
     assert_eq!(
         approvals[0].decided_by.as_deref(),
         Some("the console (bearer token)")
@@ -470,7 +500,10 @@ async fn an_approval_is_shown_escaped_refused_to_strangers_and_forged_forms_and_
     assert!(!decided.contains("id=\"approve\""), "{decided}");
     let (status, again) = post_bearer(&s, &format!("{page}/reject"), "reason=too+late").await;
     assert_eq!(status, reqwest::StatusCode::CONFLICT, "{again}");
-    assert!(!s.page("/console").await.contains(&page), "no pending link left");
+    assert!(
+        !s.page("/console").await.contains(&page),
+        "no pending link left"
+    );
     assert!(!s.logs().contains(TOKEN), "the token is never logged");
 }
 
@@ -489,11 +522,15 @@ async fn a_browser_opens_a_refused_plan_approves_it_and_sees_the_seats_change() 
     b.type_into(&b.find("#token").await, TOKEN).await;
     b.click(&b.find("#sign-in").await).await;
     assert_eq!(
-        b.text(&b.find("tr[data-client='Acme'] td.seats").await)
+        b.text(&b.wait_for("tr[data-client='Acme'] td.seats").await)
             .await,
         "8"
     );
-    assert!(b.find_all("tr[data-client='Acme'] a.approval-link").await.is_empty());
+    assert!(
+        b.find_all("tr[data-client='Acme'] a.approval-link")
+            .await
+            .is_empty()
+    );
 
     // Three people lose M365: 8 seats to 5, more than the guard's 20 %.
     w.set_people(&people_csv(4, 1));
@@ -505,6 +542,7 @@ async fn a_browser_opens_a_refused_plan_approves_it_and_sees_the_seats_change() 
     b.goto(&format!("{}/console", s.url)).await;
     b.find("tr[data-client='Acme'] a.approval-link").await;
     b.click(&b.find("#nav-approvals").await).await;
+    b.wait_for("#approvals").await;
     assert!(b.url().await.ends_with("/console/approvals"));
     let row = format!("tr[data-approval='{id}']");
     assert_eq!(
@@ -512,42 +550,70 @@ async fn a_browser_opens_a_refused_plan_approves_it_and_sees_the_seats_change() 
         "8 → 5"
     );
     b.click(&b.find(&format!("{row} a")).await).await;
+    assert_eq!(
+        b.text(&b.wait_for("#approval-state").await).await,
+        "pending"
+    );
     assert!(b.url().await.ends_with(&format!("/console/approvals/{id}")));
-    assert_eq!(b.text(&b.find("#approval-state").await).await, "pending");
     assert!(
         b.text(&b.find("#reason").await)
             .await
             .contains("removes 3 of 8 seats")
     );
     assert_eq!(
-        b.text(&b.find("#plan-products tr[data-product='M365-BP'] td.seats").await)
-            .await,
+        b.text(
+            &b.find("#plan-products tr[data-product='M365-BP'] td.seats")
+                .await
+        )
+        .await,
         "4 → 1"
     );
 
     // Approved in the browser (the form carries the session's CSRF token): applied.
     b.click(&b.find("#approve").await).await;
-    assert!(b.url().await.ends_with(&format!("/console/approvals/{id}/approve")));
-    assert_eq!(b.text(&b.find("#outcome").await).await, "Applied", "{}", b.source().await);
-    assert!(b.text(&b.find("#decided").await).await.contains("now has 5 seat(s)"));
-    assert_eq!(w.quantity("M365-BP").await, Some(1), "the sandbox holds the new quantity");
+    let outcome = b.wait_for("#outcome").await;
+    assert_eq!(b.text(&outcome).await, "Applied", "{}", b.source().await);
+    assert!(
+        b.url()
+            .await
+            .ends_with(&format!("/console/approvals/{id}/approve"))
+    );
+    assert!(
+        b.text(&b.find("#decided").await)
+            .await
+            .contains("now has 5 seat(s)")
+    );
+    assert_eq!(
+        w.quantity("M365-BP").await,
+        Some(1),
+        "the sandbox holds the new quantity"
+    );
     assert_eq!(w.quantity("HELPDESK-USER").await, Some(4));
 
     // The clients page shows the seats the approval billed, and no pending approval.
     b.click(&b.find("header nav a").await).await;
     assert_eq!(
-        b.text(&b.find("tr[data-client='Acme'] td.seats").await)
+        b.text(&b.wait_for("#clients tr[data-client='Acme'] td.seats").await)
             .await,
         "5"
     );
-    assert!(b.find_all("tr[data-client='Acme'] a.approval-link").await.is_empty());
+    assert!(
+        b.find_all("tr[data-client='Acme'] a.approval-link")
+            .await
+            .is_empty()
+    );
     b.goto(&format!("{}/console/approvals/{id}", s.url)).await;
     assert_eq!(b.text(&b.find("#approval-state").await).await, "approved");
-    assert!(b.find_all("#approve").await.is_empty(), "decided: no buttons");
+    assert!(
+        b.find_all("#approve").await.is_empty(),
+        "decided: no buttons"
+    );
 
     // Listed among all approvals as approved.
-    b.goto(&format!("{}/console/approvals?state=all", s.url)).await;
-    b.find(&format!("tr[data-approval='{id}'][data-state='approved']")).await;
+    b.goto(&format!("{}/console/approvals?state=all", s.url))
+        .await;
+    b.find(&format!("tr[data-approval='{id}'][data-state='approved']"))
+        .await;
     b.close().await;
     assert!(!s.logs().contains(TOKEN), "the token is never logged");
 }

@@ -27,9 +27,9 @@ use serde_json::json;
 use sha2::Digest;
 use tracing::{info, warn};
 
+use super::Console;
 use super::auth::{SignedIn, encode_component};
 use super::views::client_href;
-use super::Console;
 use crate::approvals::{Approval, ApprovalError, ApprovalState, Approvals, Decided};
 use crate::engine::{Engine, EngineError, Options, RecordedRun, Verdict};
 use crate::report::run_report::{self, ContactCounts, ProductLine};
@@ -124,9 +124,10 @@ impl ApprovalRow {
             client_href: super::views::find(&console.service, &a.pipeline, &a.client)
                 .map(|_| client_href(&a.pipeline, &a.client)),
             state: a.state,
-            scheduled: a.effective.clone().filter(|_| {
-                a.state == ApprovalState::Pending && a.decided_by.is_some()
-            }),
+            scheduled: a
+                .effective
+                .clone()
+                .filter(|_| a.state == ApprovalState::Pending && a.decided_by.is_some()),
             reason: a.reason.clone(),
             trigger: a.trigger.clone(),
             created: moment(&a.created),
@@ -281,8 +282,10 @@ pub async fn list(
     };
     match listed {
         Ok(found) => {
-            let rows: Vec<ApprovalRow> =
-                found.iter().map(|a| ApprovalRow::new(&console, a)).collect();
+            let rows: Vec<ApprovalRow> = found
+                .iter()
+                .map(|a| ApprovalRow::new(&console, a))
+                .collect();
             let filters: Vec<_> = [
                 "pending",
                 "approved",
@@ -449,24 +452,46 @@ pub async fn approve(
         Err(e) => return console.failed("the client leases", &e, &who),
     };
     let by = decided_by(&who);
-    let options = Options {
-        lock_wait: LOCK_WAIT,
-        ..Options::default()
+    let decided = {
+        let (id, by) = (approval.id.clone(), by.clone());
+        // Driven on a blocking thread of this runtime: the compiler cannot prove the approval's
+        // future `Send` for every lifetime at once (a known limit of its reasoning about async
+        // code), which axum asks of a handler's future; `block_on` asks nothing of it.
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let options = Options {
+                lock_wait: LOCK_WAIT,
+                ..Options::default()
+            };
+            handle.block_on(crate::approvals::approve(
+                &engine, &pipeline, &id, &by, effective, &options,
+            ))
+        })
+        .await
     };
-    let decided =
-        crate::approvals::approve(&engine, &pipeline, &approval.id, &by, effective, &options)
-            .await;
+    let decided = match decided {
+        Ok(decided) => decided,
+        Err(e) => return console.failed("what approving came to", &e, &who),
+    };
     let outcome = match decided {
         Ok(Decided::Applied { approval, synced }) => {
             let run = synced.run_id.clone();
             let ok = synced.verdict() == Verdict::Ok;
             info!(approval = %approval.id, client = %approval.client, run = %run, by = %by, "Approved from the console.");
             let mut links = vec![
-                (format!("/console/runs/{}", encode_component(&run)), format!("Report of run {run}")),
+                (
+                    format!("/console/runs/{}", encode_component(&run)),
+                    format!("Report of run {run}"),
+                ),
                 (href(&approval.id), "The approval".into()),
             ];
-            if let Some(c) = super::views::find(&console.service, &approval.pipeline, &approval.client) {
-                links.push((client_href(&c.name, &approval.client), format!("Client {}", approval.client)));
+            if let Some(c) =
+                super::views::find(&console.service, &approval.pipeline, &approval.client)
+            {
+                links.push((
+                    client_href(&c.name, &approval.client),
+                    format!("Client {}", approval.client),
+                ));
             }
             if ok {
                 Outcome {

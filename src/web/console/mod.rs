@@ -452,7 +452,9 @@ async fn clients(
         Ok(mut rows) => {
             let pending = pending_approvals(&console).await;
             for row in &mut rows {
-                row.approval = pending.get(&(row.pipeline.clone(), row.client.clone())).cloned();
+                row.approval = pending
+                    .get(&(row.pipeline.clone(), row.client.clone()))
+                    .cloned();
             }
             console.render("clients", "clients", Some(&who), json!({ "clients": rows }))
         }

@@ -323,7 +323,11 @@ async fn without_a_token_set_the_console_is_off_and_opens_for_nobody() {
 async fn the_approval_pages_and_buttons_refuse_a_stranger_and_a_form_without_its_csrf_token() {
     let f = fixture(Some(TOKEN)).await;
     for page in ["/console/approvals/0123456789ab", "/console/approvals"] {
-        assert_eq!(f.get(page, &[]).await.status, StatusCode::UNAUTHORIZED, "{page}");
+        assert_eq!(
+            f.get(page, &[]).await.status,
+            StatusCode::UNAUTHORIZED,
+            "{page}"
+        );
         let browser = f.get(page, &[("accept", "text/html")]).await;
         assert_eq!(browser.status, StatusCode::SEE_OTHER, "{page}");
     }
@@ -332,7 +336,11 @@ async fn the_approval_pages_and_buttons_refuse_a_stranger_and_a_form_without_its
         let a = f.post(&path, &[], "csrf=00&reason=no").await;
         assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{button}");
         let wrong = f
-            .post(&path, &[("authorization", "Bearer not-the-token-at-all")], "reason=no")
+            .post(
+                &path,
+                &[("authorization", "Bearer not-the-token-at-all")],
+                "reason=no",
+            )
             .await;
         assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "{button}");
     }
@@ -341,13 +349,26 @@ async fn the_approval_pages_and_buttons_refuse_a_stranger_and_a_form_without_its
         let path = format!("/console/approvals/0123456789ab/{button}");
         for (form, origin, why) in [
             ("reason=no".to_owned(), "http://127.0.0.1:8080", "no token"),
-            ("csrf=0000&reason=no".to_owned(), "http://127.0.0.1:8080", "a wrong token"),
-            (format!("csrf={csrf}&reason=no"), "https://evil.example", "another site"),
+            (
+                "csrf=0000&reason=no".to_owned(),
+                "http://127.0.0.1:8080",
+                "a wrong token",
+            ),
+            (
+                format!("csrf={csrf}&reason=no"),
+                "https://evil.example",
+                "another site",
+            ),
         ] {
             let a = f
                 .post(&path, &[("cookie", &cookie), ("origin", origin)], &form)
                 .await;
-            assert_eq!(a.status, StatusCode::FORBIDDEN, "{button}, {why}: {}", a.body);
+            assert_eq!(
+                a.status,
+                StatusCode::FORBIDDEN,
+                "{button}, {why}: {}",
+                a.body
+            );
         }
         // With both, the handler runs and says what is wrong: there is no such approval.
         let a = f
@@ -382,11 +403,17 @@ async fn the_approval_pages_and_buttons_refuse_a_stranger_and_a_form_without_its
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     assert!(a.body.contains("YYYY-MM-DD"), "{}", a.body);
     let a = f
-        .get("/console/approvals?state=maybe", &[("authorization", &bearer)])
+        .get(
+            "/console/approvals?state=maybe",
+            &[("authorization", &bearer)],
+        )
         .await;
     assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
     let none = f
-        .get("/console/approvals/0123456789ab", &[("authorization", &bearer)])
+        .get(
+            "/console/approvals/0123456789ab",
+            &[("authorization", &bearer)],
+        )
         .await;
     assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.body);
 }
@@ -421,7 +448,9 @@ async fn a_notifications_approval_link_is_a_console_page() {
     );
     assert_eq!(copied.link.as_deref(), Some(link.as_str()));
     let f = fixture(Some(TOKEN)).await;
-    let a = f.get(path, &[("authorization", &format!("Bearer {TOKEN}"))]).await;
+    let a = f
+        .get(path, &[("authorization", &format!("Bearer {TOKEN}"))])
+        .await;
     // The route answers (no approval of that id in this empty store), not the router's 404.
     assert_eq!(a.status, StatusCode::NOT_FOUND);
     assert!(a.body.contains("No such approval"), "{}", a.body);
