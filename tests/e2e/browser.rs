@@ -133,21 +133,6 @@ impl Browser {
         }
     }
 
-    /// The first element matching `css`, once the page shows one: a click that submits a form
-    /// may return before the next page is there. Panics with the page after 60 s.
-    pub async fn wait_for(&self, css: &str) -> Element {
-        let start = std::time::Instant::now();
-        loop {
-            if let Some(e) = self.find_all(css).await.into_iter().next() {
-                return e;
-            }
-            if start.elapsed() > Duration::from_secs(60) {
-                return self.find(css).await;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
     pub async fn click(&self, e: &Element) {
         self.command(
             reqwest::Method::POST,
