@@ -116,10 +116,12 @@ pub struct GraphDirectory {
 pub(crate) struct TenantRun {
     users: tokio::sync::OnceCell<Result<Arc<UsersRead>, RemoteError>>,
     groups: tokio::sync::OnceCell<Arc<Walk<Group>>>,
-    members:
-        std::sync::Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<Walk<DirectoryObject>>>>>>,
+    members: std::sync::Mutex<HashMap<String, Arc<MembersRead>>>,
     skus: tokio::sync::OnceCell<SkusRead>,
 }
+
+/// One group's transitive members, read once per run by whichever client asks first.
+type MembersRead = tokio::sync::OnceCell<Arc<Walk<DirectoryObject>>>;
 
 /// The users part of a run, with the warnings reading them gave.
 struct UsersRead {
