@@ -393,7 +393,7 @@ enum Command {
     },
     /// Run a vendor sandbox standalone (a stateful fake of its API).
     Sandbox {
-        /// Which vendor: autotask, connectwise, graph, quickbooks or xero.
+        /// Which vendor: autotask, connectwise, graph, halopsa, quickbooks or xero.
         kind: String,
         /// The port on 127.0.0.1 to listen on.
         #[arg(long, default_value_t = 8421)]

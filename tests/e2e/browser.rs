@@ -121,15 +121,54 @@ impl Browser {
             .collect()
     }
 
-    /// The one element matching `css`; panics with the page when there is none.
+    /// The one element matching `css`; panics with the page when there is none. A click that
+    /// submits a form returns before the next page is in, so the element is looked for until
+    /// it appears or 15 s have passed (a wait for the page, not a measure of its speed).
     pub async fn find(&self, css: &str) -> Element {
-        match self.find_all(css).await.into_iter().next() {
-            Some(e) => e,
-            None => panic!(
-                "no `{css}` on {}:\n{}",
-                self.url().await,
-                self.source().await
-            ),
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if let Some(e) = self.find_all(css).await.into_iter().next() {
+                return e;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "no `{css}` on {}:\n{}",
+                    self.url().await,
+                    self.source().await
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The page's address once it contains `part`: a click that submits a form or follows a
+    /// link returns before the next page is in. Panics with the address after 15 s.
+    pub async fn until_url_contains(&self, part: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let url = self.url().await;
+            if url.contains(part) {
+                return url;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("the browser never reached an address containing `{part}`: at {url}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The page's source once it contains `text` (see `until_url_contains`).
+    pub async fn until_source_contains(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let source = self.source().await;
+            if source.contains(text) {
+                return source;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("`{text}` never appeared on {}:\n{source}", self.url().await);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
     }
 

@@ -193,6 +193,7 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
     assert!(b.cookies().await.is_empty(), "no session for a wrong token");
     b.type_into(&b.find("#token").await, TOKEN).await;
     b.click(&b.find("#sign-in").await).await;
+    b.find("tr[data-client]").await;
     assert_eq!(b.url().await, format!("{}/console", s.url));
     let cookies = b.cookies().await;
     assert_eq!(cookies.len(), 1, "{cookies:?}");
@@ -237,7 +238,7 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
     b.goto(&format!("{}/console/runs", s.url)).await;
     b.click(&b.find(&format!("tr[data-run='{}'] a", first.run_id)).await)
         .await;
-    assert!(b.source().await.contains("Billing run for e2e"));
+    b.until_source_contains("Billing run for e2e").await;
 
     // A job that fails (every agreement read does), shown with its error; retried once the
     // billing system is back, it bills the new person.
@@ -268,8 +269,8 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
     );
     w.sandbox.clear_faults();
     b.click(&b.find("button.retry").await).await;
-    assert!(b.url().await.contains("/console/jobs?retried="));
     b.find("#retried").await;
+    assert!(b.url().await.contains("/console/jobs?retried="));
     let start = Instant::now();
     while w.quantity("M365-BP").await != Some(4) {
         assert!(
@@ -290,9 +291,9 @@ async fn a_browser_signs_in_sees_the_clients_follows_a_run_to_its_report_and_ret
 
     // Signed out, the console is closed again.
     b.click(&b.find("header form button").await).await;
-    assert!(b.url().await.contains("/console/login?signed_out=1"));
+    b.until_url_contains("/console/login?signed_out=1").await;
     b.goto(&format!("{}/console/jobs", s.url)).await;
-    assert!(b.url().await.contains("/console/login?next="));
+    b.until_url_contains("/console/login?next=").await;
     b.close().await;
     assert!(!s.logs().contains(TOKEN), "the token is never logged");
 }
