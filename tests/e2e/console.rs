@@ -546,10 +546,7 @@ async fn a_browser_opens_a_refused_plan_approves_it_and_sees_the_seats_change() 
         "8 → 5"
     );
     b.click(&b.find(&format!("{row} a")).await).await;
-    assert_eq!(
-        b.text(&b.find("#approval-state").await).await,
-        "pending"
-    );
+    assert_eq!(b.text(&b.find("#approval-state").await).await, "pending");
     assert!(b.url().await.ends_with(&format!("/console/approvals/{id}")));
     assert!(
         b.text(&b.find("#reason").await)
