@@ -610,3 +610,124 @@ async fn a_browser_opens_a_refused_plan_approves_it_and_sees_the_seats_change() 
     b.close().await;
     assert!(!s.logs().contains(TOKEN), "the token is never logged");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_the_console_a_stale_approval_is_superseded_a_later_day_is_scheduled_and_a_rejection_writes_nothing()
+ {
+    let w = World::with_pipeline(&guarded(crate::support::PIPELINE), &people_csv(4, 4)).await;
+    let (code, out) = run(&w);
+    assert_eq!(code, Some(0), "{out}");
+    w.set_people(&people_csv(4, 1));
+    let (code, out) = run(&w);
+    assert_eq!(code, Some(2), "{out}");
+    let id = printed_id(&out);
+    let s = Served::start(&w, Some(TOKEN)).await;
+
+    // Someone at the MSP changes the client in ConnectWise: the plan is stale. Approving it
+    // writes nothing and links to the plan made again from what is there now.
+    w.by_hand(
+        "company/contacts",
+        serde_json::json!({
+            "firstName": "Walk", "lastName": "In",
+            "company": { "identifier": "ACME" }
+        }),
+    )
+    .await;
+    let writes = w.sandbox.write_requests();
+    let (status, page) = post_bearer(
+        &s,
+        &format!("/console/approvals/{id}/approve"),
+        "effective=",
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::CONFLICT, "{page}");
+    assert!(page.contains("data-outcome=\"superseded\""), "{page}");
+    assert_eq!(w.sandbox.write_requests(), writes, "nothing written");
+    assert_eq!(w.quantity("M365-BP").await, Some(4));
+    let store = w.open_store().await;
+    let approvals = rollcall::approvals::Approvals::open(&store)
+        .await
+        .expect("approvals");
+    let pending = approvals
+        .list(Some(rollcall::approvals::ApprovalState::Pending), 10)
+        .await
+        .expect("list");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let next = pending[0].id.clone();
+    assert_ne!(next, id);
+    assert!(
+        page.contains(&format!(
+            "id=\"next-approval\" href=\"/console/approvals/{next}\""
+        )),
+        "{page}"
+    );
+    let old = s.page(&format!("/console/approvals/{id}")).await;
+    assert!(old.contains("id=\"approval-state\">superseded<"), "{old}");
+    assert!(
+        old.contains(&format!(
+            "id=\"superseded-by\" href=\"/console/approvals/{next}\""
+        )),
+        "{old}"
+    );
+
+    // Approved to take effect in three days: nothing is written now.
+    let day = (chrono::Utc::now().date_naive() + chrono::Days::new(3)).to_string();
+    let (status, page) = post_bearer(
+        &s,
+        &format!("/console/approvals/{next}/approve"),
+        &format!("effective={day}"),
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    assert!(page.contains("data-outcome=\"scheduled\""), "{page}");
+    assert!(page.contains(&day), "{page}");
+    assert_eq!(
+        w.quantity("M365-BP").await,
+        Some(4),
+        "nothing written before the day"
+    );
+    let shown = s.page(&format!("/console/approvals/{next}")).await;
+    assert!(shown.contains("id=\"scheduled\""), "{shown}");
+    assert!(
+        shown.contains(&format!("id=\"effective\">{day}<")),
+        "{shown}"
+    );
+
+    // Rejected with a reason instead: nothing is written, the reason is kept.
+    let (status, page) = post_bearer(
+        &s,
+        &format!("/console/approvals/{next}/reject"),
+        "reason=the+export+was+cut+%3Cshort%3E",
+    )
+    .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{page}");
+    assert!(page.contains("data-outcome=\"rejected\""), "{page}");
+    assert_eq!(w.sandbox.write_requests(), writes, "nothing written");
+    let (rejected, _) = approvals.get(&next).await.expect("get");
+    assert_eq!(rejected.state, rollcall::approvals::ApprovalState::Rejected);
+    assert_eq!(rejected.note.as_deref(), Some("the export was cut <short>"));
+    let shown = s.page(&format!("/console/approvals/{next}")).await;
+    assert!(
+        shown.contains("the export was cut &lt;short&gt;"),
+        "{shown}"
+    );
+    let listed = s.page("/console/approvals?state=all").await;
+    assert!(
+        listed.contains(&format!(
+            "data-approval=\"{id}\" data-client=\"Acme\" data-state=\"superseded\""
+        )),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!(
+            "data-approval=\"{next}\" data-client=\"Acme\" data-state=\"rejected\""
+        )),
+        "{listed}"
+    );
+    assert!(
+        !s.page("/console/approvals")
+            .await
+            .contains("data-approval="),
+        "none pending"
+    );
+}
