@@ -67,7 +67,10 @@ impl Deciding {
 fn decided_by(who: &SignedIn) -> String {
     match who {
         SignedIn::Bearer => "the console (bearer token)".to_owned(),
-        SignedIn::Session { nonce } => {
+        SignedIn::Session {
+            user: Some(user), ..
+        } => format!("{user} (console, single sign-on)"),
+        SignedIn::Session { nonce, user: None } => {
             let digest = sha2::Sha256::digest(nonce.as_bytes());
             let short: String = digest.iter().take(3).map(|b| format!("{b:02x}")).collect();
             format!("the console (session {short})")

@@ -9,7 +9,8 @@
 //! It is server-rendered HTML from handlebars templates shipped in `templates/console/`, with
 //! charts drawn here as inline SVG: no script, no build step, nothing fetched from elsewhere
 //! (the Content-Security-Policy forbids it). Everything but the login page needs sign-in
-//! ([`auth`]); every form is checked for its CSRF token and origin before its handler runs.
+//! ([`auth`]: the shared token, or single sign-on through the staff's identity provider,
+//! [`oidc`]); every form is checked for its CSRF token and origin before its handler runs.
 //! Pages read the store, queue and pipelines the service already holds; the only writes are the
 //! buttons' (a job queued again, an approval approved or rejected), each through the same
 //! function the CLI calls.
@@ -17,6 +18,7 @@
 pub mod approvals;
 pub mod auth;
 pub mod chart;
+pub mod oidc;
 pub mod views;
 
 use std::sync::Arc;
@@ -86,6 +88,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "decided",
         include_str!("../../../templates/console/decided.hbs"),
     ),
+    (
+        "signed_on",
+        include_str!("../../../templates/console/signed_on.hbs"),
+    ),
 ];
 
 /// What every console handler shares.
@@ -94,6 +100,8 @@ pub struct Console {
     auth: Auth,
     pages: handlebars::Handlebars<'static>,
     deciding: Deciding,
+    /// Single sign-on, when it is set up.
+    oidc: Option<oidc::Oidc>,
 }
 
 impl std::fmt::Debug for Console {
@@ -119,6 +127,20 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         auth: Auth::new(settings),
         pages: pages(),
         deciding: Deciding::default(),
+        oidc: match &settings.oidc {
+            Some(Ok(s)) => {
+                info!(issuer = %s.issuer, "Single sign-on to the console is on.");
+                Some(oidc::Oidc::new(s.clone()))
+            }
+            Some(Err(why)) => {
+                warn!(
+                    why,
+                    "Single sign-on to the console is off: its settings are incomplete."
+                );
+                None
+            }
+            None => None,
+        },
     });
     match console.auth.off_because() {
         Some(why) => info!(why, "The console at /console is off."),
@@ -144,6 +166,8 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         ));
     Router::new()
         .route("/login", get(login_page).post(login))
+        .route("/sso", get(oidc::start))
+        .route("/sso/callback", get(oidc::callback))
         .merge(signed_in)
         .layer(middleware::map_response(security_headers))
         .with_state(console)
@@ -366,6 +390,8 @@ async fn login_page(
             "off": console.auth.off_because(),
             "error": null,
             "signed_out": q.signed_out.is_some(),
+            "sso": console.oidc.is_some(),
+            "next_query": auth::encode_component(&next),
         }),
     )
 }
@@ -420,11 +446,14 @@ async fn login(
                 "",
                 None,
                 json!({
-                    "next": next,
-                    "off": console.auth.off_because(),
-                    "error": "That is not the console's token.",
-                    "signed_out": false,
-                }),
+                        "next": next,
+                        "off": console.auth.off_because(),
+                        "error": "That is not the console's token.",
+                        "signed_out": false,
+                        "sso": console.oidc.is_some(),
+                        "next_query": auth::encode_component(&next),
+                "next_query": auth::encode_component(&next),
+                    }),
             )
         }
     }
