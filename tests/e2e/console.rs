@@ -30,6 +30,11 @@ impl Drop for Served {
 
 impl Served {
     async fn start(w: &World, token: Option<&str>) -> Served {
+        Served::start_with(w, token, &[]).await
+    }
+
+    /// With more environment: `{PORT}` in a value is the port serve listens on.
+    async fn start_with(w: &World, token: Option<&str>, env: &[(&str, &str)]) -> Served {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("port")
@@ -52,6 +57,9 @@ impl Served {
             Some(t) => cmd.env("ROLLCALL_CONSOLE_TOKEN", t),
             None => cmd.env_remove("ROLLCALL_CONSOLE_TOKEN"),
         };
+        for (k, v) in env {
+            cmd.env(k, v.replace("{PORT}", &port.to_string()));
+        }
         let child = cmd.spawn().expect("serve");
         let served = Served {
             child,
@@ -730,4 +738,156 @@ async fn from_the_console_a_stale_approval_is_superseded_a_later_day_is_schedule
             .contains("data-approval="),
         "none pending"
     );
+}
+
+/// A stand-in OpenID Connect provider at `http://localhost:PORT` (another site than the
+/// console's `127.0.0.1`): its authorize endpoint signs in `user` at once and sends the
+/// browser back with a code; its token endpoint answers that code with an ID token, once the
+/// PKCE verifier and the client secret are right. Its address.
+async fn identity_provider(user: &'static str) -> String {
+    use axum::extract::{Form, Query};
+    use axum::response::{IntoResponse, Redirect};
+    use axum::routing::{get, post};
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!(
+        "http://localhost:{}",
+        listener.local_addr().expect("addr").port()
+    );
+    // code → (challenge, nonce)
+    let codes: Arc<Mutex<HashMap<String, (String, String)>>> = Arc::default();
+    let (issued, redeemed) = (codes.clone(), codes);
+    let discovery = serde_json::json!({
+        "issuer": url,
+        "authorization_endpoint": format!("{url}/authorize"),
+        "token_endpoint": format!("{url}/token"),
+    });
+    let issuer = url.clone();
+    let app = axum::Router::new()
+        .route(
+            "/.well-known/openid-configuration",
+            get(move || async move { axum::Json(discovery) }),
+        )
+        .route(
+            "/authorize",
+            get(move |Query(q): Query<HashMap<String, String>>| async move {
+                let code = uuid::Uuid::new_v4().simple().to_string();
+                issued.lock().expect("codes").insert(
+                    code.clone(),
+                    (q["code_challenge"].clone(), q["nonce"].clone()),
+                );
+                Redirect::to(&format!(
+                    "{}?code={code}&state={}",
+                    q["redirect_uri"], q["state"]
+                ))
+            }),
+        )
+        .route(
+            "/token",
+            post(move |Form(f): Form<HashMap<String, String>>| async move {
+                let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+                let found = redeemed.lock().expect("codes").remove(&f["code"]);
+                match found {
+                    Some((challenge, nonce))
+                        if b64.encode(sha2::Sha256::digest(f["code_verifier"].as_bytes()))
+                            == challenge
+                            && f["client_secret"] == "sso-secret-of-the-test" =>
+                    {
+                        let claims = serde_json::json!({
+                            "iss": issuer, "aud": "rollcall-console", "nonce": nonce,
+                            "exp": chrono::Utc::now().timestamp() + 300, "email": user,
+                        });
+                        let token = format!(
+                            "{}.{}.sig",
+                            b64.encode(br#"{"alg":"RS256"}"#),
+                            b64.encode(claims.to_string())
+                        );
+                        axum::Json(serde_json::json!({ "id_token": token })).into_response()
+                    }
+                    _ => (
+                        reqwest::StatusCode::BAD_REQUEST,
+                        axum::Json(serde_json::json!({ "error": "invalid_grant" })),
+                    )
+                        .into_response(),
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_signs_in_through_single_sign_on_and_the_approval_records_who_approved() {
+    if !browser_available("console single sign-on in a browser") {
+        return;
+    }
+    let w = World::with_pipeline(&guarded(crate::support::PIPELINE), &people_csv(4, 4)).await;
+    let (code, out) = run(&w);
+    assert_eq!(code, Some(0), "{out}");
+    w.set_people(&people_csv(4, 1));
+    let (code, out) = run(&w);
+    assert_eq!(code, Some(2), "{out}");
+    let id = printed_id(&out);
+    let issuer = identity_provider("alice@msp.example").await;
+    let s = Served::start_with(
+        &w,
+        Some(TOKEN),
+        &[
+            ("ROLLCALL_CONSOLE_OIDC_ISSUER", &issuer),
+            ("ROLLCALL_CONSOLE_OIDC_CLIENT_ID", "rollcall-console"),
+            (
+                "ROLLCALL_CONSOLE_OIDC_CLIENT_SECRET",
+                "sso-secret-of-the-test",
+            ),
+            (
+                "ROLLCALL_CONSOLE_OIDC_REDIRECT_URL",
+                "http://127.0.0.1:{PORT}/console/sso/callback",
+            ),
+            ("ROLLCALL_CONSOLE_OIDC_ALLOW", "@msp.example"),
+        ],
+    )
+    .await;
+    let driver = ChromeDriver::start().unwrap_or_else(|e| panic!("{e}"));
+    let b = Browser::open(&driver).await;
+
+    // From the approval's link to the login page, through the provider and back.
+    b.goto(&format!("{}/console/approvals/{id}", s.url)).await;
+    b.click(&b.find("#sso").await).await;
+    assert_eq!(b.text(&b.find("#user").await).await, "alice@msp.example");
+    b.click(&b.find("#continue").await).await;
+    assert_eq!(b.text(&b.find("#approval-state").await).await, "pending");
+    assert!(b.url().await.ends_with(&format!("/console/approvals/{id}")));
+
+    // Approved by alice, by name.
+    b.click(&b.find("#approve").await).await;
+    assert_eq!(b.text(&b.find("#outcome").await).await, "Applied");
+    assert_eq!(w.quantity("M365-BP").await, Some(1));
+    let (approval, _) = rollcall::approvals::Approvals::open(&w.open_store().await)
+        .await
+        .expect("approvals")
+        .get(&id)
+        .await
+        .expect("get");
+    assert_eq!(
+        approval.decided_by.as_deref(),
+        Some("alice@msp.example (console, single sign-on)")
+    );
+    b.close().await;
+    let logs = s.logs();
+    assert!(
+        logs.contains("Single sign-on to the console is on"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("sso-secret-of-the-test"),
+        "the client secret is never logged"
+    );
+    assert!(!logs.contains(TOKEN), "the token is never logged");
 }
