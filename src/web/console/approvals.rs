@@ -448,8 +448,9 @@ pub async fn approve(
             &who,
         );
     };
-    let lock = console.deciding.of(&approval.id);
-    let _turn = lock.lock().await;
+    // Held until the apply ends, even when the browser goes away meanwhile (axum then drops
+    // this handler, not the blocking task below).
+    let turn = console.deciding.of(&approval.id).lock_owned().await;
     let engine = match console_engine(&console).await {
         Ok(engine) => engine,
         Err(e) => return console.failed("the client leases", &e, &who),
@@ -462,6 +463,7 @@ pub async fn approve(
         // code), which axum asks of a handler's future; `block_on` asks nothing of it.
         let handle = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let options = Options {
                 lock_wait: LOCK_WAIT,
                 ..Options::default()
