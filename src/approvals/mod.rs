@@ -527,6 +527,10 @@ pub async fn approve(
         .any(|o| matches!(o.state, crate::apply::OutcomeState::Stale { .. }));
     let at = now();
     if stale {
+        // Someone else decided while this waited for the client's lease (another replica's
+        // console, a second terminal): the state moved because of them. Nothing was written.
+        let (now_kept, _) = approvals.load(&approval.id).await?;
+        pending(&now_kept)?;
         info!(approval = %approval.id, client = %approval.client, "The billing system changed since the plan was made; planning again.");
         // Planned again as a run would, without applying: the new plan is for a person too.
         let replan_options = Options {

@@ -64,7 +64,13 @@ pub struct Message {
 impl Message {
     pub fn new(event: Event, console_url: Option<&str>) -> Message {
         let link = match (&event.approval, console_url) {
-            (Some(id), Some(url)) => Some(format!("{url}/console/approvals/{id}")),
+            // The console's own address (`…/console`) is taken for the service's, as people
+            // copy it from the browser.
+            (Some(id), Some(url)) => {
+                let url = url.trim_end_matches('/');
+                let base = url.strip_suffix("/console").unwrap_or(url);
+                Some(format!("{base}/console/approvals/{id}"))
+            }
             _ => None,
         };
         let action = match (event.kind, &event.approval) {

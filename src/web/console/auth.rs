@@ -37,6 +37,8 @@ pub struct Settings {
     /// `ROLLCALL_CONSOLE_TOKEN`: without it (or when shorter than [`MIN_TOKEN_CHARS`]) the
     /// console is off and refuses every sign-in.
     pub token: Option<Secret>,
+    /// Single sign-on (`ROLLCALL_CONSOLE_OIDC_*`), or why its settings cannot be used.
+    pub oidc: Option<Result<super::oidc::OidcSettings, String>>,
 }
 
 impl Settings {
@@ -46,6 +48,7 @@ impl Settings {
                 .ok()
                 .filter(|t| !t.is_empty())
                 .map(Secret::new),
+            oidc: super::oidc::OidcSettings::from_env(),
         }
     }
 
@@ -66,8 +69,9 @@ impl Settings {
 pub enum SignedIn {
     /// The token as an `Authorization: Bearer` header.
     Bearer,
-    /// A session cookie from the login form.
-    Session { nonce: String },
+    /// A session cookie from the login form, or from single sign-on (`user`: who the identity
+    /// provider said signed in).
+    Session { nonce: String, user: Option<String> },
 }
 
 /// The keys derived from the token, and the sessions signed out before they expired.
@@ -142,13 +146,13 @@ impl Auth {
             return self.is_token(bearer).then_some(SignedIn::Bearer);
         }
         let value = cookie(headers, COOKIE)?;
-        let (expires, nonce) = self.verify_session(value, now)?;
+        let (expires, nonce, user) = self.verify_session(value, now)?;
         let revoked = self
             .revoked
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .contains(&(nonce.clone(), expires));
-        (!revoked).then_some(SignedIn::Session { nonce })
+        (!revoked).then_some(SignedIn::Session { nonce, user })
     }
 
     /// A new session's cookie value, valid until `now + SESSION_SECONDS`.
@@ -160,9 +164,40 @@ impl Auth {
         Some(format!("v1.{expires}.{nonce}.{mac}"))
     }
 
+    /// A new session's cookie value for `user`, whom single sign-on vouched for.
+    pub fn new_session_as(&self, now: i64, user: &str) -> Option<String> {
+        let keys = self.keys.as_ref()?;
+        let nonce = uuid::Uuid::new_v4().simple().to_string();
+        let expires = now + SESSION_SECONDS;
+        let user = hex(user.as_bytes());
+        let mac = sign(&keys.mac, &format!("session2|{expires}|{nonce}|{user}"));
+        Some(format!("v2.{expires}.{nonce}.{user}.{mac}"))
+    }
+
+    /// `value` signed for `purpose` (a cookie the console gets back, such as sign-on's state).
+    pub fn seal(&self, purpose: &str, value: &str) -> Option<String> {
+        let keys = self.keys.as_ref()?;
+        let value = hex(value.as_bytes());
+        Some(format!(
+            "{value}.{}",
+            sign(&keys.mac, &format!("seal|{purpose}|{value}"))
+        ))
+    }
+
+    /// What [`Auth::seal`] signed, if `sealed` is intact.
+    pub fn unseal(&self, purpose: &str, sealed: &str) -> Option<String> {
+        let keys = self.keys.as_ref()?;
+        let (value, mac) = sealed.split_once('.')?;
+        let expected = sign(&keys.mac, &format!("seal|{purpose}|{value}"));
+        if !crate::web::signature::same_secret(mac, &expected) {
+            return None;
+        }
+        String::from_utf8(unhex(value)?).ok()
+    }
+
     /// Ends the session in `headers`' cookie for this process (the cookie is also cleared).
     pub fn sign_out(&self, headers: &HeaderMap, now: i64) {
-        let Some((expires, nonce)) =
+        let Some((expires, nonce, _)) =
             cookie(headers, COOKIE).and_then(|v| self.verify_session(v, now))
         else {
             return;
@@ -172,8 +207,27 @@ impl Auth {
         revoked.insert((nonce, expires));
     }
 
-    fn verify_session(&self, value: &str, now: i64) -> Option<(i64, String)> {
+    fn verify_session(&self, value: &str, now: i64) -> Option<(i64, String, Option<String>)> {
         let keys = self.keys.as_ref()?;
+        if let Some(v2) = value.strip_prefix("v2.") {
+            let mut parts = v2.split('.');
+            let (Some(expires), Some(nonce), Some(user), Some(mac), None) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                return None;
+            };
+            let expected = sign(&keys.mac, &format!("session2|{expires}|{nonce}|{user}"));
+            if !crate::web::signature::same_secret(mac, &expected) {
+                return None;
+            }
+            let expires: i64 = expires.parse().ok()?;
+            let user = String::from_utf8(unhex(user)?).ok()?;
+            return (expires > now).then(|| (expires, nonce.to_owned(), Some(user)));
+        }
         let mut parts = value.split('.');
         let (Some("v1"), Some(expires), Some(nonce), Some(mac), None) = (
             parts.next(),
@@ -189,7 +243,7 @@ impl Auth {
             return None;
         }
         let expires: i64 = expires.parse().ok()?;
-        (expires > now).then(|| (expires, nonce.to_owned()))
+        (expires > now).then(|| (expires, nonce.to_owned(), None))
     }
 
     /// The CSRF token forms carry for this sign-in.
@@ -198,7 +252,7 @@ impl Auth {
             return String::new();
         };
         match who {
-            SignedIn::Session { nonce } => sign(&keys.mac, &format!("csrf|{nonce}")),
+            SignedIn::Session { nonce, .. } => sign(&keys.mac, &format!("csrf|{nonce}")),
             SignedIn::Bearer => sign(&keys.mac, "csrf|bearer"),
         }
     }
@@ -223,6 +277,20 @@ fn sign(key: &[u8; 32], message: &str) -> String {
         .into_bytes()
         .iter()
         .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
 }
 
@@ -353,6 +421,7 @@ mod tests {
     fn auth() -> Auth {
         Auth::new(&Settings {
             token: Some(Secret::new("a-console-token-of-length")),
+            oidc: None,
         })
     }
 
@@ -384,6 +453,7 @@ mod tests {
         for token in [None, Some("short")] {
             let off = Auth::new(&Settings {
                 token: token.map(Secret::new),
+                oidc: None,
             });
             assert!(off.off_because().is_some());
             assert!(!off.is_token(token.unwrap_or_default()));
@@ -412,6 +482,7 @@ mod tests {
         assert_eq!(a.signed_in(&h2, now), None);
         let other = Auth::new(&Settings {
             token: Some(Secret::new("another-token-entirely")),
+            oidc: None,
         });
         assert_eq!(other.signed_in(&h, now), None);
         // CSRF: the session's own token only.
@@ -480,5 +551,25 @@ mod tests {
         ] {
             assert_eq!(safe_next(Some(bad)), "/console", "{bad}");
         }
+    }
+
+    #[test]
+    fn a_single_sign_on_session_names_its_person_and_cannot_be_renamed() {
+        let a = auth();
+        let value = a.new_session_as(0, "alice@msp.example").expect("session");
+        let h = with(&[("cookie", &format!("{COOKIE}={value}"))]);
+        assert_eq!(
+            a.signed_in(&h, 1),
+            Some(SignedIn::Session {
+                nonce: value.split('.').nth(2).expect("nonce").to_owned(),
+                user: Some("alice@msp.example".into()),
+            })
+        );
+        let renamed = value.replace(&hex(b"alice@msp.example"), &hex(b"mallory@msp.example"));
+        let h = with(&[("cookie", &format!("{COOKIE}={renamed}"))]);
+        assert_eq!(a.signed_in(&h, 1), None);
+        let sealed = a.seal("sso", "state|nonce").expect("sealed");
+        assert_eq!(a.unseal("sso", &sealed).as_deref(), Some("state|nonce"));
+        assert_eq!(a.unseal("other", &sealed), None);
     }
 }

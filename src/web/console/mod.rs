@@ -9,12 +9,16 @@
 //! It is server-rendered HTML from handlebars templates shipped in `templates/console/`, with
 //! charts drawn here as inline SVG: no script, no build step, nothing fetched from elsewhere
 //! (the Content-Security-Policy forbids it). Everything but the login page needs sign-in
-//! ([`auth`]); every form is checked for its CSRF token and origin before its handler runs.
+//! ([`auth`]: the shared token, or single sign-on through the staff's identity provider,
+//! [`oidc`]); every form is checked for its CSRF token and origin before its handler runs.
 //! Pages read the store, queue and pipelines the service already holds; the only writes are the
-//! buttons' (a job queued again), each through the same function the CLI calls.
+//! buttons' (a job queued again, an approval approved or rejected), each through the same
+//! function the CLI calls.
 
+pub mod approvals;
 pub mod auth;
 pub mod chart;
+pub mod oidc;
 pub mod views;
 
 use std::sync::Arc;
@@ -31,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tracing::{error, info, warn};
 
+use approvals::Deciding;
 pub use auth::Settings;
 use auth::{Auth, SignedIn};
 
@@ -71,6 +76,22 @@ const TEMPLATES: &[(&str, &str)] = &[
         "message",
         include_str!("../../../templates/console/message.hbs"),
     ),
+    (
+        "approvals",
+        include_str!("../../../templates/console/approvals.hbs"),
+    ),
+    (
+        "approval",
+        include_str!("../../../templates/console/approval.hbs"),
+    ),
+    (
+        "decided",
+        include_str!("../../../templates/console/decided.hbs"),
+    ),
+    (
+        "signed_on",
+        include_str!("../../../templates/console/signed_on.hbs"),
+    ),
 ];
 
 /// What every console handler shares.
@@ -78,6 +99,9 @@ pub struct Console {
     service: Arc<Service>,
     auth: Auth,
     pages: handlebars::Handlebars<'static>,
+    deciding: Deciding,
+    /// Single sign-on, when it is set up.
+    oidc: Option<oidc::Oidc>,
 }
 
 impl std::fmt::Debug for Console {
@@ -102,6 +126,21 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         service,
         auth: Auth::new(settings),
         pages: pages(),
+        deciding: Deciding::default(),
+        oidc: match &settings.oidc {
+            Some(Ok(s)) => {
+                info!(issuer = %s.issuer, "Single sign-on to the console is on.");
+                Some(oidc::Oidc::new(s.clone()))
+            }
+            Some(Err(why)) => {
+                warn!(
+                    why,
+                    "Single sign-on to the console is off: its settings are incomplete."
+                );
+                None
+            }
+            None => None,
+        },
     });
     match console.auth.off_because() {
         Some(why) => info!(why, "The console at /console is off."),
@@ -114,6 +153,10 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         .route("/runs/{id}", get(run_report))
         .route("/jobs", get(jobs))
         .route("/jobs/{id}/retry", post(retry))
+        .route("/approvals", get(approvals::list))
+        .route("/approvals/{id}", get(approvals::show))
+        .route("/approvals/{id}/approve", post(approvals::approve))
+        .route("/approvals/{id}/reject", post(approvals::reject))
         .route("/connections", get(connections))
         .route("/health", get(health))
         .route("/logout", post(logout))
@@ -123,6 +166,8 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(
         ));
     Router::new()
         .route("/login", get(login_page).post(login))
+        .route("/sso", get(oidc::start))
+        .route("/sso/callback", get(oidc::callback))
         .merge(signed_in)
         .layer(middleware::map_response(security_headers))
         .with_state(console)
@@ -345,6 +390,8 @@ async fn login_page(
             "off": console.auth.off_because(),
             "error": null,
             "signed_out": q.signed_out.is_some(),
+            "sso": console.oidc.is_some(),
+            "next_query": auth::encode_component(&next),
         }),
     )
 }
@@ -399,11 +446,14 @@ async fn login(
                 "",
                 None,
                 json!({
-                    "next": next,
-                    "off": console.auth.off_because(),
-                    "error": "That is not the console's token.",
-                    "signed_out": false,
-                }),
+                        "next": next,
+                        "off": console.auth.off_because(),
+                        "error": "That is not the console's token.",
+                        "signed_out": false,
+                        "sso": console.oidc.is_some(),
+                        "next_query": auth::encode_component(&next),
+                "next_query": auth::encode_component(&next),
+                    }),
             )
         }
     }
@@ -428,7 +478,15 @@ async fn clients(
     Extension(who): Extension<SignedIn>,
 ) -> Response {
     match views::clients(&console.service).await {
-        Ok(rows) => console.render("clients", "clients", Some(&who), json!({ "clients": rows })),
+        Ok(mut rows) => {
+            let pending = pending_approvals(&console).await;
+            for row in &mut rows {
+                row.approval = pending
+                    .get(&(row.pipeline.clone(), row.client.clone()))
+                    .cloned();
+            }
+            console.render("clients", "clients", Some(&who), json!({ "clients": rows }))
+        }
         Err(e) => console.failed("the clients", &e, &who),
     }
 }
@@ -447,8 +505,32 @@ async fn client(
         );
     };
     match views::client_page(&console.service, found, &client).await {
-        Ok(page) => console.render("client", "clients", Some(&who), page),
+        Ok(mut page) => {
+            page.approval = pending_approvals(&console)
+                .await
+                .remove(&(page.pipeline.clone(), page.client.clone()));
+            console.render("client", "clients", Some(&who), page)
+        }
         Err(e) => console.failed("the client's runs", &e, &who),
+    }
+}
+
+/// Each client's pending approval; a store that cannot say leaves the pages without links.
+async fn pending_approvals(
+    console: &Console,
+) -> std::collections::HashMap<(String, String), views::PendingLink> {
+    match approvals::pending_of(console).await {
+        Ok(pending) => pending
+            .into_iter()
+            .map(|(k, id)| {
+                let href = approvals::href(&id);
+                (k, views::PendingLink { id, href })
+            })
+            .collect(),
+        Err(e) => {
+            warn!(error = %e, "The console could not read the pending approvals.");
+            Default::default()
+        }
     }
 }
 

@@ -62,6 +62,15 @@ pub struct ClientRow {
     pub last: Option<ClientRun>,
     pub runs: usize,
     pub spark: String,
+    /// The pending approval the client waits on (filled in by the page's handler).
+    pub approval: Option<PendingLink>,
+}
+
+/// A client's pending approval, linked from its rows and page.
+#[derive(Debug, Clone, Serialize)]
+pub struct PendingLink {
+    pub id: String,
+    pub href: String,
 }
 
 /// The recorded runs of one pipeline, oldest first, per client.
@@ -175,6 +184,7 @@ pub async fn clients(service: &Service) -> Result<Vec<ClientRow>, ViewError> {
                 spark: chart::spark("seats", &seat_points(&runs)),
                 runs: runs.len(),
                 last: runs.last().cloned(),
+                approval: None,
             });
         }
     }
@@ -213,6 +223,8 @@ pub struct ClientPage {
     pub holders: Vec<Holder>,
     /// Newest first.
     pub runs: Vec<ClientRun>,
+    /// The pending approval the client waits on (filled in by the page's handler).
+    pub approval: Option<PendingLink>,
 }
 
 /// The pipeline and client named in a console address, as the service knows them.
@@ -290,6 +302,7 @@ pub async fn client_page(
         ),
         holders,
         runs: runs.into_iter().rev().take(30).collect(),
+        approval: None,
     })
 }
 
