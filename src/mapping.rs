@@ -400,6 +400,10 @@ pub struct TemplateSet {
     mentions_groups: bool,
     /// The person fields any template names: what each person's JSON is made of.
     person_fields: PersonFields,
+    /// Person templates that are one text field alone (`{{given_name}}`, as the defaults are),
+    /// by template name: their text is the field's, so they are not rendered by handlebars,
+    /// which with its context was most of a contact's cost.
+    field_alone: HashMap<String, &'static str>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -426,6 +430,7 @@ impl TemplateSet {
             uses_people: Default::default(),
             mentions_groups: false,
             person_fields: PersonFields::NONE,
+            field_alone: HashMap::new(),
         }
     }
 
@@ -441,6 +446,17 @@ impl TemplateSet {
         }
         self.mentions_groups |= source.contains("groups");
         self.person_fields.0 |= PersonFields::named_in(source).0;
+        if matches!(kind, TemplateKind::Person)
+            && let Some(field) = source
+                .trim()
+                .strip_prefix("{{")
+                .and_then(|s| s.strip_suffix("}}"))
+                .and_then(|f| TEXT_FIELDS.iter().find(|t| **t == f))
+        {
+            self.field_alone.insert(name.to_owned(), *field);
+        } else {
+            self.field_alone.remove(name);
+        }
         let mut strict = Handlebars::new();
         strict.set_strict_mode(true);
         strict.register_escape_fn(handlebars::no_escape);
@@ -1002,7 +1018,18 @@ fn grace_holders(
 
 /// The values of the person's fields that `rules` read, as text: the evidence for a seat.
 pub fn evidence(p: &Person, rules: &[&Predicate]) -> Evidence {
-    let mut out = Evidence::new();
+    // Sized to the names the rules read, once each: a plan holds one of these per seat.
+    let names = rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            rule.variables
+                .iter()
+                .filter(|v| !rules[..i].iter().any(|r| r.variables.contains(v)))
+                .count()
+        })
+        .sum();
+    let mut out = Evidence::with_capacity(names);
     for rule in rules {
         for var in rule.variables.iter() {
             let value = match var.as_str() {
@@ -1086,14 +1113,22 @@ fn contact_fields(
     templates: &TemplateSet,
     p: &Person,
 ) -> Result<ContactFields, String> {
-    let data = handlebars::Context::from(person_json(p, templates.person_fields));
+    // Made only for a template that is more than one field (the defaults are one each).
+    let data = std::cell::OnceCell::new();
     let render = |name: &Option<String>| -> Result<Option<String>, String> {
-        match name {
-            Some(n) => templates
-                .render(n, &data)
-                .map(|s| (!s.is_empty()).then_some(s)),
-            None => Ok(None),
-        }
+        let Some(n) = name else {
+            return Ok(None);
+        };
+        let text = match templates.field_alone.get(n) {
+            Some(field) => person_text(p, field).trim().to_owned(),
+            None => templates.render(
+                n,
+                data.get_or_init(|| {
+                    handlebars::Context::from(person_json(p, templates.person_fields))
+                }),
+            )?,
+        };
+        Ok((!text.is_empty()).then_some(text))
     };
     Ok(ContactFields {
         first_name: render(&t.first_name)?.unwrap_or_default(),
@@ -1103,6 +1138,34 @@ fn contact_fields(
         phone: render(&t.phone)?,
     })
 }
+
+/// A person's text field by its template name, as [`person_json`] has it.
+fn person_text<'p>(p: &'p Person, field: &str) -> std::borrow::Cow<'p, str> {
+    use std::borrow::Cow::{Borrowed, Owned};
+    match field {
+        "id" => Borrowed(&p.id),
+        "username" => Borrowed(&p.username),
+        "given_name" => Borrowed(&p.given_name),
+        "surname" => Borrowed(&p.surname),
+        "display_name" => Borrowed(&p.display_name),
+        "email" => Borrowed(p.email.as_deref().unwrap_or_default()),
+        "upn" => Borrowed(p.upn.as_deref().unwrap_or_default()),
+        "name" => Owned(p.billing_name()),
+        _ => Borrowed(""),
+    }
+}
+
+/// The text fields [`person_text`] knows.
+const TEXT_FIELDS: &[&str] = &[
+    "id",
+    "username",
+    "given_name",
+    "surname",
+    "display_name",
+    "email",
+    "upn",
+    "name",
+];
 
 #[cfg(test)]
 mod tests {
