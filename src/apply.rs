@@ -245,19 +245,37 @@ async fn record_seats(
         .as_ref()
         .is_some_and(|c| c.is_complete())
     {
+        // The ledger takes evidence as a map: made here, for the seats being recorded only.
+        let evidence: Vec<Vec<std::collections::BTreeMap<String, String>>> = client
+            .seats
+            .iter()
+            .map(|s| {
+                s.people
+                    .iter()
+                    .map(|h| {
+                        h.evidence
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.clone()))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
         let seats: Vec<LedgerSeats<'_>> = client
             .seats
             .iter()
-            .map(|s| LedgerSeats {
+            .zip(&evidence)
+            .map(|(s, evidence)| LedgerSeats {
                 product: &s.product,
                 rule: &s.rule,
                 people: s
                     .people
                     .iter()
-                    .map(|h| LedgerHolder {
+                    .zip(evidence)
+                    .map(|(h, evidence)| LedgerHolder {
                         person_id: &h.person_id,
                         name: &h.name,
-                        evidence: &h.evidence,
+                        evidence,
                         contact: h.contact.as_deref(),
                         by_grace: h.grace_until.is_some(),
                     })

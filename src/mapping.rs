@@ -12,11 +12,13 @@ use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Program, Value};
 use handlebars::Handlebars;
-use rollcall_core::{AdditionFields, ContactFields, Currency, DirectoryRead, Person, round_money};
+use rollcall_core::{
+    AdditionFields, AttributeName, ContactFields, Currency, DirectoryRead, Person, round_money,
+};
 use rust_decimal::Decimal;
 use serde_json::json;
 
-use crate::plan::{Desired, DesiredAddition, Excluded, SeatHolder};
+use crate::plan::{Desired, DesiredAddition, Evidence, Excluded, SeatHolder};
 
 /// The variables a predicate may use, each a field of the person.
 pub const PREDICATE_VARIABLES: &[&str] = &[
@@ -48,6 +50,8 @@ pub const TEMPLATE_HINT_LINE: &str = "line descriptions are handlebars over {{pr
 pub struct Predicate {
     source: String,
     program: Arc<Program>,
+    /// The person variables the rule reads, found once: they name each seat's evidence.
+    variables: Arc<[AttributeName]>,
     /// Where the pipeline wrote it (`file:line:col`), for warnings about what it names.
     at: Option<Arc<str>>,
 }
@@ -74,9 +78,16 @@ impl Predicate {
         if let Some(first) = unknown.first() {
             return Err(format!("unknown variable `{first}`"));
         }
+        let variables = references
+            .variables()
+            .into_iter()
+            .filter(|v| PREDICATE_VARIABLES.contains(v))
+            .map(AttributeName::new)
+            .collect();
         let predicate = Predicate {
             source: source.to_owned(),
             program: Arc::new(program),
+            variables,
             at: None,
         };
         match predicate.eval(&PersonVars::new(&sample_person())) {
@@ -367,7 +378,7 @@ fn sample_person() -> Person {
             sku: "SPB".into(),
             name: "Microsoft 365 Business Premium".into(),
         }],
-        attributes: BTreeMap::from([("title".to_owned(), "Engineer".to_owned())]),
+        attributes: rollcall_core::Attributes::from([("title", "Engineer".to_owned())]),
     }
 }
 
@@ -387,6 +398,12 @@ pub struct TemplateSet {
     /// Whether any template mentions `groups`: a person's groups may then be printed, so a
     /// directory must read every group, not only those the rules name.
     mentions_groups: bool,
+    /// The person fields any template names: what each person's JSON is made of.
+    person_fields: PersonFields,
+    /// Person templates that are one text field alone (`{{given_name}}`, as the defaults are),
+    /// by template name: their text is the field's, so they are not rendered by handlebars,
+    /// which with its context was most of a contact's cost.
+    field_alone: HashMap<String, &'static str>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -412,6 +429,8 @@ impl TemplateSet {
             registry,
             uses_people: Default::default(),
             mentions_groups: false,
+            person_fields: PersonFields::NONE,
+            field_alone: HashMap::new(),
         }
     }
 
@@ -426,6 +445,18 @@ impl TemplateSet {
             self.uses_people.insert(name.to_owned());
         }
         self.mentions_groups |= source.contains("groups");
+        self.person_fields.0 |= PersonFields::named_in(source).0;
+        if matches!(kind, TemplateKind::Person)
+            && let Some(field) = source
+                .trim()
+                .strip_prefix("{{")
+                .and_then(|s| s.strip_suffix("}}"))
+                .and_then(|f| TEXT_FIELDS.iter().find(|t| **t == f))
+        {
+            self.field_alone.insert(name.to_owned(), *field);
+        } else {
+            self.field_alone.remove(name);
+        }
         let mut strict = Handlebars::new();
         strict.set_strict_mode(true);
         strict.register_escape_fn(handlebars::no_escape);
@@ -433,9 +464,9 @@ impl TemplateSet {
             TemplateKind::Person => {
                 let mut p = sample_person();
                 for attr in referenced_attributes(source) {
-                    p.attributes.insert(attr, "x".into());
+                    p.attributes.insert(attr.into(), "x".into());
                 }
-                person_json(&p)
+                person_json(&p, PersonFields::ALL)
             }
             TemplateKind::Line => line_json(
                 "product",
@@ -443,7 +474,7 @@ impl TemplateSet {
                 1,
                 Decimal::ONE,
                 &[&sample_person()],
-                true,
+                Some(PersonFields::ALL),
             ),
         };
         strict
@@ -487,14 +518,92 @@ fn referenced_attributes(source: &str) -> Vec<String> {
         .collect()
 }
 
-fn person_json(p: &Person) -> serde_json::Value {
-    let mut v = serde_json::to_value(p).unwrap_or_default();
-    if let Some(map) = v.as_object_mut() {
-        map.insert("name".into(), json!(p.billing_name()));
-        map.insert("email".into(), json!(p.email.clone().unwrap_or_default()));
-        map.insert("upn".into(), json!(p.upn.clone().unwrap_or_default()));
+/// The fields of a person a template may name, in the order of [`person_json`]'s object.
+const PERSON_FIELDS: &[&str] = &[
+    "id",
+    "username",
+    "given_name",
+    "surname",
+    "display_name",
+    "email",
+    "upn",
+    "enabled",
+    "groups",
+    "licenses",
+    "attributes",
+    "name",
+];
+
+/// Which of [`PERSON_FIELDS`] the templates name: only those are put in each person's JSON.
+///
+/// Serialising every field of every person (groups, licences, attributes) for templates that
+/// print a first name was the largest part of mapping after the rules (issue 18: 603 M of
+/// 2,183 M instructions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PersonFields(u16);
+
+impl PersonFields {
+    const NONE: PersonFields = PersonFields(0);
+    const ALL: PersonFields = PersonFields((1 << PERSON_FIELDS.len()) - 1);
+
+    /// The fields `source` names, as whole words. A template that can reach a field without
+    /// naming it (`this`, `@root`, a `.`/`..` path, a partial) gets every field.
+    fn named_in(source: &str) -> PersonFields {
+        let bare_dot = source.char_indices().any(|(i, c)| {
+            c == '.'
+                && !source[..i].ends_with(|p: char| p.is_alphanumeric() || p == '_' || p == ']')
+        });
+        if source.contains("this") || source.contains("@root") || source.contains('>') || bare_dot {
+            return PersonFields::ALL;
+        }
+        let mut fields = PersonFields::NONE;
+        for word in source.split(|c: char| !(c.is_alphanumeric() || c == '_')) {
+            if let Some(i) = PERSON_FIELDS.iter().position(|f| *f == word) {
+                fields.0 |= 1 << i;
+            }
+        }
+        fields
     }
-    v
+}
+
+/// A person as templates see them: every field, with `name` (the billing name) and `email` and
+/// `upn` as text, or only `fields`.
+fn person_json(p: &Person, fields: PersonFields) -> serde_json::Value {
+    use serde_json::Value;
+    let mut map = serde_json::Map::new();
+    let text = |s: &str| Value::String(s.to_owned());
+    for (i, field) in PERSON_FIELDS.iter().enumerate() {
+        if fields.0 & (1 << i) == 0 {
+            continue;
+        }
+        let value = match *field {
+            "id" => text(&p.id),
+            "username" => text(&p.username),
+            "given_name" => text(&p.given_name),
+            "surname" => text(&p.surname),
+            "display_name" => text(&p.display_name),
+            "email" => text(p.email.as_deref().unwrap_or_default()),
+            "upn" => text(p.upn.as_deref().unwrap_or_default()),
+            "enabled" => Value::Bool(p.enabled),
+            "groups" => Value::Array(p.groups.iter().map(|g| text(g)).collect()),
+            "licenses" => Value::Array(
+                p.licenses
+                    .iter()
+                    .map(|l| json!({ "sku": l.sku, "name": l.name }))
+                    .collect(),
+            ),
+            "attributes" => Value::Object(
+                p.attributes
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_owned(), text(v)))
+                    .collect(),
+            ),
+            "name" => Value::String(p.billing_name()),
+            _ => continue,
+        };
+        map.insert((*field).to_owned(), value);
+    }
+    Value::Object(map)
 }
 
 fn line_json<P: std::ops::Deref<Target = Person>>(
@@ -503,11 +612,11 @@ fn line_json<P: std::ops::Deref<Target = Person>>(
     quantity: usize,
     unit_price: Decimal,
     people: &[P],
-    with_people: bool,
+    with_people: Option<PersonFields>,
 ) -> serde_json::Value {
     let names: Vec<String> = people.iter().map(|p| p.billing_name()).collect();
-    let people: Vec<serde_json::Value> = if with_people {
-        people.iter().map(|p| person_json(p)).collect()
+    let people: Vec<serde_json::Value> = if let Some(fields) = with_people {
+        people.iter().map(|p| person_json(p, fields)).collect()
     } else {
         Vec::new()
     };
@@ -770,7 +879,10 @@ pub fn desired_state(
             quantity as usize,
             unit_price,
             &people,
-            templates.uses_people.contains(&seat.description),
+            templates
+                .uses_people
+                .contains(&seat.description)
+                .then_some(templates.person_fields),
         );
         let invoice_description = templates
             .render(&seat.description, &handlebars::Context::from(data))
@@ -905,11 +1017,22 @@ fn grace_holders(
 }
 
 /// The values of the person's fields that `rules` read, as text: the evidence for a seat.
-pub fn evidence(p: &Person, rules: &[&Predicate]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+pub fn evidence(p: &Person, rules: &[&Predicate]) -> Evidence {
+    // Sized to the names the rules read, once each: a plan holds one of these per seat.
+    let names = rules
+        .iter()
+        .enumerate()
+        .map(|(i, rule)| {
+            rule.variables
+                .iter()
+                .filter(|v| !rules[..i].iter().any(|r| r.variables.contains(v)))
+                .count()
+        })
+        .sum();
+    let mut out = Evidence::with_capacity(names);
     for rule in rules {
-        for var in rule.program.references().variables() {
-            let value = match var {
+        for var in rule.variables.iter() {
+            let value = match var.as_str() {
                 "id" => p.id.clone(),
                 "username" => p.username.clone(),
                 "given_name" => p.given_name.clone(),
@@ -944,9 +1067,9 @@ pub fn evidence(p: &Person, rules: &[&Predicate]) -> BTreeMap<String, String> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
-                _ => continue, // a comprehension's own variable
+                _ => continue,
             };
-            out.insert(var.to_owned(), value);
+            out.insert(var.clone(), value);
         }
     }
     out
@@ -990,14 +1113,22 @@ fn contact_fields(
     templates: &TemplateSet,
     p: &Person,
 ) -> Result<ContactFields, String> {
-    let data = handlebars::Context::from(person_json(p));
+    // Made only for a template that is more than one field (the defaults are one each).
+    let data = std::cell::OnceCell::new();
     let render = |name: &Option<String>| -> Result<Option<String>, String> {
-        match name {
-            Some(n) => templates
-                .render(n, &data)
-                .map(|s| (!s.is_empty()).then_some(s)),
-            None => Ok(None),
-        }
+        let Some(n) = name else {
+            return Ok(None);
+        };
+        let text = match templates.field_alone.get(n) {
+            Some(field) => person_text(p, field).trim().to_owned(),
+            None => templates.render(
+                n,
+                data.get_or_init(|| {
+                    handlebars::Context::from(person_json(p, templates.person_fields))
+                }),
+            )?,
+        };
+        Ok((!text.is_empty()).then_some(text))
     };
     Ok(ContactFields {
         first_name: render(&t.first_name)?.unwrap_or_default(),
@@ -1007,6 +1138,34 @@ fn contact_fields(
         phone: render(&t.phone)?,
     })
 }
+
+/// A person's text field by its template name, as [`person_json`] has it.
+fn person_text<'p>(p: &'p Person, field: &str) -> std::borrow::Cow<'p, str> {
+    use std::borrow::Cow::{Borrowed, Owned};
+    match field {
+        "id" => Borrowed(&p.id),
+        "username" => Borrowed(&p.username),
+        "given_name" => Borrowed(&p.given_name),
+        "surname" => Borrowed(&p.surname),
+        "display_name" => Borrowed(&p.display_name),
+        "email" => Borrowed(p.email.as_deref().unwrap_or_default()),
+        "upn" => Borrowed(p.upn.as_deref().unwrap_or_default()),
+        "name" => Owned(p.billing_name()),
+        _ => Borrowed(""),
+    }
+}
+
+/// The text fields [`person_text`] knows.
+const TEXT_FIELDS: &[&str] = &[
+    "id",
+    "username",
+    "given_name",
+    "surname",
+    "display_name",
+    "email",
+    "upn",
+    "name",
+];
 
 #[cfg(test)]
 mod tests {
@@ -1137,6 +1296,73 @@ products:
 clients:
   - { name: c, directory: { file: { path: x.csv } }, company: C }
 "#;
+
+    #[test]
+    fn a_person_json_holds_the_fields_templates_name_and_renders_as_the_whole_one() {
+        let named = |source: &str| {
+            let fields = super::PersonFields::named_in(source);
+            super::PERSON_FIELDS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| fields.0 & (1 << i) != 0)
+                .map(|(_, f)| *f)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            named("{{given_name}} {{surname}}"),
+            ["given_name", "surname"]
+        );
+        assert_eq!(named("{{attributes.title}}"), ["attributes"]);
+        assert_eq!(named("{{display_name}}"), ["display_name"]);
+        assert_eq!(
+            named("{{#each groups}}{{name}}{{/each}}"),
+            ["groups", "name"]
+        );
+        for whole in [
+            "{{#each this}}{{@key}}{{/each}}",
+            "{{@root.email}}",
+            "{{.}}",
+            "{{> x}}",
+        ] {
+            assert_eq!(named(whole).len(), super::PERSON_FIELDS.len(), "{whole}");
+        }
+
+        let mut p = super::sample_person();
+        p.display_name = String::new();
+        p.groups.push("Sales".into());
+        p.attributes.insert("department".into(), "Ops".into());
+        let templates = [
+            "{{given_name}} {{surname}}",
+            "{{name}} <{{email}}>",
+            "{{upn}}{{username}}{{id}}",
+            "{{#if enabled}}on{{/if}}{{#unless display_name}}no display name{{/unless}}",
+            "{{#each groups}}{{this}};{{/each}}",
+            "{{#each licenses}}{{sku}}={{name}} {{/each}}",
+            "{{attributes.title}}/{{lookup attributes \"department\"}}",
+            "{{#each attributes}}{{@key}}={{this}} {{/each}}",
+            "{{#with attributes}}{{title}}{{/with}} {{missing}}",
+            "{{#each this}}{{@key}} {{/each}}",
+        ];
+        let mut hb = handlebars::Handlebars::new();
+        hb.register_escape_fn(handlebars::no_escape);
+        for source in templates {
+            let all = hb
+                .render_template(source, &super::person_json(&p, super::PersonFields::ALL))
+                .expect("render");
+            let named = hb
+                .render_template(
+                    source,
+                    &super::person_json(&p, super::PersonFields::named_in(source)),
+                )
+                .expect("render");
+            assert_eq!(named, all, "{source}");
+            assert!(!all.trim().is_empty(), "{source} renders something");
+        }
+        // The whole person is what `serde_json` makes of it, with `name` and text for email/upn.
+        let mut whole = serde_json::to_value(&p).expect("json");
+        whole["name"] = p.billing_name().into();
+        assert_eq!(super::person_json(&p, super::PersonFields::ALL), whole);
+    }
 
     fn person(i: usize, groups: &[&str], skus: &[&str], enabled: bool) -> Person {
         Person {

@@ -380,7 +380,11 @@ fn person(i: usize, p: &TestPerson) -> Person {
                 },
             })
             .collect(),
-        attributes: p.attributes.clone(),
+        attributes: p
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .collect(),
     }
 }
 

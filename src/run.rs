@@ -604,6 +604,12 @@ async fn plan_client(
             return out.failed(FailureClass::Invalid, e.to_string(), hint);
         }
     };
+    // Mapped, the people are needed again only by sister clients that count each person once;
+    // for everyone else they go now, not after the billing system's read and the plan, which
+    // hold as much again (issue 18: the peak memory of a large client).
+    if client.count_once_in.is_none() {
+        read.people = Vec::new();
+    }
     // Accounting systems keep customers, not a contact per person (docs/invoicing.md).
     if !billing.manages_contacts() {
         desired.contacts = None;
@@ -694,7 +700,7 @@ async fn plan_client(
     out.seats_before = guarded.seats_before;
     out.seats_after = guarded.seats_after;
     out.withheld = guarded.withheld;
-    out.excluded = desired.excluded.clone();
+    out.excluded = std::mem::take(&mut desired.excluded);
     out.excluded.extend(counted_elsewhere);
     if client.count_once_in.is_some() {
         counted_by.record(&client.name, &desired, &read.people);
@@ -709,17 +715,17 @@ async fn plan_client(
             ));
         }
     }
-    out.seats = desired
-        .additions
-        .iter()
+    // Moved, not copied: the seat holders of a large client are most of what its plan holds.
+    out.seats = std::mem::take(&mut desired.additions)
+        .into_iter()
         .map(|(identifier, a)| ProductSeats {
-            product: a.product.clone(),
-            name: a.name.clone(),
-            identifier: identifier.clone(),
-            rule: a.rule.clone(),
+            product: a.product,
+            name: a.name,
+            identifier,
+            rule: a.rule,
             quantity: a.fields.quantity,
             unit_price: a.fields.unit_price,
-            people: a.people.clone(),
+            people: a.people,
         })
         .collect();
     if let Some(refusal) = guarded.refusal {

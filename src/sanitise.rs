@@ -46,14 +46,22 @@ pub fn desired(desired: &mut Desired) {
                     None => clean_in_place(key),
                 }
             }
-            let evidence = std::mem::take(&mut holder.evidence);
-            holder.evidence = evidence
-                .into_iter()
-                .map(|(k, mut v)| {
-                    clean_in_place(&mut v);
-                    (clean(&k).into_owned(), v)
-                })
-                .collect();
+            // Names are the rules' variable names, which need no cleaning unless a saved plan
+            // says otherwise; values are the directory's text.
+            if holder
+                .evidence
+                .keys()
+                .any(|k| matches!(clean(k), std::borrow::Cow::Owned(_)))
+            {
+                let evidence = std::mem::take(&mut holder.evidence);
+                holder.evidence = evidence
+                    .iter()
+                    .map(|(k, v)| (clean(k).into_owned(), v.clone()))
+                    .collect();
+            }
+            for v in holder.evidence.values_mut() {
+                clean_in_place(v);
+            }
         }
     }
     for excluded in &mut desired.excluded {
@@ -127,7 +135,7 @@ mod tests {
                     people: vec![SeatHolder {
                         person_id: "1".into(),
                         name: dirty("Ann Lee"),
-                        evidence: BTreeMap::from([(dirty("title"), dirty("Eng"))]),
+                        evidence: [(dirty("title"), dirty("Eng"))].into(),
                         grace_until: None,
                         contact: Some(contact_key.0.clone()),
                     }],

@@ -163,7 +163,7 @@ mod tests {
             .map(|c| SeatHolder {
                 person_id: c.first_name.clone(),
                 name: c.first_name.clone(),
-                evidence: BTreeMap::new(),
+                evidence: Default::default(),
                 grace_until: None,
                 contact: Some(c.key().0),
             })

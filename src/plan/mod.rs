@@ -83,6 +83,11 @@ pub struct DesiredAddition {
     pub people: Vec<SeatHolder>,
 }
 
+/// What a seat holder's rules read, by variable name: the small name-to-text map a person's
+/// attributes are, with names shared. A plan holds one per seat, so a `BTreeMap` each (whose
+/// node reserves room for eleven entries) was most of a large client's plan in memory.
+pub type Evidence = rollcall_core::Attributes;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatHolder {
     pub person_id: String,
@@ -90,7 +95,7 @@ pub struct SeatHolder {
     /// The values the counting and seat rules read for this person (`enabled = true`,
     /// `groups = [...]`): why they hold the seat, in the rules' own terms.
     #[serde(default)]
-    pub evidence: BTreeMap<String, String>,
+    pub evidence: Evidence,
     /// Set when the person no longer matches and keeps the seat only through the grace
     /// period, until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]

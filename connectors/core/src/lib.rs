@@ -54,5 +54,5 @@ pub use invoice::{
 };
 pub use limits::{FieldLimits, fit_text, text_length};
 pub use money::{Currency, json_decimal, json_number, round_money};
-pub use person::{License, Person};
+pub use person::{AttributeName, Attributes, License, Person};
 pub use secret::Secret;

@@ -16,13 +16,12 @@
 //!   not follow URLs, so such an entry is reported and skipped.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use chrono::{DateTime, Utc};
 use rollcall_core::ad::{self, UserAccountControl};
-use rollcall_core::{DirectoryError, DirectoryRead, License, Person};
+use rollcall_core::{AttributeName, Attributes, DirectoryError, DirectoryRead, License, Person};
 
 use crate::csv_export::Beside;
 use crate::error::RecordError;
@@ -433,7 +432,7 @@ struct Draft {
     members: Vec<String>,
     licenses: Vec<License>,
     /// Values by attribute, in the order first met; names compare case-insensitively, as LDAP's do.
-    attributes: Vec<(String, String)>,
+    attributes: Vec<(AttributeName, String)>,
 }
 
 /// The value from the best-ranked name seen so far for one field, e.g. `displayName` over `cn`.
@@ -585,7 +584,9 @@ impl Draft {
                 joined.push_str("; ");
                 joined.push_str(value);
             }
-            None => self.attributes.push((name.to_owned(), value.to_owned())),
+            None => self
+                .attributes
+                .push((AttributeName::new(name), value.to_owned())),
         }
     }
 
@@ -623,8 +624,8 @@ impl Draft {
     }
 
     fn into_person(mut self, now: DateTime<Utc>) -> Person {
-        let mut attributes: BTreeMap<String, String> = self.attributes.drain(..).collect();
-        attributes.insert("dn".to_owned(), self.dn.clone());
+        let mut attributes: Attributes = self.attributes.drain(..).collect();
+        attributes.insert("dn".into(), self.dn.clone());
         let id = self
             .guid
             .take()

@@ -60,8 +60,8 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use reqwest::{Method, StatusCode};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit, Reply, RetryPolicy};
 use rollcall_core::{
-    Completeness, Cursor, Directory, DirectoryContext, DirectoryError, DirectoryRead, GroupsWanted,
-    License, Person, RemoteError, RemoteErrorKind, Secret, Subscription,
+    Attributes, Completeness, Cursor, Directory, DirectoryContext, DirectoryError, DirectoryRead,
+    GroupsWanted, License, Person, RemoteError, RemoteErrorKind, Secret, Subscription,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -1074,13 +1074,13 @@ impl Known {
             })
             .collect();
         licenses.sort();
-        let mut attributes = BTreeMap::new();
+        let mut attributes = Attributes::new();
         for (key, value) in [
             ("jobTitle", &self.job_title),
             ("department", &self.department),
         ] {
             if let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
-                attributes.insert(key.to_owned(), value.to_owned());
+                attributes.insert(key.into(), value.to_owned());
             }
         }
         Person {

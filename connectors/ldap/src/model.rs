@@ -6,13 +6,13 @@
 //! read from an export get the same id and the same enabled state.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use crate::ber::{self, Malformed, Reader, Tag};
 use chrono::{DateTime, Utc};
-use rollcall_core::Person;
 use rollcall_core::ad::{self, UserAccountControl};
 pub(crate) use rollcall_core::groups::{dn_key, dn_key_into, group_name};
+use rollcall_core::{AttributeName, Attributes, Person};
 
 pub(crate) const OBJECT_GUID: &str = "objectGUID";
 pub(crate) const SAM_ACCOUNT_NAME: &str = "sAMAccountName";
@@ -38,6 +38,21 @@ const PLAIN: &[&str] = &[
     UAC,
     ACCOUNT_EXPIRES,
 ];
+
+/// The names of the attributes every person may carry, shared rather than looked up per entry.
+struct Names {
+    dn: AttributeName,
+    plain: Vec<AttributeName>,
+    uac_flags: AttributeName,
+    expires_at: AttributeName,
+}
+
+static PLAIN_NAMES: LazyLock<Names> = LazyLock::new(|| Names {
+    dn: "dn".into(),
+    plain: PLAIN.iter().map(|n| AttributeName::new(n)).collect(),
+    uac_flags: "userAccountControlFlags".into(),
+    expires_at: "accountExpiresAt".into(),
+});
 
 /// The attributes a people search asks for: the ones mapped to fields, then the pipeline's.
 pub(crate) fn person_attributes(extra: &[String]) -> Vec<String> {
@@ -383,9 +398,10 @@ pub(crate) fn person(
     let enabled =
         !uac.is_some_and(UserAccountControl::is_disabled) && expires.is_none_or(|at| at > now);
 
-    let mut attributes = BTreeMap::new();
-    attributes.insert("dn".to_owned(), std::mem::take(&mut entry.dn));
-    for name in PLAIN {
+    let names = &*PLAIN_NAMES;
+    let mut attributes = Attributes::with_capacity(PLAIN.len() + 3 + extra.len());
+    attributes.insert(names.dn.clone(), std::mem::take(&mut entry.dn));
+    for (name, shared) in PLAIN.iter().zip(&names.plain) {
         // Moved out unless the pipeline's own attributes name it again (read below).
         let value = if extra.iter().any(|e| e.eq_ignore_ascii_case(name)) {
             joined(entry, name)
@@ -393,22 +409,19 @@ pub(crate) fn person(
             entry.take_joined(name).or_else(|| binary_text(entry, name))
         };
         if let Some(v) = value {
-            attributes.insert((*name).to_owned(), v);
+            attributes.insert(shared.clone(), v);
         }
     }
     for name in extra {
         if let Some(v) = joined(entry, name) {
-            attributes.insert(name.clone(), v);
+            attributes.insert(name.into(), v);
         }
     }
     if let Some(uac) = uac {
-        attributes.insert(
-            "userAccountControlFlags".to_owned(),
-            uac.flag_names().join(" "),
-        );
+        attributes.insert(names.uac_flags.clone(), uac.flag_names().join(" "));
     }
     if let Some(at) = expires {
-        attributes.insert("accountExpiresAt".to_owned(), at.to_rfc3339());
+        attributes.insert(names.expires_at.clone(), at.to_rfc3339());
     }
     let opt = |entry: &mut Entry, name: &str| {
         let v = entry.take_first(name)?;
