@@ -1,5 +1,5 @@
 //! Single sign-on for the console: MSP staff sign in with their own account at the identity
-//! provider (Entra ID, Okta, Keycloak, Google: any OpenID Connect provider) instead of typing
+//! provider (Microsoft's, Okta, Keycloak, Google: any OpenID Connect provider) instead of typing
 //! the shared token, so an approval records who approved it.
 //!
 //! The authorization code flow with PKCE, for a confidential client: the browser is sent to
