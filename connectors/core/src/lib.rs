@@ -18,6 +18,7 @@
 //! `Retry-After`, reconcile-before-retry for creates that have no idempotency key, redaction —
 //! so no connector writes its own retry loop.
 
+pub mod accounting;
 pub mod ad;
 pub mod billing;
 pub mod connector;

@@ -13,13 +13,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use reqwest::header::ACCEPT;
 use reqwest::{Method, StatusCode};
+use rollcall_core::accounting::{self, AccountingTarget, PeriodCache};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit};
 use rollcall_core::invoice::{merge_lines, site_prefix};
 use rollcall_core::json_number as number;
 use rollcall_core::oauth::{OAuthSession, TokenVault};
 use rollcall_core::{
-    AccountRef, ActualInvoice, Applied, BillingAccount, BillingModel, BillingSystem, Change,
-    ClientState, InvoiceFields, InvoiceLine, RemoteError, RemoteErrorKind,
+    AccountRef, ActualInvoice, Applied, BillingAccount, BillingModel, BillingPeriod, BillingSystem,
+    Change, ClientState, InvoiceFields, InvoiceLine, InvoiceTarget, RemoteError, RemoteErrorKind,
 };
 use rust_decimal::RoundingStrategy;
 use serde_json::{Value, json};
@@ -54,15 +55,9 @@ pub struct QuickBooks {
     session: OAuthSession,
     /// Items by lower-cased name: (id, name). Items do not change during a run.
     items: Mutex<HashMap<String, (String, String)>>,
-    /// Every customer and the period's invoices, read in pages at the start of a run.
-    prefetched: Mutex<Option<Prefetched>>,
-}
-
-#[derive(Debug)]
-struct Prefetched {
-    period: rollcall_core::BillingPeriod,
-    customers: Vec<Value>,
-    invoices: HashMap<String, Value>,
+    /// Every customer and the period's invoices (by `DocNumber`), read in pages at the start
+    /// of a run.
+    prefetched: PeriodCache<Value, Value>,
 }
 
 /// Whether a customer is the one a pipeline names by `id:N`, email or display name.
@@ -117,7 +112,7 @@ impl QuickBooks {
             tax_code: config.tax_code.clone(),
             session: OAuthSession::new(vault, config.connection.clone(), config.token_endpoint()),
             items: Mutex::new(HashMap::new()),
-            prefetched: Mutex::new(None),
+            prefetched: PeriodCache::default(),
         })
     }
 
@@ -195,43 +190,6 @@ impl QuickBooks {
                 return Ok(out);
             }
         }
-    }
-
-    /// A customer by `id:N`, by email (a value with `@`), or by display name.
-    async fn find_customer(&self, wanted: &str) -> Result<Option<Value>, RemoteError> {
-        let wanted = wanted.trim();
-        if let Some(id) = wanted.strip_prefix("id:") {
-            return match self
-                .call(
-                    "read customer",
-                    Method::GET,
-                    &format!("customer/{}", id.trim()),
-                    &[],
-                    None,
-                )
-                .await
-            {
-                Ok(answer) => Ok(answer.get("Customer").cloned()),
-                Err(e) if e.kind == RemoteErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            };
-        }
-        let filter = if wanted.contains('@') {
-            format!(" where PrimaryEmailAddr = {}", quoted(wanted))
-        } else {
-            format!(" where DisplayName = {}", quoted(wanted))
-        };
-        let found = self.query("find customer", "Customer", &filter).await?;
-        Ok(found.into_iter().next())
-    }
-
-    async fn find_invoice(&self, reference: &str) -> Result<Option<Value>, RemoteError> {
-        let filter = format!(" where DocNumber = {}", quoted(&doc_number(reference)));
-        Ok(self
-            .query("find invoice", "Invoice", &filter)
-            .await?
-            .into_iter()
-            .next())
     }
 
     async fn read_invoice(&self, id: &str) -> Result<Value, RemoteError> {
@@ -349,6 +307,257 @@ impl QuickBooks {
                 .unwrap_or(Value::Null)
         }))
     }
+}
+
+fn label(line: &InvoiceLine, site: Option<&str>) -> InvoiceLine {
+    match site {
+        Some(s) if !line.description.starts_with(&site_prefix(s)) => InvoiceLine {
+            description: format!("{}{}", site_prefix(s), line.description),
+            ..line.clone()
+        },
+        _ => line.clone(),
+    }
+}
+
+/// A `requestid` from the parts that make a request what it is: the same request, retried by
+/// this run or the next, carries the same id, so QuickBooks applies it once.
+fn request_id(parts: &[&str]) -> String {
+    let mut hash = Sha256::new();
+    for p in parts {
+        hash.update(p.as_bytes());
+        hash.update([0]);
+    }
+    hash.finalize()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn created_id(answer: &Value, entity: &str) -> Result<Applied, RemoteError> {
+    let id = answer
+        .get(entity)
+        .and_then(|e| text(e, "Id"))
+        .ok_or_else(|| {
+            RemoteError::new(
+                VENDOR,
+                format!("create {entity}"),
+                RemoteErrorKind::Decode,
+                "the answer carries no Id",
+            )
+        })?;
+    Ok(Applied {
+        remote_id: id.to_owned(),
+        reconciled: false,
+    })
+}
+
+fn to_date(v: Option<&str>) -> Option<chrono::NaiveDate> {
+    v.and_then(|d| chrono::NaiveDate::parse_from_str(d.get(..10).unwrap_or(d), "%Y-%m-%d").ok())
+}
+
+#[async_trait]
+impl BillingSystem for QuickBooks {
+    fn kind(&self) -> &'static str {
+        "quickbooks"
+    }
+
+    fn billing_model(&self) -> BillingModel {
+        BillingModel::Invoice
+    }
+
+    fn manages_contacts(&self) -> bool {
+        false
+    }
+
+    fn field_limits(&self) -> rollcall_core::FieldLimits {
+        crate::model::LIMITS
+    }
+
+    async fn prepare(
+        &self,
+        accounts: &[BillingAccount],
+        _products: &[String],
+    ) -> Result<(), RemoteError> {
+        accounting::prepare(self, accounts).await
+    }
+
+    async fn read(
+        &self,
+        account: &BillingAccount,
+        products: &[String],
+    ) -> Result<ClientState, RemoteError> {
+        accounting::read(self, account, products).await
+    }
+
+    #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
+    async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError> {
+        accounting::apply(self, account, change).await
+    }
+}
+
+#[async_trait]
+impl AccountingTarget for QuickBooks {
+    type Customer = Value;
+    type Invoice = Value;
+
+    const VENDOR: &'static str = VENDOR;
+    const NAME: &'static str = "QuickBooks";
+    const CUSTOMER: &'static str = "customer";
+
+    fn cache(&self) -> &PeriodCache<Value, Value> {
+        &self.prefetched
+    }
+
+    async fn list_customers(&self) -> Result<Vec<Value>, RemoteError> {
+        self.query("read customers", "Customer", "").await
+    }
+
+    async fn list_period_invoices(
+        &self,
+        period: &BillingPeriod,
+    ) -> Result<Vec<Value>, RemoteError> {
+        let filter = format!(
+            " where TxnDate >= '{}' and TxnDate <= '{}'",
+            period.start, period.end
+        );
+        self.query("read invoices", "Invoice", &filter).await
+    }
+
+    fn invoice_key(invoice: &Value) -> Option<String> {
+        text(invoice, "DocNumber").map(str::to_owned)
+    }
+
+    fn reference_key(reference: &str) -> String {
+        doc_number(reference)
+    }
+
+    fn customer_matches(customer: &Value, wanted: &str) -> bool {
+        customer_matches(customer, wanted)
+    }
+
+    /// A customer by `id:N`, by email (a value with `@`), or by display name.
+    async fn find_customer(&self, wanted: &str) -> Result<Option<Value>, RemoteError> {
+        let wanted = wanted.trim();
+        if let Some(id) = wanted.strip_prefix("id:") {
+            return match self
+                .call(
+                    "read customer",
+                    Method::GET,
+                    &format!("customer/{}", id.trim()),
+                    &[],
+                    None,
+                )
+                .await
+            {
+                Ok(answer) => Ok(answer.get("Customer").cloned()),
+                Err(e) if e.kind == RemoteErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        let filter = if wanted.contains('@') {
+            format!(" where PrimaryEmailAddr = {}", quoted(wanted))
+        } else {
+            format!(" where DisplayName = {}", quoted(wanted))
+        };
+        let found = self.query("find customer", "Customer", &filter).await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn find_invoice(&self, reference: &str) -> Result<Option<Value>, RemoteError> {
+        let filter = format!(" where DocNumber = {}", quoted(&doc_number(reference)));
+        Ok(self
+            .query("find invoice", "Invoice", &filter)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    fn customer_id(customer: &Value) -> String {
+        text(customer, "Id").unwrap_or_default().to_owned()
+    }
+
+    fn invoice_id(invoice: &Value) -> String {
+        text(invoice, "Id").unwrap_or_default().to_owned()
+    }
+
+    fn to_actual(found: &Value, target: &InvoiceTarget, products: &[String]) -> ActualInvoice {
+        let site = target.site.as_deref();
+        let lines = rollcall_core::invoice::client_lines(
+            found
+                .get("Line")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(sales_line),
+            products,
+            site,
+        );
+        ActualInvoice {
+            id: text(found, "Id").unwrap_or_default().to_owned(),
+            number: text(found, "DocNumber").map(str::to_owned),
+            status: model::status(found),
+            fields: InvoiceFields {
+                reference: target.reference.clone(),
+                date: to_date(text(found, "TxnDate")).unwrap_or(target.date),
+                due_date: to_date(text(found, "DueDate")),
+                lines,
+            },
+        }
+    }
+
+    async fn create_customer(
+        &self,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<Applied, RemoteError> {
+        let mut body = json!({ "DisplayName": name });
+        if let Some(email) = email {
+            body["PrimaryEmailAddr"] = json!({ "Address": email });
+        }
+        let answer = self
+            .call(
+                "create customer",
+                Method::POST,
+                "customer",
+                &[("requestid", request_id(&["customer", name]))],
+                Some(&body),
+            )
+            .await?;
+        created_id(&answer, "Customer")
+    }
+
+    async fn create_invoice(
+        &self,
+        account: &AccountRef,
+        reference: &str,
+        site: Option<&str>,
+        managed: &[String],
+        after: &InvoiceFields,
+    ) -> Result<Applied, RemoteError> {
+        let lines = self.merged_lines(None, managed, site, &after.lines).await?;
+        let mut body = json!({
+            "CustomerRef": { "value": account.company_id },
+            "DocNumber": doc_number(reference),
+            "PrivateNote": reference,
+            "TxnDate": after.date.to_string(),
+            "Line": lines,
+        });
+        if let Some(due) = after.due_date {
+            body["DueDate"] = json!(due.to_string());
+        }
+        let request_id = request_id(&["invoice", reference, &body.to_string()]);
+        let answer = self
+            .call(
+                "create invoice",
+                Method::POST,
+                "invoice",
+                &[("requestid", request_id)],
+                Some(&body),
+            )
+            .await?;
+        created_id(&answer, "Invoice")
+    }
 
     /// Writes the invoice's lines (a sparse update with the current `SyncToken`), re-reading
     /// and trying again when someone else updated it first.
@@ -425,307 +634,6 @@ impl QuickBooks {
                 "invoice {id} kept changing under rollcall ({STALE_ATTEMPTS} stale-object errors); run again"
             ),
         ))
-    }
-
-    async fn create_customer(
-        &self,
-        name: &str,
-        email: Option<&str>,
-    ) -> Result<Applied, RemoteError> {
-        if let Some(found) = self.find_customer(name).await? {
-            return Ok(Applied {
-                remote_id: text(&found, "Id").unwrap_or_default().to_owned(),
-                reconciled: true,
-            });
-        }
-        let mut body = json!({ "DisplayName": name });
-        if let Some(email) = email {
-            body["PrimaryEmailAddr"] = json!({ "Address": email });
-        }
-        let answer = self
-            .call(
-                "create customer",
-                Method::POST,
-                "customer",
-                &[("requestid", request_id(&["customer", name]))],
-                Some(&body),
-            )
-            .await?;
-        created_id(&answer, "Customer")
-    }
-
-    async fn create_invoice(
-        &self,
-        account: &AccountRef,
-        reference: &str,
-        site: Option<&str>,
-        after: &InvoiceFields,
-    ) -> Result<Applied, RemoteError> {
-        let managed: Vec<String> = after.lines.iter().map(|l| l.product.clone()).collect();
-        // A sister site, or an earlier attempt whose answer was lost, may have made it.
-        if let Some(existing) = self.find_invoice(reference).await? {
-            let id = text(&existing, "Id").unwrap_or_default().to_owned();
-            let applied = self.update_invoice(&id, site, &managed, after).await?;
-            return Ok(Applied {
-                reconciled: true,
-                ..applied
-            });
-        }
-        if account.company_id.is_empty() {
-            return Err(RemoteError::new(
-                VENDOR,
-                "create invoice",
-                RemoteErrorKind::NotFound,
-                "the client has no customer in QuickBooks yet",
-            ));
-        }
-        let lines = self
-            .merged_lines(None, &managed, site, &after.lines)
-            .await?;
-        let mut body = json!({
-            "CustomerRef": { "value": account.company_id },
-            "DocNumber": doc_number(reference),
-            "PrivateNote": reference,
-            "TxnDate": after.date.to_string(),
-            "Line": lines,
-        });
-        if let Some(due) = after.due_date {
-            body["DueDate"] = json!(due.to_string());
-        }
-        let request_id = request_id(&["invoice", reference, &body.to_string()]);
-        let answer = self
-            .call(
-                "create invoice",
-                Method::POST,
-                "invoice",
-                &[("requestid", request_id)],
-                Some(&body),
-            )
-            .await?;
-        created_id(&answer, "Invoice")
-    }
-}
-
-fn label(line: &InvoiceLine, site: Option<&str>) -> InvoiceLine {
-    match site {
-        Some(s) if !line.description.starts_with(&site_prefix(s)) => InvoiceLine {
-            description: format!("{}{}", site_prefix(s), line.description),
-            ..line.clone()
-        },
-        _ => line.clone(),
-    }
-}
-
-/// A `requestid` from the parts that make a request what it is: the same request, retried by
-/// this run or the next, carries the same id, so QuickBooks applies it once.
-fn request_id(parts: &[&str]) -> String {
-    let mut hash = Sha256::new();
-    for p in parts {
-        hash.update(p.as_bytes());
-        hash.update([0]);
-    }
-    hash.finalize()
-        .iter()
-        .take(16)
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn created_id(answer: &Value, entity: &str) -> Result<Applied, RemoteError> {
-    let id = answer
-        .get(entity)
-        .and_then(|e| text(e, "Id"))
-        .ok_or_else(|| {
-            RemoteError::new(
-                VENDOR,
-                format!("create {entity}"),
-                RemoteErrorKind::Decode,
-                "the answer carries no Id",
-            )
-        })?;
-    Ok(Applied {
-        remote_id: id.to_owned(),
-        reconciled: false,
-    })
-}
-
-fn to_date(v: Option<&str>) -> Option<chrono::NaiveDate> {
-    v.and_then(|d| chrono::NaiveDate::parse_from_str(d.get(..10).unwrap_or(d), "%Y-%m-%d").ok())
-}
-
-#[async_trait]
-impl BillingSystem for QuickBooks {
-    fn kind(&self) -> &'static str {
-        "quickbooks"
-    }
-
-    fn billing_model(&self) -> BillingModel {
-        BillingModel::Invoice
-    }
-
-    fn manages_contacts(&self) -> bool {
-        false
-    }
-
-    fn field_limits(&self) -> rollcall_core::FieldLimits {
-        crate::model::LIMITS
-    }
-
-    async fn prepare(
-        &self,
-        accounts: &[BillingAccount],
-        _products: &[String],
-    ) -> Result<(), RemoteError> {
-        let Some(period) = rollcall_core::invoice::period_of(accounts) else {
-            return Ok(());
-        };
-        // One client reads in two calls; pages only pay from two clients on.
-        if accounts.len() < 2 {
-            return Ok(());
-        }
-        let customers = self.query("read customers", "Customer", "").await?;
-        let filter = format!(
-            " where TxnDate >= '{}' and TxnDate <= '{}'",
-            period.start, period.end
-        );
-        let invoices = self
-            .query("read invoices", "Invoice", &filter)
-            .await?
-            .into_iter()
-            .filter_map(|i| text(&i, "DocNumber").map(|n| (n.to_owned(), i.clone())))
-            .collect();
-        *self
-            .prefetched
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Prefetched {
-            period,
-            customers,
-            invoices,
-        });
-        Ok(())
-    }
-
-    async fn read(
-        &self,
-        account: &BillingAccount,
-        products: &[String],
-    ) -> Result<ClientState, RemoteError> {
-        let target = account.invoice.as_ref().ok_or_else(|| {
-            RemoteError::new(
-                VENDOR,
-                "read",
-                RemoteErrorKind::Rejected,
-                "QuickBooks bills by invoice, but no billing period was given",
-            )
-        })?;
-        let customer_name = target.bill_to.as_deref().unwrap_or(&account.company);
-        let cached = {
-            let prefetched = self
-                .prefetched
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            prefetched
-                .as_ref()
-                .filter(|p| p.period == target.period)
-                .map(|p| {
-                    (
-                        p.customers
-                            .iter()
-                            .find(|c| customer_matches(c, customer_name))
-                            .cloned(),
-                        p.invoices.get(&doc_number(&target.reference)).cloned(),
-                    )
-                })
-        };
-        let (customer, invoice) = match cached {
-            Some(found) => found,
-            None => (
-                self.find_customer(customer_name).await?,
-                self.find_invoice(&target.reference).await?,
-            ),
-        };
-        let company_id = customer
-            .as_ref()
-            .and_then(|c| text(c, "Id"))
-            .unwrap_or_default()
-            .to_owned();
-        let invoice = match invoice {
-            None => None,
-            Some(found) => {
-                let site = target.site.as_deref();
-                let lines = rollcall_core::invoice::client_lines(
-                    found
-                        .get("Line")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .filter_map(sales_line),
-                    products,
-                    site,
-                );
-                Some(ActualInvoice {
-                    id: text(&found, "Id").unwrap_or_default().to_owned(),
-                    number: text(&found, "DocNumber").map(str::to_owned),
-                    status: model::status(&found),
-                    fields: InvoiceFields {
-                        reference: target.reference.clone(),
-                        date: to_date(text(&found, "TxnDate")).unwrap_or(target.date),
-                        due_date: to_date(text(&found, "DueDate")),
-                        lines,
-                    },
-                })
-            }
-        };
-        Ok(ClientState {
-            account: AccountRef {
-                company_id,
-                agreement_id: None,
-            },
-            contacts: vec![],
-            additions: vec![],
-            invoice,
-        })
-    }
-
-    #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
-    async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError> {
-        match change {
-            Change::CreateCustomer { name, email } => {
-                self.create_customer(name, email.as_deref()).await
-            }
-            Change::CreateInvoice {
-                reference,
-                site,
-                after,
-            } => {
-                self.create_invoice(account, reference, site.as_deref(), after)
-                    .await
-            }
-            Change::UpdateInvoice {
-                id,
-                site,
-                before,
-                after,
-                ..
-            } => {
-                let mut managed: Vec<String> = before
-                    .lines
-                    .iter()
-                    .chain(&after.lines)
-                    .map(|l| l.product.clone())
-                    .collect();
-                managed.sort();
-                managed.dedup();
-                self.update_invoice(id, site.as_deref(), &managed, after)
-                    .await
-            }
-            other => Err(RemoteError::new(
-                VENDOR,
-                other.kind(),
-                RemoteErrorKind::Rejected,
-                "QuickBooks bills by invoice: it has no agreements or per-person contacts",
-            )),
-        }
     }
 }
 

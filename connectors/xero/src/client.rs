@@ -6,20 +6,20 @@
 //! concurrency token: an update re-reads the invoice first and refuses if it is no longer a
 //! draft.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use reqwest::Method;
 use reqwest::header::ACCEPT;
+use rollcall_core::accounting::{self, AccountingTarget, PeriodCache};
 use rollcall_core::http::{HttpClient, HttpSettings, RateLimit};
 use rollcall_core::invoice::merge_lines;
 use rollcall_core::oauth::{OAuthSession, TokenVault};
 use rollcall_core::{
     AccountRef, ActualInvoice, Applied, BillingAccount, BillingModel, BillingPeriod, BillingSystem,
-    Change, ClientState, InvoiceFields, InvoiceLine, RemoteError, RemoteErrorKind,
+    Change, ClientState, InvoiceFields, InvoiceLine, InvoiceTarget, RemoteError, RemoteErrorKind,
     json_number as number,
 };
 use rust_decimal::RoundingStrategy;
@@ -33,17 +33,6 @@ pub const VENDOR: &str = "Xero";
 
 /// Rows asked for per page.
 const PAGE_SIZE: usize = 1000;
-/// Below this many clients, reading each one's contact and invoice costs fewer calls than
-/// reading every page.
-const PREPARE_FROM: usize = 2;
-
-/// Every client's contact and period invoice, read in pages at the start of a run.
-#[derive(Debug, Default)]
-struct Prefetched {
-    period: Option<BillingPeriod>,
-    contacts: Vec<Value>,
-    invoices: HashMap<String, Value>,
-}
 
 /// A Xero organisation reached through one OAuth connection.
 pub struct Xero {
@@ -53,7 +42,9 @@ pub struct Xero {
     line_amount_types: LineAmountTypes,
     account_code: Option<String>,
     tax_type: Option<String>,
-    prefetched: Mutex<Option<Prefetched>>,
+    /// Every contact and the period's invoices (by `Reference`), read in pages at the start of
+    /// a run; forgotten after every write.
+    prefetched: PeriodCache<Value, Value>,
     /// What `X-DayLimit-Remaining` last said; -1 before the first answer.
     day_remaining: AtomicI64,
 }
@@ -110,7 +101,7 @@ impl Xero {
             line_amount_types: config.line_amount_types,
             account_code: config.account_code.clone(),
             tax_type: config.tax_type.clone(),
-            prefetched: Mutex::new(None),
+            prefetched: PeriodCache::default(),
             day_remaining: AtomicI64::new(-1),
         })
     }
@@ -235,39 +226,6 @@ impl Xero {
         }
     }
 
-    async fn find_contact(&self, wanted: &str) -> Result<Option<Value>, RemoteError> {
-        if let Some(id) = wanted.trim().strip_prefix("id:") {
-            return match self
-                .call(
-                    "read contact",
-                    Method::GET,
-                    &format!("Contacts/{}", id.trim()),
-                    &[],
-                    None,
-                    None,
-                )
-                .await
-            {
-                Ok(answer) => Ok(answer.get("Contacts").and_then(|c| c.get(0)).cloned()),
-                Err(e) if e.kind == RemoteErrorKind::NotFound => Ok(None),
-                Err(e) => Err(e),
-            };
-        }
-        let found = self
-            .list("find contact", "Contacts", Self::contact_filter(wanted))
-            .await?;
-        Ok(found.into_iter().find(|c| Self::contact_matches(c, wanted)))
-    }
-
-    async fn find_invoice(&self, reference: &str) -> Result<Option<Value>, RemoteError> {
-        let filter = format!("Type==\"ACCREC\"&&Reference=={}", quoted(reference));
-        Ok(self
-            .list("find invoice", "Invoices", Some(filter))
-            .await?
-            .into_iter()
-            .next())
-    }
-
     async fn read_invoice(&self, id: &str) -> Result<Value, RemoteError> {
         let answer = self
             .call(
@@ -333,10 +291,217 @@ impl Xero {
     }
 
     fn forget_prefetched(&self) {
-        *self
-            .prefetched
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = None;
+        self.prefetched.forget();
+    }
+}
+
+#[async_trait]
+impl BillingSystem for Xero {
+    fn kind(&self) -> &'static str {
+        "xero"
+    }
+
+    fn billing_model(&self) -> BillingModel {
+        BillingModel::Invoice
+    }
+
+    fn manages_contacts(&self) -> bool {
+        false
+    }
+
+    fn field_limits(&self) -> rollcall_core::FieldLimits {
+        crate::model::LIMITS
+    }
+
+    async fn prepare(
+        &self,
+        accounts: &[BillingAccount],
+        _products: &[String],
+    ) -> Result<(), RemoteError> {
+        accounting::prepare(self, accounts).await
+    }
+
+    async fn read(
+        &self,
+        account: &BillingAccount,
+        products: &[String],
+    ) -> Result<ClientState, RemoteError> {
+        accounting::read(self, account, products).await
+    }
+
+    #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
+    async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError> {
+        accounting::apply(self, account, change).await
+    }
+}
+
+#[async_trait]
+impl AccountingTarget for Xero {
+    type Customer = Value;
+    type Invoice = Value;
+
+    const VENDOR: &'static str = VENDOR;
+    const NAME: &'static str = "Xero";
+    const CUSTOMER: &'static str = "contact";
+
+    fn cache(&self) -> &PeriodCache<Value, Value> {
+        &self.prefetched
+    }
+
+    async fn list_customers(&self) -> Result<Vec<Value>, RemoteError> {
+        self.list("read contacts", "Contacts", None).await
+    }
+
+    async fn list_period_invoices(
+        &self,
+        period: &BillingPeriod,
+    ) -> Result<Vec<Value>, RemoteError> {
+        let filter = format!(
+            "Type==\"ACCREC\"&&Date>=DateTime({})&&Date<=DateTime({})",
+            period.start.format("%Y,%m,%d"),
+            period.end.format("%Y,%m,%d")
+        );
+        self.list("read invoices", "Invoices", Some(filter)).await
+    }
+
+    fn invoice_key(invoice: &Value) -> Option<String> {
+        text(invoice, "Reference").map(str::to_owned)
+    }
+
+    fn reference_key(reference: &str) -> String {
+        reference.to_owned()
+    }
+
+    fn customer_matches(contact: &Value, wanted: &str) -> bool {
+        Self::contact_matches(contact, wanted)
+    }
+
+    async fn find_customer(&self, wanted: &str) -> Result<Option<Value>, RemoteError> {
+        if let Some(id) = wanted.trim().strip_prefix("id:") {
+            return match self
+                .call(
+                    "read contact",
+                    Method::GET,
+                    &format!("Contacts/{}", id.trim()),
+                    &[],
+                    None,
+                    None,
+                )
+                .await
+            {
+                Ok(answer) => Ok(answer.get("Contacts").and_then(|c| c.get(0)).cloned()),
+                Err(e) if e.kind == RemoteErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            };
+        }
+        let found = self
+            .list("find contact", "Contacts", Self::contact_filter(wanted))
+            .await?;
+        Ok(found.into_iter().find(|c| Self::contact_matches(c, wanted)))
+    }
+
+    async fn find_invoice(&self, reference: &str) -> Result<Option<Value>, RemoteError> {
+        let filter = format!("Type==\"ACCREC\"&&Reference=={}", quoted(reference));
+        Ok(self
+            .list("find invoice", "Invoices", Some(filter))
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    fn customer_id(contact: &Value) -> String {
+        text(contact, "ContactID").unwrap_or_default().to_owned()
+    }
+
+    fn invoice_id(invoice: &Value) -> String {
+        text(invoice, "InvoiceID").unwrap_or_default().to_owned()
+    }
+
+    fn to_actual(found: &Value, target: &InvoiceTarget, products: &[String]) -> ActualInvoice {
+        let site = target.site.as_deref();
+        let lines = rollcall_core::invoice::client_lines(
+            found
+                .get("LineItems")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(line_item),
+            products,
+            site,
+        );
+        ActualInvoice {
+            id: text(found, "InvoiceID").unwrap_or_default().to_owned(),
+            number: text(found, "InvoiceNumber").map(str::to_owned),
+            status: model::status(found),
+            fields: InvoiceFields {
+                reference: target.reference.clone(),
+                date: model::date(text(found, "DateString").or_else(|| text(found, "Date")))
+                    .unwrap_or(target.date),
+                due_date: model::date(
+                    text(found, "DueDateString").or_else(|| text(found, "DueDate")),
+                ),
+                lines,
+            },
+        }
+    }
+
+    async fn create_customer(
+        &self,
+        name: &str,
+        email: Option<&str>,
+    ) -> Result<Applied, RemoteError> {
+        let mut contact = json!({ "Name": name });
+        if let Some(e) = email {
+            contact["EmailAddress"] = json!(e);
+        }
+        let body = json!({ "Contacts": [contact] });
+        let answer = self
+            .call(
+                "create contact",
+                Method::PUT,
+                "Contacts",
+                &[],
+                Some(&body),
+                Some(&key(&["contact", name])),
+            )
+            .await?;
+        self.forget_prefetched();
+        created(&answer, "Contacts", "ContactID")
+    }
+
+    async fn create_invoice(
+        &self,
+        account: &AccountRef,
+        reference: &str,
+        site: Option<&str>,
+        managed: &[String],
+        after: &InvoiceFields,
+    ) -> Result<Applied, RemoteError> {
+        let mut invoice = json!({
+            "Type": "ACCREC",
+            "Contact": { "ContactID": account.company_id },
+            "Date": after.date.to_string(),
+            "Reference": reference,
+            "LineAmountTypes": self.line_amount_types,
+            "Status": "DRAFT",
+            "LineItems": self.merged(None, managed, site, &after.lines),
+        });
+        if let Some(due) = after.due_date {
+            invoice["DueDate"] = json!(due.to_string());
+        }
+        let body = json!({ "Invoices": [invoice] });
+        let answer = self
+            .call(
+                "create invoice",
+                Method::PUT,
+                "Invoices",
+                &[],
+                Some(&body),
+                Some(&key(&["invoice", reference, &body.to_string()])),
+            )
+            .await?;
+        self.forget_prefetched();
+        created(&answer, "Invoices", "InvoiceID")
     }
 
     async fn update_invoice(
@@ -385,250 +550,6 @@ impl Xero {
             remote_id: id.to_owned(),
             reconciled: false,
         })
-    }
-
-    fn to_actual(
-        found: &Value,
-        target: &rollcall_core::InvoiceTarget,
-        products: &[String],
-    ) -> ActualInvoice {
-        let site = target.site.as_deref();
-        let lines = rollcall_core::invoice::client_lines(
-            found
-                .get("LineItems")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .filter_map(line_item),
-            products,
-            site,
-        );
-        ActualInvoice {
-            id: text(found, "InvoiceID").unwrap_or_default().to_owned(),
-            number: text(found, "InvoiceNumber").map(str::to_owned),
-            status: model::status(found),
-            fields: InvoiceFields {
-                reference: target.reference.clone(),
-                date: model::date(text(found, "DateString").or_else(|| text(found, "Date")))
-                    .unwrap_or(target.date),
-                due_date: model::date(
-                    text(found, "DueDateString").or_else(|| text(found, "DueDate")),
-                ),
-                lines,
-            },
-        }
-    }
-}
-
-#[async_trait]
-impl BillingSystem for Xero {
-    fn kind(&self) -> &'static str {
-        "xero"
-    }
-
-    fn billing_model(&self) -> BillingModel {
-        BillingModel::Invoice
-    }
-
-    fn manages_contacts(&self) -> bool {
-        false
-    }
-
-    fn field_limits(&self) -> rollcall_core::FieldLimits {
-        crate::model::LIMITS
-    }
-
-    async fn prepare(
-        &self,
-        accounts: &[BillingAccount],
-        _products: &[String],
-    ) -> Result<(), RemoteError> {
-        let Some(period) = rollcall_core::invoice::period_of(accounts) else {
-            return Ok(());
-        };
-        if accounts.len() < PREPARE_FROM {
-            return Ok(());
-        }
-        let contacts = self.list("read contacts", "Contacts", None).await?;
-        let filter = format!(
-            "Type==\"ACCREC\"&&Date>=DateTime({})&&Date<=DateTime({})",
-            period.start.format("%Y,%m,%d"),
-            period.end.format("%Y,%m,%d")
-        );
-        let invoices = self
-            .list("read invoices", "Invoices", Some(filter))
-            .await?
-            .into_iter()
-            .filter_map(|i| text(&i, "Reference").map(|r| (r.to_owned(), i.clone())))
-            .collect();
-        *self
-            .prefetched
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Prefetched {
-            period: Some(period),
-            contacts,
-            invoices,
-        });
-        Ok(())
-    }
-
-    async fn read(
-        &self,
-        account: &BillingAccount,
-        products: &[String],
-    ) -> Result<ClientState, RemoteError> {
-        let target = account.invoice.as_ref().ok_or_else(|| {
-            RemoteError::new(
-                VENDOR,
-                "read",
-                RemoteErrorKind::Rejected,
-                "Xero bills by invoice, but no billing period was given",
-            )
-        })?;
-        let wanted = target.bill_to.as_deref().unwrap_or(&account.company);
-        let cached = {
-            let prefetched = self
-                .prefetched
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            prefetched
-                .as_ref()
-                .filter(|p| p.period == Some(target.period))
-                .map(|p| {
-                    (
-                        p.contacts
-                            .iter()
-                            .find(|c| Self::contact_matches(c, wanted))
-                            .cloned(),
-                        p.invoices.get(&target.reference).cloned(),
-                    )
-                })
-        };
-        let (contact, invoice) = match cached {
-            Some(found) => found,
-            None => (
-                self.find_contact(wanted).await?,
-                self.find_invoice(&target.reference).await?,
-            ),
-        };
-        Ok(ClientState {
-            account: AccountRef {
-                company_id: contact
-                    .as_ref()
-                    .and_then(|c| text(c, "ContactID"))
-                    .unwrap_or_default()
-                    .to_owned(),
-                agreement_id: None,
-            },
-            contacts: vec![],
-            additions: vec![],
-            invoice: invoice.map(|i| Self::to_actual(&i, target, products)),
-        })
-    }
-
-    #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
-    async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError> {
-        match change {
-            Change::CreateCustomer { name, email } => {
-                if let Some(found) = self.find_contact(name).await? {
-                    return Ok(Applied {
-                        remote_id: text(&found, "ContactID").unwrap_or_default().to_owned(),
-                        reconciled: true,
-                    });
-                }
-                let mut contact = json!({ "Name": name });
-                if let Some(e) = email {
-                    contact["EmailAddress"] = json!(e);
-                }
-                let body = json!({ "Contacts": [contact] });
-                let answer = self
-                    .call(
-                        "create contact",
-                        Method::PUT,
-                        "Contacts",
-                        &[],
-                        Some(&body),
-                        Some(&key(&["contact", name])),
-                    )
-                    .await?;
-                self.forget_prefetched();
-                created(&answer, "Contacts", "ContactID")
-            }
-            Change::CreateInvoice {
-                reference,
-                site,
-                after,
-            } => {
-                let managed: Vec<String> = after.lines.iter().map(|l| l.product.clone()).collect();
-                if let Some(existing) = self.find_invoice(reference).await? {
-                    let id = text(&existing, "InvoiceID").unwrap_or_default().to_owned();
-                    let applied = self
-                        .update_invoice(&id, site.as_deref(), &managed, after)
-                        .await?;
-                    return Ok(Applied {
-                        reconciled: true,
-                        ..applied
-                    });
-                }
-                if account.company_id.is_empty() {
-                    return Err(RemoteError::new(
-                        VENDOR,
-                        "create invoice",
-                        RemoteErrorKind::NotFound,
-                        "the client has no contact in Xero yet",
-                    ));
-                }
-                let mut invoice = json!({
-                    "Type": "ACCREC",
-                    "Contact": { "ContactID": account.company_id },
-                    "Date": after.date.to_string(),
-                    "Reference": reference,
-                    "LineAmountTypes": self.line_amount_types,
-                    "Status": "DRAFT",
-                    "LineItems": self.merged(None, &managed, site.as_deref(), &after.lines),
-                });
-                if let Some(due) = after.due_date {
-                    invoice["DueDate"] = json!(due.to_string());
-                }
-                let body = json!({ "Invoices": [invoice] });
-                let answer = self
-                    .call(
-                        "create invoice",
-                        Method::PUT,
-                        "Invoices",
-                        &[],
-                        Some(&body),
-                        Some(&key(&["invoice", reference, &body.to_string()])),
-                    )
-                    .await?;
-                self.forget_prefetched();
-                created(&answer, "Invoices", "InvoiceID")
-            }
-            Change::UpdateInvoice {
-                id,
-                site,
-                before,
-                after,
-                ..
-            } => {
-                let mut managed: Vec<String> = before
-                    .lines
-                    .iter()
-                    .chain(&after.lines)
-                    .map(|l| l.product.clone())
-                    .collect();
-                managed.sort();
-                managed.dedup();
-                self.update_invoice(id, site.as_deref(), &managed, after)
-                    .await
-            }
-            other => Err(RemoteError::new(
-                VENDOR,
-                other.kind(),
-                RemoteErrorKind::Rejected,
-                "Xero bills by invoice: it has no agreements or per-person contacts",
-            )),
-        }
     }
 }
 
