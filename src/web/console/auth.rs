@@ -209,41 +209,34 @@ impl Auth {
 
     fn verify_session(&self, value: &str, now: i64) -> Option<(i64, String, Option<String>)> {
         let keys = self.keys.as_ref()?;
-        if let Some(v2) = value.strip_prefix("v2.") {
-            let mut parts = v2.split('.');
-            let (Some(expires), Some(nonce), Some(user), Some(mac), None) = (
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-                parts.next(),
-            ) else {
-                return None;
-            };
-            let expected = sign(&keys.mac, &format!("session2|{expires}|{nonce}|{user}"));
-            if !crate::web::signature::same_secret(mac, &expected) {
-                return None;
-            }
-            let expires: i64 = expires.parse().ok()?;
-            let user = String::from_utf8(unhex(user)?).ok()?;
-            return (expires > now).then(|| (expires, nonce.to_owned(), Some(user)));
-        }
-        let mut parts = value.split('.');
-        let (Some("v1"), Some(expires), Some(nonce), Some(mac), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
-            return None;
+        // v1: a token sign-in; v2 also names the person single sign-on let in (hex, no dots).
+        let parts: Vec<&str> = value.split('.').collect();
+        let (expires, nonce, user, mac, signed) = match parts.as_slice() {
+            ["v2", expires, nonce, user, mac] => (
+                *expires,
+                *nonce,
+                Some(*user),
+                *mac,
+                format!("session2|{expires}|{nonce}|{user}"),
+            ),
+            ["v1", expires, nonce, mac] => (
+                *expires,
+                *nonce,
+                None,
+                *mac,
+                format!("session|{expires}|{nonce}"),
+            ),
+            _ => return None,
         };
-        let expected = sign(&keys.mac, &format!("session|{expires}|{nonce}"));
-        if !crate::web::signature::same_secret(mac, &expected) {
+        if !crate::web::signature::same_secret(mac, &sign(&keys.mac, &signed)) {
             return None;
         }
         let expires: i64 = expires.parse().ok()?;
-        (expires > now).then(|| (expires, nonce.to_owned(), None))
+        let user = match user {
+            Some(hex) => Some(String::from_utf8(unhex(hex)?).ok()?),
+            None => None,
+        };
+        (expires > now).then(|| (expires, nonce.to_owned(), user))
     }
 
     /// The CSRF token forms carry for this sign-in.
