@@ -236,8 +236,8 @@ fn resync_over_http(c: &mut Criterion) {
             let change = rollcall_core::Change::UpdateContact {
                 id: contact.id.clone(),
                 key: contact.fields.key(),
-                before: rollcall_core::ContactFields::default(),
-                after: contact.fields.clone(),
+                before: Box::new(rollcall_core::ContactFields::default()),
+                after: Box::new(contact.fields.clone()),
             };
             billing
                 .apply(&state.account, &change)
@@ -251,8 +251,8 @@ fn resync_over_http(c: &mut Criterion) {
             let change = rollcall_core::Change::UpdateAddition {
                 id: addition.id.clone(),
                 product: addition.product.clone(),
-                before,
-                after: addition.fields.clone(),
+                before: Box::new(before),
+                after: Box::new(addition.fields.clone()),
             };
             billing
                 .apply(&state.account, &change)

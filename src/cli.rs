@@ -1090,7 +1090,7 @@ async fn plan(
     let plan = plan?;
     match output {
         PlanOutput::Json => println!("{}", serde_json::to_string_pretty(&plan)?),
-        PlanOutput::Table => print!("{}", report::plan_text_styled(&plan, colour())),
+        PlanOutput::Table => report::print_plan(&plan, colour())?,
         PlanOutput::Markdown => print!("{}", report::markdown::plan(&plan)),
     }
     Ok(Exit::of_plan(&plan))
@@ -1125,7 +1125,7 @@ async fn approvals(
                 ),
                 Output::Table => {
                     print!("{}", cli::detail(&a));
-                    print!("{}", report::plan_text_styled(&plan, colour()));
+                    report::print_plan(&plan, colour())?;
                 }
             },
             Err(e) => {
@@ -1176,7 +1176,7 @@ async fn approve(
         return Ok(Exit::Invalid);
     };
     print!("{}", cli::detail(&approval));
-    print!("{}", report::plan_text_styled(&plan, colour()));
+    report::print_plan(&plan, colour())?;
     // What is asked is whether to apply the refused changes.
     let mut asked = plan.clone();
     for c in &mut asked.clients {
@@ -1306,7 +1306,7 @@ async fn apply(
             false,
         ),
     };
-    print!("{}", report::plan_text_styled(&plan, colour()));
+    report::print_plan(&plan, colour())?;
     // An empty plan is still applied: it records the run and refreshes the seat
     // ledger, which the grace period counts from.
     if !plan.is_empty() && !yes && !confirm(&plan)? {
@@ -1612,7 +1612,7 @@ fn print_synced(
         Err(e) => return Err(e.into()),
     };
     if show_plan {
-        print!("{}", report::plan_text_styled(&synced.plan, colour()));
+        report::print_plan(&synced.plan, colour())?;
     }
     if outcomes_of_empty_plan || !synced.plan.is_empty() {
         print!("{}", report::outcome_text(&synced.outcomes));

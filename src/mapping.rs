@@ -468,14 +468,17 @@ impl TemplateSet {
                 }
                 person_json(&p, PersonFields::ALL)
             }
-            TemplateKind::Line => line_json(
-                "product",
-                "PRODUCT",
-                1,
-                Decimal::ONE,
-                &[&sample_person()],
-                Some(PersonFields::ALL),
-            ),
+            TemplateKind::Line => {
+                let p = sample_person();
+                line_json(
+                    "product",
+                    "PRODUCT",
+                    1,
+                    Decimal::ONE,
+                    std::iter::once(p.billing_name().as_str()),
+                    vec![person_json(&p, PersonFields::ALL)],
+                )
+            }
         };
         strict
             .render_template(source, &sample)
@@ -606,26 +609,29 @@ fn person_json(p: &Person, fields: PersonFields) -> serde_json::Value {
     Value::Object(map)
 }
 
-fn line_json<P: std::ops::Deref<Target = Person>>(
+/// What a line template renders over: the product, and its seat holders' names and, for
+/// templates that list `people`, each holder as [`person_json`] made them.
+fn line_json<'n>(
     product: &str,
     identifier: &str,
     quantity: usize,
     unit_price: Decimal,
-    people: &[P],
-    with_people: Option<PersonFields>,
+    names: impl Iterator<Item = &'n str>,
+    people: Vec<serde_json::Value>,
 ) -> serde_json::Value {
-    let names: Vec<String> = people.iter().map(|p| p.billing_name()).collect();
-    let people: Vec<serde_json::Value> = if let Some(fields) = with_people {
-        people.iter().map(|p| person_json(p, fields)).collect()
-    } else {
-        Vec::new()
-    };
+    let mut joined = String::new();
+    for name in names {
+        if !joined.is_empty() {
+            joined.push_str(", ");
+        }
+        joined.push_str(name);
+    }
     json!({
         "product": product,
         "identifier": identifier,
         "quantity": quantity,
         "unit_price": unit_price.to_string(),
-        "names": names.join(", "),
+        "names": joined,
         "people": people,
     })
 }
@@ -727,7 +733,6 @@ impl MappingError {
     }
 }
 
-/// Maps one directory read to the client's desired billing state.
 /// Seats the ledger says are held, for the grace period: per product id, who held a seat and
 /// when they last matched its rule. Passed in, so mapping stays free of I/O and clocks.
 #[derive(Debug, Clone, Default)]
@@ -742,7 +747,8 @@ pub struct HeldSeat {
     pub name: String,
     pub last_seen: chrono::DateTime<chrono::Utc>,
 }
-
+/// Maps one directory read to the client's desired billing state, borrowing the people (for
+/// callers that need them afterwards: sister clients that count each person once, tests).
 pub fn desired_state(
     client: &str,
     rules: &Rules,
@@ -752,137 +758,232 @@ pub fn desired_state(
     read: &DirectoryRead,
     grace: &Grace,
 ) -> Result<Desired, MappingError> {
+    let people = read.people.iter().collect();
+    map_people(
+        client, rules, templates, currency, text_limit, people, read, grace,
+    )
+}
+
+/// [`desired_state`], taking the people out of `read`: each is dropped as soon as it is mapped,
+/// so a large client never holds its people and its mapped state at once (issue 18: the two
+/// together were a 100,000-person plan's peak memory).
+pub fn desired_state_taking(
+    client: &str,
+    rules: &Rules,
+    templates: &TemplateSet,
+    currency: Currency,
+    text_limit: Option<usize>,
+    read: &mut DirectoryRead,
+    grace: &Grace,
+) -> Result<Desired, MappingError> {
+    let people = std::mem::take(&mut read.people);
+    map_people(
+        client, rules, templates, currency, text_limit, people, read, grace,
+    )
+}
+
+/// One person's seats of one product, gathered while people are mapped; what a
+/// [`SeatHolder`] is made of once every person has been seen.
+struct Holding {
+    person_id: Arc<str>,
+    name: Arc<str>,
+    seats: u32,
+    evidence: Arc<Evidence>,
+    contact: Option<Arc<str>>,
+    /// The person as the line template sees them, for templates that list `people`.
+    json: Option<serde_json::Value>,
+}
+
+#[allow(clippy::too_many_arguments)] // the two public entry points above name them
+fn map_people<P: std::borrow::Borrow<Person>>(
+    client: &str,
+    rules: &Rules,
+    templates: &TemplateSet,
+    currency: Currency,
+    text_limit: Option<usize>,
+    mut people: Vec<P>,
+    read: &DirectoryRead,
+    grace: &Grace,
+) -> Result<Desired, MappingError> {
     let fail = |p: &Person, rule: &str, message: String| MappingError {
         client: client.to_owned(),
         person: format!("{} ({})", p.billing_name(), p.id),
         rule: rule.to_owned(),
         message,
     };
-    // Sorted by id so the plan does not depend on the directory's order.
-    let mut people: Vec<&Person> = read.people.iter().collect();
-    people.sort_by(|a, b| a.id.cmp(&b.id));
+    // Sorted by id so the plan does not depend on the directory's order; reversed, to be
+    // taken from the end.
+    people.sort_by(|a, b| a.borrow().id.cmp(&b.borrow().id));
+    people.reverse();
+
+    // Who the ledger says holds a seat: a person among them who does not take every seat they
+    // hold is kept aside (with their contact key), as the grace period may keep their seat.
+    let held: std::collections::HashSet<&str> = if rules.grace_days == 0 {
+        Default::default()
+    } else {
+        rules
+            .seats
+            .iter()
+            .filter_map(|s| grace.held.get(&s.product))
+            .flatten()
+            .map(|h| h.person_id.as_str())
+            .collect()
+    };
+    let mut kept: HashMap<String, (P, Option<Arc<str>>)> = HashMap::new();
+    let evidence_names = EvidenceNames::of(rules);
+    let mut shared = SharedEvidence::default();
 
     let mut contacts = BTreeMap::new();
-    let mut contact_of: HashMap<String, String> = HashMap::new();
     let mut excluded = Vec::new();
-    let mut holders: Vec<Vec<&Person>> = vec![Vec::new(); rules.seats.len()];
-    for person in people {
-        let vars = PersonVars::new(person);
-        let mut exclusion = None;
-        for rule in &rules.exclusions {
-            if rule
-                .when
+    let mut holdings: Vec<Vec<Holding>> = (0..rules.seats.len()).map(|_| Vec::new()).collect();
+    let mut taken = Vec::with_capacity(rules.seats.len());
+    // This person's evidence per product, made once for products whose rules read the same.
+    let mut made: Vec<Option<Arc<Evidence>>> = Vec::with_capacity(rules.seats.len());
+    while let Some(person) = people.pop() {
+        // The list gives its room back as it empties: 100,000 people are 25 MB of it alone.
+        if people.len() < people.capacity() / 2 {
+            people.shrink_to_fit();
+        }
+        // Set when the person is to be kept aside for the grace period, with their contact key.
+        let keep: Option<Option<Arc<str>>> = 'person: {
+            let p = person.borrow();
+            let is_held = held.contains(p.id.as_str());
+            let vars = PersonVars::new(p);
+            let mut exclusion = None;
+            for rule in &rules.exclusions {
+                if rule
+                    .when
+                    .eval(&vars)
+                    .map_err(|e| fail(p, rule.when.source(), e))?
+                {
+                    exclusion = Some(rule);
+                    break;
+                }
+            }
+            if let Some(rule) = exclusion {
+                excluded.push(Excluded {
+                    person_id: p.id.clone(),
+                    name: p.billing_name(),
+                    rule: rule.name.clone(),
+                });
+            } else if let Some(starts) = starts_later(rules.count_from.as_deref(), p, grace.now) {
+                excluded.push(Excluded {
+                    person_id: p.id.clone(),
+                    name: p.billing_name(),
+                    rule: format!("counts from {starts}"),
+                });
+            } else if rules
+                .counted
                 .eval(&vars)
-                .map_err(|e| fail(person, rule.when.source(), e))?
+                .map_err(|e| fail(p, rules.counted.source(), e))?
             {
-                exclusion = Some(rule);
-                break;
+                taken.clear();
+                for (i, seat) in rules.seats.iter().enumerate() {
+                    if seat
+                        .predicate
+                        .eval(&vars)
+                        .map_err(|e| fail(p, seat.predicate.source(), e))?
+                    {
+                        let seats = seat.counting.seats_of(p);
+                        if seats > 0 {
+                            taken.push((i, seats));
+                        }
+                    }
+                }
+                let mut contact = None;
+                if rules.manage_contacts {
+                    let fields = contact_fields(&rules.contact, templates, p)
+                        .map_err(|e| fail(p, "contact template", e))?;
+                    let key = fields.key();
+                    // Nothing to match a contact by (no email and no name) leaves it out.
+                    if !key.0.is_empty() {
+                        contact = Some(Arc::<str>::from(key.0.as_str()));
+                        contacts.entry(key).or_insert(fields);
+                    }
+                }
+                if !taken.is_empty() {
+                    let person_id = Arc::<str>::from(p.id.as_str());
+                    let name = Arc::<str>::from(p.billing_name());
+                    made.clear();
+                    made.resize(rules.seats.len(), None);
+                    for &(i, seats) in &taken {
+                        let first = evidence_names.same_as[i];
+                        let evidence = match &made[first] {
+                            Some(e) => Arc::clone(e),
+                            None => {
+                                let names = &evidence_names.of_seat[first];
+                                let e = shared.intern(evidence_named(p, names));
+                                made[first] = Some(Arc::clone(&e));
+                                e
+                            }
+                        };
+                        holdings[i].push(Holding {
+                            person_id: person_id.clone(),
+                            name: name.clone(),
+                            seats,
+                            evidence,
+                            contact: contact.clone(),
+                            json: templates
+                                .uses_people
+                                .contains(&rules.seats[i].description)
+                                .then(|| person_json(p, templates.person_fields)),
+                        });
+                    }
+                }
+                break 'person (is_held && taken.len() < rules.seats.len()).then_some(contact);
             }
-        }
-        if let Some(rule) = exclusion {
-            excluded.push(Excluded {
-                person_id: person.id.clone(),
-                name: person.billing_name(),
-                rule: rule.name.clone(),
-            });
-            continue;
-        }
-        if let Some(starts) = starts_later(rules.count_from.as_deref(), person, grace.now) {
-            excluded.push(Excluded {
-                person_id: person.id.clone(),
-                name: person.billing_name(),
-                rule: format!("counts from {starts}"),
-            });
-            continue;
-        }
-        if !rules
-            .counted
-            .eval(&vars)
-            .map_err(|e| fail(person, rules.counted.source(), e))?
-        {
-            continue;
-        }
-        for (i, seat) in rules.seats.iter().enumerate() {
-            if seat
-                .predicate
-                .eval(&vars)
-                .map_err(|e| fail(person, seat.predicate.source(), e))?
-                && seat.counting.seats_of(person) > 0
-            {
-                holders[i].push(person);
-            }
-        }
-        if rules.manage_contacts {
-            let fields = contact_fields(&rules.contact, templates, person)
-                .map_err(|e| fail(person, "contact template", e))?;
-            let key = fields.key();
-            if key.0.is_empty() {
-                continue; // nothing to match a contact by: no email and no name
-            }
-            contact_of.insert(person.id.clone(), key.0.clone());
-            contacts.entry(key).or_insert(fields);
+            is_held.then_some(None)
+        };
+        if let Some(contact) = keep {
+            kept.insert(person.borrow().id.clone(), (person, contact));
         }
     }
 
     let mut additions = BTreeMap::new();
-    let by_id: HashMap<&str, &Person> = read.people.iter().map(|p| (p.id.as_str(), p)).collect();
-    for (seat, people) in rules.seats.iter().zip(holders) {
-        let in_grace = grace_holders(rules.grace_days, grace, seat, &people, &by_id);
-        for (p, _) in &in_grace {
+    for ((i, seat), mut holders) in rules.seats.iter().enumerate().zip(holdings) {
+        let in_grace = grace_holders(rules.grace_days, grace, seat, &holders, &kept);
+        let mut grace_until: HashMap<Arc<str>, String> = HashMap::new();
+        for (p, until, contact) in in_grace {
             // A weekend lock-out keeps the person's contact too, when the directory still has them.
-            if rules.manage_contacts && by_id.contains_key(p.id.as_str()) {
-                let fields = contact_fields(&rules.contact, templates, p)
-                    .map_err(|e| fail(p, "contact template", e))?;
+            if rules.manage_contacts && kept.contains_key(p.id.as_str()) {
+                let fields = contact_fields(&rules.contact, templates, &p)
+                    .map_err(|e| fail(&p, "contact template", e))?;
                 if !fields.key().0.is_empty() {
                     contacts.entry(fields.key()).or_insert(fields);
                 }
             }
+            let person_id = Arc::<str>::from(p.id.as_str());
+            grace_until.insert(
+                person_id.clone(),
+                until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            );
+            holders.push(Holding {
+                person_id,
+                name: p.billing_name().into(),
+                seats: seat.counting.seats_of(&p).max(1),
+                evidence: shared.intern(evidence_named(&p, &evidence_names.of_seat[i])),
+                contact,
+                json: templates
+                    .uses_people
+                    .contains(&seat.description)
+                    .then(|| person_json(&p, templates.person_fields)),
+            });
         }
         let counted: u32 = match &seat.counting {
             Counting::Purchased(skus) => purchased(client, seat, skus, read)?,
-            _ => {
-                people
-                    .iter()
-                    .map(|p| seat.counting.seats_of(p))
-                    .sum::<u32>()
-                    + in_grace
-                        .iter()
-                        .map(|(p, _)| seat.counting.seats_of(p).max(1))
-                        .sum::<u32>()
-            }
+            _ => holders.iter().map(|h| h.seats).sum(),
         };
         let quantity = counted.saturating_sub(seat.included).max(seat.minimum);
-        let grace_until: HashMap<String, String> = in_grace
-            .iter()
-            .map(|(p, until)| {
-                (
-                    p.id.clone(),
-                    until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                )
-            })
-            .collect();
-        // Borrowed: a copy of every holder of every product was most of a plan's memory.
-        let mut people: Vec<std::borrow::Cow<'_, Person>> = people
-            .into_iter()
-            .map(std::borrow::Cow::Borrowed)
-            .chain(
-                in_grace
-                    .into_iter()
-                    .map(|(p, _)| std::borrow::Cow::Owned(p)),
-            )
-            .collect();
-        people.sort_by_cached_key(|p| p.billing_name().to_lowercase());
+        holders.sort_by_cached_key(|h| h.name.to_lowercase());
         let unit_price = round_money(seat.unit_price, currency);
+        let listed = holders.iter_mut().filter_map(|h| h.json.take()).collect();
         let data = line_json(
             &seat.name,
             &seat.identifier,
             quantity as usize,
             unit_price,
-            &people,
-            templates
-                .uses_people
-                .contains(&seat.description)
-                .then_some(templates.person_fields),
+            holders.iter().map(|h| &*h.name),
+            listed,
         );
         let invoice_description = templates
             .render(&seat.description, &handlebars::Context::from(data))
@@ -894,7 +995,7 @@ pub fn desired_state(
             })?;
         let invoice_description = match text_limit {
             Some(limit) => {
-                let names: Vec<String> = people.iter().map(|p| p.billing_name()).collect();
+                let names: Vec<&str> = holders.iter().map(|h| &*h.name).collect();
                 shorten_list(invoice_description, limit, &names)
             }
             None => invoice_description,
@@ -911,14 +1012,14 @@ pub fn desired_state(
                     invoice_description,
                 },
                 counted,
-                people: people
-                    .iter()
-                    .map(|p| SeatHolder {
-                        person_id: p.id.clone(),
-                        name: p.billing_name(),
-                        evidence: evidence(p, &[&rules.counted, &seat.predicate]),
-                        grace_until: grace_until.get(&p.id).cloned(),
-                        contact: contact_of.get(&p.id).cloned(),
+                people: holders
+                    .into_iter()
+                    .map(|h| SeatHolder {
+                        grace_until: grace_until.get(&h.person_id).cloned(),
+                        person_id: h.person_id,
+                        name: h.name,
+                        evidence: h.evidence,
+                        contact: h.contact,
                     })
                     .collect(),
             },
@@ -980,104 +1081,147 @@ pub fn starts_later(
         .or_else(|| rollcall_core::ad::generalized_time(text))?;
     (starts > now).then(|| starts.format("%Y-%m-%d").to_string())
 }
-
 /// Who keeps a seat of `seat` only through the grace period: held in the ledger, not matching
-/// now, and last matching fewer than `days` days ago. With the date their grace ends.
-fn grace_holders(
+/// now, and last matching fewer than `days` days ago. With the date their grace ends and, for
+/// someone the directory still has, their contact key.
+fn grace_holders<P: std::borrow::Borrow<Person>>(
     days: u32,
     grace: &Grace,
     seat: &SeatRule,
-    matching: &[&Person],
-    by_id: &HashMap<&str, &Person>,
-) -> Vec<(Person, chrono::DateTime<chrono::Utc>)> {
+    matching: &[Holding],
+    kept: &HashMap<String, (P, Option<Arc<str>>)>,
+) -> Vec<(Person, chrono::DateTime<chrono::Utc>, Option<Arc<str>>)> {
     if days == 0 {
         return Vec::new();
     }
     let Some(held) = grace.held.get(&seat.product) else {
         return Vec::new();
     };
-    let matched: std::collections::HashSet<&str> = matching.iter().map(|p| p.id.as_str()).collect();
+    let matched: std::collections::HashSet<&str> = matching.iter().map(|h| &*h.person_id).collect();
     held.iter()
         .filter(|h| !matched.contains(h.person_id.as_str()))
         .filter_map(|h| {
             let until = h.last_seen + chrono::Duration::days(i64::from(days));
-            (grace.now < until).then(|| {
-                let person = by_id
-                    .get(h.person_id.as_str())
-                    .map(|p| (*p).clone())
-                    .unwrap_or_else(|| Person {
+            (grace.now < until).then(|| match kept.get(h.person_id.as_str()) {
+                Some((p, contact)) => (p.borrow().clone(), until, contact.clone()),
+                None => (
+                    Person {
                         id: h.person_id.clone(),
                         display_name: h.name.clone(),
                         ..Person::default()
-                    });
-                (person, until)
+                    },
+                    until,
+                    None,
+                ),
             })
         })
         .collect()
 }
 
+/// The names each product's seat evidence is made of: the variables its counting and seat rules
+/// read. Products whose rules read the same names share one evidence per person.
+struct EvidenceNames {
+    of_seat: Vec<Vec<AttributeName>>,
+    /// For each product, the first product whose rules read the same names.
+    same_as: Vec<usize>,
+}
+
+impl EvidenceNames {
+    fn of(rules: &Rules) -> Self {
+        let of_seat: Vec<Vec<AttributeName>> = rules
+            .seats
+            .iter()
+            .map(|s| names_read(&[&rules.counted, &s.predicate]))
+            .collect();
+        let same_as = (0..of_seat.len())
+            .map(|i| (0..i).find(|&j| of_seat[j] == of_seat[i]).unwrap_or(i))
+            .collect();
+        EvidenceNames { of_seat, same_as }
+    }
+}
+
+/// Seat evidence made so far, one of each: people who share the values a product's rules read
+/// (`enabled = true`, `groups = [Staff]`) share one evidence, as a plan holds one per seat and a
+/// directory's people mostly repeat a few.
+#[derive(Default)]
+struct SharedEvidence(std::collections::HashSet<Arc<Evidence>>);
+
+impl SharedEvidence {
+    fn intern(&mut self, evidence: Evidence) -> Arc<Evidence> {
+        if let Some(shared) = self.0.get(&evidence) {
+            return shared.clone();
+        }
+        let shared = Arc::new(evidence);
+        self.0.insert(shared.clone());
+        shared
+    }
+}
+
+/// The variables `rules` read, once each.
+fn names_read(rules: &[&Predicate]) -> Vec<AttributeName> {
+    let mut names: Vec<AttributeName> = Vec::new();
+    for var in rules.iter().flat_map(|r| r.variables.iter()) {
+        if !names.contains(var) {
+            names.push(var.clone());
+        }
+    }
+    names
+}
+
 /// The values of the person's fields that `rules` read, as text: the evidence for a seat.
 pub fn evidence(p: &Person, rules: &[&Predicate]) -> Evidence {
-    // Sized to the names the rules read, once each: a plan holds one of these per seat.
-    let names = rules
-        .iter()
-        .enumerate()
-        .map(|(i, rule)| {
-            rule.variables
-                .iter()
-                .filter(|v| !rules[..i].iter().any(|r| r.variables.contains(v)))
-                .count()
-        })
-        .sum();
-    let mut out = Evidence::with_capacity(names);
-    for rule in rules {
-        for var in rule.variables.iter() {
-            let value = match var.as_str() {
-                "id" => p.id.clone(),
-                "username" => p.username.clone(),
-                "given_name" => p.given_name.clone(),
-                "surname" => p.surname.clone(),
-                "display_name" => p.display_name.clone(),
-                "name" => p.billing_name(),
-                "email" => p.email.clone().unwrap_or_default(),
-                "upn" => p.upn.clone().unwrap_or_default(),
-                "enabled" => p.enabled.to_string(),
-                "groups" => format!("[{}]", p.groups.join(", ")),
-                "licenses" => format!(
-                    "[{}]",
-                    p.licenses
-                        .iter()
-                        .map(|l| l.sku.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                "license_names" => format!(
-                    "[{}]",
-                    p.licenses
-                        .iter()
-                        .map(|l| l.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                "attributes" => format!(
-                    "{{{}}}",
-                    p.attributes
-                        .iter()
-                        .map(|(k, v)| format!("{k}: {v}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                _ => continue,
-            };
-            out.insert(var.clone(), value);
-        }
+    evidence_named(p, &names_read(rules))
+}
+
+/// The values of the person's fields named, as text.
+fn evidence_named(p: &Person, names: &[AttributeName]) -> Evidence {
+    let mut out = Evidence::with_capacity(names.len());
+    for var in names {
+        let value = match var.as_str() {
+            "id" => p.id.clone(),
+            "username" => p.username.clone(),
+            "given_name" => p.given_name.clone(),
+            "surname" => p.surname.clone(),
+            "display_name" => p.display_name.clone(),
+            "name" => p.billing_name(),
+            "email" => p.email.clone().unwrap_or_default(),
+            "upn" => p.upn.clone().unwrap_or_default(),
+            "enabled" => p.enabled.to_string(),
+            "groups" => format!("[{}]", p.groups.join(", ")),
+            "licenses" => format!(
+                "[{}]",
+                p.licenses
+                    .iter()
+                    .map(|l| l.sku.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "license_names" => format!(
+                "[{}]",
+                p.licenses
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "attributes" => format!(
+                "{{{}}}",
+                p.attributes
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => continue,
+        };
+        out.insert(var.clone(), value);
     }
     out
 }
 
 /// Fits invoice text into the billing system's limit. The text is usually a list of names, so it
 /// is cut after the last whole name that fits and says how many were left out.
-pub fn shorten_list(text: String, limit: usize, names: &[String]) -> String {
+pub fn shorten_list<N: AsRef<str>>(text: String, limit: usize, names: &[N]) -> String {
     if text.chars().count() <= limit {
         return text;
     }
@@ -1089,8 +1233,8 @@ pub fn shorten_list(text: String, limit: usize, names: &[String]) -> String {
     // Cut after the last whole name that fits, finding the names in order, so a name written
     // "Lovelace, Ada" is never split and the count of the rest is exact.
     let (mut cursor, mut kept) = (0, 0);
-    for name in names.iter().filter(|n| !n.is_empty()) {
-        match text[cursor..].find(name.as_str()) {
+    for name in names.iter().map(AsRef::as_ref).filter(|n| !n.is_empty()) {
+        match text[cursor..].find(name) {
             Some(i) if cursor + i + name.len() <= budget => {
                 cursor += i + name.len();
                 kept += 1;
@@ -1170,6 +1314,8 @@ const TEXT_FIELDS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    use std::sync::Arc;
 
     use proptest::prelude::*;
     use rollcall_core::{DirectoryRead, License, Person};
@@ -1460,7 +1606,10 @@ clients:
             .parse()
             .expect("n");
         assert_eq!(kept + more, 100, "{text}");
-        assert_eq!(super::shorten_list("short".into(), 200, &[]), "short");
+        assert_eq!(
+            super::shorten_list::<&str>("short".into(), 200, &[]),
+            "short"
+        );
         // Names written "Last, First" are never split, and the rest is counted by name.
         let formal: Vec<String> = (0..100).map(|i| format!("Number{i}, Person")).collect();
         let text = super::shorten_list(format!("Seats: {}", formal.join("; ")), 200, &formal);
@@ -1518,7 +1667,7 @@ clients:
         let kept = staff
             .people
             .iter()
-            .find(|h| h.person_id == "p001")
+            .find(|h| &*h.person_id == "p001")
             .expect("kept");
         assert_eq!(kept.grace_until.as_deref(), Some("2026-11-23T08:00:00Z"));
         assert!(
@@ -1677,6 +1826,96 @@ clients:
     }
 
     proptest! {
+        /// Mapping people one at a time, each dropped once mapped (what a run does, issue 18),
+        /// against a model of the rules: the quantity is the counted people who match plus the
+        /// ledger's holders who stopped matching fewer than `grace_days` ago, whether the
+        /// directory still has them or not, and borrowing the people maps the same.
+        #[test]
+        fn mapping_taken_people_bills_matches_and_grace_as_the_rules_say(
+            people in prop::collection::vec((prop::bool::ANY, prop::bool::ANY, 0..3usize), 0..30),
+            held in prop::collection::btree_map(0..40usize, 0..6i64, 0..20),
+        ) {
+            let yaml = PIPELINE.replace(
+                "clients:",
+                "defaults:\n  grace_days: 3\n  exclude: [{ name: service, when: \"username.startsWith('svc')\" }]\nclients:",
+            );
+            let p = config::load_str(&yaml, Path::new("t.yaml")).expect("pipeline");
+            let c = &p.clients[0];
+            let now = chrono::DateTime::parse_from_rfc3339("2026-12-07T12:00:00Z").expect("date").to_utc();
+            let people: Vec<Person> = people
+                .iter()
+                .enumerate()
+                .map(|(i, (enabled, g1, spb))| {
+                    let groups: &[&str] = if *g1 { &["G1"] } else { &["G2"] };
+                    let mut p = person(i, groups, &["SPB", "SPB"][..*spb], *enabled);
+                    if i % 7 == 6 {
+                        p.username = format!("svc{i}");
+                    }
+                    p
+                })
+                .collect();
+            let grace = super::Grace {
+                now,
+                held: [(
+                    "staff".to_owned(),
+                    held.iter()
+                        .map(|(i, days)| super::HeldSeat {
+                            person_id: format!("p{i:03}"),
+                            name: format!("G{i} S{i}"),
+                            last_seen: now - chrono::Duration::days(*days),
+                        })
+                        .collect(),
+                )]
+                .into(),
+            };
+            let counted = |p: &Person| p.enabled && !p.username.starts_with("svc");
+            let matching: std::collections::BTreeSet<String> = people
+                .iter()
+                .filter(|p| counted(p) && p.groups.iter().any(|g| g == "G1"))
+                .map(|p| p.id.clone())
+                .collect();
+            let in_grace = held
+                .iter()
+                .filter(|(i, days)| **days < 3 && !matching.contains(&format!("p{i:03}")))
+                .count();
+            let borrowed = super::desired_state(
+                &c.name, &c.rules, &p.templates, p.currency, None,
+                &DirectoryRead::complete(people.clone()), &grace,
+            )
+            .expect("map");
+            let mut read = DirectoryRead::complete(people.clone());
+            let taken = super::desired_state_taking(
+                &c.name, &c.rules, &p.templates, p.currency, None, &mut read, &grace,
+            )
+            .expect("map");
+            prop_assert!(read.people.is_empty(), "the people were taken");
+            prop_assert_eq!(&taken, &borrowed);
+            let staff = &taken.additions["STAFF"];
+            prop_assert_eq!(staff.fields.quantity as usize, matching.len() + in_grace);
+            prop_assert_eq!(
+                staff.people.iter().filter(|h| h.grace_until.is_some()).count(),
+                in_grace
+            );
+            // A weekend lock-out keeps the person's contact too, when the directory has them.
+            let kept_uncounted = held
+                .iter()
+                .filter(|(i, days)| **days < 3 && people.get(**i).is_some_and(|p| !counted(p)))
+                .count();
+            prop_assert_eq!(
+                taken.contacts.as_ref().map_or(0, |c| c.len()),
+                people.iter().filter(|p| counted(p)).count() + kept_uncounted
+            );
+            let expected_bp: usize = people.iter().filter(|p| counted(p)).map(|p| p.licenses.len()).sum();
+            prop_assert_eq!(taken.additions["M365-BP"].fields.quantity as usize, expected_bp);
+            // A person holding both products is one id and one name, not a copy per seat.
+            for h in staff.people.iter().filter(|h| h.grace_until.is_none()) {
+                if let Some(other) = taken.additions["M365-BP"].people.iter().find(|o| o.person_id == h.person_id) {
+                    prop_assert!(Arc::ptr_eq(&h.person_id, &other.person_id));
+                    prop_assert!(Arc::ptr_eq(&h.name, &other.name));
+                }
+            }
+        }
+
         /// The issue's property: a product's quantity is the number of counted people who match.
         #[test]
         fn quantities_equal_the_number_of_matching_people(

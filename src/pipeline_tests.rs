@@ -297,7 +297,7 @@ fn run_case(pipeline: &Pipeline, file: &str, case: &TestCase) -> CaseResult {
         }
         if let Some(want_names) = &w.names {
             let want: BTreeSet<&str> = want_names.iter().map(String::as_str).collect();
-            let got: BTreeSet<&str> = a.people.iter().map(|h| h.name.as_str()).collect();
+            let got: BTreeSet<&str> = a.people.iter().map(|h| &*h.name).collect();
             set_diff(diff, &format!("line {line}: {product} people"), &want, &got);
         }
     }
@@ -334,7 +334,7 @@ fn names(a: &crate::plan::DesiredAddition) -> String {
     } else {
         a.people
             .iter()
-            .map(|h| h.name.as_str())
+            .map(|h| &*h.name)
             .collect::<Vec<_>>()
             .join(", ")
     }

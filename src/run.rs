@@ -269,7 +269,7 @@ impl CountedBy {
         let billed: std::collections::HashSet<&str> = desired
             .additions
             .values()
-            .flat_map(|a| a.people.iter().map(|h| h.person_id.as_str()))
+            .flat_map(|a| a.people.iter().map(|h| &*h.person_id))
             .collect();
         for p in people.iter().filter(|p| billed.contains(p.id.as_str())) {
             self.by_key.insert(p.id.to_lowercase(), client.to_owned());
@@ -589,27 +589,37 @@ async fn plan_client(
             held: Default::default(),
         }
     };
-    let mut desired = match mapping::desired_state(
-        &client.name,
-        &client.rules,
-        &pipeline.templates,
-        pipeline.currency,
-        billing.invoice_text_limit(),
-        &read,
-        &grace,
-    ) {
+    // Mapped, the people are needed again only by sister clients that count each person once;
+    // for everyone else each goes as soon as it is mapped, not after the billing system's read
+    // and the plan, which hold as much again (issue 18: the peak memory of a large client).
+    let mapped = if client.count_once_in.is_none() {
+        mapping::desired_state_taking(
+            &client.name,
+            &client.rules,
+            &pipeline.templates,
+            pipeline.currency,
+            billing.invoice_text_limit(),
+            &mut read,
+            &grace,
+        )
+    } else {
+        mapping::desired_state(
+            &client.name,
+            &client.rules,
+            &pipeline.templates,
+            pipeline.currency,
+            billing.invoice_text_limit(),
+            &read,
+            &grace,
+        )
+    };
+    let mut desired = match mapped {
         Ok(d) => d,
         Err(e) => {
             let hint = e.hint();
             return out.failed(FailureClass::Invalid, e.to_string(), hint);
         }
     };
-    // Mapped, the people are needed again only by sister clients that count each person once;
-    // for everyone else they go now, not after the billing system's read and the plan, which
-    // hold as much again (issue 18: the peak memory of a large client).
-    if client.count_once_in.is_none() {
-        read.people = Vec::new();
-    }
     // Accounting systems keep customers, not a contact per person (docs/invoicing.md).
     if !billing.manages_contacts() {
         desired.contacts = None;
@@ -685,7 +695,7 @@ async fn plan_client(
     out.resolved = Some(actual.account.clone());
     out.fingerprint = Some(fingerprint(&actual));
 
-    let planned = plan::plan(&desired, &actual);
+    let planned = plan::plan_taking(&mut desired, &actual);
     out.notes.extend(planned.notes.iter().cloned());
     out.conflicts.extend(planned.conflicts.iter().cloned());
     for c in &out.conflicts {

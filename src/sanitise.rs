@@ -5,11 +5,14 @@
 //! connector: the planner then compares clean text with clean text read back, so a name with
 //! an escape sequence neither reaches a vendor nor makes every resync an update.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::io::Write;
+use std::sync::Arc;
 
 use rollcall_core::text::{clean, clean_in_place};
 
-use crate::plan::Desired;
+use crate::plan::{Desired, Evidence};
 
 /// Removes control and bidi characters from every text of `desired` that a billing system or
 /// a person reads: contact fields, product names, invoice descriptions, the names and evidence
@@ -35,33 +38,36 @@ pub fn desired(desired: &mut Desired) {
             contacts.entry(fields.key()).or_insert(fields);
         }
     }
+    let mut cleaned_evidence: HashMap<*const Evidence, (Arc<Evidence>, Arc<Evidence>)> =
+        HashMap::new();
     for addition in desired.additions.values_mut() {
         clean_in_place(&mut addition.name);
         clean_in_place(&mut addition.fields.invoice_description);
         for holder in &mut addition.people {
-            clean_in_place(&mut holder.name);
+            if let Cow::Owned(name) = clean(&holder.name) {
+                holder.name = name.into();
+            }
             if let Some(key) = holder.contact.as_mut() {
-                match rekeyed.get(key.as_str()) {
-                    Some(cleaned) => key.clone_from(cleaned),
-                    None => clean_in_place(key),
+                match rekeyed.get(&**key) {
+                    Some(cleaned) => *key = cleaned.as_str().into(),
+                    None => {
+                        if let Cow::Owned(cleaned) = clean(key) {
+                            *key = cleaned.into();
+                        }
+                    }
                 }
             }
-            // Names are the rules' variable names, which need no cleaning unless a saved plan
-            // says otherwise; values are the directory's text.
-            if holder
-                .evidence
-                .keys()
-                .any(|k| matches!(clean(k), std::borrow::Cow::Owned(_)))
-            {
-                let evidence = std::mem::take(&mut holder.evidence);
-                holder.evidence = evidence
-                    .iter()
-                    .map(|(k, v)| (clean(k).into_owned(), v.clone()))
-                    .collect();
-            }
-            for v in holder.evidence.values_mut() {
-                clean_in_place(v);
-            }
+            // Holders share evidence: each one is cleaned once. The originals are kept in the
+            // map, so an address seen cannot be reused by another evidence meanwhile.
+            let seen = cleaned_evidence
+                .entry(Arc::as_ptr(&holder.evidence))
+                .or_insert_with(|| {
+                    let original = Arc::clone(&holder.evidence);
+                    let cleaned =
+                        clean_evidence(&original).map_or_else(|| Arc::clone(&original), Arc::new);
+                    (original, cleaned)
+                });
+            holder.evidence = Arc::clone(&seen.1);
         }
     }
     for excluded in &mut desired.excluded {
@@ -95,6 +101,23 @@ impl Write for CleanStderr {
     }
 }
 
+/// `evidence` with its names and values cleaned, or `None` when nothing needed cleaning.
+///
+/// Names are the rules' variable names, which need no cleaning unless a saved plan says
+/// otherwise; values are the directory's text.
+fn clean_evidence(evidence: &Evidence) -> Option<Evidence> {
+    let dirty = |t: &str| matches!(clean(t), Cow::Owned(_));
+    if !evidence.iter().any(|(k, v)| dirty(k) || dirty(v)) {
+        return None;
+    }
+    Some(
+        evidence
+            .iter()
+            .map(|(k, v)| (clean(k).into_owned(), clean(v).into_owned()))
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -117,6 +140,9 @@ mod tests {
             phone: Some(dirty("555")),
         };
         let contact_key = contact.key();
+        let shared: Arc<Evidence> = Arc::new([(dirty("title"), dirty("Eng"))].into());
+        let clean_already: Arc<Evidence> =
+            Arc::new([("title".to_owned(), "Eng".to_owned())].into());
         let mut state = Desired {
             completeness: Completeness::Complete,
             contacts: Some(BTreeMap::from([(contact.key(), contact)])),
@@ -132,13 +158,30 @@ mod tests {
                         invoice_description: dirty("Ann Lee"),
                     },
                     counted: 1,
-                    people: vec![SeatHolder {
-                        person_id: "1".into(),
-                        name: dirty("Ann Lee"),
-                        evidence: [(dirty("title"), dirty("Eng"))].into(),
-                        grace_until: None,
-                        contact: Some(contact_key.0.clone()),
-                    }],
+                    people: vec![
+                        SeatHolder {
+                            person_id: "1".into(),
+                            name: dirty("Ann Lee").into(),
+                            evidence: Arc::clone(&shared),
+                            grace_until: None,
+                            contact: Some(contact_key.0.as_str().into()),
+                        },
+                        // Holders share evidence: cleaning the one must clean the other.
+                        SeatHolder {
+                            person_id: "2".into(),
+                            name: "Bo Ek".into(),
+                            evidence: Arc::clone(&shared),
+                            grace_until: None,
+                            contact: None,
+                        },
+                        SeatHolder {
+                            person_id: "3".into(),
+                            name: "Cy Oh".into(),
+                            evidence: Arc::clone(&clean_already),
+                            grace_until: None,
+                            contact: None,
+                        },
+                    ],
                 },
             )]),
             excluded: vec![],
@@ -157,9 +200,22 @@ mod tests {
         assert_eq!(fields.first_name, "Ann]0;owned[2J");
         let holder = &state.additions["M365"].people[0];
         assert_eq!(
-            holder.contact.as_ref(),
-            Some(&key.0),
+            holder.contact.as_deref(),
+            Some(key.0.as_str()),
             "the seat still finds its contact"
+        );
+        let people = &state.additions["M365"].people;
+        assert_eq!(
+            people[1].evidence.values().next().map(String::as_str),
+            Some("Eng]0;owned[2J")
+        );
+        assert!(
+            Arc::ptr_eq(&people[0].evidence, &people[1].evidence),
+            "cleaned once, still shared"
+        );
+        assert!(
+            Arc::ptr_eq(&people[2].evidence, &clean_already),
+            "evidence with nothing to clean is kept as it is"
         );
     }
 }

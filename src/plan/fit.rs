@@ -27,9 +27,9 @@ pub fn fit(desired: &mut Desired, limits: &FieldLimits) -> Vec<String> {
             .flat_map(|a| a.people.iter_mut())
         {
             if let Some(key) = holder.contact.as_mut()
-                && let Some(new) = renamed.get(key.as_str())
+                && let Some(new) = renamed.get(&**key)
             {
-                new.clone_into(key);
+                *key = new.as_str().into();
             }
         }
     }
@@ -161,11 +161,11 @@ mod tests {
         let holders = contacts
             .iter()
             .map(|c| SeatHolder {
-                person_id: c.first_name.clone(),
-                name: c.first_name.clone(),
+                person_id: c.first_name.clone().into(),
+                name: c.first_name.clone().into(),
                 evidence: Default::default(),
                 grace_until: None,
-                contact: Some(c.key().0),
+                contact: Some(c.key().0.into()),
             })
             .collect::<Vec<_>>();
         Desired {

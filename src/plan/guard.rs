@@ -65,11 +65,11 @@ pub fn check(
     actual: &ClientState,
     policy: GuardPolicy,
 ) -> Guarded {
-    let mut changes = Vec::with_capacity(planned.changes.len());
     let mut withheld = Vec::new();
-    match &desired.completeness {
-        Completeness::Complete => changes = planned.changes,
+    let changes = match &desired.completeness {
+        Completeness::Complete => planned.changes,
         Completeness::Incomplete { reason } => {
+            let mut changes = Vec::with_capacity(planned.changes.len());
             let why = format!(
                 "the directory read was incomplete ({reason}); nothing is lowered until a complete read"
             );
@@ -82,8 +82,9 @@ pub fn check(
                     }),
                 }
             }
+            changes
         }
-    }
+    };
 
     let before = seats_by_product(desired, actual);
     let mut after = before.clone();

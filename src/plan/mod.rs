@@ -8,7 +8,9 @@ pub mod fit;
 pub mod guard;
 pub mod proration;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rollcall_core::{
     ActualAddition, ActualContact, AdditionFields, Change, ClientState, Completeness,
@@ -90,12 +92,14 @@ pub type Evidence = rollcall_core::Attributes;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeatHolder {
-    pub person_id: String,
-    pub name: String,
+    // Shared text: a person holding seats of several products is one id, name and contact key
+    // (and, with the people who read the same, one evidence), not a copy per seat.
+    pub person_id: Arc<str>,
+    pub name: Arc<str>,
     /// The values the counting and seat rules read for this person (`enabled = true`,
     /// `groups = [...]`): why they hold the seat, in the rules' own terms.
     #[serde(default)]
-    pub evidence: Evidence,
+    pub evidence: Arc<Evidence>,
     /// Set when the person no longer matches and keeps the seat only through the grace
     /// period, until this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -103,7 +107,7 @@ pub struct SeatHolder {
     /// The key of the person's contact in the billing system, where contacts are managed:
     /// how the service desk's tickets are matched to people.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contact: Option<String>,
+    pub contact: Option<Arc<str>>,
 }
 
 /// What the planner found for one client.
@@ -122,6 +126,28 @@ pub struct Planned {
 /// Order: contacts are created and updated first, additions next, and removals last
 /// (cancellations, then deactivations), so a run cut short removes nothing before it has added.
 pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
+    plan_with(
+        desired,
+        desired.contacts.as_ref().map(Cow::Borrowed),
+        actual,
+    )
+}
+
+/// [`plan`], moving the desired contacts into the changes rather than copying them, and
+/// leaving `desired.contacts` empty: a large client's first run creates every contact, and a
+/// copy of each beside the original was a 100,000-person plan's peak memory (issue 18).
+pub fn plan_taking(desired: &mut Desired, actual: &ClientState) -> Planned {
+    let contacts = desired.contacts.take();
+    plan_with(desired, contacts.map(Cow::Owned), actual)
+}
+
+type WantedContacts = BTreeMap<ContactKey, ContactFields>;
+
+fn plan_with(
+    desired: &Desired,
+    wanted: Option<Cow<'_, WantedContacts>>,
+    actual: &ClientState,
+) -> Planned {
     if let Some(invoice) = &desired.invoice {
         return plan_invoice(desired, invoice, actual);
     }
@@ -133,39 +159,8 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
     let mut cancellations = Vec::new();
     let mut deactivations = Vec::new();
 
-    if let Some(wanted) = &desired.contacts {
+    if let Some(wanted) = wanted {
         let by_key = index_contacts(&actual.contacts, &ours_contact, &mut out.notes);
-        for (key, fields) in wanted {
-            match by_key.get(key) {
-                // Someone else's contact for this person: creating a second would duplicate
-                // it, changing it is not ours to do.
-                Some(have) if !ours_contact(have) => out.notes.push(format!(
-                    "contact {key} (#{}) was not made by rollcall and is left as it is; `adopt: true` lets rollcall manage it",
-                    have.id
-                )),
-                None => out.changes.push(Change::CreateContact {
-                    key: key.clone(),
-                    after: fields.clone(),
-                }),
-                Some(have) if !have.active => out.changes.push(Change::ReactivateContact {
-                    id: have.id.clone(),
-                    key: key.clone(),
-                    before: have.fields.clone(),
-                    after: merge_unmanaged(fields, &have.fields),
-                }),
-                Some(have) => {
-                    let after = merge_unmanaged(fields, &have.fields);
-                    if after != have.fields {
-                        out.changes.push(Change::UpdateContact {
-                            id: have.id.clone(),
-                            key: key.clone(),
-                            before: have.fields.clone(),
-                            after,
-                        });
-                    }
-                }
-            }
-        }
         // A person who is gone takes every active contact under their key with them,
         // duplicates included; otherwise the next run would find the next duplicate.
         let mut leaving: Vec<&ActualContact> = actual
@@ -187,8 +182,48 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
         deactivations.extend(leaving.into_iter().map(|c| Change::DeactivateContact {
             id: c.id.clone(),
             key: c.fields.key(),
-            before: c.fields.clone(),
+            before: Box::new(c.fields.clone()),
         }));
+        let wanted: Box<dyn Iterator<Item = (Cow<'_, ContactKey>, Cow<'_, ContactFields>)>> =
+            match wanted {
+                Cow::Borrowed(w) => {
+                    Box::new(w.iter().map(|(k, f)| (Cow::Borrowed(k), Cow::Borrowed(f))))
+                }
+                Cow::Owned(w) => {
+                    Box::new(w.into_iter().map(|(k, f)| (Cow::Owned(k), Cow::Owned(f))))
+                }
+            };
+        for (key, fields) in wanted {
+            match by_key.get(&*key) {
+                // Someone else's contact for this person: creating a second would duplicate
+                // it, changing it is not ours to do.
+                Some(have) if !ours_contact(have) => out.notes.push(format!(
+                    "contact {key} (#{}) was not made by rollcall and is left as it is; `adopt: true` lets rollcall manage it",
+                    have.id
+                )),
+                None => out.changes.push(Change::CreateContact {
+                    key: key.into_owned(),
+                    after: Box::new(fields.into_owned()),
+                }),
+                Some(have) if !have.active => out.changes.push(Change::ReactivateContact {
+                    id: have.id.clone(),
+                    key: key.into_owned(),
+                    before: Box::new(have.fields.clone()),
+                    after: Box::new(merge_unmanaged(&fields, &have.fields)),
+                }),
+                Some(have) => {
+                    let after = merge_unmanaged(&fields, &have.fields);
+                    if after != have.fields {
+                        out.changes.push(Change::UpdateContact {
+                            id: have.id.clone(),
+                            key: key.into_owned(),
+                            before: Box::new(have.fields.clone()),
+                            after: Box::new(after),
+                        });
+                    }
+                }
+            }
+        }
     }
 
     let additions = index_additions(&actual.additions, &ours_addition, &mut out.notes);
@@ -202,7 +237,7 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
             )),
             None if want.fields.quantity > 0 => out.changes.push(Change::CreateAddition {
                 product: identifier.clone(),
-                after: want.fields.clone(),
+                after: Box::new(want.fields.clone()),
             }),
             None => {}
             // Nobody takes the product any more: every addition billing it goes, duplicates
@@ -217,14 +252,14 @@ pub fn plan(desired: &Desired, actual: &ClientState) -> Planned {
                 cancellations.extend(billing_it.into_iter().map(|a| Change::CancelAddition {
                     id: a.id.clone(),
                     product: a.product.clone(),
-                    before: a.fields.clone(),
+                    before: Box::new(a.fields.clone()),
                 }));
             }
             Some(have) if have.fields != want.fields => out.changes.push(Change::UpdateAddition {
                 id: have.id.clone(),
                 product: have.product.clone(),
-                before: have.fields.clone(),
-                after: want.fields.clone(),
+                before: Box::new(have.fields.clone()),
+                after: Box::new(want.fields.clone()),
             }),
             Some(_) => {}
         }
@@ -301,7 +336,7 @@ fn plan_invoice(desired: &Desired, invoice: &DesiredInvoice, actual: &ClientStat
         None => out.changes.push(Change::CreateInvoice {
             reference: after.reference.clone(),
             site: invoice.target.site.clone(),
-            after,
+            after: Box::new(after),
         }),
         Some(have) if !have.status.is_draft() => {
             if canonical(have.fields.clone()).lines != after.lines {
@@ -325,8 +360,8 @@ fn plan_invoice(desired: &Desired, invoice: &DesiredInvoice, actual: &ClientStat
                     id: have.id.clone(),
                     reference: after.reference.clone(),
                     site: invoice.target.site.clone(),
-                    before,
-                    after,
+                    before: Box::new(before),
+                    after: Box::new(after),
                 });
             }
         }

@@ -189,7 +189,19 @@ fn days_held(
         .get(&addition.product)
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let holds_now = |id: &str| addition.people.iter().any(|h| h.person_id == id);
+    // By id: a large client's ledger and holders are each a person per seat, so searching the
+    // holders for every span was quadratic.
+    let holders: std::collections::HashMap<&str, &str> = addition
+        .people
+        .iter()
+        .map(|h| (&*h.person_id, &*h.name))
+        .collect();
+    let open_spans: std::collections::HashSet<&str> = ledger
+        .iter()
+        .filter(|t| t.to.is_none())
+        .map(|t| t.person_id.as_str())
+        .collect();
+    let holds_now = |id: &str| holders.contains_key(id);
     // Per person id: the name of their newest span, when it began, and every span's days.
     let mut spans: BTreeMap<String, (String, NaiveDate, Vec<Stretch>)> = BTreeMap::new();
     let mut add = |id: &str, name: &str, from: NaiveDate, to: NaiveDate| {
@@ -215,10 +227,7 @@ fn days_held(
         add(&t.person_id, &t.name, t.from, to);
     }
     for h in &addition.people {
-        let open = ledger
-            .iter()
-            .any(|t| t.person_id == h.person_id && t.to.is_none());
-        if !open {
+        if !open_spans.contains(&*h.person_id) {
             // Taken at this run: from today, or from always at the client's first run.
             add(
                 &h.person_id,
@@ -230,11 +239,9 @@ fn days_held(
     }
     let mut out = BTreeMap::new();
     for (id, (name, _, mut held)) in spans {
-        let name = addition
-            .people
-            .iter()
-            .find(|h| h.person_id == id)
-            .map_or(name, |h| h.name.clone());
+        let name = holders
+            .get(id.as_str())
+            .map_or(name, |now| (*now).to_owned());
         held.sort();
         let mut stretches: Vec<Stretch> = Vec::new();
         for (from, to) in held {
@@ -301,7 +308,7 @@ mod tests {
     fn holder(id: &str) -> SeatHolder {
         SeatHolder {
             person_id: id.into(),
-            name: format!("Person {id}"),
+            name: format!("Person {id}").into(),
             evidence: Default::default(),
             grace_until: None,
             contact: None,

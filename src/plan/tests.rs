@@ -462,7 +462,7 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
         match change {
             Change::CreateContact { after, .. } => state.contacts.push(ActualContact {
                 id: fresh(),
-                fields: after.clone(),
+                fields: (**after).clone(),
                 active: true,
                 marked: true,
             }),
@@ -473,7 +473,7 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                     .iter_mut()
                     .find(|c| &c.id == id)
                     .expect("contact");
-                c.fields = after.clone();
+                c.fields = (**after).clone();
                 c.active = true;
             }
             Change::DeactivateContact { id, .. } => {
@@ -487,7 +487,7 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
             Change::CreateAddition { product, after } => state.additions.push(ActualAddition {
                 id: fresh(),
                 product: product.clone(),
-                fields: after.clone(),
+                fields: (**after).clone(),
                 marked: true,
             }),
             Change::UpdateAddition { id, after, .. } => {
@@ -496,7 +496,7 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                     .iter_mut()
                     .find(|a| &a.id == id)
                     .expect("addition")
-                    .fields = after.clone();
+                    .fields = (**after).clone();
             }
             Change::CancelAddition { id, .. } => state.additions.retain(|a| &a.id != id),
             Change::CreateCustomer { .. } => state.account.company_id = fresh(),
@@ -505,11 +505,11 @@ fn after(mut state: ClientState, changes: &[Change]) -> ClientState {
                     id: fresh(),
                     number: None,
                     status: rollcall_core::InvoiceStatus::Draft,
-                    fields: after.clone(),
+                    fields: (**after).clone(),
                 })
             }
             Change::UpdateInvoice { after, .. } => {
-                state.invoice.as_mut().expect("invoice").fields = after.clone();
+                state.invoice.as_mut().expect("invoice").fields = (**after).clone();
             }
         }
     }
@@ -690,6 +690,18 @@ proptest! {
             let have = held.get(&id.to_lowercase()).map(|a| a.fields.quantity).unwrap_or(0);
             prop_assert_eq!(have, want.fields.quantity);
         }
+    }
+
+    /// Planning that moves the desired contacts into the changes (what a run does, issue 18)
+    /// plans exactly what planning over a borrowed desired state does.
+    #[test]
+    fn planning_that_takes_the_contacts_plans_the_same(d in arb::desired(), a in arb::actual()) {
+        let borrowed = plan(&d, &a);
+        let mut taken_from = d.clone();
+        let taken = super::plan_taking(&mut taken_from, &a);
+        prop_assert_eq!(&taken, &borrowed);
+        prop_assert!(taken_from.contacts.is_none(), "the contacts were taken");
+        prop_assert_eq!(taken_from.additions, d.additions);
     }
 
     /// The planner is deterministic: the actual state's order does not matter.

@@ -150,33 +150,34 @@ const LINE_COLUMNS: [usize; 3] = [24, 20, 40];
 
 /// Every change of a big plan on one line: client, change, subject in columns as wide as
 /// their text (up to [`LINE_COLUMNS`]), then before → after with its lines joined by ` · `.
-fn change_lines(plan: &PipelinePlan, colour: bool, out: &mut String) {
-    use std::fmt::Write;
-    let rows: Vec<[String; 3]> = plan
-        .changes
-        .iter()
-        .map(|c| {
-            [
-                clean(&c.client).into_owned(),
-                c.change.kind().replace('_', " "),
-                clean(&c.change.subject()).into_owned(),
-            ]
-        })
-        .collect();
+fn change_lines<W: std::fmt::Write>(
+    plan: &PipelinePlan,
+    colour: bool,
+    out: &mut W,
+) -> std::fmt::Result {
+    // Two passes over the changes, the cells made again in the second, rather than every
+    // row's cells held at once: measured, a big plan's text cost as much memory as its changes.
+    let cells = |c: &crate::run::PlannedChange| {
+        [
+            clean(&c.client).into_owned(),
+            c.change.kind().replace('_', " "),
+            clean(&c.change.subject()).into_owned(),
+        ]
+    };
     let mut widths = [0usize; 3];
-    for row in &rows {
-        for (w, (text, cap)) in widths.iter_mut().zip(row.iter().zip(LINE_COLUMNS)) {
+    for c in &plan.changes {
+        for (w, (text, cap)) in widths.iter_mut().zip(cells(c).iter().zip(LINE_COLUMNS)) {
             *w = (*w).max(text.chars().count().min(cap));
         }
     }
-    let _ = writeln!(
+    writeln!(
         out,
         "{} changes, one a line (more than {TABLE_ROWS} make no table; `--output json` has every field):",
         plan.changes.len()
-    );
-    for (c, row) in plan.changes.iter().zip(rows) {
+    )?;
+    for c in &plan.changes {
         let (before, after) = describe(&c.change);
-        let [client, kind, subject] = row;
+        let [client, kind, subject] = cells(c);
         let pad = |text: &str, width: usize| {
             let text = shorten(text, width);
             let fill = width.saturating_sub(text.chars().count());
@@ -189,15 +190,16 @@ fn change_lines(plan: &PipelinePlan, colour: bool, out: &mut String) {
             (true, comfy_table::Color::Red) => format!("\x1b[31m{kind}\x1b[0m"),
             (true, _) => format!("\x1b[33m{kind}\x1b[0m"),
         };
-        let _ = writeln!(
+        writeln!(
             out,
             "{}  {kind}  {}  {} → {}",
             pad(&client, widths[0]),
             pad(&subject, widths[2]),
             clean(&before.replace('\n', " · ")),
             clean(&after.replace('\n', " · ")),
-        );
+        )?;
     }
+    Ok(())
 }
 
 /// The plan as a table grouped by client, followed by each client's guard verdicts and notes.
@@ -209,16 +211,57 @@ pub fn plan_text(plan: &PipelinePlan) -> String {
 /// `NO_COLOR`): additions green, lowering and removals red, updates yellow.
 pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
     let mut out = String::new();
+    // Writing to a String cannot fail.
+    let _ = write_plan(plan, colour, &mut out);
+    out
+}
+
+/// Prints the plan as [`plan_text_styled`] to standard output as it is made: a plan of a
+/// large client is 100,000 lines, which need not be held whole before the first is shown.
+pub fn print_plan(plan: &PipelinePlan, colour: bool) -> std::io::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = IoText {
+        out: std::io::BufWriter::new(stdout.lock()),
+        error: None,
+    };
+    let written = write_plan(plan, colour, &mut out);
+    match (written, out.error.take()) {
+        (_, Some(e)) => Err(e),
+        (Err(_), None) => Err(std::io::Error::other("formatting the plan failed")),
+        (Ok(()), None) => std::io::Write::flush(&mut out.out),
+    }
+}
+
+/// Text written to a byte stream, keeping the stream's own error (`fmt::Error` carries none).
+struct IoText<W: std::io::Write> {
+    out: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> std::fmt::Write for IoText<W> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.out.write_all(s.as_bytes()).map_err(|e| {
+            self.error = Some(e);
+            std::fmt::Error
+        })
+    }
+}
+
+fn write_plan<W: std::fmt::Write>(
+    plan: &PipelinePlan,
+    colour: bool,
+    out: &mut W,
+) -> std::fmt::Result {
     let all_clear = plan
         .clients
         .iter()
         .all(|c| c.failure.is_none() && c.withheld.is_empty() && c.conflicts.is_empty());
     if plan.changes.is_empty() && all_clear {
-        out.push_str("No changes: the billing system already matches the directories.\n");
+        out.write_str("No changes: the billing system already matches the directories.\n")?;
     } else if plan.changes.is_empty() {
-        out.push_str("No changes to apply.\n");
+        out.write_str("No changes to apply.\n")?;
     } else if plan.changes.len() > TABLE_ROWS {
-        change_lines(plan, colour, &mut out);
+        change_lines(plan, colour, out)?;
     } else {
         let mut t = table(&["client", "change", "subject", "before", "after"]);
         if colour {
@@ -240,8 +283,8 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
                 cell(after),
             ]);
         }
-        out.push_str(&t.to_string());
-        out.push('\n');
+        out.write_str(&t.to_string())?;
+        out.write_char('\n')?;
     }
     let mut t = table(&["client", "people read", "seats", "status"]);
     for c in &plan.clients {
@@ -275,11 +318,11 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
             cell(status),
         ]);
     }
-    out.push_str(&t.to_string());
-    out.push('\n');
+    out.write_str(&t.to_string())?;
+    out.write_char('\n')?;
     for c in &plan.clients {
         if let Some(r) = &c.refusal {
-            out.push_str(&clean(&format!("\n{r}\n")));
+            out.write_str(&clean(&format!("\n{r}\n")))?;
         }
         // Withheld changes share one reason per client: say it once, then list them.
         let mut reasons: Vec<&str> = c.withheld.iter().map(|w| w.reason.as_str()).collect();
@@ -297,12 +340,12 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
                     )
                 })
                 .collect();
-            out.push_str(&clean(&format!(
+            out.write_str(&clean(&format!(
                 "\n{}: withheld {} change(s): {reason}:\n  {}",
                 c.client,
                 list.len(),
                 list.join("\n  ")
-            )));
+            )))?;
         }
         if !c.excluded.is_empty() {
             let mut by_rule: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
@@ -313,21 +356,21 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
                     .push(e.name.as_str());
             }
             for (rule, names) in by_rule {
-                out.push_str(&clean(&format!(
+                out.write_str(&clean(&format!(
                     "\n{}: not billed ({rule}): {}",
                     c.client,
                     names.join(", ")
-                )));
+                )))?;
             }
         }
         for conflict in &c.conflicts {
-            out.push_str(&clean(&format!(
+            out.write_str(&clean(&format!(
                 "\n{}: CONFLICT: {conflict} (hint: settle it by hand, e.g. a credit note or an extra line next period)",
                 c.client
-            )));
+            )))?;
         }
         for n in &c.notes {
-            out.push_str(&clean(&format!("\n{}: note: {n}", c.client)));
+            out.write_str(&clean(&format!("\n{}: note: {n}", c.client)))?;
         }
     }
     if plan.clients.iter().any(|c| {
@@ -336,9 +379,9 @@ pub fn plan_text_styled(plan: &PipelinePlan, colour: bool) -> String {
             || !c.excluded.is_empty()
             || !c.conflicts.is_empty()
     }) {
-        out.push('\n');
+        out.write_char('\n')?;
     }
-    out
+    Ok(())
 }
 
 /// What apply did, per client.
@@ -422,8 +465,8 @@ mod tests {
                 change: Change::UpdateAddition {
                     id: "1".into(),
                     product: "M365".into(),
-                    before: fields(3),
-                    after: fields(2),
+                    before: Box::new(fields(3)),
+                    after: Box::new(fields(2)),
                 },
             }],
         }

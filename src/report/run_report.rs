@@ -190,7 +190,7 @@ fn client_report(run: &RecordedRun, c: &ClientPlan, history: &[RecordedRun]) -> 
         let people = seats
             .people
             .iter()
-            .map(|h| h.name.as_str())
+            .map(|h| &*h.name)
             .collect::<Vec<_>>()
             .join(", ");
         lines.insert(

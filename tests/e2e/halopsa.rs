@@ -244,15 +244,15 @@ async fn creates_sent_by_a_crashed_run_are_claimed_and_never_duplicated() {
     };
     let contact = rollcall_core::Change::CreateContact {
         key: fields.key(),
-        after: fields,
+        after: Box::new(fields),
     };
     let line = rollcall_core::Change::CreateAddition {
         product: "M365-BP".into(),
-        after: rollcall_core::AdditionFields {
+        after: Box::new(rollcall_core::AdditionFields {
             quantity: 2,
             unit_price: rust_decimal::Decimal::new(2200, 2),
             invoice_description: "M365 for Given0 Sur0, Given1 Sur1".into(),
-        },
+        }),
     };
     // The run recorded both creates as pending, sent them, and was killed before hearing back.
     let store = h.store().await;

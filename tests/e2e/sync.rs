@@ -604,7 +604,7 @@ async fn a_create_sent_by_a_crashed_run_is_recognised_as_rollcalls_own() {
     };
     let change = rollcall_core::Change::CreateContact {
         key: fields.key(),
-        after: fields,
+        after: Box::new(fields),
     };
     // The run recorded the create as pending, sent it, and was killed before hearing back.
     let store = w.open_store().await;

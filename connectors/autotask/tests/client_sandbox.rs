@@ -109,7 +109,7 @@ async fn units_change_only_by_adjustments_and_a_replayed_change_adjusts_nothing(
             &account,
             &Change::CreateAddition {
                 product: M365.into(),
-                after: fields(5),
+                after: Box::new(fields(5)),
             },
         )
         .await
@@ -123,8 +123,8 @@ async fn units_change_only_by_adjustments_and_a_replayed_change_adjusts_nothing(
     let leaver = Change::UpdateAddition {
         id: created.remote_id.clone(),
         product: M365.into(),
-        before: fields(5),
-        after: fields(4),
+        before: Box::new(fields(5)),
+        after: Box::new(fields(4)),
     };
     at.apply(&account, &leaver).await.expect("update");
     at.apply(&account, &leaver).await.expect("replayed");
@@ -144,7 +144,7 @@ async fn units_change_only_by_adjustments_and_a_replayed_change_adjusts_nothing(
         &Change::CancelAddition {
             id: created.remote_id.clone(),
             product: M365.into(),
-            before: fields(4),
+            before: Box::new(fields(4)),
         },
     )
     .await
@@ -157,7 +157,7 @@ async fn units_change_only_by_adjustments_and_a_replayed_change_adjusts_nothing(
             &account,
             &Change::CreateAddition {
                 product: M365.into(),
-                after: fields(2),
+                after: Box::new(fields(2)),
             },
         )
         .await
@@ -185,7 +185,7 @@ async fn a_lost_answer_after_autotask_committed_is_never_written_twice() {
             &account,
             &Change::CreateContact {
                 key: person.key(),
-                after: person.clone(),
+                after: Box::new(person.clone()),
             },
         )
         .await
@@ -196,7 +196,7 @@ async fn a_lost_answer_after_autotask_committed_is_never_written_twice() {
             &account,
             &Change::CreateAddition {
                 product: M365.into(),
-                after: fields(3),
+                after: Box::new(fields(3)),
             },
         )
         .await
@@ -250,7 +250,7 @@ async fn values_longer_than_autotask_stores_are_refused_naming_the_field() {
             &account,
             &Change::CreateContact {
                 key: person.key(),
-                after: person,
+                after: Box::new(person),
             },
         )
         .await
@@ -287,7 +287,7 @@ async fn a_read_ahead_answers_one_read_and_later_reads_see_what_was_applied() {
         &state.account,
         &Change::CreateContact {
             key: person.key(),
-            after: person,
+            after: Box::new(person),
         },
     )
     .await

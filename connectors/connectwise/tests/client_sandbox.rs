@@ -306,33 +306,33 @@ async fn every_change_round_trips() {
     let changes = vec![
         Change::CreateContact {
             key: ann.key(),
-            after: ann.clone(),
+            after: Box::new(ann.clone()),
         },
         Change::UpdateContact {
             id: bob.id.clone(),
             key: bob.fields.key(),
-            before: bob.fields.clone(),
-            after: bob_after.clone(),
+            before: Box::new(bob.fields.clone()),
+            after: Box::new(bob_after.clone()),
         },
         Change::DeactivateContact {
             id: carol.id.clone(),
             key: carol.fields.key(),
-            before: carol.fields.clone(),
+            before: Box::new(carol.fields.clone()),
         },
         Change::CreateAddition {
             product: "HELPDESK-USER".to_owned(),
-            after: helpdesk.clone(),
+            after: Box::new(helpdesk.clone()),
         },
         Change::UpdateAddition {
             id: m365.id.clone(),
             product: m365.product.clone(),
-            before: m365.fields.clone(),
-            after: seats(4, "22.00", "M365-BP seats"),
+            before: Box::new(m365.fields.clone()),
+            after: Box::new(seats(4, "22.00", "M365-BP seats")),
         },
         Change::CancelAddition {
             id: aware.id.clone(),
             product: aware.product.clone(),
-            before: aware.fields.clone(),
+            before: Box::new(aware.fields.clone()),
         },
     ];
     let mut applied = Vec::new();
@@ -446,8 +446,8 @@ async fn every_change_round_trips() {
         &Change::UpdateAddition {
             id: m365.id.clone(),
             product: "M365-BP".to_owned(),
-            before: same.clone(),
-            after: same,
+            before: Box::new(same.clone()),
+            after: Box::new(same),
         },
     )
     .await
@@ -467,7 +467,7 @@ async fn a_replayed_create_adopts_what_the_first_made() {
     let dan = fields("Dan", "Ode", Some("dan@acme.test"));
     let create = Change::CreateContact {
         key: dan.key(),
-        after: dan,
+        after: Box::new(dan),
     };
     let first = cw.apply(&acme, &create).await.expect("first");
     let again = cw.apply(&acme, &create).await.expect("again");
@@ -500,7 +500,7 @@ async fn a_lost_create_answer_is_reconciled_without_a_duplicate() {
             &acme,
             &Change::CreateContact {
                 key: erin.key(),
-                after: erin,
+                after: Box::new(erin),
             },
         )
         .await
@@ -518,7 +518,7 @@ async fn a_lost_create_answer_is_reconciled_without_a_duplicate() {
             &acme,
             &Change::CreateAddition {
                 product: "HELPDESK-USER".to_owned(),
-                after: seats(7, "45.00", "Helpdesk"),
+                after: Box::new(seats(7, "45.00", "Helpdesk")),
             },
         )
         .await
@@ -685,7 +685,7 @@ async fn missing_companies_agreements_and_products_are_named() {
             &acme,
             &Change::CreateAddition {
                 product: "NOPE-PRODUCT".to_owned(),
-                after: seats(1, "1.00", "x"),
+                after: Box::new(seats(1, "1.00", "x")),
             },
         )
         .await
@@ -722,7 +722,7 @@ async fn the_sandbox_refuses_what_connectwise_refuses() {
             &acme,
             &Change::CreateAddition {
                 product: "OLD-PLAN".to_owned(),
-                after: seats(1, "1.00", "x"),
+                after: Box::new(seats(1, "1.00", "x")),
             },
         )
         .await
@@ -1006,7 +1006,7 @@ async fn what_the_client_makes_carries_rollcalls_mark_and_nothing_else_does() {
         &acme.account,
         &Change::CreateContact {
             key: made.key(),
-            after: made,
+            after: Box::new(made),
         },
     )
     .await
@@ -1015,7 +1015,7 @@ async fn what_the_client_makes_carries_rollcalls_mark_and_nothing_else_does() {
         &acme.account,
         &Change::CreateAddition {
             product: "HELPDESK-USER".to_owned(),
-            after: seats(1, "35.00", "Helpdesk"),
+            after: Box::new(seats(1, "35.00", "Helpdesk")),
         },
     )
     .await

@@ -131,47 +131,51 @@ pub enum BillingModel {
 
 /// One change to one client's billing. Each carries the values before and after, so a plan can
 /// be read by a person and replayed exactly.
+///
+/// The values are boxed: a change is then a tenth of its size unboxed, and a large client's
+/// first run is a change per person (issue 18: 91,283 contacts to create held twice over while
+/// the plan was assembled).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
     CreateContact {
         key: ContactKey,
-        after: ContactFields,
+        after: Box<ContactFields>,
     },
     UpdateContact {
         id: String,
         key: ContactKey,
-        before: ContactFields,
-        after: ContactFields,
+        before: Box<ContactFields>,
+        after: Box<ContactFields>,
     },
     /// A person who left and came back: their old contact is switched back on (and its fields
     /// brought up to date) rather than a second contact made.
     ReactivateContact {
         id: String,
         key: ContactKey,
-        before: ContactFields,
-        after: ContactFields,
+        before: Box<ContactFields>,
+        after: Box<ContactFields>,
     },
     /// Contacts are deactivated, never deleted: tickets and invoices still point at them.
     DeactivateContact {
         id: String,
         key: ContactKey,
-        before: ContactFields,
+        before: Box<ContactFields>,
     },
     CreateAddition {
         product: String,
-        after: AdditionFields,
+        after: Box<AdditionFields>,
     },
     UpdateAddition {
         id: String,
         product: String,
-        before: AdditionFields,
-        after: AdditionFields,
+        before: Box<AdditionFields>,
+        after: Box<AdditionFields>,
     },
     CancelAddition {
         id: String,
         product: String,
-        before: AdditionFields,
+        before: Box<AdditionFields>,
     },
     /// The customer the client (or its parent, for sites billed together) is invoiced as does
     /// not exist yet. Applied first: the invoice after it is written to the customer it made.
@@ -187,7 +191,7 @@ pub enum Change {
         /// The label of this client's lines on an invoice shared by sites (`bill_to`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         site: Option<String>,
-        after: InvoiceFields,
+        after: Box<InvoiceFields>,
     },
     /// The period's draft invoice brought up to date: this client's lines are replaced, every
     /// other line is kept. Refused at apply time if the invoice stopped being a draft.
@@ -196,8 +200,8 @@ pub enum Change {
         reference: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         site: Option<String>,
-        before: InvoiceFields,
-        after: InvoiceFields,
+        before: Box<InvoiceFields>,
+        after: Box<InvoiceFields>,
     },
 }
 

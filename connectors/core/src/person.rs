@@ -48,6 +48,14 @@ pub struct License {
 }
 
 impl Person {
+    /// Gives back the room a reader's growing lists left unused: a large directory's people
+    /// are all held until they are mapped, and a list grown by pushing keeps room for four.
+    pub fn shrink_to_fit(&mut self) {
+        self.groups.shrink_to_fit();
+        self.licenses.shrink_to_fit();
+        self.attributes.shrink_to_fit();
+    }
+
     /// The name a client recognises on an invoice: the display name, else "given surname", else
     /// the username, else the id.
     pub fn billing_name(&self) -> String {
@@ -180,7 +188,7 @@ impl PartialEq<&str> for AttributeName {
 /// looked up by binary search, and a `BTreeMap` node reserves room for eleven entries however
 /// few there are. Reads like the map it replaces (`get`, `contains_key`, `insert`, `["title"]`,
 /// iteration in name order) and serialises as the same JSON object.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Attributes(Vec<(AttributeName, String)>);
 
 impl Attributes {

@@ -73,7 +73,7 @@ impl Directory for FileDirectory {
         let source_name = self.source_name.clone();
         let now = chrono::Utc::now();
         // 100,000 rows take long enough to stall other pipelines' I/O on this runtime.
-        let parsed = tokio::task::spawn_blocking(move || {
+        let parse = move || {
             let beside = match groups {
                 Some((bytes, name)) => {
                     let (groups, notes) = crate::groups::parse_group_members(&bytes, &name)?;
@@ -85,8 +85,20 @@ impl Directory for FileDirectory {
                 Format::Csv => crate::csv_export::read_csv(&bytes, &source_name, now, beside),
                 Format::Ldif => crate::ldif::read_ldif(&bytes, &source_name, now, beside),
             }
-        })
-        .await;
+        };
+        // On a multi-threaded runtime the parse runs on this thread, its worker's other tasks
+        // handed to another meanwhile: the people are mapped and dropped on this thread next,
+        // and glibc's allocator reuses what they free only for the thread (arena) that made
+        // them. Parsed on a pool thread, a 100,000-person export's memory sat unused beside the
+        // plan's: 160 MB at the peak against 137 MB (issue 18, BENCHMARKS.md). The cost: other
+        // clients planned in this same task wait for the parse (milliseconds for a usual
+        // export); jobs of `serve` and `worker` are tasks of their own and do not.
+        if tokio::runtime::Handle::current().runtime_flavor()
+            == tokio::runtime::RuntimeFlavor::MultiThread
+        {
+            return tokio::task::block_in_place(parse);
+        }
+        let parsed = tokio::task::spawn_blocking(parse).await;
         match parsed {
             Ok(result) => result,
             // A panic in the parser is a bug: carry it on rather than dressing it as bad data.

@@ -90,6 +90,10 @@ impl<'a> Collector<'a> {
 
     pub fn finish(mut self) -> DirectoryRead {
         self.drop_duplicates();
+        for person in &mut self.people {
+            person.shrink_to_fit();
+        }
+        self.people.shrink_to_fit();
         self.skipped.sort_by_key(|(line, _)| *line);
 
         let mut warnings = self.notes.clone();

@@ -156,7 +156,7 @@ async fn users_are_made_once_even_when_the_answer_is_lost() {
             &account,
             &Change::CreateContact {
                 key: fields.key(),
-                after: fields.clone(),
+                after: Box::new(fields.clone()),
             },
         )
         .await
@@ -168,7 +168,7 @@ async fn users_are_made_once_even_when_the_answer_is_lost() {
             &account,
             &Change::CreateContact {
                 key: fields.key(),
-                after: fields,
+                after: Box::new(fields),
             },
         )
         .await
@@ -191,7 +191,7 @@ async fn a_leaver_is_deactivated_and_comes_back() {
             &account,
             &Change::CreateContact {
                 key: fields.key(),
-                after: fields.clone(),
+                after: Box::new(fields.clone()),
             },
         )
         .await
@@ -201,7 +201,7 @@ async fn a_leaver_is_deactivated_and_comes_back() {
         &Change::DeactivateContact {
             id: made.remote_id.clone(),
             key: fields.key(),
-            before: fields.clone(),
+            before: Box::new(fields.clone()),
         },
     )
     .await
@@ -215,8 +215,8 @@ async fn a_leaver_is_deactivated_and_comes_back() {
         &Change::ReactivateContact {
             id: made.remote_id,
             key: fields.key(),
-            before: fields,
-            after: after.clone(),
+            before: Box::new(fields),
+            after: Box::new(after.clone()),
         },
     )
     .await
@@ -236,7 +236,7 @@ async fn lines_are_added_changed_and_removed_and_a_hand_made_line_survives() {
             &account,
             &Change::CreateAddition {
                 product: "M365-BP".into(),
-                after: seats(5),
+                after: Box::new(seats(5)),
             },
         )
         .await
@@ -268,8 +268,8 @@ async fn lines_are_added_changed_and_removed_and_a_hand_made_line_survives() {
         &Change::UpdateAddition {
             id: made.remote_id.clone(),
             product: "M365-BP".into(),
-            before: seats(5),
-            after: seats(4),
+            before: Box::new(seats(5)),
+            after: Box::new(seats(4)),
         },
     )
     .await
@@ -284,7 +284,7 @@ async fn lines_are_added_changed_and_removed_and_a_hand_made_line_survives() {
         &Change::CancelAddition {
             id: made.remote_id,
             product: "M365-BP".into(),
-            before: seats(4),
+            before: Box::new(seats(4)),
         },
     )
     .await
@@ -308,7 +308,7 @@ async fn a_line_whose_answer_is_lost_is_not_added_twice() {
             &account,
             &Change::CreateAddition {
                 product: "HELPDESK-USER".into(),
-                after: seats(2),
+                after: Box::new(seats(2)),
             },
         )
         .await
