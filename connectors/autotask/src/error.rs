@@ -17,9 +17,8 @@
 use reqwest::StatusCode;
 use rollcall_core::{RemoteError, RemoteErrorKind};
 
-use crate::model::ErrorBody;
-
 use crate::client::VENDOR;
+use crate::model::ErrorBody;
 
 /// An Autotask target that cannot be used as configured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
