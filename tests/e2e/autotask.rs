@@ -241,6 +241,43 @@ async fn a_lost_answer_after_autotask_committed_is_reconciled_not_repeated() {
     assert!(w.plan().await.is_empty());
 }
 
+#[tokio::test]
+async fn a_contact_autotask_refuses_is_reported_at_once_and_the_client_is_still_billed() {
+    // A shared mailbox with no surname: Autotask requires a contact's lastName, and refuses
+    // with a 500, the status it gives its own failures.
+    let people = |n, m365| people_csv(n, m365).replace("Given2,Sur2,", "Given2,,");
+    let w = World::new(&people(6, 4)).await;
+    let plan = w.plan().await;
+    let outcomes = w.apply(&plan).await;
+    assert_eq!(
+        Verdict::of_outcomes(&outcomes),
+        Verdict::Remote,
+        "{outcomes:?}"
+    );
+    let rollcall::apply::OutcomeState::Failed { error, .. } = &outcomes[0].state else {
+        panic!("{outcomes:?}");
+    };
+    for part in ["user2@acme.example", "lastName is required", "not retried"] {
+        assert!(error.contains(part), "{part:?} missing from {error}");
+    }
+    // Seats come from the directory: the person whose contact was refused is billed too.
+    assert_eq!(w.units(M365).await, Some(4));
+    assert_eq!(w.units(HELPDESK).await, Some(6));
+    assert_eq!(
+        w.sandbox.state().contacts.len(),
+        5,
+        "the others are written"
+    );
+    // Six contact creates (the refused one sent once), two services, two adjustments.
+    assert_eq!(w.sandbox.write_requests(), 10);
+
+    // Given a surname in the directory, the contact is written and the run is clean again.
+    w.set_people(&people_csv(6, 4));
+    let outcomes = w.apply(&w.plan().await).await;
+    assert_eq!(Verdict::of_outcomes(&outcomes), Verdict::Ok, "{outcomes:?}");
+    assert_eq!(w.sandbox.state().contacts.len(), 6);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_killed_mid_apply_never_makes_anything_twice() {
     let w = World::new(&people_csv(8, 4)).await;

@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, HOURLY_THRESHOLD, MAX_PAGE_SIZE};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, REFUSAL_HINT, business_rule, classify_error};
 use crate::model::{
     Company, Contact, Contract, ContractService, ContractServiceAdjustment, ContractServiceUnit,
     ErrorBody, Filter, ItemId, Query, QueryPage, RECURRING_SERVICE, Service, ZoneInformation, day,
@@ -140,6 +140,7 @@ impl Autotask {
         );
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         let mut settings = HttpSettings::new(VENDOR, describe_error);
+        settings.classify_error = classify_error;
         // The threshold is the database's; the user name stands for it.
         settings.limit_scope = format!("{VENDOR}:{}", config.username.trim().to_lowercase());
         settings.retry = retry;
@@ -1055,6 +1056,18 @@ impl BillingSystem for Autotask {
 
     #[tracing::instrument(skip_all, fields(vendor = VENDOR, change = change.kind()))]
     async fn apply(&self, account: &AccountRef, change: &Change) -> Result<Applied, RemoteError> {
+        self.apply_one(account, change)
+            .await
+            .map_err(|e| naming_the_change(e, change))
+    }
+}
+
+impl Autotask {
+    async fn apply_one(
+        &self,
+        account: &AccountRef,
+        change: &Change,
+    ) -> Result<Applied, RemoteError> {
         match change {
             Change::CreateContact { key, after } => self.create_contact(account, key, after).await,
             Change::UpdateContact {
@@ -1082,6 +1095,16 @@ impl BillingSystem for Autotask {
             )),
         }
     }
+}
+
+/// `error` naming the change it stopped: Autotask's ids alone (a contact's, a contract
+/// service's) do not tell the person reading it which of their people or products it was.
+fn naming_the_change(mut error: RemoteError, change: &Change) -> RemoteError {
+    let subject = change.subject();
+    if !subject.is_empty() && !error.operation.contains(&subject) {
+        error.operation = format!("{}, for {subject:?}", error.operation);
+    }
+    error
 }
 
 /// Values in one `in` filter, and conditions in one `or`: Autotask's limit per query.
@@ -1200,8 +1223,17 @@ fn units_in_force(periods: &[ContractServiceUnit], today: &str) -> HashMap<i64, 
     latest.into_iter().map(|(id, p)| (id, p.units)).collect()
 }
 
-/// Turns an Autotask error body (`{"errors": ["…", …]}`) into one line.
+/// Turns an Autotask error body (`{"errors": ["…", …]}`) into one line; a business-rule
+/// refusal also says that it was not retried and what to do.
 pub fn describe_error(status: StatusCode, body: &[u8]) -> String {
+    if let Some(errors) = business_rule(status, body) {
+        let said = errors.join("; ");
+        return format!(
+            "Autotask refused it by a business rule (its HTTP 500 here is no outage, so it was \
+             not retried): {}. What to do: {REFUSAL_HINT}.",
+            said.trim_end_matches('.')
+        );
+    }
     if let Ok(error) = serde_json::from_slice::<ErrorBody>(body)
         && !error.errors.is_empty()
     {
@@ -1371,10 +1403,65 @@ mod tests {
     fn describe_error_joins_autotask_errors() {
         let body = br#"{"errors":["firstName: value is too long","lastName is required"]}"#;
         assert_eq!(
-            describe_error(StatusCode::INTERNAL_SERVER_ERROR, body),
+            describe_error(StatusCode::BAD_REQUEST, body),
             "firstName: value is too long; lastName is required"
         );
         assert_eq!(describe_error(StatusCode::BAD_GATEWAY, b""), "Bad Gateway");
+    }
+
+    #[test]
+    fn a_500_naming_a_broken_rule_is_a_refusal_with_what_to_do() {
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        for said in [
+            "lastName is required.",
+            "Value does not exist for the required field lastName.",
+            "String value exceeds maximum length (field:firstName).",
+            "A contact with this email address already exists.",
+            "Duplicate value for externalID.",
+            "'9' is not a valid picklist value for the field contactType.",
+            "The company is inactive.",
+            "When assigning a Resource, you must assign both a assignedResourceID and \
+             assignedResourceRoleID.",
+        ] {
+            let body = json!({ "errors": [said] }).to_string();
+            assert_eq!(
+                classify_error(status, body.as_bytes()),
+                Some(RemoteErrorKind::Rejected),
+                "{said}"
+            );
+            let text = describe_error(status, body.as_bytes());
+            assert!(text.contains(said.trim_end_matches('.')), "{text}");
+            assert!(
+                text.contains("not retried") && text.contains("run again"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_500_without_a_rule_in_its_words_is_still_an_outage() {
+        let status = StatusCode::INTERNAL_SERVER_ERROR;
+        for body in [
+            "",
+            "<html><body><h2>500 - Internal server error.</h2></body></html>",
+            r#"{"errors":[]}"#,
+            r#"{"errors":["   "]}"#,
+            r#"{"Message":"An error has occurred."}"#,
+            r#"{"errors":["Something went wrong."]}"#,
+            // Autotask's own failure, though a rule word ("must") is in it.
+            r#"{"errors":["An unexpected error has occurred. If the problem persists you must contact Autotask Support and reference Error ID: 1166"]}"#,
+            r#"{"errors":["Execution Timeout Expired."]}"#,
+        ] {
+            assert_eq!(classify_error(status, body.as_bytes()), None, "{body}");
+            assert!(
+                !describe_error(status, body.as_bytes()).contains("not retried"),
+                "{body}"
+            );
+        }
+        // Other statuses keep their own kinds.
+        let rule = br#"{"errors":["lastName is required."]}"#;
+        assert_eq!(classify_error(StatusCode::BAD_GATEWAY, rule), None);
+        assert_eq!(classify_error(StatusCode::BAD_REQUEST, rule), None);
     }
 
     #[test]

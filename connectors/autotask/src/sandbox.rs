@@ -23,7 +23,8 @@
 //!   slowed by half a second from half of it and a second from three quarters, then 429.
 //!
 //! Faults are injected per path fragment (relative to the API root, e.g. `ServiceAdjustments`):
-//! [`Sandbox::throttle`] (429), [`Sandbox::fail`] (500), [`Sandbox::drop_response_after_commit`]
+//! [`Sandbox::throttle`] (429), [`Sandbox::fail`] (500 with Autotask's "unexpected error"),
+//! [`Sandbox::fail_with_page`] (500 with an HTML page), [`Sandbox::drop_response_after_commit`]
 //! (the write lands, its answer is cut off). The server stops when its handle is dropped.
 
 pub mod filter;
@@ -309,9 +310,16 @@ impl Sandbox {
         self.shared.faults().throttles.push(Fault::new(fragment, n));
     }
 
-    /// The next `n` requests whose path contains `fragment` fail with a 500.
+    /// The next `n` requests whose path contains `fragment` fail with a 500 and Autotask's own
+    /// "unexpected error" in its `errors` shape.
     pub fn fail(&self, fragment: &str, n: u32) {
         self.shared.faults().failures.push(Fault::new(fragment, n));
+    }
+
+    /// The next `n` requests whose path contains `fragment` fail with a 500 whose body is an
+    /// HTML page, as a web server or proxy in front of Autotask answers when it breaks.
+    pub fn fail_with_page(&self, fragment: &str, n: u32) {
+        self.shared.faults().pages.push(Fault::new(fragment, n));
     }
 
     /// The next `n` successful writes whose path contains `fragment` are committed, but their
@@ -388,6 +396,7 @@ struct Faults {
     latency: Duration,
     throttles: Vec<Fault>,
     failures: Vec<Fault>,
+    pages: Vec<Fault>,
     drops: Vec<Fault>,
 }
 
@@ -526,7 +535,7 @@ fn load(seed: &Seed) -> Result<Db, String> {
 
 fn parse_day(text: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(crate::model::day(text.trim()), "%Y-%m-%d")
-        .map_err(|_| format!("{text:?} is not a date (YYYY-MM-DDT00:00:00Z)"))
+        .map_err(|_| format!("{text:?} is not a valid date (YYYY-MM-DDT00:00:00Z)"))
 }
 
 fn stamp(day: NaiveDate) -> String {
@@ -584,7 +593,7 @@ fn adjust(db: &mut Db, service_id: i64, from: NaiveDate, change: Decimal) -> Res
         .iter()
         .any(|&i| ends_after(&db.units[i]) && db.units[i].units + change < Decimal::ZERO)
     {
-        return Err("The adjustment would leave the service with fewer than 0 units.".to_owned());
+        return Err("An adjustment cannot leave the service with fewer than 0 units.".to_owned());
     }
     let mut split = None;
     for &i in &periods {
@@ -757,12 +766,13 @@ async fn gatekeep(
             }
         }
     }
-    let (latency, throttled, failed) = {
+    let (latency, throttled, failed, paged) = {
         let mut faults = shared.faults();
         let throttled = take_fault(&mut faults.throttles, &path);
         // A throttled request never reaches the server, so it uses up no injected failure.
         let failed = !throttled && take_fault(&mut faults.failures, &path);
-        (faults.latency, throttled, failed)
+        let paged = !throttled && !failed && take_fault(&mut faults.pages, &path);
+        (faults.latency, throttled, failed, paged)
     };
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
@@ -777,6 +787,15 @@ async fn gatekeep(
     }
     if failed {
         return ApiError::refused("An unexpected error occurred (injected by the sandbox).")
+            .into_response();
+    }
+    if paged {
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/html")],
+            "<html><head><title>500 - Internal server error.</title></head><body><h2>500 - \
+             Internal server error.</h2><p>(injected by the sandbox)</p></body></html>",
+        )
             .into_response();
     }
     let response = next.run(request).await;
@@ -1286,7 +1305,7 @@ async fn create_adjustment(
         Some(service) => service,
         None if adjustment.contract_service_id != 0 => {
             return Err(ApiError::refused(format!(
-                "Contract service {} is not on contract {contract_id}.",
+                "Contract service {} does not exist on contract {contract_id}.",
                 adjustment.contract_service_id
             )));
         }

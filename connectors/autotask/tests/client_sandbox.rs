@@ -235,28 +235,171 @@ async fn throttled_requests_are_retried_and_the_hourly_threshold_is_reported() {
     );
 }
 
+fn create(person: &ContactFields) -> Change {
+    Change::CreateContact {
+        key: person.key(),
+        after: Box::new(person.clone()),
+    }
+}
+
+fn person(first: &str, last: &str, email: Option<&str>) -> ContactFields {
+    ContactFields {
+        first_name: first.into(),
+        last_name: last.into(),
+        email: email.map(Into::into),
+        ..ContactFields::default()
+    }
+}
+
 #[tokio::test]
 async fn values_longer_than_autotask_stores_are_refused_naming_the_field() {
     let sandbox = Sandbox::start(Seed::demo()).await;
-    let at = Autotask::with_retry(&sandbox.config(), fast(1)).expect("client");
+    let at = client(&sandbox);
     let account = account(&at).await;
-    let person = ContactFields {
-        first_name: "x".repeat(51),
-        last_name: "Lovelace".into(),
-        ..ContactFields::default()
-    };
+    let writes = sandbox.write_requests();
     let err = at
         .apply(
             &account,
-            &Change::CreateContact {
-                key: person.key(),
-                after: Box::new(person),
-            },
+            &create(&person(&"x".repeat(51), "Lovelace", None)),
         )
         .await
         .expect_err("too long");
+    assert_eq!(err.kind, RemoteErrorKind::Rejected, "{err}");
     assert!(err.message.contains("firstName"), "{err}");
+    assert_eq!(sandbox.write_requests() - writes, 1, "sent once: {err}");
     assert!(sandbox.state().contacts.is_empty());
+}
+
+#[tokio::test]
+async fn a_business_rule_refusal_answered_500_is_reported_at_once_naming_the_change() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let account = account(&at).await;
+    // A shared mailbox with no surname: Autotask requires a contact's lastName.
+    let reception = person("Reception", "", Some("reception@acme.example"));
+    let (requests, writes) = (sandbox.requests(), sandbox.write_requests());
+    let err = at
+        .apply(&account, &create(&reception))
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, RemoteErrorKind::Rejected, "{err}");
+    assert!(!err.is_transient());
+    assert_eq!(
+        (
+            sandbox.requests() - requests,
+            sandbox.write_requests() - writes
+        ),
+        (2, 1),
+        "one look-up, one create, no retry and no reconciling look-up: {err}"
+    );
+    let text = err.to_string();
+    for part in [
+        "lastName is required",
+        "create contact in company 101",
+        "\"reception@acme.example\"",
+        "not retried",
+        "correct the value Autotask names",
+        "run again",
+    ] {
+        assert!(text.contains(part), "{part:?} missing from {text}");
+    }
+    assert!(err.hint().contains("refused"), "{}", err.hint());
+
+    // The refusal is of that one change: the client's next one goes through.
+    let ada = person("Ada", "Lovelace", Some("ada@acme.example"));
+    let made = at.apply(&account, &create(&ada)).await.expect("ada");
+    assert_eq!(sandbox.state().contacts.len(), 1);
+
+    // An update Autotask refuses is sent once too, and names the contact.
+    let writes = sandbox.write_requests();
+    let err = at
+        .apply(
+            &account,
+            &Change::UpdateContact {
+                id: made.remote_id.clone(),
+                key: ada.key(),
+                before: Box::new(ada.clone()),
+                after: Box::new(person("Ada", "", Some("ada@acme.example"))),
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, RemoteErrorKind::Rejected, "{err}");
+    assert_eq!(sandbox.write_requests() - writes, 1, "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "update contact {}, for \"ada@acme.example\"",
+            made.remote_id
+        )),
+        "{err}"
+    );
+    assert_eq!(sandbox.state().contacts[0].last_name, "Lovelace");
+}
+
+#[tokio::test]
+async fn a_unit_change_autotask_refuses_names_the_product_and_is_sent_once() {
+    // The contract ran out, though nobody closed it: Autotask takes no adjustment from today.
+    let mut seed = Seed::demo();
+    seed.contracts[0].end_date = "2025-06-30T00:00:00Z".into();
+    let sandbox = Sandbox::start(seed).await;
+    let at = client(&sandbox);
+    let account = account(&at).await;
+    let writes = sandbox.write_requests();
+    let err = at
+        .apply(
+            &account,
+            &Change::CreateAddition {
+                product: M365.into(),
+                after: Box::new(fields(3)),
+            },
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(err.kind, RemoteErrorKind::Rejected, "{err}");
+    let text = err.to_string();
+    assert!(text.contains("outside the contract's dates"), "{text}");
+    assert!(text.contains(&format!("for \"{M365}\"")), "{text}");
+    // The contract service, then the one adjustment.
+    assert_eq!(sandbox.write_requests() - writes, 2, "{text}");
+    assert!(sandbox.state().adjustments.is_empty());
+}
+
+#[tokio::test]
+async fn a_500_that_names_no_broken_rule_is_still_retried_as_an_outage() {
+    let sandbox = Sandbox::start(Seed::demo()).await;
+    let at = client(&sandbox);
+    let account = account(&at).await;
+
+    // Autotask's own "unexpected error", then a web server's HTML page: both pass.
+    sandbox.fail("Companies/", 2);
+    let writes = sandbox.write_requests();
+    let ada = person("Ada", "Lovelace", Some("ada@acme.example"));
+    at.apply(&account, &create(&ada))
+        .await
+        .expect("after two 500s");
+    assert_eq!(sandbox.write_requests() - writes, 3);
+
+    sandbox.fail_with_page("Companies/", 2);
+    let writes = sandbox.write_requests();
+    let grace = person("Grace", "Hopper", Some("grace@acme.example"));
+    at.apply(&account, &create(&grace))
+        .await
+        .expect("after two pages");
+    assert_eq!(sandbox.write_requests() - writes, 3);
+    assert_eq!(sandbox.state().contacts.len(), 2, "each made once");
+
+    // An outage that outlasts every attempt is reported as one.
+    sandbox.fail_with_page("Companies/", 10);
+    let writes = sandbox.write_requests();
+    let alan = person("Alan", "Turing", Some("alan@acme.example"));
+    let err = at
+        .apply(&account, &create(&alan))
+        .await
+        .expect_err("outage");
+    assert_eq!(err.kind, RemoteErrorKind::Server { status: 500 }, "{err}");
+    assert!(err.is_transient());
+    assert_eq!(sandbox.write_requests() - writes, 4, "every attempt used");
+    assert!(!err.to_string().contains("not retried"), "{err}");
 }
 
 #[tokio::test]

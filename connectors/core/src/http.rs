@@ -160,6 +160,15 @@ pub struct HttpSettings {
     pub timeout: Duration,
     /// Turns an error response's body into a readable message, in the vendor's own shape.
     pub describe_error: fn(StatusCode, &[u8]) -> String,
+    /// The kind of an error answer whose status misleads, read from its body in the vendor's
+    /// own shape: a vendor that answers some refusals of the request's content with a 5xx
+    /// would otherwise have them retried as outages. `None` keeps the status's kind.
+    pub classify_error: fn(StatusCode, &[u8]) -> Option<RemoteErrorKind>,
+}
+
+/// [`HttpSettings::classify_error`] for a vendor whose statuses say it all.
+pub fn by_status(_: StatusCode, _: &[u8]) -> Option<RemoteErrorKind> {
+    None
 }
 
 impl HttpSettings {
@@ -172,6 +181,7 @@ impl HttpSettings {
             max_concurrent: None,
             timeout: Duration::from_secs(30),
             describe_error,
+            classify_error: by_status,
         }
     }
 }
@@ -320,7 +330,7 @@ impl HttpClient {
         {
             count_api(vendor, true);
         }
-        let kind = match status.as_u16() {
+        let from_status = match status.as_u16() {
             401 | 403 => RemoteErrorKind::Unauthorized,
             404 => RemoteErrorKind::NotFound,
             429 => RemoteErrorKind::Throttled {
@@ -334,6 +344,7 @@ impl HttpClient {
             s if s >= 500 => RemoteErrorKind::Server { status: s },
             _ => RemoteErrorKind::Rejected,
         };
+        let kind = (self.settings.classify_error)(status, &body).unwrap_or(from_status);
         Err(fail(kind, format!("{status}: {message}")))
     }
 
@@ -501,6 +512,93 @@ mod tests {
                 step / 2
             );
         }
+    }
+
+    /// Answers every request 500 with `body`, counting them.
+    async fn failing_server(body: &'static str) -> (crate::sandbox::SandboxServer, Arc<AtomicU64>) {
+        let hits = Arc::new(AtomicU64::new(0));
+        let counted = hits.clone();
+        let app = axum::Router::new().fallback(move || {
+            let counted = counted.clone();
+            async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                (StatusCode::INTERNAL_SERVER_ERROR, body)
+            }
+        });
+        let server = crate::sandbox::SandboxServer::start(
+            "127.0.0.1:0".parse().expect("address"),
+            app,
+            "failing",
+        )
+        .await
+        .expect("server");
+        (server, hits)
+    }
+
+    fn settings(classify_error: fn(StatusCode, &[u8]) -> Option<RemoteErrorKind>) -> HttpSettings {
+        let mut settings =
+            HttpSettings::new("test", |_, body| String::from_utf8_lossy(body).into_owned());
+        settings.classify_error = classify_error;
+        settings.retry = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+            ..RetryPolicy::default()
+        };
+        settings
+    }
+
+    /// The vendor's classifier of these tests: a body naming a rule is the caller's fault.
+    fn rule_is_a_refusal(_: StatusCode, body: &[u8]) -> Option<RemoteErrorKind> {
+        body.starts_with(b"rule:")
+            .then_some(RemoteErrorKind::Rejected)
+    }
+
+    #[tokio::test]
+    async fn a_5xx_the_vendor_classifies_as_a_refusal_is_sent_once_and_not_reconciled() {
+        let (server, hits) = failing_server("rule: name too long").await;
+        let http = HttpClient::new(settings(rule_is_a_refusal)).expect("client");
+        let url = format!("http://{}/x", server.addr());
+        let looked = AtomicU64::new(0);
+        let err = http
+            .send_create(
+                "create x",
+                || http.request(reqwest::Method::POST, &url),
+                async || {
+                    looked.fetch_add(1, Ordering::SeqCst);
+                    Ok(None::<()>)
+                },
+            )
+            .await
+            .expect_err("refused");
+        assert_eq!(err.kind, RemoteErrorKind::Rejected);
+        assert!(err.message.contains("rule: name too long"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "not retried");
+        assert_eq!(looked.load(Ordering::SeqCst), 0, "a refusal landed nothing");
+    }
+
+    #[tokio::test]
+    async fn a_5xx_the_classifier_does_not_claim_is_still_an_outage() {
+        let (server, hits) = failing_server("<html>upstream failed</html>").await;
+        let http = HttpClient::new(settings(rule_is_a_refusal)).expect("client");
+        let url = format!("http://{}/x", server.addr());
+        let err = http
+            .send("read x", || http.request(reqwest::Method::GET, &url))
+            .await
+            .expect_err("outage");
+        assert_eq!(err.kind, RemoteErrorKind::Server { status: 500 });
+        assert_eq!(hits.load(Ordering::SeqCst), 3, "every attempt used");
+
+        // Without a classifier, even a rule's text is judged by its status.
+        let (server, hits) = failing_server("rule: name too long").await;
+        let http = HttpClient::new(settings(by_status)).expect("client");
+        let url = format!("http://{}/x", server.addr());
+        let err = http
+            .send("read x", || http.request(reqwest::Method::GET, &url))
+            .await
+            .expect_err("outage");
+        assert_eq!(err.kind, RemoteErrorKind::Server { status: 500 });
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
     }
 
     #[test]
