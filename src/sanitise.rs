@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use rollcall_core::text::{clean, clean_in_place};
+use rollcall_core::text::{clean, clean_in_place, is_hostile};
 
 use crate::plan::{Desired, Evidence};
 
@@ -21,7 +21,19 @@ use crate::plan::{Desired, Evidence};
 pub fn desired(desired: &mut Desired) {
     // Old key → cleaned key, for the seat holders that name their contact by key.
     let mut rekeyed = std::collections::BTreeMap::new();
-    if let Some(contacts) = desired.contacts.as_mut() {
+    let hostile = |text: &str| text.chars().any(is_hostile);
+    // Contacts are keyed by their fields, so only a contact with something to clean can change
+    // key; when none has, the map is kept rather than built again contact by contact.
+    if let Some(contacts) = desired.contacts.as_mut().filter(|contacts| {
+        contacts.values().any(|f| {
+            hostile(&f.first_name)
+                || hostile(&f.last_name)
+                || [&f.email, &f.title, &f.phone]
+                    .into_iter()
+                    .flatten()
+                    .any(|t| hostile(t))
+        })
+    }) {
         let dirty = std::mem::take(contacts);
         for (old, mut fields) in dirty {
             clean_in_place(&mut fields.first_name);

@@ -60,6 +60,28 @@ fn fit_contacts(
     limits: &FieldLimits,
     notes: &mut Vec<String>,
 ) -> Fitted {
+    // Nearly always every contact fits: then the map is kept as it is rather than built again
+    // contact by contact (a large client's first run has a contact per person).
+    let fits = |value: &str, limit: Option<usize>| {
+        limit.is_none_or(|limit| matches!(fit_text(value, limit), std::borrow::Cow::Borrowed(_)))
+    };
+    let all_fit = contacts.values().all(|f| {
+        f.email
+            .as_deref()
+            .zip(limits.contact_email)
+            .is_none_or(|(email, limit)| text_length(email) <= limit)
+            && fits(&f.first_name, limits.contact_first_name)
+            && fits(&f.last_name, limits.contact_last_name)
+            && f.title
+                .as_deref()
+                .is_none_or(|t| fits(t, limits.contact_title))
+            && f.phone
+                .as_deref()
+                .is_none_or(|t| fits(t, limits.contact_phone))
+    });
+    if all_fit {
+        return (contacts, BTreeMap::new());
+    }
     let mut fitted = BTreeMap::new();
     let mut renamed = BTreeMap::new();
     for (key, mut fields) in contacts {

@@ -224,17 +224,22 @@ impl Change {
 
     /// What the change is about, for tables and logs: a contact key or a product.
     pub fn subject(&self) -> String {
+        self.subject_text().to_owned()
+    }
+
+    /// [`Change::subject`], borrowed.
+    pub fn subject_text(&self) -> &str {
         match self {
             Change::CreateContact { key, .. }
             | Change::UpdateContact { key, .. }
             | Change::ReactivateContact { key, .. }
-            | Change::DeactivateContact { key, .. } => key.0.clone(),
+            | Change::DeactivateContact { key, .. } => &key.0,
             Change::CreateAddition { product, .. }
             | Change::UpdateAddition { product, .. }
-            | Change::CancelAddition { product, .. } => product.clone(),
-            Change::CreateCustomer { name, .. } => name.clone(),
+            | Change::CancelAddition { product, .. } => product,
+            Change::CreateCustomer { name, .. } => name,
             Change::CreateInvoice { reference, .. } | Change::UpdateInvoice { reference, .. } => {
-                reference.clone()
+                reference
             }
         }
     }
