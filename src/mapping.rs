@@ -1173,37 +1173,20 @@ pub fn evidence(p: &Person, rules: &[&Predicate]) -> Evidence {
     evidence_named(p, &names_read(rules))
 }
 
+/// A list as evidence shows it: `[a, b]`.
+fn listed<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
 /// The values of the person's fields named, as text.
 fn evidence_named(p: &Person, names: &[AttributeName]) -> Evidence {
     let mut out = Evidence::with_capacity(names.len());
     for var in names {
         let value = match var.as_str() {
-            "id" => p.id.clone(),
-            "username" => p.username.clone(),
-            "given_name" => p.given_name.clone(),
-            "surname" => p.surname.clone(),
-            "display_name" => p.display_name.clone(),
-            "name" => p.billing_name(),
-            "email" => p.email.clone().unwrap_or_default(),
-            "upn" => p.upn.clone().unwrap_or_default(),
             "enabled" => p.enabled.to_string(),
-            "groups" => format!("[{}]", p.groups.join(", ")),
-            "licenses" => format!(
-                "[{}]",
-                p.licenses
-                    .iter()
-                    .map(|l| l.sku.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            "license_names" => format!(
-                "[{}]",
-                p.licenses
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+            "groups" => listed(p.groups.iter().map(String::as_str)),
+            "licenses" => listed(p.licenses.iter().map(|l| l.sku.as_str())),
+            "license_names" => listed(p.licenses.iter().map(|l| l.name.as_str())),
             "attributes" => format!(
                 "{{{}}}",
                 p.attributes
@@ -1212,6 +1195,7 @@ fn evidence_named(p: &Person, names: &[AttributeName]) -> Evidence {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
+            field if TEXT_FIELDS.contains(&field) => person_text(p, field).into_owned(),
             _ => continue,
         };
         out.insert(var.clone(), value);

@@ -579,26 +579,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_5xx_the_classifier_does_not_claim_is_still_an_outage() {
-        let (server, hits) = failing_server("<html>upstream failed</html>").await;
-        let http = HttpClient::new(settings(rule_is_a_refusal)).expect("client");
-        let url = format!("http://{}/x", server.addr());
-        let err = http
-            .send("read x", || http.request(reqwest::Method::GET, &url))
-            .await
-            .expect_err("outage");
-        assert_eq!(err.kind, RemoteErrorKind::Server { status: 500 });
-        assert_eq!(hits.load(Ordering::SeqCst), 3, "every attempt used");
-
-        // Without a classifier, even a rule's text is judged by its status.
-        let (server, hits) = failing_server("rule: name too long").await;
-        let http = HttpClient::new(settings(by_status)).expect("client");
-        let url = format!("http://{}/x", server.addr());
-        let err = http
-            .send("read x", || http.request(reqwest::Method::GET, &url))
-            .await
-            .expect_err("outage");
-        assert_eq!(err.kind, RemoteErrorKind::Server { status: 500 });
-        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        // A body the classifier does not claim, and without a classifier even a rule's text:
+        // judged by the status, every attempt used.
+        for (body, classify) in [
+            (
+                "<html>upstream failed</html>",
+                rule_is_a_refusal as fn(_, &[u8]) -> _,
+            ),
+            ("rule: name too long", by_status),
+        ] {
+            let (server, hits) = failing_server(body).await;
+            let http = HttpClient::new(settings(classify)).expect("client");
+            let url = format!("http://{}/x", server.addr());
+            let err = http
+                .send("read x", || http.request(reqwest::Method::GET, &url))
+                .await
+                .expect_err("outage");
+            assert_eq!(err.kind, RemoteErrorKind::Server { status: 500 }, "{body}");
+            assert_eq!(hits.load(Ordering::SeqCst), 3, "every attempt used: {body}");
+        }
     }
 
     #[test]
