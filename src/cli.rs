@@ -1093,7 +1093,17 @@ async fn plan(
         PlanOutput::Table => report::print_plan(&plan, colour())?,
         PlanOutput::Markdown => print!("{}", report::markdown::plan(&plan)),
     }
-    Ok(Exit::of_plan(&plan))
+    let exit = Exit::of_plan(&plan);
+    free_at_exit(plan);
+    Ok(exit)
+}
+
+/// Leaves `value` to the end of the process rather than freeing it now: the CLI exits once a
+/// command's result is printed, and the system takes back all its memory at once, whereas
+/// freeing a plan of 100,000 changes allocation by allocation was a sixth of `rollcall plan`'s
+/// time (issue 18). Only for a command's final result, in a process about to end.
+fn free_at_exit<T>(value: T) {
+    std::mem::forget(value);
 }
 
 async fn approvals(

@@ -20,6 +20,8 @@ use serde_json::json;
 
 use crate::plan::{Desired, DesiredAddition, Evidence, Excluded, SeatHolder};
 
+mod native;
+
 /// The variables a predicate may use, each a field of the person.
 pub const PREDICATE_VARIABLES: &[&str] = &[
     "id",
@@ -50,6 +52,9 @@ pub const TEMPLATE_HINT_LINE: &str = "line descriptions are handlebars over {{pr
 pub struct Predicate {
     source: String,
     program: Arc<Program>,
+    /// The same rule as direct tests of the person's fields, when it is made only of shapes
+    /// those cover: it answers wherever CEL would not fail (see [`native`]).
+    native: Option<Arc<native::Test>>,
     /// The person variables the rule reads, found once: they name each seat's evidence.
     variables: Arc<[AttributeName]>,
     /// Where the pipeline wrote it (`file:line:col`), for warnings about what it names.
@@ -84,8 +89,13 @@ impl Predicate {
             .filter(|v| PREDICATE_VARIABLES.contains(v))
             .map(AttributeName::new)
             .collect();
+        let native = native::Test::compile(program.expression(), &|pattern| {
+            regexes::regex(pattern, true).ok()
+        })
+        .map(Arc::new);
         let predicate = Predicate {
             source: source.to_owned(),
+            native,
             program: Arc::new(program),
             variables,
             at: None,
@@ -120,6 +130,14 @@ impl Predicate {
 
     /// True when the person matches.
     pub fn eval(&self, vars: &PersonVars) -> Result<bool, String> {
+        if let Some(answer) = self.native.as_ref().and_then(|test| test.eval(vars.person)) {
+            return Ok(answer);
+        }
+        self.eval_cel(vars)
+    }
+
+    /// True when the person matches, by CEL's interpreter alone.
+    fn eval_cel(&self, vars: &PersonVars) -> Result<bool, String> {
         let mut context = Context::with_env(Arc::clone(&CEL_ENV));
         context.set_variable_resolver(vars);
         match self.program.execute(&context) {
@@ -216,7 +234,7 @@ mod regexes {
 
     /// The compiled `pattern`, compiling and keeping it when new. `constant`: written in a
     /// predicate, so always kept.
-    fn regex(pattern: &str, constant: bool) -> Result<Arc<Regex>, String> {
+    pub(super) fn regex(pattern: &str, constant: bool) -> Result<Arc<Regex>, String> {
         let cache = COMPILED.read().unwrap_or_else(|e| e.into_inner());
         if let Some(regex) = cache.get(pattern) {
             return Ok(Arc::clone(regex));
@@ -403,7 +421,7 @@ pub struct TemplateSet {
     /// Person templates that are one text field alone (`{{given_name}}`, as the defaults are),
     /// by template name: their text is the field's, so they are not rendered by handlebars,
     /// which with its context was most of a contact's cost.
-    field_alone: HashMap<String, &'static str>,
+    field_alone: HashMap<String, &'static str, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -430,7 +448,7 @@ impl TemplateSet {
             uses_people: Default::default(),
             mentions_groups: false,
             person_fields: PersonFields::NONE,
-            field_alone: HashMap::new(),
+            field_alone: HashMap::default(),
         }
     }
 
@@ -1144,7 +1162,7 @@ impl EvidenceNames {
 /// (`enabled = true`, `groups = [Staff]`) share one evidence, as a plan holds one per seat and a
 /// directory's people mostly repeat a few.
 #[derive(Default)]
-struct SharedEvidence(std::collections::HashSet<Arc<Evidence>>);
+struct SharedEvidence(std::collections::HashSet<Arc<Evidence>, foldhash::fast::RandomState>);
 
 impl SharedEvidence {
     fn intern(&mut self, evidence: Evidence) -> Arc<Evidence> {
@@ -1175,7 +1193,15 @@ pub fn evidence(p: &Person, rules: &[&Predicate]) -> Evidence {
 
 /// A list as evidence shows it: `[a, b]`.
 fn listed<'a>(items: impl Iterator<Item = &'a str>) -> String {
-    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+    let mut out = String::from("[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+    out
 }
 
 /// The values of the person's fields named, as text.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use rollcall_core::text::{clean, clean_in_place, is_hostile};
+use rollcall_core::text::{clean, clean_in_place, has_hostile};
 
 use crate::plan::{Desired, Evidence};
 
@@ -21,7 +21,7 @@ use crate::plan::{Desired, Evidence};
 pub fn desired(desired: &mut Desired) {
     // Old key → cleaned key, for the seat holders that name their contact by key.
     let mut rekeyed = std::collections::BTreeMap::new();
-    let hostile = |text: &str| text.chars().any(is_hostile);
+    let hostile = has_hostile;
     // Contacts are keyed by their fields, so only a contact with something to clean can change
     // key; when none has, the map is kept rather than built again contact by contact.
     if let Some(contacts) = desired.contacts.as_mut().filter(|contacts| {
@@ -50,8 +50,11 @@ pub fn desired(desired: &mut Desired) {
             contacts.entry(fields.key()).or_insert(fields);
         }
     }
-    let mut cleaned_evidence: HashMap<*const Evidence, (Arc<Evidence>, Arc<Evidence>)> =
-        HashMap::new();
+    let mut cleaned_evidence: HashMap<
+        *const Evidence,
+        (Arc<Evidence>, Arc<Evidence>),
+        foldhash::fast::RandomState,
+    > = HashMap::default();
     for addition in desired.additions.values_mut() {
         clean_in_place(&mut addition.name);
         clean_in_place(&mut addition.fields.invoice_description);

@@ -331,7 +331,7 @@ impl JsonSchema for Price {
 }
 
 /// Built-in defaults, in one place.
-mod defaults {
+pub(crate) mod defaults {
     use super::*;
 
     pub fn currency() -> Currency {

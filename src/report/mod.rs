@@ -45,18 +45,25 @@ fn table(headers: &[&str]) -> Table {
 }
 
 fn contact(c: &ContactFields) -> String {
-    let mut s = format!("{} {}", c.first_name, c.last_name)
-        .trim()
-        .to_owned();
-    if let Some(e) = &c.email {
-        s.push_str(&format!(" <{e}>"));
+    let mut s = String::with_capacity(
+        c.first_name.len() + c.last_name.len() + c.email.as_ref().map_or(0, |e| e.len() + 3) + 1,
+    );
+    s.push_str(&c.first_name);
+    s.push(' ');
+    s.push_str(&c.last_name);
+    if s.trim().len() != s.len() {
+        s = s.trim().to_owned();
     }
-    if let Some(t) = &c.title {
-        s.push_str(&format!(", {t}"));
-    }
-    if let Some(p) = &c.phone {
-        s.push_str(&format!(", {p}"));
-    }
+    let mut part = |before: &str, text: &Option<String>, after: &str| {
+        if let Some(text) = text {
+            s.push_str(before);
+            s.push_str(text);
+            s.push_str(after);
+        }
+    };
+    part(" <", &c.email, ">");
+    part(", ", &c.title, "");
+    part(", ", &c.phone, "");
     s
 }
 
@@ -194,12 +201,22 @@ fn change_lines<W: std::fmt::Write>(
         }
         out.write_str("  ")?;
         write_padded(out, &clean(c.change.subject_text()), widths[2])?;
-        writeln!(
-            out,
-            "  {} → {}",
-            clean(&before.replace('\n', " · ")),
-            clean(&after.replace('\n', " · ")),
-        )?;
+        out.write_str("  ")?;
+        write_joined(out, &before)?;
+        out.write_str(" → ")?;
+        write_joined(out, &after)?;
+        out.write_char('\n')?;
+    }
+    Ok(())
+}
+
+/// `text` cleaned, its lines joined by ` · `.
+fn write_joined<W: std::fmt::Write>(out: &mut W, text: &str) -> std::fmt::Result {
+    for (i, line) in clean(text).split('\n').enumerate() {
+        if i > 0 {
+            out.write_str(" · ")?;
+        }
+        out.write_str(line)?;
     }
     Ok(())
 }

@@ -24,16 +24,41 @@ pub fn is_hostile(c: char) -> bool {
 /// `text` without control and bidi characters (see [`is_hostile`]); borrowed when there were
 /// none, which is nearly always.
 pub fn clean(text: &str) -> Cow<'_, str> {
-    if text.chars().any(is_hostile) {
+    if has_hostile(text) {
         Cow::Owned(text.chars().filter(|c| !is_hostile(*c)).collect())
     } else {
         Cow::Borrowed(text)
     }
 }
 
+/// Whether `text` holds a character [`clean`] removes. Text that is printable ASCII alone is
+/// told by its bytes, eight at a time: names nearly always are, and every cell of a plan's
+/// text and every field of a desired state is checked.
+pub fn has_hostile(text: &str) -> bool {
+    !is_printable_ascii(text.as_bytes()) && text.chars().any(is_hostile)
+}
+
+/// Every byte in `' '..='~'`, tested a word at a time: a word holds a byte below `' '` when
+/// subtracting `0x20` from each byte borrows into a clear top bit, and one above `'~'` when
+/// adding 1 to each sets a top bit or one is set already.
+fn is_printable_ascii(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const TOPS: u64 = 0x8080_8080_8080_8080;
+    let printable = |x: u64| {
+        let below_space = x.wrapping_sub(0x20 * ONES) & !x & TOPS;
+        let above_tilde = (x.wrapping_add(ONES) | x) & TOPS;
+        below_space | above_tilde == 0
+    };
+    let mut words = bytes.chunks_exact(8);
+    words
+        .by_ref()
+        .all(|w| printable(u64::from_le_bytes(w.try_into().expect("a chunk of 8"))))
+        && words.remainder().iter().all(|b| (b' '..=b'~').contains(b))
+}
+
 /// Cleans `text` in place (see [`clean`]).
 pub fn clean_in_place(text: &mut String) {
-    if text.chars().any(is_hostile) {
+    if has_hostile(text) {
         text.retain(|c| !is_hostile(c));
     }
 }
@@ -83,6 +108,24 @@ fn is_plain_number(text: &str) -> bool {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The byte-wise short cut finds exactly what a test of every character finds.
+        #[test]
+        fn printable_ascii_is_told_by_words(bytes in proptest::collection::vec(prop_oneof![
+            20 => b' '..=b'~',
+            // The bytes either side of each bound, where a word test would slip.
+            3 => proptest::sample::select(vec![0x00, 0x09, 0x0a, 0x1f, 0x20, 0x7e, 0x7f, 0x80, 0xff]),
+            1 => proptest::num::u8::ANY,
+        ], 0..40)) {
+            prop_assert_eq!(is_printable_ascii(&bytes), bytes.iter().all(|b| (b' '..=b'~').contains(b)));
+        }
+
+        #[test]
+        fn hostile_text_is_found_by_its_bytes(text in "(\\PC|[\\x00-\\x1f\\x7f-\\u{9f}\\u{202a}-\\u{202e}\\u{2066}-\\u{2069}\\u{200e}\\u{200f}\\u{61c}]){0,80}") {
+            prop_assert_eq!(has_hostile(&text), text.chars().any(is_hostile));
+        }
+    }
 
     #[test]
     fn terminal_escapes_and_bidi_overrides_are_removed() {
