@@ -2095,7 +2095,8 @@ fn read_saved_plan(
         }
     }
     let kept: Vec<String> = plan.clients.iter().map(|c| c.client.clone()).collect();
-    plan.changes.retain(|ch| kept.contains(&ch.client));
+    plan.changes
+        .retain(|ch| kept.iter().any(|k| **k == *ch.client));
     Ok(plan)
 }
 

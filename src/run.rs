@@ -59,7 +59,7 @@ pub struct PipelinePlan {
 /// One change, tagged with its client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlannedChange {
-    pub client: String,
+    pub client: std::sync::Arc<str>,
     #[serde(flatten)]
     pub change: Change,
 }
@@ -188,7 +188,7 @@ impl PipelinePlan {
     pub fn changes_for<'a>(&'a self, client: &'a str) -> impl Iterator<Item = &'a Change> + 'a {
         self.changes
             .iter()
-            .filter(move |c| c.client == client)
+            .filter(move |c| &*c.client == client)
             .map(|c| &c.change)
     }
 }
@@ -406,9 +406,11 @@ pub async fn plan_pipeline(
         changes: Vec::new(),
     };
     for (_, client_plan, changes) in results {
+        // One name shared by all a client's changes: a first run of a big client is 100,000.
+        let client: std::sync::Arc<str> = client_plan.client.as_str().into();
         plan.changes
             .extend(changes.into_iter().map(|change| PlannedChange {
-                client: client_plan.client.clone(),
+                client: client.clone(),
                 change,
             }));
         plan.clients.push(client_plan);

@@ -626,7 +626,7 @@ fn client_plan(plan: &PipelinePlan, client: &ClientPlan) -> PipelinePlan {
         changes: plan
             .changes
             .iter()
-            .filter(|c| c.client == client.client)
+            .filter(|c| *c.client == *client.client)
             .cloned()
             .collect(),
     }
@@ -1007,7 +1007,7 @@ async fn apply_due(
                 info!(approval = %id, run = %applied.run_id, "Applied an approval whose day has come.");
                 synced.approvals.retain(|h| h.id != id);
                 for c in applied.plan.clients {
-                    synced.plan.changes.retain(|ch| ch.client != c.client);
+                    synced.plan.changes.retain(|ch| *ch.client != *c.client);
                     synced.outcomes.retain(|o| o.client != c.client);
                     if let Some(slot) = synced
                         .plan

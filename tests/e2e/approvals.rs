@@ -367,7 +367,7 @@ async fn an_approval_with_a_later_effective_day_is_applied_by_the_first_sync_on_
         .expect("get");
     assert_eq!(approval.decided_by.as_deref(), Some("alice"));
     assert_eq!(plan.clients.len(), 1);
-    assert!(plan.changes.iter().all(|c| c.client == "Acme"));
+    assert!(plan.changes.iter().all(|c| &*c.client == "Acme"));
     assert!(!matches!(
         approve(&engine, &w.pipeline, "", "bob", None, &Options::default()).await,
         Ok(Decided::Applied { .. })

@@ -523,7 +523,7 @@ async fn sister_clients_bill_a_shared_person_once() {
             .contains("sister client `Globex` (count_once_in) was not read in full"),
         "{failure:?}"
     );
-    assert!(plan.changes.iter().all(|c| c.client != "Acme"));
+    assert!(plan.changes.iter().all(|c| &*c.client != "Acme"));
 }
 
 #[tokio::test]
