@@ -1633,7 +1633,9 @@ fn print_synced(
     for held in &synced.approvals {
         println!("{held}");
     }
-    Ok(synced.verdict())
+    let verdict = synced.verdict();
+    free_at_exit(synced);
+    Ok(verdict)
 }
 
 /// Opens the queue; on Redis, vendor rate limits are then shared by every worker.
