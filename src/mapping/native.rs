@@ -127,8 +127,7 @@ impl Test {
             Test::Member { list, item } => Some(list.texts(person).any(|t| t == &**item)),
             Test::HasAttribute(key) => Some(person.attributes.contains_key(key)),
             Test::Text { text, check } => match text {
-                Text::Field(Field::Name) => Some(check.holds(&person.billing_name())),
-                Text::Field(field) => Some(check.holds(field.of(person))),
+                Text::Field(field) => Some(check.holds(&field.of(person))),
                 Text::Attribute(key) => person.attributes.get(key).map(|v| check.holds(v)),
             },
             Test::Each { list, check, all } => Some(if *all {
@@ -174,17 +173,18 @@ impl Field {
         })
     }
 
-    /// The field's text; `name` is made by [`Person::billing_name`] and read by the caller.
-    fn of(self, p: &Person) -> &str {
+    /// The field's text as the CEL variable binds it: `name` is made, the rest borrowed.
+    fn of(self, p: &Person) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow::Borrowed;
         match self {
-            Field::Id => &p.id,
-            Field::Username => &p.username,
-            Field::GivenName => &p.given_name,
-            Field::Surname => &p.surname,
-            Field::DisplayName => &p.display_name,
-            Field::Email => p.email.as_deref().unwrap_or_default(),
-            Field::Upn => p.upn.as_deref().unwrap_or_default(),
-            Field::Name => unreachable!("`name` is made by the caller"),
+            Field::Id => Borrowed(&p.id),
+            Field::Username => Borrowed(&p.username),
+            Field::GivenName => Borrowed(&p.given_name),
+            Field::Surname => Borrowed(&p.surname),
+            Field::DisplayName => Borrowed(&p.display_name),
+            Field::Email => Borrowed(p.email.as_deref().unwrap_or_default()),
+            Field::Upn => Borrowed(p.upn.as_deref().unwrap_or_default()),
+            Field::Name => p.billing_name().into(),
         }
     }
 }
@@ -245,7 +245,7 @@ impl Compiler<'_> {
                     Some(Test::Or(deeper(a)?, deeper(b)?))
                 }
                 (operators::IN, [item, range]) if call.target.is_none() => {
-                    self.membership(item, range, None)
+                    self.membership(item, range)
                 }
                 _ => match self.check(call, None)? {
                     (Operand::Text(text), check) => Some(Test::Text { text, check }),
@@ -258,10 +258,8 @@ impl Compiler<'_> {
     }
 
     /// `'X' in groups`, `'k' in attributes`, or `text in ['a', 'b']` as a check of the text.
-    fn membership(&self, item: &IdedExpr, range: &IdedExpr, var: Option<&str>) -> Option<Test> {
-        if let Expr::Ident(name) = &range.expr
-            && Some(name.as_str()) != var
-        {
+    fn membership(&self, item: &IdedExpr, range: &IdedExpr) -> Option<Test> {
+        if let Expr::Ident(name) = &range.expr {
             let literal = string_literal(item)?;
             return if name == "attributes" {
                 Some(Test::HasAttribute(literal.into()))
@@ -272,7 +270,7 @@ impl Compiler<'_> {
                 })
             };
         }
-        match self.one_of(item, range, var)? {
+        match self.one_of(item, range, None)? {
             (Operand::Text(text), check) => Some(Test::Text { text, check }),
             _ => None,
         }
