@@ -2096,9 +2096,9 @@ fn read_saved_plan(
             c.shadow = now.shadow;
         }
     }
-    let kept: Vec<String> = plan.clients.iter().map(|c| c.client.clone()).collect();
-    plan.changes
-        .retain(|ch| kept.iter().any(|k| **k == *ch.client));
+    let kept: std::collections::HashSet<&str> =
+        plan.clients.iter().map(|c| c.client.as_str()).collect();
+    plan.changes.retain(|ch| kept.contains(&*ch.client));
     Ok(plan)
 }
 

@@ -421,7 +421,7 @@ pub struct TemplateSet {
     /// Person templates that are one text field alone (`{{given_name}}`, as the defaults are),
     /// by template name: their text is the field's, so they are not rendered by handlebars,
     /// which with its context was most of a contact's cost.
-    field_alone: HashMap<String, &'static str, foldhash::fast::RandomState>,
+    field_alone: HashMap<String, TextField, foldhash::fast::RandomState>,
 }
 
 impl std::fmt::Debug for TemplateSet {
@@ -469,9 +469,9 @@ impl TemplateSet {
                 .trim()
                 .strip_prefix("{{")
                 .and_then(|s| s.strip_suffix("}}"))
-                .and_then(|f| TEXT_FIELDS.iter().find(|t| **t == f))
+                .and_then(TextField::named)
         {
-            self.field_alone.insert(name.to_owned(), *field);
+            self.field_alone.insert(name.to_owned(), field);
         } else {
             self.field_alone.remove(name);
         }
@@ -638,12 +638,7 @@ fn line_json<'n>(
     people: Vec<serde_json::Value>,
 ) -> serde_json::Value {
     let mut joined = String::new();
-    for name in names {
-        if !joined.is_empty() {
-            joined.push_str(", ");
-        }
-        joined.push_str(name);
-    }
+    push_joined(&mut joined, names);
     json!({
         "product": product,
         "identifier": identifier,
@@ -1194,14 +1189,19 @@ pub fn evidence(p: &Person, rules: &[&Predicate]) -> Evidence {
 /// A list as evidence shows it: `[a, b]`.
 fn listed<'a>(items: impl Iterator<Item = &'a str>) -> String {
     let mut out = String::from("[");
+    push_joined(&mut out, items);
+    out.push(']');
+    out
+}
+
+/// `items` appended to `out`, separated by `, `, with no list of them made first.
+fn push_joined<'a>(out: &mut String, items: impl Iterator<Item = &'a str>) {
     for (i, item) in items.enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
         out.push_str(item);
     }
-    out.push(']');
-    out
 }
 
 /// The values of the person's fields named, as text.
@@ -1221,8 +1221,10 @@ fn evidence_named(p: &Person, names: &[AttributeName]) -> Evidence {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            field if TEXT_FIELDS.contains(&field) => person_text(p, field).into_owned(),
-            _ => continue,
+            other => match TextField::named(other) {
+                Some(field) => field.of(p).into_owned(),
+                None => continue,
+            },
         };
         out.insert(var.clone(), value);
     }
@@ -1274,7 +1276,7 @@ fn contact_fields(
             return Ok(None);
         };
         let text = match templates.field_alone.get(n) {
-            Some(field) => person_text(p, field).trim().to_owned(),
+            Some(field) => field.of(p).trim().to_owned(),
             None => templates.render(
                 n,
                 data.get_or_init(|| {
@@ -1293,33 +1295,52 @@ fn contact_fields(
     })
 }
 
-/// A person's text field by its template name, as [`person_json`] has it.
-fn person_text<'p>(p: &'p Person, field: &str) -> std::borrow::Cow<'p, str> {
-    use std::borrow::Cow::{Borrowed, Owned};
-    match field {
-        "id" => Borrowed(&p.id),
-        "username" => Borrowed(&p.username),
-        "given_name" => Borrowed(&p.given_name),
-        "surname" => Borrowed(&p.surname),
-        "display_name" => Borrowed(&p.display_name),
-        "email" => Borrowed(p.email.as_deref().unwrap_or_default()),
-        "upn" => Borrowed(p.upn.as_deref().unwrap_or_default()),
-        "name" => Owned(p.billing_name()),
-        _ => Borrowed(""),
-    }
+/// A person's text fields, by the name rules and templates call them (`{{given_name}}`,
+/// `username.endsWith('$')`): found once when a rule or template is compiled, then read per
+/// person without matching the name again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TextField {
+    Id,
+    Username,
+    GivenName,
+    Surname,
+    DisplayName,
+    Email,
+    Upn,
+    Name,
 }
 
-/// The text fields [`person_text`] knows.
-const TEXT_FIELDS: &[&str] = &[
-    "id",
-    "username",
-    "given_name",
-    "surname",
-    "display_name",
-    "email",
-    "upn",
-    "name",
-];
+impl TextField {
+    pub(crate) fn named(name: &str) -> Option<TextField> {
+        Some(match name {
+            "id" => TextField::Id,
+            "username" => TextField::Username,
+            "given_name" => TextField::GivenName,
+            "surname" => TextField::Surname,
+            "display_name" => TextField::DisplayName,
+            "email" => TextField::Email,
+            "upn" => TextField::Upn,
+            "name" => TextField::Name,
+            _ => return None,
+        })
+    }
+
+    /// The field's text, as [`person_json`] and the CEL variable of the same name have it:
+    /// `name` is made, the rest borrowed; an absent email or UPN is empty.
+    pub(crate) fn of(self, p: &Person) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow::Borrowed;
+        match self {
+            TextField::Id => Borrowed(&p.id),
+            TextField::Username => Borrowed(&p.username),
+            TextField::GivenName => Borrowed(&p.given_name),
+            TextField::Surname => Borrowed(&p.surname),
+            TextField::DisplayName => Borrowed(&p.display_name),
+            TextField::Email => Borrowed(p.email.as_deref().unwrap_or_default()),
+            TextField::Upn => Borrowed(p.upn.as_deref().unwrap_or_default()),
+            TextField::Name => p.billing_name().into(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -21,17 +21,16 @@ use crate::plan::{Desired, Evidence};
 pub fn desired(desired: &mut Desired) {
     // Old key → cleaned key, for the seat holders that name their contact by key.
     let mut rekeyed = std::collections::BTreeMap::new();
-    let hostile = has_hostile;
     // Contacts are keyed by their fields, so only a contact with something to clean can change
     // key; when none has, the map is kept rather than built again contact by contact.
     if let Some(contacts) = desired.contacts.as_mut().filter(|contacts| {
         contacts.values().any(|f| {
-            hostile(&f.first_name)
-                || hostile(&f.last_name)
+            has_hostile(&f.first_name)
+                || has_hostile(&f.last_name)
                 || [&f.email, &f.title, &f.phone]
                     .into_iter()
                     .flatten()
-                    .any(|t| hostile(t))
+                    .any(|t| has_hostile(t))
         })
     }) {
         let dirty = std::mem::take(contacts);

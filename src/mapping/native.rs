@@ -21,6 +21,8 @@ use cel::common::ast::{CallExpr, ComprehensionExpr, Expr, LiteralValue, SelectEx
 use regex::Regex;
 use rollcall_core::Person;
 
+use super::TextField;
+
 /// A predicate compiled to direct tests of the person's fields.
 #[derive(Debug)]
 pub(crate) enum Test {
@@ -60,22 +62,9 @@ pub(crate) enum TextList {
 /// A text a rule tests.
 #[derive(Debug)]
 pub(crate) enum Text {
-    Field(Field),
+    Field(TextField),
     /// `attributes.k` or `attributes['k']`: CEL fails when the person has no `k`.
     Attribute(Box<str>),
-}
-
-/// The person's text fields, as the CEL variables of the same names bind them.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Field {
-    Id,
-    Username,
-    GivenName,
-    Surname,
-    DisplayName,
-    Name,
-    Email,
-    Upn,
 }
 
 /// What is asked of a text.
@@ -155,37 +144,6 @@ impl TextList {
             "license_names" => TextList::LicenseNames,
             _ => return None,
         })
-    }
-}
-
-impl Field {
-    fn named(variable: &str) -> Option<Field> {
-        Some(match variable {
-            "id" => Field::Id,
-            "username" => Field::Username,
-            "given_name" => Field::GivenName,
-            "surname" => Field::Surname,
-            "display_name" => Field::DisplayName,
-            "name" => Field::Name,
-            "email" => Field::Email,
-            "upn" => Field::Upn,
-            _ => return None,
-        })
-    }
-
-    /// The field's text as the CEL variable binds it: `name` is made, the rest borrowed.
-    fn of(self, p: &Person) -> std::borrow::Cow<'_, str> {
-        use std::borrow::Cow::Borrowed;
-        match self {
-            Field::Id => Borrowed(&p.id),
-            Field::Username => Borrowed(&p.username),
-            Field::GivenName => Borrowed(&p.given_name),
-            Field::Surname => Borrowed(&p.surname),
-            Field::DisplayName => Borrowed(&p.display_name),
-            Field::Email => Borrowed(p.email.as_deref().unwrap_or_default()),
-            Field::Upn => Borrowed(p.upn.as_deref().unwrap_or_default()),
-            Field::Name => p.billing_name().into(),
-        }
     }
 }
 
@@ -386,7 +344,7 @@ impl Compiler<'_> {
         match &e.expr {
             Expr::Literal(LiteralValue::String(s)) => Some(Operand::Literal(s.inner())),
             Expr::Ident(name) if Some(name.as_str()) == var => Some(Operand::Item),
-            Expr::Ident(name) => Field::named(name).map(|f| Operand::Text(Text::Field(f))),
+            Expr::Ident(name) => TextField::named(name).map(|f| Operand::Text(Text::Field(f))),
             Expr::Select(SelectExpr {
                 operand,
                 field,

@@ -572,6 +572,26 @@ mod tests {
         assert_eq!(read.people[1].attributes["Notes"], "a\nb\nc");
     }
 
+    /// Cells are cut from the record's text at their bounds: characters of several bytes next to
+    /// a delimiter or a doubled quote, and white space that is not ASCII, come out whole.
+    #[test]
+    fn cells_of_several_byte_characters_are_cut_whole() {
+        let read = read(
+            "id,GivenName,Surname,DisplayName\n\
+             1,José,Müller,\"Ren\"\"ée\"\"\u{3000}\"\n\
+             2,山田,\u{a0}é,\u{2066}x\n",
+        );
+        let p = &read.people;
+        assert_eq!(
+            (&*p[0].given_name, &*p[0].surname, &*p[0].display_name),
+            ("José", "Müller", "Ren\"ée\"")
+        );
+        assert_eq!(
+            (&*p[1].given_name, &*p[1].surname, &*p[1].display_name),
+            ("山田", "é", "\u{2066}x")
+        );
+    }
+
     #[test]
     fn a_field_falls_back_to_its_next_column_row_by_row() {
         let read = read("id,Name,DisplayName\n1,ann.lee,Ann Lee\n2,bob.s,\n");
