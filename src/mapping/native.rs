@@ -428,10 +428,13 @@ mod tests {
         "attributes['dept']",
     ];
 
+    /// People's texts: the rules' constants, other ASCII, and hostile or case-folding text
+    /// (bidi overrides, controls, `ſ` which `(?i)` folds to `s`, a dotted `İ`).
     fn text() -> impl Strategy<Value = String> {
         prop_oneof![
             4 => prop::sample::select(TEXTS).prop_map(str::to_owned),
             1 => "[a-zA-Z$ ._-]{0,6}",
+            1 => "[\u{202e}\u{2066}\u{0}\u{1b}ſİé vcS$-]{0,6}",
         ]
     }
 
